@@ -1,0 +1,172 @@
+"""The command line: ``sweeper run | report | export``.
+
+Strings from the spec become launcher classes here, and library errors are translated once,
+here, into one line plus a hint with exit status 2 (bad input) or 1 (a run that failed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import signal
+import sys
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import optuna
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from sweeper.errors import SweeperError
+from sweeper.launchers import Launcher, LocalLauncher
+from sweeper.results import tables, write_tables
+from sweeper.spec import KNOBS, LoadedSpec, load_spec
+from sweeper.study import default_storage, run_study, study_dir
+
+# Tables stay readable when the output is a pipe or a CI log (rich assumes 80 columns there).
+console = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
+errors = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, unwound like Ctrl-C so every server and container is stopped on the way out."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise _Terminated()
+
+
+@contextlib.contextmanager
+def _sigterm_unwinds() -> Iterator[None]:
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def make_launcher(loaded: LoadedSpec, directory: Path) -> Launcher:
+    server = loaded.spec.server
+    if server.launcher == "docker":
+        from sweeper.launchers import DockerLauncher
+
+        return DockerLauncher(directory, server)
+    return LocalLauncher(
+        directory,
+        tritonserver=server.tritonserver,
+        backend_directory=server.backend_directory,
+        address=server.address,
+        startup_timeout_s=server.startup_timeout_s,
+    )
+
+
+def _trial_line(trial: optuna.trial.FrozenTrial, objectives: list[str], total: int) -> str:
+    p = trial.params
+    knobs = (
+        f"mbs={p.get('max_batch_size')} delay={p.get('max_queue_delay_us')}us "
+        f"inst={p.get('instance_count')} {p.get('protocol')} {p.get('precision')}"
+    )
+    head = f"trial {trial.number + 1}/{total}{' (baseline)' if trial.user_attrs.get('baseline') else ''}  {knobs}"
+    if trial.state != optuna.trial.TrialState.COMPLETE:
+        return f"{head}  [red]FAILED[/red]: {trial.user_attrs.get('failure', trial.state.name)}"
+    figures = "  ".join(f"{name}={value:.4g}" for name, value in zip(objectives, trial.values))
+    feasible = all(v <= 0 for v in trial.constraints.values())
+    flags = "" if feasible else "  [yellow]infeasible[/yellow]"
+    measurements = trial.user_attrs.get("measurements", [])
+    if any(m["client_bound"] for m in measurements):
+        flags += "  [yellow]client-bound[/yellow]"
+    if not all(m["stable"] for m in measurements):
+        flags += "  [yellow]unstable[/yellow]"
+    return f"{head}  {figures}{flags}"
+
+
+def print_pareto(study: optuna.Study) -> None:
+    result = tables(study)
+    table = Table(title=f"Pareto front of '{study.study_name}' ({len(result.pareto)} of {len(result.trials)} trials)")
+    columns = ["number", *KNOBS, *result.objectives]
+    for column in columns:
+        table.add_column(column, justify="right")
+    for values in result.pareto.sort_values("number").to_dict("records"):
+        mark = " (baseline)" if values["baseline"] else ""
+        table.add_row(*[_cell(values[c]) + (mark if c == "number" else "") for c in columns])
+    console.print(table)
+    if result.pareto.empty:
+        console.print("[yellow]No feasible completed trial: see trials.csv for failures and constraint violations.[/yellow]")
+
+
+def _cell(value: object) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _stored_study(name: str, storage: str) -> optuna.Study | None:
+    try:
+        return optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        return None
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    loaded = load_spec(Path(args.spec), study_name=args.study, trials=args.trials)
+    directory = study_dir(Path(args.results_dir), loaded.name)
+    storage = args.storage or loaded.spec.study.storage or default_storage(directory)
+    launcher = make_launcher(loaded, directory)
+    total = loaded.spec.study.trials
+    objectives = [o.column for o in loaded.spec.objectives]
+    console.print(f"study '{loaded.name}': {total} trials, results in {directory}")
+
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
+    ) as progress:
+        task = progress.add_task("trials", total=total)
+
+        def on_trial_end(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+            progress.console.print(_trial_line(trial, objectives, total))
+            progress.update(task, completed=min(trial.number + 1, total))
+            write_tables(tables(study), directory)
+
+        try:
+            run_study(loaded, launcher, directory, storage, on_trial_end=on_trial_end)
+        finally:
+            # Also after Ctrl-C or a crash: the tables show every trial that finished.
+            study = _stored_study(loaded.name, storage)
+            if study is not None:
+                print_pareto(study)
+    console.print(f"wrote {directory / 'trials.csv'}, measurements.csv, pareto.csv")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sweeper", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="run (or resume) a sweep from a YAML spec")
+    run.add_argument("spec", help="the YAML spec")
+    run.add_argument("--trials", type=int, help="total trials of the study (overrides study.trials)")
+    run.add_argument("--study", help="study name (overrides study.name)")
+    run.add_argument("--results-dir", default="results", help="where study folders go (default: results)")
+    run.add_argument("--storage", help="Optuna storage URL (default: SQLite in the study folder)")
+    run.set_defaults(handler=cmd_run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        with _sigterm_unwinds():
+            return args.handler(args)
+    except SweeperError as exc:
+        errors.print(f"sweeper: error: {exc}", markup=False)
+        if exc.hint:
+            errors.print(f"  hint: {exc.hint}", markup=False)
+        return exc.exit_status
+    except _Terminated:
+        errors.print("sweeper: terminated (SIGTERM); servers stopped, results so far are written")
+        return 143
+    except KeyboardInterrupt:
+        errors.print("sweeper: interrupted; servers stopped, results so far are written")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,29 @@
+"""Writes a Triton model repository: ``<root>/<model>/config.pbtxt`` and ``<root>/<model>/1/``."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from tritonclient.grpc import model_config_pb2 as mc
+
+from sweeper.triton_config import to_pbtxt
+
+PYTHON_MODEL = Path(__file__).with_name("python_backend") / "model.py"
+
+
+def write_model_repository(root: Path, model: mc.ModelConfig, onnx_path: Path) -> Path:
+    """Lay out one model; the ONNX file is hard-linked where it can be (they can be large)."""
+    version = root / model.name / "1"
+    version.mkdir(parents=True, exist_ok=True)
+    (root / model.name / "config.pbtxt").write_text(to_pbtxt(model))
+    target = version / "model.onnx"
+    target.unlink(missing_ok=True)
+    try:
+        os.link(onnx_path, target)
+    except OSError:  # another file system
+        shutil.copyfile(onnx_path, target)
+    if model.backend == "python":
+        shutil.copyfile(PYTHON_MODEL, version / "model.py")
+    return root

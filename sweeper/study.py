@@ -1,0 +1,215 @@
+"""Stage 6: the Optuna study. Each trial builds, starts, measures and stops one configuration."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from pathlib import Path
+from typing import Callable, Iterator
+
+import optuna
+
+from sweeper.artifacts import ArtifactBuilder
+from sweeper.errors import SpecError, SweeperError, TrialError
+from sweeper.launchers import Launcher, failure_reason
+from sweeper.load import measure
+from sweeper.repository import write_model_repository
+from sweeper.spec import KNOBS, LoadedSpec, TrialConfig
+from sweeper.triton_config import build_model_config, to_pbtxt
+
+LABEL_STUDY = "triton-sweeper.study"
+LABEL_TRIAL = "triton-sweeper.trial"
+TIMINGS = ("build_s", "start_s", "measure_s", "stop_s")
+
+
+def study_dir(results_dir: Path, name: str) -> Path:
+    return Path(results_dir) / name
+
+
+def default_storage(directory: Path) -> str:
+    return f"sqlite:///{directory / 'study.db'}"
+
+
+def make_sampler(loaded: LoadedSpec) -> optuna.samplers.BaseSampler:
+    spec = loaded.spec
+    seed = spec.study.seed
+    if spec.study.sampler == "tpe":
+        return optuna.samplers.TPESampler(seed=seed)
+    if spec.study.sampler == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed)
+    if spec.study.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if spec.study.sampler == "grid":
+        grid = {knob: list(getattr(spec.search_space, knob)) for knob in KNOBS}
+        return optuna.samplers.GridSampler(grid, seed=seed)
+    try:
+        import scipy  # noqa: F401  (GPSampler needs scipy and torch)
+        import torch  # noqa: F401
+    except ImportError as exc:
+        raise SpecError(
+            f"{loaded.path}: study.sampler: 'gp' needs {exc.name}, which is not installed",
+            hint="pip install scipy torch, or choose tpe, nsga2, random or grid",
+        ) from None
+    return optuna.samplers.GPSampler(seed=seed)
+
+
+def open_study(loaded: LoadedSpec, storage: str) -> optuna.Study:
+    """Create the study, or load it when the name exists (a re-run resumes it)."""
+    directions = [objective.direction for objective in loaded.spec.objectives]
+    try:
+        study = optuna.create_study(
+            study_name=loaded.name,
+            storage=storage,
+            directions=directions,
+            sampler=make_sampler(loaded),
+            load_if_exists=True,
+        )
+    except ValueError as exc:
+        raise SpecError(
+            f"{loaded.path}: objectives: the stored study '{loaded.name}' does not match: {exc}",
+            hint="use another study.name (or --study) for a different set of objectives",
+        ) from None
+    if list(study.directions) != [optuna.study.StudyDirection[d.upper()] for d in directions]:
+        raise SpecError(
+            f"{loaded.path}: objectives: the stored study '{loaded.name}' has other directions",
+            hint="use another study.name (or --study) for a different set of objectives",
+        )
+    if loaded.baseline is not None and not study.trials:
+        study.enqueue_trial(loaded.baseline.as_dict(), user_attrs={"baseline": True})
+    study.set_user_attr("objectives", [o.column for o in loaded.spec.objectives])
+    return study
+
+
+@contextlib.contextmanager
+def _timed(timings: dict[str, float], key: str) -> Iterator[None]:
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[key] = round(time.perf_counter() - start, 4)
+
+
+class TrialRunner:
+    """The objective: one fresh server per trial, every metric stored on the trial."""
+
+    def __init__(self, loaded: LoadedSpec, launcher: Launcher, directory: Path, backend: str) -> None:
+        self._loaded = loaded
+        self._spec = loaded.spec
+        self._launcher = launcher
+        self._dir = directory
+        self._backend = backend
+        self._gpu = launcher.has_gpu
+        self.artifacts = ArtifactBuilder(loaded, directory / "models", gpu=self._gpu)
+
+    def __call__(self, trial: optuna.Trial) -> tuple[float, ...]:
+        space = self._spec.search_space
+        config = TrialConfig(**{knob: trial.suggest_categorical(knob, getattr(space, knob)) for knob in KNOBS})
+        trial_dir = self._dir / "trials" / str(trial.number)
+        timings: dict[str, float] = {}
+        try:
+            measurements = self._run(trial, config, trial_dir, timings)
+        except TrialError as exc:
+            trial.set_user_attr("failure", str(exc))
+            raise
+        finally:
+            trial.set_user_attr("timings", timings)
+        trial.set_user_attr("measurements", measurements)
+        by_column = {
+            f"{metric}@c{m['concurrency']}": m[metric]
+            for m in measurements
+            for metric in ("p50_ms", "p90_ms", "p95_ms", "p99_ms", "throughput")
+        }
+        for constraint in self._spec.constraints:
+            value = by_column[constraint.column]
+            if constraint.max is not None:
+                trial.set_constraint(f"{constraint.column}<={constraint.max:g}", value - constraint.max)
+            else:
+                trial.set_constraint(f"{constraint.column}>={constraint.min:g}", constraint.min - value)
+        return tuple(by_column[objective.column] for objective in self._spec.objectives)
+
+    def _run(self, trial: optuna.Trial, config: TrialConfig, trial_dir: Path, timings: dict[str, float]) -> list[dict]:
+        model_name = self._spec.model.name
+        with _timed(timings, "build_s"):
+            artifact = self.artifacts.build(config.precision)
+            model = build_model_config(
+                model_name,
+                list(artifact.inputs),
+                list(artifact.outputs),
+                config,
+                backend=self._backend,
+                gpu=self._gpu,
+            )
+            repository = write_model_repository(trial_dir / "repository", model, artifact.path)
+            (trial_dir / "config.pbtxt").write_text(to_pbtxt(model))
+        trial.set_user_attr("max_abs_error", artifact.max_abs_error)
+        trial.set_user_attr("cosine_similarity", artifact.cosine_similarity)
+        accuracy = self._spec.accuracy
+        trial.set_constraint("cosine_similarity", accuracy.min_cosine_similarity - artifact.cosine_similarity)
+        if accuracy.max_abs_error is not None:
+            trial.set_constraint("max_abs_error", artifact.max_abs_error - accuracy.max_abs_error)
+        if artifact.accuracy_failure is not None:
+            trial.set_user_attr("infeasible", artifact.accuracy_failure)
+
+        data = self._spec.model.example_inputs
+        inputs = self.artifacts.sample_inputs(artifact.inputs, data.batch_size, data.seed)
+        outputs = [tensor.name for tensor in artifact.outputs]
+        labels = {LABEL_STUDY: self._loaded.name, LABEL_TRIAL: str(trial.number)}
+        log_path = trial_dir / "server.log"
+        with _timed(timings, "start_s"):
+            server = self._launcher.start(repository, model_name, log_path, labels)
+        with server:
+            try:
+                with _timed(timings, "measure_s"):
+                    results = [
+                        measure(server.endpoints, config.protocol, model_name, inputs, outputs, level, self._spec.load)
+                        for level in self._spec.load.concurrency
+                    ]
+            except TrialError as exc:
+                if not server.alive():
+                    raise TrialError(f"{exc}; the server died: {failure_reason(log_path.read_text())}") from None
+                raise
+            with _timed(timings, "stop_s"):
+                server.stop()
+        return [result.as_dict() for result in results]
+
+
+def choose_backend(loaded: LoadedSpec, launcher: Launcher) -> str:
+    wanted = loaded.spec.server.backend
+    if wanted == "auto":
+        return "onnxruntime" if launcher.has_onnxruntime_backend else "python"
+    if wanted == "onnxruntime" and not launcher.has_onnxruntime_backend:
+        raise SweeperError(
+            "server.backend is onnxruntime but this server has no onnxruntime backend",
+            hint="use backend: python (ONNX Runtime inside Triton's python backend) or a Triton build with it",
+        )
+    return wanted
+
+
+def run_study(
+    loaded: LoadedSpec,
+    launcher: Launcher,
+    directory: Path,
+    storage: str,
+    on_trial_end: Callable[[optuna.Study, optuna.trial.FrozenTrial], None] | None = None,
+) -> optuna.Study:
+    """Run the trials that the study still lacks (``study.trials`` counts finished ones)."""
+    launcher.preflight()
+    backend = choose_backend(loaded, launcher)
+    directory.mkdir(parents=True, exist_ok=True)
+    launcher.remove_leftovers({LABEL_STUDY: loaded.name})
+    study = open_study(loaded, storage)
+    study.set_user_attr("backend", backend)
+    finished = optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL
+    remaining = loaded.spec.study.trials - len(study.get_trials(deepcopy=False, states=finished))
+    if remaining <= 0:
+        return study
+    runner = TrialRunner(loaded, launcher, directory, backend)
+    callbacks = [] if on_trial_end is None else [on_trial_end]
+    study.optimize(runner, n_trials=remaining, catch=(TrialError,), callbacks=callbacks, gc_after_trial=False)
+    return study
+
+
+def constraint_violation(trial: optuna.trial.FrozenTrial) -> float:
+    """Sum of positive constraint values: 0 for a feasible trial."""
+    return sum(max(0.0, v) for v in trial.constraints.values() if not math.isnan(v))
