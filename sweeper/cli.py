@@ -151,7 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # The CLI prints each failed trial once, with its reason; Optuna would add a traceback.
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     try:
         with _sigterm_unwinds():
             return args.handler(args)

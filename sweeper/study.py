@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+import warnings
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -32,6 +33,12 @@ def default_storage(directory: Path) -> str:
 
 
 def make_sampler(loaded: LoadedSpec) -> optuna.samplers.BaseSampler:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return _sampler(loaded)
+
+
+def _sampler(loaded: LoadedSpec) -> optuna.samplers.BaseSampler:
     spec = loaded.spec
     seed = spec.study.seed
     if spec.study.sampler == "tpe":
@@ -41,8 +48,9 @@ def make_sampler(loaded: LoadedSpec) -> optuna.samplers.BaseSampler:
     if spec.study.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if spec.study.sampler == "grid":
-        grid = {knob: list(getattr(spec.search_space, knob)) for knob in KNOBS}
-        return optuna.samplers.GridSampler(grid, seed=seed)
+        # Every combination once. Unlike GridSampler, BruteForceSampler counts the enqueued
+        # baseline as visited, so the baseline's point is not measured twice.
+        return optuna.samplers.BruteForceSampler(seed=seed)
     try:
         import scipy  # noqa: F401  (GPSampler needs scipy and torch)
         import torch  # noqa: F401
@@ -105,6 +113,9 @@ class TrialRunner:
     def __call__(self, trial: optuna.Trial) -> tuple[float, ...]:
         space = self._spec.search_space
         config = TrialConfig(**{knob: trial.suggest_categorical(knob, getattr(space, knob)) for knob in KNOBS})
+        previous = self._measured_before(trial)
+        if previous is not None:
+            return self._reuse(trial, previous)
         trial_dir = self._dir / "trials" / str(trial.number)
         timings: dict[str, float] = {}
         try:
@@ -127,6 +138,23 @@ class TrialRunner:
             else:
                 trial.set_constraint(f"{constraint.column}>={constraint.min:g}", constraint.min - value)
         return tuple(by_column[objective.column] for objective in self._spec.objectives)
+
+    @staticmethod
+    def _measured_before(trial: optuna.Trial) -> optuna.trial.FrozenTrial | None:
+        """A finished trial with the same five knobs (samplers can propose a point again)."""
+        complete = trial.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+        return next((t for t in complete if t.params == trial.params), None)
+
+    @staticmethod
+    def _reuse(trial: optuna.Trial, previous: optuna.trial.FrozenTrial) -> tuple[float, ...]:
+        """Record the earlier trial's figures instead of measuring the same configuration again."""
+        for key, value in previous.user_attrs.items():
+            if key not in ("baseline", "timings"):
+                trial.set_user_attr(key, value)
+        trial.set_user_attr("duplicate_of", previous.number)
+        for key, value in previous.constraints.items():
+            trial.set_constraint(key, value)
+        return tuple(previous.values)
 
     def _run(self, trial: optuna.Trial, config: TrialConfig, trial_dir: Path, timings: dict[str, float]) -> list[dict]:
         model_name = self._spec.model.name

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs and starts what the test suite needs beyond Python, on a fresh Debian machine:
+# Chromium (the report's browser test), a Docker engine (the docker launcher's tests) and the
+# local test image. Idempotent: what is already there is kept. Needs root (apt-get, dockerd).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v chromium >/dev/null || need+=(chromium)
+command -v dockerd >/dev/null || need+=(docker.io)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "setup-system: installing ${need[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+if ! docker info >/dev/null 2>&1; then
+  echo "setup-system: starting dockerd (vfs storage, no iptables, no bridge)"
+  # No iptables/bridge: this machine has neither; the tests use host networking.
+  nohup dockerd --storage-driver=vfs --iptables=false --bridge=none \
+    >/tmp/triton-sweeper-dockerd.log 2>&1 &
+  for _ in $(seq 1 60); do
+    docker info >/dev/null 2>&1 && break
+    sleep 0.5
+  done
+  docker info >/dev/null 2>&1 || { echo "setup-system: dockerd did not start:"; tail -20 /tmp/triton-sweeper-dockerd.log; exit 1; }
+fi
+
+bash docker/build-test-image.sh >/dev/null
+echo "setup-system: chromium, docker engine and sweeper-test-triton:latest are ready"

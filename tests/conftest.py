@@ -1,0 +1,98 @@
+"""Shared fixtures: small real ONNX models, specs written to tmp dirs, and the leftover check."""
+
+from __future__ import annotations
+
+import subprocess
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _tritonservers() -> list[str]:
+    found = subprocess.run(["pgrep", "-a", "-f", "bin/tritonserver"], capture_output=True, text=True)
+    return [line for line in found.stdout.splitlines() if "pgrep" not in line]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_server_outlives_the_suite():
+    """The suite fails if any tritonserver process is left when it ends."""
+    before = _tritonservers()
+    assert not before, f"tritonserver processes running before the suite: {before}"
+    yield
+    left = _tritonservers()
+    assert not left, f"tritonserver processes left after the suite: {left}"
+
+
+def make_mlp_onnx(path: Path, *, features: int = 16, outputs: int = 4, dynamic_batch: bool = True, seed: int = 0) -> Path:
+    """A two-layer MLP as a real ONNX file: input 'x' [batch, features], output 'y' [batch, outputs]."""
+    rng = np.random.default_rng(seed)
+    w1 = rng.normal(0, 0.3, (features, 32)).astype(np.float32)
+    w2 = rng.normal(0, 0.3, (32, outputs)).astype(np.float32)
+    batch = "batch" if dynamic_batch else 1
+    nodes = [
+        helper.make_node("MatMul", ["x", "w1"], ["h"]),
+        helper.make_node("Relu", ["h"], ["r"]),
+        helper.make_node("MatMul", ["r", "w2"], ["y"]),
+    ]
+    if not dynamic_batch:
+        # Exported without a dynamic batch axis: a batch of more than one sample fails at run time.
+        nodes[-1] = helper.make_node("MatMul", ["r", "w2"], ["m"])
+        nodes.append(helper.make_node("Reshape", ["m", "shape"], ["y"]))
+    initializers = [helper.make_tensor("w1", TensorProto.FLOAT, w1.shape, w1.ravel()),
+                    helper.make_tensor("w2", TensorProto.FLOAT, w2.shape, w2.ravel())]
+    if not dynamic_batch:
+        initializers.append(helper.make_tensor("shape", TensorProto.INT64, [2], [1, outputs]))
+    graph = helper.make_graph(
+        nodes,
+        "mlp",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, features])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, outputs])],
+        initializers,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def mlp_onnx(tmp_path_factory) -> Path:
+    return make_mlp_onnx(tmp_path_factory.mktemp("model") / "mlp.onnx")
+
+
+def write_spec(folder: Path, body: str, name: str = "spec.yaml") -> Path:
+    path = folder / name
+    path.write_text(textwrap.dedent(body))
+    return path
+
+
+FAST_LOAD = """
+load:
+  concurrency: [1]
+  warmup_s: 0.3
+  window_s: 0.4
+  stability_tolerance: 0.5
+  max_windows: 4
+"""
+
+
+@pytest.fixture(scope="session")
+def local_launcher(tmp_path_factory):
+    from sweeper.launchers import LocalLauncher
+
+    launcher = LocalLauncher(tmp_path_factory.mktemp("local-launcher"), startup_timeout_s=60)
+    launcher.preflight()
+    return launcher
+
+
+@pytest.fixture(params=["local"])
+def launcher(request):
+    """Every launcher, for the shared launcher suite."""
+    return request.getfixturevalue(f"{request.param}_launcher")

@@ -1,0 +1,78 @@
+"""One suite for every launcher: a real server starts, serves, fails loudly and stops cleanly."""
+
+from __future__ import annotations
+
+import json
+import os
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import tritonclient.http as httpclient
+
+from sweeper.errors import TrialError
+from sweeper.repository import write_model_repository
+from sweeper.spec import TrialConfig
+from sweeper.tensors import onnx_io
+from sweeper.triton_config import build_model_config
+
+
+def make_repository(root: Path, onnx_path: Path, config: TrialConfig, name: str = "mlp") -> Path:
+    inputs, outputs = onnx_io(onnx.load(str(onnx_path)))
+    model = build_model_config(name, inputs, outputs, config, backend="python", gpu=False)
+    return write_model_repository(root, model, onnx_path)
+
+
+def test_server_serves_the_model_with_the_trial_config(launcher, tmp_path, mlp_onnx):
+    repository = make_repository(tmp_path / "repo", mlp_onnx, TrialConfig(8, 200, 2, "http", "fp32"))
+    x = np.random.default_rng(1).random((3, 16), dtype=np.float32)
+    expected = ort.InferenceSession(str(mlp_onnx), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    with launcher.start(repository, "mlp", tmp_path / "server.log", {"triton-sweeper.study": "t"}) as server:
+        assert server.endpoints.http.startswith("127.0.0.1:")
+        with urllib.request.urlopen(f"http://{server.endpoints.http}/v2/models/mlp/config") as response:
+            loaded = json.load(response)
+        assert loaded["max_batch_size"] == 8
+        assert loaded["dynamic_batching"]["max_queue_delay_microseconds"] == 200
+        assert loaded["instance_group"][0]["count"] == 2
+        client = httpclient.InferenceServerClient(server.endpoints.http)
+        tensor = httpclient.InferInput("x", list(x.shape), "FP32")
+        tensor.set_data_from_numpy(x)
+        result = client.infer("mlp", [tensor]).as_numpy("y")
+        client.close()
+        np.testing.assert_allclose(result, expected, rtol=1e-5, atol=1e-6)
+        assert server.alive()
+    assert not server.alive()
+    assert (tmp_path / "server.log").read_text()
+
+
+def test_model_that_fails_to_load_is_a_trial_error_with_the_log_lines(launcher, tmp_path, mlp_onnx):
+    repository = make_repository(tmp_path / "repo", mlp_onnx, TrialConfig(8, 0, 1, "http", "fp32"))
+    config = repository / "mlp" / "config.pbtxt"
+    config.write_text(config.read_text().replace('backend: "python"', 'backend: "no_such_backend"'))
+    with pytest.raises(TrialError) as failure:
+        launcher.start(repository, "mlp", tmp_path / "server.log", {"triton-sweeper.study": "t"})
+    message = str(failure.value)
+    assert "no_such_backend" in message
+    assert "exited before it was ready" in message
+
+
+def test_stop_ends_the_whole_process_group(local_launcher, tmp_path, mlp_onnx):
+    repository = make_repository(tmp_path / "repo", mlp_onnx, TrialConfig(4, 0, 2, "http", "fp32"))
+    server = local_launcher.start(repository, "mlp", tmp_path / "server.log", {})
+    group = server.pid
+    stubs = [p for p in Path("/proc").iterdir() if p.name.isdigit() and _group_of(p) == group and int(p.name) != group]
+    assert stubs, "the python backend stubs run in the server's process group"
+    server.stop()
+    server.stop()  # idempotent
+    with pytest.raises(ProcessLookupError):
+        os.killpg(group, 0)
+
+
+def _group_of(proc: Path) -> int | None:
+    try:
+        return int((proc / "stat").read_text().rsplit(")", 1)[1].split()[2])
+    except (OSError, IndexError, ValueError):
+        return None

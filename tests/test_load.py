@@ -1,0 +1,60 @@
+"""The load generator on a real server, over both protocols."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sweeper.load import measure
+from sweeper.spec import LoadSpec, TrialConfig
+from tests.test_launchers import make_repository
+
+QUICK = LoadSpec(concurrency=[1], warmup_s=0.3, window_s=0.5, stability_tolerance=0.5, max_windows=4)
+X = {"x": np.random.default_rng(0).random((1, 16), dtype=np.float32)}
+
+
+@pytest.fixture(scope="module")
+def server(local_launcher, tmp_path_factory, mlp_onnx):
+    folder = tmp_path_factory.mktemp("load")
+    repository = make_repository(folder / "repo", mlp_onnx, TrialConfig(8, 0, 1, "http", "fp32"))
+    with local_launcher.start(repository, "mlp", folder / "server.log", {}) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def delayed_server(local_launcher, tmp_path_factory, mlp_onnx):
+    folder = tmp_path_factory.mktemp("delayed")
+    repository = make_repository(folder / "repo", mlp_onnx, TrialConfig(8, 50_000, 1, "http", "fp32"))
+    with local_launcher.start(repository, "mlp", folder / "server.log", {}) as running:
+        yield running
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+@pytest.mark.parametrize("concurrency", [1, 4])
+def test_measurement_is_consistent(server, protocol, concurrency):
+    m = measure(server.endpoints, protocol, "mlp", X, ["y"], concurrency, QUICK)
+    assert m.concurrency == concurrency
+    assert 0 < m.p50_ms <= m.p90_ms <= m.p95_ms <= m.p99_ms
+    assert m.throughput > 0
+    assert m.requests >= 10
+    assert 1 <= m.windows <= QUICK.max_windows
+    # The server saw the load: compute time is measured and fits inside the client latency.
+    assert 0 < m.compute_infer_ms < m.mean_ms
+    assert 0 < m.server_ms < m.mean_ms
+    assert m.avg_batch_size >= 1
+    assert m.client_cpu > 0
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_queue_delay_shows_up_as_queue_time(delayed_server, protocol):
+    """A 50 ms max queue delay at concurrency 1: every request waits it out in the queue."""
+    m = measure(delayed_server.endpoints, protocol, "mlp", X, ["y"], 1, QUICK)
+    assert m.p50_ms >= 45
+    assert m.queue_ms >= 40
+    assert m.queue_ms > 10 * m.compute_infer_ms
+    assert m.avg_batch_size == pytest.approx(1.0)
+
+
+def test_batching_groups_concurrent_requests(delayed_server):
+    m = measure(delayed_server.endpoints, "grpc", "mlp", X, ["y"], 8, QUICK)
+    assert m.avg_batch_size > 4

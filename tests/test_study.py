@@ -1,0 +1,132 @@
+"""`sweeper run` end to end on the real server: trials, failures, resume, CSVs, interruption."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import optuna
+import pandas as pd
+import pytest
+
+from sweeper.cli import main
+from tests.conftest import FAST_LOAD, make_mlp_onnx, write_spec
+
+SPEC = """
+study: {name: e2e, trials: 3, sampler: grid, seed: 0}
+model:
+  name: mlp
+  source: {onnx: MODEL}
+search_space:
+  max_batch_size: [1, 8]
+  max_queue_delay_us: [20000]
+  instance_count: [1]
+  protocol: [http, grpc]
+  precision: [fp32]
+baseline: {max_batch_size: 8, max_queue_delay_us: 20000, instance_count: 1, protocol: http}
+objectives:
+  - {metric: p50_ms, concurrency: 1, direction: minimize}
+  - {metric: throughput, concurrency: 2, direction: maximize}
+constraints:
+  - {metric: p99_ms, concurrency: 1, max: 5000}
+""" + FAST_LOAD.replace("concurrency: [1]", "concurrency: [1, 2]")
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory, mlp_onnx):
+    folder = tmp_path_factory.mktemp("e2e")
+    spec = write_spec(folder, SPEC.replace("MODEL", str(mlp_onnx)))
+    status = main(["run", str(spec), "--results-dir", str(folder / "results")])
+    return status, spec, folder / "results" / "e2e"
+
+
+def test_run_writes_the_three_tables(swept):
+    status, _, directory = swept
+    assert status == 0
+    trials = pd.read_csv(directory / "trials.csv")
+    assert list(trials.columns[:8]) == [
+        "number", "state", "baseline", "max_batch_size", "max_queue_delay_us", "instance_count", "protocol", "precision",
+    ]
+    for column in ("p50_ms@c1", "throughput@c2", "max_abs_error", "cosine_similarity",
+                   "build_s", "start_s", "measure_s", "stop_s", "failure"):
+        assert column in trials.columns
+    assert len(trials) == 3 and (trials["state"] == "COMPLETE").all()
+    assert trials.loc[0, "baseline"] and trials.loc[0, "max_batch_size"] == 8 and trials.loc[0, "protocol"] == "http"
+    assert (trials["start_s"] > 0).all() and (trials["measure_s"] > 0).all() and (trials["stop_s"] > 0).all()
+
+    measurements = pd.read_csv(directory / "measurements.csv")
+    assert len(measurements) == 6 and sorted(measurements["concurrency"].unique()) == [1, 2]
+    for column in ("p50_ms", "p90_ms", "p95_ms", "p99_ms", "throughput", "queue_ms", "compute_input_ms",
+                   "compute_infer_ms", "compute_output_ms", "avg_batch_size", "stable"):
+        assert column in measurements.columns
+    # The 20 ms delay with batching on holds requests in the queue at concurrency 1.
+    batched = measurements[(measurements["number"] == 0) & (measurements["concurrency"] == 1)].iloc[0]
+    assert batched["queue_ms"] > 15
+
+    pareto = pd.read_csv(directory / "pareto.csv")
+    assert list(pareto.columns) == list(trials.columns)
+    assert 1 <= len(pareto) <= 3 and pareto["feasible"].all()
+    for name in ("config.pbtxt", "server.log"):
+        assert (directory / "trials" / "0" / name).is_file()
+
+
+def test_rerun_resumes_the_study(swept, capsys):
+    _, spec, directory = swept
+    assert main(["run", str(spec), "--results-dir", str(directory.parent), "--trials", "4"]) == 0
+    trials = pd.read_csv(directory / "trials.csv")
+    assert list(trials["number"]) == [0, 1, 2, 3]
+    assert trials["baseline"].sum() == 1
+    assert "Pareto front of 'e2e'" in capsys.readouterr().out
+
+
+def test_failed_trial_is_recorded_with_its_reason_and_the_study_goes_on(tmp_path):
+    """A model exported without a dynamic batch axis fails once the batcher groups requests."""
+    model = make_mlp_onnx(tmp_path / "fixed.onnx", dynamic_batch=False)
+    body = SPEC.replace("MODEL", str(model)).replace("name: e2e, trials: 3", "name: fails, trials: 2")
+    body = body.replace("protocol: [http, grpc]", "protocol: [grpc]").replace("protocol: http}", "protocol: grpc}")
+    spec = write_spec(tmp_path, body)
+    assert main(["run", str(spec), "--results-dir", str(tmp_path / "results")]) == 0
+    trials = pd.read_csv(tmp_path / "results" / "fails" / "trials.csv").set_index("max_batch_size")
+    assert trials.loc[8, "state"] == "FAIL"
+    assert "inference failed at concurrency 2" in trials.loc[8, "failure"]
+    assert trials.loc[1, "state"] == "COMPLETE" and pd.isna(trials.loc[1, "failure"])
+
+
+def test_accuracy_tolerance_makes_trials_infeasible(tmp_path, mlp_onnx):
+    body = SPEC.replace("MODEL", str(mlp_onnx)).replace("name: e2e, trials: 3", "name: acc, trials: 2")
+    body = body.replace("precision: [fp32]", "precision: [fp32, int8]").replace("max_batch_size: [1, 8]", "max_batch_size: [8]")
+    body = body.replace("protocol: [http, grpc]", "protocol: [http]") + "accuracy: {min_cosine_similarity: 0.999999999}\n"
+    spec = write_spec(tmp_path, body)
+    assert main(["run", str(spec), "--results-dir", str(tmp_path / "results")]) == 0
+    trials = pd.read_csv(tmp_path / "results" / "acc" / "trials.csv").set_index("precision")
+    assert trials.loc["int8", "state"] == "COMPLETE" and not trials.loc["int8", "feasible"]
+    assert "int8 cosine similarity" in trials.loc["int8", "infeasible"]
+    assert trials.loc["fp32", "feasible"]
+    pareto = pd.read_csv(tmp_path / "results" / "acc" / "pareto.csv")
+    assert list(pareto["precision"]) == ["fp32"]
+
+
+@pytest.mark.parametrize("sig, status", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_signal_mid_trial_stops_the_server(tmp_path, mlp_onnx, sig, status):
+    body = SPEC.replace("MODEL", str(mlp_onnx)).replace("warmup_s: 0.3", "warmup_s: 30")
+    spec = write_spec(tmp_path, body)
+    results = tmp_path / "results"
+    sweep = subprocess.Popen([sys.executable, "-m", "sweeper.cli", "run", str(spec), "--results-dir", str(results)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log = results / "e2e" / "trials" / "0" / "server.log"
+    deadline = time.monotonic() + 60
+    while not (log.is_file() and "Started GRPCInferenceService" in log.read_text()):
+        assert sweep.poll() is None and time.monotonic() < deadline, sweep.communicate()
+        time.sleep(0.2)
+    time.sleep(1)  # now measuring (the warm-up lasts 30 s)
+    sweep.send_signal(sig)
+    out, err = sweep.communicate(timeout=60)
+    assert sweep.returncode == status, err
+    assert "Traceback" not in err
+    left = subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True, text=True).stdout.split()
+    assert [pid for pid in left if int(pid) != os.getpid()] == []
+    study = optuna.load_study(study_name="e2e", storage=f"sqlite:///{results / 'e2e' / 'study.db'}")
+    assert study.trials[0].state == optuna.trial.TrialState.FAIL
