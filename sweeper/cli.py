@@ -22,7 +22,9 @@ from sweeper.errors import SweeperError
 from sweeper.launchers import Launcher, LocalLauncher
 from sweeper.results import tables, write_tables
 from sweeper.spec import KNOBS, LoadedSpec, load_spec
-from sweeper.study import default_storage, run_study, study_dir
+from sweeper.export import export
+from sweeper.report import write_report
+from sweeper.study import default_storage, open_stored_study, run_study, study_dir
 
 # Tables stay readable when the output is a pipe or a CI log (rich assumes 80 columns there).
 console = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
@@ -133,6 +135,39 @@ def cmd_run(args: argparse.Namespace) -> int:
             if study is not None:
                 print_pareto(study)
     console.print(f"wrote {directory / 'trials.csv'}, measurements.csv, pareto.csv")
+    if (tables(study).trials["state"] == "COMPLETE").any():
+        _report(study, directory)
+    return 0
+
+
+def _report(study: optuna.Study, directory: Path) -> None:
+    info = write_report(study, directory)
+    if info.running:
+        console.print(f"[yellow]{info.running} trial(s) still running: the report shows the finished ones[/yellow]")
+    console.print(f"report: {directory / 'report.html'} (also pareto.png, breakdown.png, summary.md)")
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    directory = Path(args.study_dir)
+    study = open_stored_study(directory, args.storage)
+    write_tables(tables(study), directory)
+    _report(study, directory)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    directory = Path(args.study_dir)
+    study = open_stored_study(directory, args.storage)
+    pick = " ".join(args.pick)
+    exported = export(study, directory, Path(args.out), pick=pick, where=args.where, backend=args.backend)
+    params = exported.config
+    console.print(f"exported trial {exported.trial} ({pick}) to {exported.model_dir}")
+    console.print(
+        f"  max_batch_size={params.max_batch_size} max_queue_delay_us={params.max_queue_delay_us} "
+        f"instance_count={params.instance_count} precision={params.precision} backend={args.backend}"
+    )
+    console.print(f"  clients should use [bold]{params.protocol.upper()}[/bold]: the protocol is client-side, not in config.pbtxt")
+    console.print(exported.pbtxt, markup=False)
     return 0
 
 
@@ -146,6 +181,25 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--results-dir", default="results", help="where study folders go (default: results)")
     run.add_argument("--storage", help="Optuna storage URL (default: SQLite in the study folder)")
     run.set_defaults(handler=cmd_run)
+
+    report = commands.add_parser("report", help="write report.html, pareto.png, breakdown.png and summary.md")
+    report.add_argument("study_dir", metavar="RESULTS_DIR/STUDY")
+    report.add_argument("--storage", help="Optuna storage URL (default: the folder's study.db)")
+    report.set_defaults(handler=cmd_report)
+
+    exporter = commands.add_parser("export", help="write the chosen trial as a Triton model repository")
+    exporter.add_argument("study_dir", metavar="RESULTS_DIR/STUDY")
+    exporter.add_argument("--out", required=True, help="model repository folder to write")
+    exporter.add_argument(
+        "--pick", nargs="+", default=["knee"], metavar="RULE",
+        help="knee (default: the Pareto trial nearest the ideal point, objectives scaled to [0, 1] over the front), "
+        "'trial N', min:<metric@cN> or max:<metric@cN>",
+    )
+    exporter.add_argument("--where", action="append", default=[], metavar="COND",
+                          help="'<metric@cN> <= X' (also >=, <, >, ==); repeatable")
+    exporter.add_argument("--backend", choices=["onnxruntime", "python"], default="onnxruntime")
+    exporter.add_argument("--storage", help="Optuna storage URL (default: the folder's study.db)")
+    exporter.set_defaults(handler=cmd_export)
     return parser
 
 

@@ -12,8 +12,8 @@ from typing import Callable, Iterator
 import optuna
 
 from sweeper.artifacts import ArtifactBuilder
-from sweeper.errors import SpecError, SweeperError, TrialError
-from sweeper.launchers import Launcher, failure_reason
+from sweeper.errors import SpecError, SweeperError, TrialError, UsageError
+from sweeper.launchers import Launcher, failure_reason, server_metadata
 from sweeper.load import measure
 from sweeper.repository import write_model_repository
 from sweeper.spec import KNOBS, LoadedSpec, TrialConfig
@@ -30,6 +30,22 @@ def study_dir(results_dir: Path, name: str) -> Path:
 
 def default_storage(directory: Path) -> str:
     return f"sqlite:///{directory / 'study.db'}"
+
+
+def open_stored_study(directory: Path, storage: str | None = None) -> optuna.Study:
+    """The study kept in a results folder (its study.db), for report and export."""
+    directory = Path(directory)
+    if storage is None:
+        if not (directory / "study.db").is_file():
+            what = "no study.db in" if directory.is_dir() else "no such study folder:"
+            raise UsageError(f"{what} {directory}", hint="give RESULTS_DIR/STUDY as written by 'sweeper run'")
+        storage = default_storage(directory)
+    names = optuna.get_all_study_names(storage)
+    name = directory.name if directory.name in names or len(names) != 1 else names[0]
+    try:
+        return optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        raise UsageError(f"no study '{name}' in {storage}", hint=f"studies there: {', '.join(names) or 'none'}") from None
 
 
 def make_sampler(loaded: LoadedSpec) -> optuna.samplers.BaseSampler:
@@ -187,6 +203,8 @@ class TrialRunner:
         with _timed(timings, "start_s"):
             server = self._launcher.start(repository, model_name, log_path, labels)
         with server:
+            if "server_version" not in trial.study.user_attrs:
+                trial.study.set_user_attr("server_version", server_metadata(server.endpoints).get("version"))
             try:
                 with _timed(timings, "measure_s"):
                     results = [
@@ -227,7 +245,17 @@ def run_study(
     directory.mkdir(parents=True, exist_ok=True)
     launcher.remove_leftovers({LABEL_STUDY: loaded.name})
     study = open_study(loaded, storage)
-    study.set_user_attr("backend", backend)
+    for key, value in {
+        "backend": backend,
+        "gpu": launcher.has_gpu,
+        "launcher": loaded.spec.server.launcher,
+        "model": loaded.spec.model.name,
+        "spec": str(loaded.path),
+        # What the report needs to time the model in-process with the same kind of data.
+        "inputs": [i.model_dump() for i in loaded.spec.model.inputs or []],
+        "input_range": [loaded.spec.model.example_inputs.low, loaded.spec.model.example_inputs.high],
+    }.items():
+        study.set_user_attr(key, value)
     finished = optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL
     remaining = loaded.spec.study.trials - len(study.get_trials(deepcopy=False, states=finished))
     if remaining <= 0:

@@ -96,3 +96,34 @@ def local_launcher(tmp_path_factory):
 def launcher(request):
     """Every launcher, for the shared launcher suite."""
     return request.getfixturevalue(f"{request.param}_launcher")
+
+
+E2E_SPEC = """
+study: {name: e2e, trials: 3, sampler: grid, seed: 0}
+model:
+  name: mlp
+  source: {onnx: MODEL}
+search_space:
+  max_batch_size: [1, 8]
+  max_queue_delay_us: [20000]
+  instance_count: [1]
+  protocol: [http, grpc]
+  precision: [fp32]
+baseline: {max_batch_size: 8, max_queue_delay_us: 20000, instance_count: 1, protocol: http}
+objectives:
+  - {metric: p50_ms, concurrency: 1, direction: minimize}
+  - {metric: throughput, concurrency: 2, direction: maximize}
+constraints:
+  - {metric: p99_ms, concurrency: 1, max: 5000}
+""" + FAST_LOAD.replace("concurrency: [1]", "concurrency: [1, 2]")
+
+
+@pytest.fixture(scope="session")
+def swept(tmp_path_factory, mlp_onnx):
+    """One real 3-trial sweep, shared by the study, report and export tests: (status, spec, study dir)."""
+    from sweeper.cli import main
+
+    folder = tmp_path_factory.mktemp("e2e")
+    spec = write_spec(folder, E2E_SPEC.replace("MODEL", str(mlp_onnx)))
+    status = main(["run", str(spec), "--results-dir", str(folder / "results")])
+    return status, spec, folder / "results" / "e2e"

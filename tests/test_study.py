@@ -13,34 +13,9 @@ import pandas as pd
 import pytest
 
 from sweeper.cli import main
-from tests.conftest import FAST_LOAD, make_mlp_onnx, write_spec
+from tests.conftest import E2E_SPEC as SPEC
+from tests.conftest import make_mlp_onnx, write_spec
 
-SPEC = """
-study: {name: e2e, trials: 3, sampler: grid, seed: 0}
-model:
-  name: mlp
-  source: {onnx: MODEL}
-search_space:
-  max_batch_size: [1, 8]
-  max_queue_delay_us: [20000]
-  instance_count: [1]
-  protocol: [http, grpc]
-  precision: [fp32]
-baseline: {max_batch_size: 8, max_queue_delay_us: 20000, instance_count: 1, protocol: http}
-objectives:
-  - {metric: p50_ms, concurrency: 1, direction: minimize}
-  - {metric: throughput, concurrency: 2, direction: maximize}
-constraints:
-  - {metric: p99_ms, concurrency: 1, max: 5000}
-""" + FAST_LOAD.replace("concurrency: [1]", "concurrency: [1, 2]")
-
-
-@pytest.fixture(scope="module")
-def swept(tmp_path_factory, mlp_onnx):
-    folder = tmp_path_factory.mktemp("e2e")
-    spec = write_spec(folder, SPEC.replace("MODEL", str(mlp_onnx)))
-    status = main(["run", str(spec), "--results-dir", str(folder / "results")])
-    return status, spec, folder / "results" / "e2e"
 
 
 def test_run_writes_the_three_tables(swept):

@@ -121,6 +121,12 @@ def failure_reason(log: str, limit: int = 5) -> str:
     return " | ".join(line.strip() for line in picked) or "(the server log is empty)"
 
 
+def server_metadata(endpoints: Endpoints) -> dict:
+    """Triton's name, version and extensions (GET /v2)."""
+    with urllib.request.urlopen(f"http://{endpoints.http}/v2", timeout=10) as response:
+        return json.load(response)
+
+
 def server_statistics(endpoints: Endpoints, model_name: str) -> dict:
     """The model's cumulative statistics from Triton's HTTP statistics extension."""
     url = f"http://{endpoints.http}/v2/models/{model_name}/stats"

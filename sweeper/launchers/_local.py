@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import shutil
 import signal
@@ -86,7 +87,7 @@ class LocalLauncher(Launcher):
                 hint="set server.backend_directory to Triton's backends folder",
             )
 
-    @property
+    @functools.cached_property
     def has_gpu(self) -> bool:
         smi = shutil.which("nvidia-smi")
         if smi is None:

@@ -1,0 +1,123 @@
+"""report.html: one self-contained page (plotly.js embedded, no network needed to open it)."""
+
+from __future__ import annotations
+
+import html
+import warnings
+
+import optuna
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.offline import get_plotlyjs
+
+from sweeper.report._info import BREAKDOWN_LABELS, BREAKDOWN_PARTS, PARETO_GROUPS, ReportInfo
+from sweeper.spec import KNOBS
+
+_STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 1200px; color: #222; }
+h1 { font-size: 1.5rem; } h2 { font-size: 1.2rem; margin-top: 2rem; }
+table { border-collapse: collapse; font-size: 0.85rem; }
+td, th { border: 1px solid #ccc; padding: 0.25rem 0.5rem; text-align: right; }
+th { background: #f3f3f3; } .note { color: #a60; }
+"""
+
+
+def render_html(info: ReportInfo, study: optuna.Study) -> str:
+    sections = [f"<h1>triton-sweeper: {html.escape(info.study_name)}</h1>"]
+    if info.running:
+        sections.append(f'<p class="note">{info.running} trial(s) still running: this report shows what is finished.</p>')
+    sections.append(_summary_paragraph(info))
+    sections.append("<h2>Pareto front</h2>")
+    if len(info.objectives) >= 2:
+        sections.append(_figure(_pareto_figure(info), "pareto"))
+    sections.append(f"<h2>Where the latency goes (concurrency {info.breakdown_concurrency}, mean per request)</h2>")
+    sections.append(_figure(breakdown_figure(info), "breakdown"))
+    sections.append("<h2>Pareto trials</h2>")
+    sections.append(_table(info.pareto.drop(columns=["state"], errors="ignore")))
+    if info.reference_point is not None:
+        sections.append("<h2>Hypervolume history</h2>")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # experimental in Optuna
+            figure = optuna.visualization.plot_hypervolume_history(study, info.reference_point)
+        sections.append(_figure(figure, "hypervolume"))
+    importance = _importance_figures(info, study)
+    if importance:
+        sections.append("<h2>Parameter importances</h2>")
+        sections.extend(importance)
+    sections.append("<h2>Failed and infeasible trials</h2>")
+    sections.append(_table(info.problems) if not info.problems.empty else "<p>None.</p>")
+    body = "\n".join(sections)
+    return (
+        "<!DOCTYPE html>\n<html><head><meta charset='utf-8'>"
+        f"<title>triton-sweeper: {html.escape(info.study_name)}</title><style>{_STYLE}</style>"
+        f"<script>{get_plotlyjs()}</script></head><body>\n{body}\n</body></html>\n"
+    )
+
+
+def _summary_paragraph(info: ReportInfo) -> str:
+    parts = []
+    if info.in_process_ms is not None:
+        parts.append(f"In-process (ONNX Runtime, batch 1, FP32): <b>{info.in_process_ms:.3g} ms</b>.")
+    for name, row in (("Baseline", info.baseline), ("Lowest served p50", info.best_latency)):
+        if row is not None:
+            parts.append(
+                f"{name} {html.escape(row['label'])}: p50 <b>{row['p50_ms']:.3g} ms</b> at concurrency "
+                f"{info.breakdown_concurrency} (queue {row['queue_ms']:.3g}, compute "
+                f"{row['compute_input_ms'] + row['compute_infer_ms'] + row['compute_output_ms']:.3g}, "
+                f"client/network {row['network_ms']:.3g} ms mean)."
+            )
+    return f"<p>{' '.join(parts)}</p>"
+
+
+def _pareto_figure(info: ReportInfo) -> go.Figure:
+    """The front over the first two objectives; dominated trials grey, the baseline a star,
+    each trial's five knobs on hover."""
+    x, y = info.objectives[0], info.objectives[1]
+    figure = go.Figure()
+    hover = "<br>".join(["trial %{customdata[0]}", *(f"{k}=%{{customdata[{i + 1}]}}" for i, k in enumerate(KNOBS)),
+                         f"{x}=%{{x:.4g}}", f"{y}=%{{y:.4g}}"]) + "<extra></extra>"
+    for group, style in PARETO_GROUPS.items():
+        points = info.points[info.points["group"] == group].sort_values(x)
+        if points.empty:
+            continue
+        figure.add_trace(go.Scatter(
+            x=points[x], y=points[y], name=group, mode="lines+markers" if group == "Pareto front" else "markers",
+            marker={"color": style["color"], "size": style["size"], "symbol": style["plotly"]},
+            customdata=points[["number", *KNOBS]].to_numpy(), hovertemplate=hover,
+        ))
+    figure.update_layout(xaxis_title=x, yaxis_title=y, legend={"orientation": "h", "y": -0.2})
+    return figure
+
+
+def breakdown_figure(info: ReportInfo) -> go.Figure:
+    figure = go.Figure()
+    for part in BREAKDOWN_PARTS:
+        figure.add_trace(go.Bar(name=BREAKDOWN_LABELS[part], x=info.breakdown["label"], y=info.breakdown[part]))
+    figure.update_layout(barmode="stack", yaxis_title="ms per request (mean)", legend_title="part")
+    return figure
+
+
+def _importance_figures(info: ReportInfo, study: optuna.Study) -> list[str]:
+    figures = []
+    for index, objective in enumerate(info.objectives):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                figure = optuna.visualization.plot_param_importances(
+                    study, target=lambda t, i=index: t.values[i], target_name=objective
+                )
+        except (ValueError, RuntimeError, ZeroDivisionError) as exc:  # too few or too alike trials
+            figures.append(f"<p>{html.escape(objective)}: not computed ({html.escape(str(exc))}).</p>")
+            continue
+        figures.append(_figure(figure, f"importance-{index}"))
+    return figures
+
+
+def _figure(figure: go.Figure, element_id: str) -> str:
+    return figure.to_html(full_html=False, include_plotlyjs=False, div_id=element_id)
+
+
+def _table(frame: pd.DataFrame) -> str:
+    columns = ["number", *[c for c in KNOBS if c in frame.columns], *[c for c in frame.columns if c not in ("number", *KNOBS)]]
+    table = frame[columns].to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="", border=0)
+    return f'<div style="overflow-x:auto">{table}</div>'

@@ -1,0 +1,61 @@
+"""pareto.png and breakdown.png (matplotlib) for terminals, CI logs and papers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; no display is needed or wanted
+
+import matplotlib.pyplot as plt  # noqa: E402
+
+from sweeper.report._info import BREAKDOWN_LABELS, BREAKDOWN_PARTS, PARETO_GROUPS, ReportInfo  # noqa: E402
+
+
+def render_pngs(info: ReportInfo, directory: Path) -> tuple[Path, Path]:
+    return _pareto(info, directory / "pareto.png"), _breakdown(info, directory / "breakdown.png")
+
+
+def _pareto(info: ReportInfo, path: Path) -> Path:
+    figure, axes = plt.subplots(figsize=(8, 6))
+    if len(info.objectives) >= 2:
+        x, y = info.objectives[0], info.objectives[1]
+        for group, style in PARETO_GROUPS.items():
+            points = info.points[info.points["group"] == group].sort_values(x)
+            if points.empty:
+                continue
+            axes.plot(points[x], points[y], marker=style["matplotlib"], color=style["color"], label=group,
+                      markersize=style["size"] * 0.8, linestyle="-" if group == "Pareto front" else "none")
+            for _, point in points.iterrows():
+                axes.annotate(f"#{int(point['number'])}", (point[x], point[y]), fontsize=7,
+                              xytext=(4, 4), textcoords="offset points")
+        axes.set_xlabel(x)
+        axes.set_ylabel(y)
+        axes.legend(loc="best")
+    else:  # one objective: its value per trial
+        axes.plot(info.points["number"], info.points[info.objectives[0]], "o")
+        axes.set_xlabel("trial")
+        axes.set_ylabel(info.objectives[0])
+    axes.set_title(f"Pareto front: {info.study_name}")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
+
+
+def _breakdown(info: ReportInfo, path: Path) -> Path:
+    figure, axes = plt.subplots(figsize=(max(6, 1.6 * len(info.breakdown) + 3), 5))
+    bottom = [0.0] * len(info.breakdown)
+    for part in BREAKDOWN_PARTS:
+        values = info.breakdown[part].tolist()
+        axes.bar(info.breakdown["label"], values, bottom=bottom, label=BREAKDOWN_LABELS[part])
+        bottom = [b + v for b, v in zip(bottom, values)]
+    axes.set_ylabel("ms per request (mean)")
+    axes.set_title(f"Where the latency goes at concurrency {info.breakdown_concurrency}")
+    axes.tick_params(axis="x", labelrotation=20, labelsize=7)
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path

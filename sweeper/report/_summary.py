@@ -1,0 +1,79 @@
+"""summary.md: the gap analysis in words and numbers, the way the article tells it."""
+
+from __future__ import annotations
+
+from sweeper.report._info import ReportInfo
+from sweeper.spec import KNOBS
+
+
+def render_summary(info: ReportInfo) -> str:
+    level = info.breakdown_concurrency
+    lines = [f"# {info.study_name}: where the latency goes", ""]
+    if info.running:
+        lines += [f"> {info.running} trial(s) still running: this summary covers the finished ones.", ""]
+    trials = info.tables.trials
+    complete = trials["state"] == "COMPLETE"
+    lines += [
+        f"{len(trials)} trials: {int(complete.sum())} completed, {int((trials['state'] == 'FAIL').sum())} failed, "
+        f"{int((complete & ~trials['feasible'].astype(bool)).sum())} infeasible; "
+        f"{len(info.pareto)} on the Pareto front of {', '.join(info.objectives)}.",
+        "",
+        f"Latency at concurrency {level} (mean per request, ms):",
+        "",
+        "| | p50 | mean | queue | compute (input + infer + output) | client / network / serialization |",
+        "|---|---|---|---|---|---|",
+    ]
+    if info.in_process_ms is not None:
+        lines.append(f"| in-process ONNX Runtime, batch 1, FP32 | {info.in_process_ms:.3g} | | | | |")
+    for name, row in (("baseline", info.baseline), ("lowest served p50", info.best_latency)):
+        if row is None:
+            continue
+        compute = row["compute_input_ms"] + row["compute_infer_ms"] + row["compute_output_ms"]
+        lines.append(
+            f"| {name}: {row['label']} | {row['p50_ms']:.3g} | {row['mean_ms']:.3g} | {row['queue_ms']:.3g} "
+            f"| {compute:.3g} ({row['compute_input_ms']:.2g} + {row['compute_infer_ms']:.3g} + "
+            f"{row['compute_output_ms']:.2g}) | {row['network_ms']:.3g} |"
+        )
+    lines.append("")
+    lines += _gap_sentences(info)
+    lines += ["", "## Pareto front", "", _markdown_table(info)]
+    return "\n".join(lines) + "\n"
+
+
+def _gap_sentences(info: ReportInfo) -> list[str]:
+    sentences = []
+    base, best, local = info.baseline, info.best_latency, info.in_process_ms
+    if base is not None and local:
+        sentences.append(
+            f"- The baseline serves at {base['p50_ms'] / local:.1f}x the in-process latency; "
+            f"{_largest_part(base)}."
+        )
+    if best is not None and local:
+        sentences.append(f"- The lowest served p50 is {best['p50_ms'] / local:.1f}x in-process; {_largest_part(best)}.")
+    if base is not None and best is not None and best["number"] != base["number"]:
+        sentences.append(
+            f"- Against the baseline, p50 goes from {base['p50_ms']:.3g} ms to {best['p50_ms']:.3g} ms "
+            f"({base['p50_ms'] / best['p50_ms']:.1f}x lower); queue time from {base['queue_ms']:.3g} to "
+            f"{best['queue_ms']:.3g} ms, client/network from {base['network_ms']:.3g} to {best['network_ms']:.3g} ms."
+        )
+    return sentences
+
+
+def _largest_part(row: dict) -> str:
+    parts = {
+        "queueing": row["queue_ms"],
+        "compute": row["compute_input_ms"] + row["compute_infer_ms"] + row["compute_output_ms"],
+        "client/network/serialization": row["network_ms"],
+    }
+    name = max(parts, key=parts.get)
+    share = parts[name] / row["mean_ms"] if row["mean_ms"] else 0
+    return f"the largest part is {name} ({parts[name]:.3g} ms, {share:.0%} of the mean)"
+
+
+def _markdown_table(info: ReportInfo) -> str:
+    columns = ["number", *KNOBS, *info.objectives, *[c for c in info.pareto.columns if c.endswith("/ baseline")],
+               "cosine_similarity"]
+    rows = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for record in info.pareto[columns].to_dict("records"):
+        rows.append("| " + " | ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in record.values()) + " |")
+    return "\n".join(rows)
