@@ -19,12 +19,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from sweeper.errors import SweeperError
-from sweeper.launchers import Launcher, LocalLauncher
+from sweeper.launchers import DockerLauncher, Launcher, LocalLauncher
 from sweeper.results import tables, write_tables
 from sweeper.spec import KNOBS, LoadedSpec, load_spec
 from sweeper.export import export
 from sweeper.report import write_report
-from sweeper.study import default_storage, open_stored_study, run_study, study_dir
+from sweeper.study import LABEL_STUDY, default_storage, open_stored_study, run_study, study_dir
 
 # Tables stay readable when the output is a pipe or a CI log (rich assumes 80 columns there).
 console = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
@@ -51,9 +51,7 @@ def _sigterm_unwinds() -> Iterator[None]:
 def make_launcher(loaded: LoadedSpec, directory: Path) -> Launcher:
     server = loaded.spec.server
     if server.launcher == "docker":
-        from sweeper.launchers import DockerLauncher
-
-        return DockerLauncher(directory, server)
+        return DockerLauncher(server)
     return LocalLauncher(
         directory,
         tritonserver=server.tritonserver,
@@ -116,6 +114,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     total = loaded.spec.study.trials
     objectives = [o.column for o in loaded.spec.objectives]
     console.print(f"study '{loaded.name}': {total} trials, results in {directory}")
+    launcher.preflight()
+    removed = launcher.remove_leftovers({LABEL_STUDY: loaded.name})
+    if removed:
+        console.print(f"removed {removed} container(s) that an earlier run of '{loaded.name}' left behind")
 
     with Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console

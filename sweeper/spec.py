@@ -102,6 +102,9 @@ class DockerSpec(_Strict):
     image: str = "nvcr.io/nvidia/tritonserver:24.10-py3"
     gpus: Literal["all", "none"] | list[int] = "none"
     shm_size: str = "1g"
+    # NVIDIA's recommended limits for Triton (docker run --ulimit memlock=-1 --ulimit stack=67108864);
+    # -1 is unlimited. A host whose own hard limit is lower needs a value within it.
+    ulimits: dict[str, int] = Field(default_factory=lambda: {"memlock": -1, "stack": 67108864})
     volumes: dict[str, str] = Field(default_factory=dict, description="host path -> container path (read-only)")
     env: dict[str, str] = Field(default_factory=dict)
     network: Literal["host", "published"] = "published"

@@ -239,11 +239,11 @@ def run_study(
     storage: str,
     on_trial_end: Callable[[optuna.Study, optuna.trial.FrozenTrial], None] | None = None,
 ) -> optuna.Study:
-    """Run the trials that the study still lacks (``study.trials`` counts finished ones)."""
-    launcher.preflight()
+    """Run the trials that the study still lacks (``study.trials`` counts finished ones).
+
+    The launcher must have passed ``preflight`` (the CLI also removes leftovers first)."""
     backend = choose_backend(loaded, launcher)
     directory.mkdir(parents=True, exist_ok=True)
-    launcher.remove_leftovers({LABEL_STUDY: loaded.name})
     study = open_study(loaded, storage)
     for key, value in {
         "backend": backend,

@@ -92,7 +92,37 @@ def local_launcher(tmp_path_factory):
     return launcher
 
 
-@pytest.fixture(params=["local"])
+def docker_server_block() -> dict:
+    """The `server:` block for the local test image, as docker/build-test-image.sh prints it.
+
+    A missing Docker engine fails here: the Docker tests never skip."""
+    import sys
+
+    import yaml
+
+    venv = Path(sys.executable).parent.parent
+    built = subprocess.run(["bash", str(REPO / "docker" / "build-test-image.sh"), str(venv)],
+                           capture_output=True, text=True)
+    assert built.returncode == 0, f"the Docker test image could not be built (is dockerd running?): {built.stderr}"
+    return yaml.safe_load(built.stdout)["server"]
+
+
+@pytest.fixture(scope="session")
+def docker_block() -> dict:
+    return docker_server_block()
+
+
+@pytest.fixture(scope="session")
+def docker_launcher(docker_block):
+    from sweeper.launchers import DockerLauncher
+    from sweeper.spec import ServerSpec
+
+    launcher = DockerLauncher(ServerSpec.model_validate({**docker_block, "startup_timeout_s": 60}))
+    launcher.preflight()
+    return launcher
+
+
+@pytest.fixture(params=["local", "docker"])
 def launcher(request):
     """Every launcher, for the shared launcher suite."""
     return request.getfixturevalue(f"{request.param}_launcher")

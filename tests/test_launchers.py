@@ -45,7 +45,7 @@ def test_server_serves_the_model_with_the_trial_config(launcher, tmp_path, mlp_o
         np.testing.assert_allclose(result, expected, rtol=1e-5, atol=1e-6)
         assert server.alive()
     assert not server.alive()
-    assert (tmp_path / "server.log").read_text()
+    assert "Started HTTPService at 127.0.0.1" in (tmp_path / "server.log").read_text()
 
 
 def test_model_that_fails_to_load_is_a_trial_error_with_the_log_lines(launcher, tmp_path, mlp_onnx):
@@ -76,3 +76,20 @@ def _group_of(proc: Path) -> int | None:
         return int((proc / "stat").read_text().rsplit(")", 1)[1].split()[2])
     except (OSError, IndexError, ValueError):
         return None
+
+
+def test_stop_removes_the_container(docker_launcher, tmp_path, mlp_onnx):
+    import docker
+
+    repository = make_repository(tmp_path / "repo", mlp_onnx, TrialConfig(4, 0, 1, "http", "fp32"))
+    labels = {"triton-sweeper.study": "stop-test", "triton-sweeper.trial": "0"}
+    server = docker_launcher.start(repository, "mlp", tmp_path / "server.log", labels)
+    engine = docker.from_env()
+    (container,) = engine.containers.list(filters={"label": "triton-sweeper.study=stop-test"})
+    attributes = container.attrs["HostConfig"]
+    assert attributes["Binds"] and f"{repository.resolve()}:/models:ro" in attributes["Binds"]
+    assert {u["Name"] for u in attributes["Ulimits"]} == {"memlock", "stack"}
+    assert container.labels["triton-sweeper.trial"] == "0"
+    server.stop()
+    server.stop()  # idempotent
+    assert engine.containers.list(all=True, filters={"label": "triton-sweeper.study=stop-test"}) == []
