@@ -3,7 +3,9 @@
 Layout: ``<study dir>/models/<precision>/model.onnx`` with ``accuracy.json`` beside it, so a
 resumed study reuses both. FP16 uses ONNX Runtime's float16 converter (FP32 inputs and outputs
 kept); INT8 uses ONNX Runtime quantization: dynamic (QOperator) for the CPU execution provider,
-static QDQ with a calibration reader where the server has a GPU.
+static QDQ with a calibration reader where the server has a GPU and for ``int8_trt``.
+``fp16_trt`` ships the FP32 graph: TensorRT converts it on the server, so the accuracy of both
+TensorRT precisions is measured through the served model.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import onnx
 import onnxruntime as ort
 
 from sweeper.errors import SpecError, TrialError
-from sweeper.spec import LoadedSpec, resolve_factory
+from sweeper.spec import TENSORRT_PRECISIONS, LoadedSpec, resolve_factory
 from sweeper.tensors import TensorSpec, generate_inputs, onnx_io
 
 # The accuracy sample uses its own seed so it never equals the load generator's data.
@@ -33,8 +35,10 @@ class ModelArtifact:
     path: Path
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
-    max_abs_error: float
-    cosine_similarity: float
+    max_abs_error: float | None
+    cosine_similarity: float | None
+    """None for TensorRT precisions: the engine is built on the server, so the trial measures
+    accuracy through the served model (``ArtifactBuilder.compare``)."""
     accuracy_failure: str | None
     """Why the precision is outside the spec's tolerance; None when it is within it."""
 
@@ -48,6 +52,7 @@ class ArtifactBuilder:
         self._dir = models_dir
         self._gpu = gpu
         self._built: dict[str, ModelArtifact | TrialError] = {}
+        self._reference: list[np.ndarray] | None = None
 
     def build(self, precision: str) -> ModelArtifact:
         """The artifact for ``precision``; a failed conversion is a TrialError (remembered)."""
@@ -74,10 +79,17 @@ class ArtifactBuilder:
                 self._write_fp32(partial)
             elif precision == "fp16":
                 _to_fp16(fp32, partial)
+            elif precision == "fp16_trt":
+                shutil.copyfile(fp32, partial)  # TensorRT converts the FP32 graph itself
             else:
-                self._to_int8(fp32, partial)
+                self._to_int8(fp32, partial, static=precision == "int8_trt" or self._gpu)
             partial.replace(target)
-            error, cosine = (0.0, 1.0) if fp32 is None else self._compare(fp32, target)
+            if fp32 is None:
+                error, cosine = 0.0, 1.0
+            elif precision in TENSORRT_PRECISIONS:
+                error, cosine = None, None
+            else:
+                error, cosine = self.compare(_run(target, self.accuracy_sample()))
             report.write_text(json.dumps({"max_abs_error": error, "cosine_similarity": cosine}))
         figures = json.loads(report.read_text())
         inputs, outputs = self.io(target)
@@ -88,7 +100,9 @@ class ArtifactBuilder:
             outputs=tuple(outputs),
             max_abs_error=figures["max_abs_error"],
             cosine_similarity=figures["cosine_similarity"],
-            accuracy_failure=self._outside_tolerance(precision, figures),
+            accuracy_failure=None
+            if figures["cosine_similarity"] is None
+            else self.outside_tolerance(precision, figures["max_abs_error"], figures["cosine_similarity"]),
         )
 
     def _fp32(self) -> Path:
@@ -141,13 +155,13 @@ class ArtifactBuilder:
                 dynamo=False,
             )
 
-    def _to_int8(self, fp32: Path, out: Path) -> None:
+    def _to_int8(self, fp32: Path, out: Path, *, static: bool) -> None:
         from onnxruntime.quantization import QuantFormat, QuantType, quant_pre_process, quantize_dynamic, quantize_static
         from onnxruntime.quantization.calibrate import CalibrationDataReader
 
         prepared = out.with_name("preprocessed.onnx")
         quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
-        if not self._gpu:
+        if not static:
             quantize_dynamic(str(prepared), str(out), weight_type=QuantType.QInt8)
         else:
             inputs, _ = self.io(fp32)
@@ -164,21 +178,25 @@ class ArtifactBuilder:
             quantize_static(str(prepared), str(out), Reader(), quant_format=QuantFormat.QDQ)
         prepared.unlink(missing_ok=True)
 
-    def _compare(self, fp32: Path, candidate: Path) -> tuple[float, float]:
-        inputs, _ = self.io(fp32)
+    def accuracy_sample(self) -> dict[str, np.ndarray]:
+        """The inputs every precision is checked on (``example_inputs.samples`` of them)."""
+        inputs, _ = self.io(self._fp32())
         data = self._spec.model.example_inputs
-        feed = self.sample_inputs(inputs, data.samples, data.seed + _ACCURACY_SEED_OFFSET)
-        reference = _run(fp32, feed)
-        produced = _run(candidate, feed)
-        error = max(float(np.max(np.abs(r - p))) for r, p in zip(reference, produced))
-        cosine = min(_cosine(r, p) for r, p in zip(reference, produced))
+        return self.sample_inputs(inputs, data.samples, data.seed + _ACCURACY_SEED_OFFSET)
+
+    def compare(self, produced: list[np.ndarray]) -> tuple[float, float]:
+        """Max abs error and (worst over outputs) cosine similarity against FP32 on the sample."""
+        if self._reference is None:
+            self._reference = _run(self._fp32(), self.accuracy_sample())
+        pairs = [(r, np.asarray(p, dtype=np.float64)) for r, p in zip(self._reference, produced)]
+        error = max(float(np.max(np.abs(r - p))) for r, p in pairs)
+        cosine = min(_cosine(r, p) for r, p in pairs)
         return error, cosine
 
-    def _outside_tolerance(self, precision: str, figures: dict[str, float]) -> str | None:
+    def outside_tolerance(self, precision: str, error: float, cosine: float) -> str | None:
         if precision == "fp32":
             return None
         tolerance = self._spec.accuracy
-        cosine, error = figures["cosine_similarity"], figures["max_abs_error"]
         if cosine < tolerance.min_cosine_similarity:
             return f"{precision} cosine similarity {cosine:.6f} < {tolerance.min_cosine_similarity}"
         if tolerance.max_abs_error is not None and error > tolerance.max_abs_error:

@@ -135,7 +135,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             # Also after Ctrl-C or a crash: the tables show every trial that finished.
             study = _stored_study(loaded.name, storage)
             if study is not None:
-                print_pareto(study)
+                write_tables(tables(study), directory)
+    print_pareto(study)
     console.print(f"wrote {directory / 'trials.csv'}, measurements.csv, pareto.csv")
     if (tables(study).trials["state"] == "COMPLETE").any():
         _report(study, directory)

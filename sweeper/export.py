@@ -18,16 +18,15 @@ import subprocess
 from importlib import metadata
 from pathlib import Path
 
-import onnx
 import optuna
 import pandas as pd
 
 from sweeper.errors import UsageError
 from sweeper.repository import write_model_repository
 from sweeper.report import knee
-from sweeper.results import METRICS, tables
-from sweeper.spec import KNOBS, TrialConfig
-from sweeper.tensors import TensorSpec, onnx_io
+from sweeper.results import tables
+from sweeper.spec import KNOBS, METRICS, TrialConfig
+from sweeper.study import stored_model_io
 from sweeper.triton_config import build_model_config, to_pbtxt
 
 _CONDITION = re.compile(r"^\s*([\w@.]+)\s*(<=|>=|<|>|==)\s*([-+]?[\d.]+(?:[eE][-+]?\d+)?)\s*$")
@@ -136,10 +135,7 @@ def export(study: optuna.Study, directory: Path, out: Path, *, pick: str, where:
     source = directory / "models" / config.precision / "model.onnx"
     if not source.is_file():
         raise UsageError(f"{source} is missing", hint="the study folder must hold the models it built")
-    inputs, outputs = onnx_io(onnx.load(str(source), load_external_data=False))
-    given = study.user_attrs.get("inputs") or []
-    if given:
-        inputs = [TensorSpec(i["name"], i["datatype"], tuple(i["shape"])) for i in given]
+    inputs, outputs = stored_model_io(study, source)
     model_name = study.user_attrs.get("model", study.study_name)
     model = build_model_config(model_name, inputs, outputs, config, backend=backend, gpu=bool(study.user_attrs.get("gpu")))
     write_model_repository(out, model, source, link=False)

@@ -12,10 +12,9 @@ import optuna
 import pandas as pd
 
 from sweeper.load import Measurement
-from sweeper.spec import KNOBS
+from sweeper.spec import KNOBS, METRICS
 from sweeper.study import TIMINGS
 
-METRICS = ("p50_ms", "p90_ms", "p95_ms", "p99_ms", "throughput")
 MEASUREMENT_COLUMNS = ["number", *(f.name for f in dataclasses.fields(Measurement))]
 
 

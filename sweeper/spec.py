@@ -22,8 +22,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from sweeper.errors import SpecError
 
 Metric = Literal["p50_ms", "p90_ms", "p95_ms", "p99_ms", "throughput"]
+METRICS: tuple[str, ...] = typing.get_args(Metric)
 Protocol = Literal["http", "grpc"]
-Precision = Literal["fp32", "fp16", "int8"]
+# fp16_trt / int8_trt: ONNX Runtime's TensorRT execution provider inside Triton's onnxruntime
+# backend builds the engine in that precision on the GPU (config.pbtxt execution_accelerators).
+Precision = Literal["fp32", "fp16", "int8", "fp16_trt", "int8_trt"]
+TENSORRT_PRECISIONS = {"fp16_trt": "FP16", "int8_trt": "INT8"}
 Datatype = Literal["FP32", "FP16", "FP64", "INT64", "INT32", "INT16", "INT8", "UINT8", "BOOL"]
 KNOBS = ("max_batch_size", "max_queue_delay_us", "instance_count", "protocol", "precision")
 
@@ -235,6 +239,12 @@ class Spec(_Strict):
         columns = [o.column for o in self.objectives]
         if len(set(columns)) != len(columns):
             raise ValueError(f"objectives repeat a metric: {columns}")
+        tensorrt = sorted(set(self.search_space.precision) & set(TENSORRT_PRECISIONS))
+        if tensorrt and self.server.backend == "python":
+            raise ValueError(
+                f"search_space.precision {tensorrt} runs TensorRT inside Triton's onnxruntime backend; "
+                "server.backend must be auto or onnxruntime"
+            )
         if self.model.source.pytorch is not None and self.model.inputs is None:
             raise ValueError("model.inputs is required for a pytorch source (name, datatype, shape)")
         return self

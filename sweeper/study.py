@@ -9,14 +9,16 @@ import warnings
 from pathlib import Path
 from typing import Callable, Iterator
 
+import onnx
 import optuna
 
 from sweeper.artifacts import ArtifactBuilder
 from sweeper.errors import SpecError, SweeperError, TrialError, UsageError
 from sweeper.launchers import Launcher, failure_reason, server_metadata
-from sweeper.load import measure
+from sweeper.load import measure, served_outputs
 from sweeper.repository import write_model_repository
-from sweeper.spec import KNOBS, LoadedSpec, TrialConfig
+from sweeper.spec import KNOBS, METRICS, TENSORRT_PRECISIONS, LoadedSpec, TrialConfig
+from sweeper.tensors import TensorSpec, onnx_io
 from sweeper.triton_config import build_model_config, to_pbtxt
 
 LABEL_STUDY = "triton-sweeper.study"
@@ -46,6 +48,15 @@ def open_stored_study(directory: Path, storage: str | None = None) -> optuna.Stu
         return optuna.load_study(study_name=name, storage=storage)
     except KeyError:
         raise UsageError(f"no study '{name}' in {storage}", hint=f"studies there: {', '.join(names) or 'none'}") from None
+
+
+def stored_model_io(study: optuna.Study, model: Path) -> tuple[list[TensorSpec], list[TensorSpec]]:
+    """A study's model I/O: the graph's, with the inputs the spec gave (stored on the study)."""
+    inputs, outputs = onnx_io(onnx.load(str(model), load_external_data=False))
+    given = study.user_attrs.get("inputs") or []
+    if given:
+        inputs = [TensorSpec(i["name"], i["datatype"], tuple(i["shape"])) for i in given]
+    return inputs, outputs
 
 
 def make_sampler(loaded: LoadedSpec) -> optuna.samplers.BaseSampler:
@@ -145,7 +156,7 @@ class TrialRunner:
         by_column = {
             f"{metric}@c{m['concurrency']}": m[metric]
             for m in measurements
-            for metric in ("p50_ms", "p90_ms", "p95_ms", "p99_ms", "throughput")
+            for metric in METRICS
         }
         for constraint in self._spec.constraints:
             value = by_column[constraint.column]
@@ -154,6 +165,18 @@ class TrialRunner:
             else:
                 trial.set_constraint(f"{constraint.column}>={constraint.min:g}", constraint.min - value)
         return tuple(by_column[objective.column] for objective in self._spec.objectives)
+
+    def _record_accuracy(self, trial: optuna.Trial, precision: str, error: float, cosine: float) -> None:
+        """Accuracy against FP32 as user attributes and as constraints (<= 0 is feasible)."""
+        trial.set_user_attr("max_abs_error", error)
+        trial.set_user_attr("cosine_similarity", cosine)
+        accuracy = self._spec.accuracy
+        trial.set_constraint("cosine_similarity", accuracy.min_cosine_similarity - cosine)
+        if accuracy.max_abs_error is not None:
+            trial.set_constraint("max_abs_error", error - accuracy.max_abs_error)
+        failure = self.artifacts.outside_tolerance(precision, error, cosine)
+        if failure is not None:
+            trial.set_user_attr("infeasible", failure)
 
     @staticmethod
     def _measured_before(trial: optuna.Trial) -> optuna.trial.FrozenTrial | None:
@@ -183,17 +206,12 @@ class TrialRunner:
                 config,
                 backend=self._backend,
                 gpu=self._gpu,
+                tensorrt_precision=TENSORRT_PRECISIONS.get(config.precision),
             )
             repository = write_model_repository(trial_dir / "repository", model, artifact.path)
             (trial_dir / "config.pbtxt").write_text(to_pbtxt(model))
-        trial.set_user_attr("max_abs_error", artifact.max_abs_error)
-        trial.set_user_attr("cosine_similarity", artifact.cosine_similarity)
-        accuracy = self._spec.accuracy
-        trial.set_constraint("cosine_similarity", accuracy.min_cosine_similarity - artifact.cosine_similarity)
-        if accuracy.max_abs_error is not None:
-            trial.set_constraint("max_abs_error", artifact.max_abs_error - accuracy.max_abs_error)
-        if artifact.accuracy_failure is not None:
-            trial.set_user_attr("infeasible", artifact.accuracy_failure)
+        if artifact.cosine_similarity is not None:
+            self._record_accuracy(trial, config.precision, artifact.max_abs_error, artifact.cosine_similarity)
 
         data = self._spec.model.example_inputs
         inputs = self.artifacts.sample_inputs(artifact.inputs, data.batch_size, data.seed)
@@ -206,6 +224,10 @@ class TrialRunner:
             if "server_version" not in trial.study.user_attrs:
                 trial.study.set_user_attr("server_version", server_metadata(server.endpoints).get("version"))
             try:
+                if artifact.cosine_similarity is None:  # TensorRT: only the server knows its numbers
+                    produced = served_outputs(server.endpoints, model_name, self.artifacts.accuracy_sample(),
+                                              outputs, config.max_batch_size)
+                    self._record_accuracy(trial, config.precision, *self.artifacts.compare(produced))
                 with _timed(timings, "measure_s"):
                     results = [
                         measure(server.endpoints, config.protocol, model_name, inputs, outputs, level, self._spec.load)
@@ -222,14 +244,22 @@ class TrialRunner:
 
 def choose_backend(loaded: LoadedSpec, launcher: Launcher) -> str:
     wanted = loaded.spec.server.backend
+    backend = wanted
     if wanted == "auto":
-        return "onnxruntime" if launcher.has_onnxruntime_backend else "python"
-    if wanted == "onnxruntime" and not launcher.has_onnxruntime_backend:
+        backend = "onnxruntime" if launcher.has_onnxruntime_backend else "python"
+    elif wanted == "onnxruntime" and not launcher.has_onnxruntime_backend:
         raise SweeperError(
             "server.backend is onnxruntime but this server has no onnxruntime backend",
             hint="use backend: python (ONNX Runtime inside Triton's python backend) or a Triton build with it",
         )
-    return wanted
+    tensorrt = sorted(set(loaded.spec.search_space.precision) & set(TENSORRT_PRECISIONS))
+    if tensorrt and (backend != "onnxruntime" or not launcher.has_gpu):
+        raise SweeperError(
+            f"search_space.precision {tensorrt} needs Triton's onnxruntime backend on a GPU "
+            f"(this server: {backend} backend, {'a' if launcher.has_gpu else 'no'} GPU)",
+            hint="use NVIDIA's Triton image with server.docker.gpus, or drop the _trt precisions",
+        )
+    return backend
 
 
 def run_study(

@@ -21,7 +21,7 @@ def build_model_config(
     *,
     backend: Backend,
     gpu: bool,
-    accelerator: str | None = None,
+    tensorrt_precision: str | None = None,
 ) -> mc.ModelConfig:
     """The model config for one trial; dynamic batching is absent when the delay is 0."""
     model = mc.ModelConfig(name=model_name, backend=backend, max_batch_size=config.max_batch_size)
@@ -34,10 +34,10 @@ def build_model_config(
         model.dynamic_batching.max_queue_delay_microseconds = config.max_queue_delay_us
     kind = mc.ModelInstanceGroup.KIND_GPU if gpu else mc.ModelInstanceGroup.KIND_CPU
     model.instance_group.add(count=config.instance_count, kind=kind)
-    if accelerator is not None:
-        # ONNX Runtime's TensorRT execution provider, in the precision the trial asks for.
-        trt = model.optimization.execution_accelerators.gpu_execution_accelerator.add(name=accelerator)
-        trt.parameters["precision_mode"] = "FP16" if config.precision == "fp16" else "INT8"
+    if tensorrt_precision is not None:
+        # ONNX Runtime's TensorRT execution provider builds the engine in this precision.
+        trt = model.optimization.execution_accelerators.gpu_execution_accelerator.add(name="tensorrt")
+        trt.parameters["precision_mode"] = tensorrt_precision
     return model
 
 

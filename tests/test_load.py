@@ -58,3 +58,15 @@ def test_queue_delay_shows_up_as_queue_time(delayed_server, protocol):
 def test_batching_groups_concurrent_requests(delayed_server):
     m = measure(delayed_server.endpoints, "grpc", "mlp", X, ["y"], 8, QUICK)
     assert m.avg_batch_size > 4
+
+
+def test_served_outputs_match_the_model_in_requests_of_max_batch_size(server, mlp_onnx):
+    import onnxruntime as ort
+
+    from sweeper.load import served_outputs
+
+    feed = {"x": np.random.default_rng(3).random((20, 16), dtype=np.float32)}
+    (produced,) = served_outputs(server.endpoints, "mlp", feed, ["y"], max_batch_size=8)
+    expected = ort.InferenceSession(str(mlp_onnx), providers=["CPUExecutionProvider"]).run(None, feed)[0]
+    assert produced.shape == (20, 4)
+    np.testing.assert_allclose(produced, expected, rtol=1e-5, atol=1e-6)

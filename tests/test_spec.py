@@ -74,6 +74,8 @@ BAD = {
     "missing-key": (("  - {metric: p50_ms, concurrency: 1, direction: minimize}\n", "  - {metric: p50_ms, concurrency: 1}\n"), "objectives.0.direction: required key is missing"),
     "bad-metric": (("metric: p50_ms", "metric: p42_ms"), "objectives.0.metric"),
     "yaml": (("study: {name: s1, trials: 2}", "study: {name: s1, trials: 2"), "the YAML does not parse"),
+    "tensorrt-on-python": (("precision: [fp32]", "precision: [fp32, fp16_trt]\nserver: {backend: python}"),
+                           "runs TensorRT inside Triton's onnxruntime backend"),
 }
 
 
@@ -115,3 +117,11 @@ def test_console_script_reports_a_missing_spec_without_traceback(tmp_path):
     assert f"{tmp_path / 'absent.yaml'}: cannot read the spec" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "results").exists()
+
+
+def test_tensorrt_precisions_need_a_gpu_server(tmp_path, mlp_onnx, capsys):
+    spec = _spec(tmp_path, mlp_onnx, VALID.replace("precision: [fp32]", "precision: [fp32, int8_trt]"))
+    assert main(["run", str(spec), "--results-dir", str(tmp_path / "r")]) == 1
+    err = capsys.readouterr().err
+    assert "['int8_trt'] needs Triton's onnxruntime backend on a GPU (this server: python backend, no GPU)" in err
+    assert "hint: use NVIDIA's Triton image" in err

@@ -33,7 +33,7 @@ def test_zero_delay_means_no_dynamic_batching():
 
 def test_onnxruntime_backend_on_gpu_with_tensorrt():
     model = build_model_config(
-        "m", INPUTS, OUTPUTS, TrialConfig(4, 100, 2, "http", "fp16"), backend="onnxruntime", gpu=True, accelerator="tensorrt"
+        "m", INPUTS, OUTPUTS, TrialConfig(4, 100, 2, "http", "fp16_trt"), backend="onnxruntime", gpu=True, tensorrt_precision="FP16"
     )
     assert (model.backend, model.platform, model.default_model_filename) == ("onnxruntime", "onnxruntime_onnx", "model.onnx")
     assert model.instance_group[0].kind == mc.ModelInstanceGroup.KIND_GPU

@@ -13,7 +13,8 @@ import pandas as pd
 from sweeper.artifacts import time_in_process
 from sweeper.results import StudyTables, tables
 from sweeper.spec import KNOBS
-from sweeper.tensors import TensorSpec, generate_inputs, onnx_io
+from sweeper.study import stored_model_io
+from sweeper.tensors import generate_inputs
 
 # The stacked latency breakdown, bottom to top; "network" is the client's mean latency minus
 # the time Triton accounts for (serialization, transfer, client overhead).
@@ -155,12 +156,7 @@ def _in_process_ms(directory: Path, study: optuna.Study) -> float | None:
     model = directory / "models" / "fp32" / "model.onnx"
     if not model.is_file():
         return None
-    import onnx
-
-    given = study.user_attrs.get("inputs") or []
-    inputs = [TensorSpec(i["name"], i["datatype"], tuple(i["shape"])) for i in given]
-    if not inputs:
-        inputs, _ = onnx_io(onnx.load(str(model), load_external_data=False))
+    inputs, _ = stored_model_io(study, model)
     if any(-1 in tensor.shape for tensor in inputs):
         return None  # the spec gave the shapes; the graph alone cannot say them
     low, high = study.user_attrs.get("input_range", (0.0, 1.0))
