@@ -157,3 +157,18 @@ def swept(tmp_path_factory, mlp_onnx):
     spec = write_spec(folder, E2E_SPEC.replace("MODEL", str(mlp_onnx)))
     status = main(["run", str(spec), "--results-dir", str(folder / "results")])
     return status, spec, folder / "results" / "e2e"
+
+
+def start_sweep_until_serving(spec: Path, results: Path, study: str) -> subprocess.Popen:
+    """`sweeper run` in a child process, returned once trial 0's server accepts requests."""
+    import sys
+    import time
+
+    sweep = subprocess.Popen([sys.executable, "-m", "sweeper.cli", "run", str(spec), "--results-dir", str(results)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log = results / study / "trials" / "0" / "server.log"
+    deadline = time.monotonic() + 60
+    while not (log.is_file() and "Started GRPCInferenceService" in log.read_text()):
+        assert sweep.poll() is None and time.monotonic() < deadline, sweep.communicate()
+        time.sleep(0.2)
+    return sweep

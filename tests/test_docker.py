@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
-import time
 
 import docker
 import pandas as pd
@@ -14,7 +11,7 @@ import yaml
 from onnx import TensorProto, helper, save
 
 from sweeper.cli import main
-from tests.conftest import E2E_SPEC, write_spec
+from tests.conftest import E2E_SPEC, start_sweep_until_serving, write_spec
 
 STUDY_LABEL = "triton-sweeper.study"
 
@@ -71,14 +68,7 @@ def test_model_that_fails_to_load_fails_the_trial_with_the_container_log(tmp_pat
 def test_sigterm_mid_trial_leaves_no_container(tmp_path, mlp_onnx, docker_block):
     spec = _spec(tmp_path, mlp_onnx, docker_block, name="docker-term")
     spec.write_text(spec.read_text().replace("warmup_s: 0.3", "warmup_s: 30"))
-    results = tmp_path / "results"
-    sweep = subprocess.Popen([sys.executable, "-m", "sweeper.cli", "run", str(spec), "--results-dir", str(results)],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    log = results / "docker-term" / "trials" / "0" / "server.log"
-    deadline = time.monotonic() + 60
-    while not (log.is_file() and "Started GRPCInferenceService" in log.read_text()):
-        assert sweep.poll() is None and time.monotonic() < deadline, sweep.communicate()
-        time.sleep(0.2)
+    sweep = start_sweep_until_serving(spec, tmp_path / "results", "docker-term")
     assert len(_containers("docker-term")) == 1
     sweep.send_signal(signal.SIGTERM)
     _, err = sweep.communicate(timeout=60)

@@ -13,20 +13,22 @@ QUICK = LoadSpec(concurrency=[1], warmup_s=0.3, window_s=0.5, stability_toleranc
 X = {"x": np.random.default_rng(0).random((1, 16), dtype=np.float32)}
 
 
+def _serve(launcher, folder, model, config: TrialConfig):
+    repository = make_repository(folder / "repo", model, config)
+    with launcher.start(repository, "mlp", folder / "server.log", {}) as running:
+        yield running
+
+
 @pytest.fixture(scope="module")
 def server(local_launcher, tmp_path_factory, mlp_onnx):
-    folder = tmp_path_factory.mktemp("load")
-    repository = make_repository(folder / "repo", mlp_onnx, TrialConfig(8, 0, 1, "http", "fp32"))
-    with local_launcher.start(repository, "mlp", folder / "server.log", {}) as running:
-        yield running
+    yield from _serve(local_launcher, tmp_path_factory.mktemp("load"), mlp_onnx, TrialConfig(8, 0, 1, "http", "fp32"))
 
 
 @pytest.fixture(scope="module")
 def delayed_server(local_launcher, tmp_path_factory, mlp_onnx):
-    folder = tmp_path_factory.mktemp("delayed")
-    repository = make_repository(folder / "repo", mlp_onnx, TrialConfig(8, 50_000, 1, "http", "fp32"))
-    with local_launcher.start(repository, "mlp", folder / "server.log", {}) as running:
-        yield running
+    """Dynamic batching with a 50 ms max queue delay."""
+    config = TrialConfig(8, 50_000, 1, "http", "fp32")
+    yield from _serve(local_launcher, tmp_path_factory.mktemp("delayed"), mlp_onnx, config)
 
 
 @pytest.mark.parametrize("protocol", ["http", "grpc"])

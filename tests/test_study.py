@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import optuna
@@ -14,7 +13,7 @@ import pytest
 
 from sweeper.cli import main
 from tests.conftest import E2E_SPEC as SPEC
-from tests.conftest import make_mlp_onnx, write_spec
+from tests.conftest import make_mlp_onnx, start_sweep_until_serving, write_spec
 
 
 
@@ -89,13 +88,7 @@ def test_signal_mid_trial_stops_the_server(tmp_path, mlp_onnx, sig, status):
     body = SPEC.replace("MODEL", str(mlp_onnx)).replace("warmup_s: 0.3", "warmup_s: 30")
     spec = write_spec(tmp_path, body)
     results = tmp_path / "results"
-    sweep = subprocess.Popen([sys.executable, "-m", "sweeper.cli", "run", str(spec), "--results-dir", str(results)],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    log = results / "e2e" / "trials" / "0" / "server.log"
-    deadline = time.monotonic() + 60
-    while not (log.is_file() and "Started GRPCInferenceService" in log.read_text()):
-        assert sweep.poll() is None and time.monotonic() < deadline, sweep.communicate()
-        time.sleep(0.2)
+    sweep = start_sweep_until_serving(spec, results, "e2e")
     time.sleep(1)  # now measuring (the warm-up lasts 30 s)
     sweep.send_signal(sig)
     out, err = sweep.communicate(timeout=60)
