@@ -51,29 +51,18 @@ class LocalLauncher(Launcher):
         address: str = "127.0.0.1",
         startup_timeout_s: float = 120.0,
     ) -> None:
-        self._workdir = workdir
         self._binary = tritonserver
         self._backends = backend_directory
         self._address = address
         self._timeout = startup_timeout_s
-        if self._binary is None:
-            bundled = pytriton_server_dir()
-            if bundled is not None:
-                self._binary = bundled / "bin" / "tritonserver"
-                if self._backends is None:
-                    self._backends = self._bundled_backends(bundled)
-        if self._binary is not None and self._backends is None:
+        self._bundled = pytriton_server_dir() if tritonserver is None else None
+        self._links_backends = self._bundled is not None and backend_directory is None
+        if self._bundled is not None:
+            self._binary = self._bundled / "bin" / "tritonserver"
+        if self._links_backends:
+            self._backends = workdir / "backends"  # laid out by preflight
+        elif self._binary is not None and self._backends is None:
             self._backends = self._binary.parent.parent / "backends"
-
-    def _bundled_backends(self, bundled: Path) -> Path:
-        python_dir = self._workdir / "backends" / "python"
-        stub = bundled / "python_backend_stubs" / f"{sys.version_info.major}.{sys.version_info.minor}"
-        python_dir.mkdir(parents=True, exist_ok=True)
-        for source in [*(bundled / "backends" / "python").iterdir(), stub / "triton_python_backend_stub"]:
-            link = python_dir / source.name
-            if source.name != "__pycache__" and not link.exists():
-                link.symlink_to(source)
-        return python_dir.parent
 
     def preflight(self) -> None:
         if self._binary is None or not self._binary.is_file():
@@ -81,11 +70,23 @@ class LocalLauncher(Launcher):
                 "no tritonserver binary found",
                 hint="pip install nvidia-pytriton, or set server.tritonserver to a tritonserver binary",
             )
+        if self._links_backends:
+            self._link_bundled_backends()
         if not (self._backends / "python").is_dir() and not (self._backends / "onnxruntime").is_dir():
             raise SweeperError(
                 f"{self._backends} has neither the python nor the onnxruntime backend",
                 hint="set server.backend_directory to Triton's backends folder",
             )
+
+    def _link_bundled_backends(self) -> None:
+        """The wheel's python backend plus the stub for this interpreter, as links."""
+        python_dir = self._backends / "python"
+        stub = self._bundled / "python_backend_stubs" / f"{sys.version_info.major}.{sys.version_info.minor}"
+        python_dir.mkdir(parents=True, exist_ok=True)
+        for source in [*(self._bundled / "backends" / "python").iterdir(), stub / "triton_python_backend_stub"]:
+            link = python_dir / source.name
+            if source.name != "__pycache__" and not link.exists():
+                link.symlink_to(source)
 
     @functools.cached_property
     def has_gpu(self) -> bool:
