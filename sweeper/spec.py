@@ -112,6 +112,7 @@ class DockerSpec(_Strict):
     volumes: dict[str, str] = Field(default_factory=dict, description="host path -> container path (read-only)")
     env: dict[str, str] = Field(default_factory=dict)
     network: Literal["host", "published"] = "published"
+    bridge: str | None = Field(default=None, description="Docker network for 'published'; default the engine's bridge")
     pull: Literal["never", "missing", "always"] = "missing"
     tritonserver: str = "tritonserver"
     backend_directory: str | None = None

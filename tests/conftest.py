@@ -122,7 +122,24 @@ def docker_launcher(docker_block):
     return launcher
 
 
-@pytest.fixture(params=["local", "docker"])
+@pytest.fixture(scope="session")
+def docker_published_launcher(docker_block):
+    """Triton's ports published on 127.0.0.1 from a container on a bridge network of its own."""
+    import docker
+
+    from sweeper.launchers import DockerLauncher
+    from sweeper.spec import ServerSpec
+
+    engine = docker.from_env()
+    network = engine.networks.create("sweeper-test-bridge", driver="bridge")
+    settings = {**docker_block["docker"], "network": "published", "bridge": network.name}
+    launcher = DockerLauncher(ServerSpec.model_validate({**docker_block, "docker": settings, "startup_timeout_s": 60}))
+    launcher.preflight()
+    yield launcher
+    network.remove()
+
+
+@pytest.fixture(params=["local", "docker", "docker_published"])
 def launcher(request):
     """Every launcher, for the shared launcher suite."""
     return request.getfixturevalue(f"{request.param}_launcher")

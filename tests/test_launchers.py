@@ -26,7 +26,7 @@ def make_repository(root: Path, onnx_path: Path, config: TrialConfig, name: str 
     return write_model_repository(root, model, onnx_path)
 
 
-def test_server_serves_the_model_with_the_trial_config(launcher, tmp_path, mlp_onnx):
+def test_server_serves_the_model_with_the_trial_config(launcher, request, tmp_path, mlp_onnx):
     repository = make_repository(tmp_path / "repo", mlp_onnx, TrialConfig(8, 200, 2, "http", "fp32"))
     x = np.random.default_rng(1).random((3, 16), dtype=np.float32)
     expected = ort.InferenceSession(str(mlp_onnx), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
@@ -45,7 +45,9 @@ def test_server_serves_the_model_with_the_trial_config(launcher, tmp_path, mlp_o
         np.testing.assert_allclose(result, expected, rtol=1e-5, atol=1e-6)
         assert server.alive()
     assert not server.alive()
-    assert "Started HTTPService at 127.0.0.1" in (tmp_path / "server.log").read_text()
+    # Bound to the loopback; in a container of its own network, to the container's interfaces.
+    address = "0.0.0.0" if request.node.callspec.params["launcher"] == "docker_published" else "127.0.0.1"
+    assert f"Started HTTPService at {address}" in (tmp_path / "server.log").read_text()
 
 
 def test_model_that_fails_to_load_is_a_trial_error_with_the_log_lines(launcher, tmp_path, mlp_onnx):
@@ -93,3 +95,16 @@ def test_stop_removes_the_container(docker_launcher, tmp_path, mlp_onnx):
     server.stop()
     server.stop()  # idempotent
     assert engine.containers.list(all=True, filters={"label": "triton-sweeper.study=stop-test"}) == []
+
+
+def test_published_ports_bind_the_loopback_only(docker_published_launcher, tmp_path, mlp_onnx):
+    import docker
+
+    repository = make_repository(tmp_path / "repo", mlp_onnx, TrialConfig(4, 0, 1, "http", "fp32"))
+    labels = {"triton-sweeper.study": "published-test"}
+    with docker_published_launcher.start(repository, "mlp", tmp_path / "server.log", labels) as server:
+        (container,) = docker.from_env().containers.list(filters={"label": "triton-sweeper.study=published-test"})
+        bindings = container.attrs["HostConfig"]["PortBindings"]
+        assert sorted(bindings) == ["8000/tcp", "8001/tcp", "8002/tcp"]
+        assert {b["HostIp"] for published in bindings.values() for b in published} == {"127.0.0.1"}
+        assert server.endpoints.http == f"127.0.0.1:{bindings['8000/tcp'][0]['HostPort']}"

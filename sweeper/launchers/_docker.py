@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -129,6 +130,8 @@ class DockerLauncher(Launcher):
             host = "127.0.0.1"
             # Published on the loopback only: Triton has no authentication.
             options["ports"] = {f"{inner}/tcp": ("127.0.0.1", outer) for inner, outer in zip(_PORTS, ports)}
+            if self._spec.bridge is not None:
+                options["network"] = self._spec.bridge
         if self.has_gpu:
             ids = None if self._spec.gpus == "all" else [str(i) for i in self._spec.gpus]
             options["device_requests"] = [
@@ -207,10 +210,19 @@ class _Container(Server):
             pass  # gone already, or stopping: the forced removal below settles it
         if self._log_thread is not None:
             self._log_thread.join(timeout=5)
-        try:
-            self._container.remove(force=True)
-        except docker.errors.NotFound:
-            pass
+        for attempt in range(3):
+            try:
+                self._container.remove(force=True)
+                break
+            except docker.errors.NotFound:
+                break
+            except docker.errors.APIError as exc:  # e.g. 409 "removal already in progress"
+                if attempt == 2:
+                    raise SweeperError(
+                        f"could not remove container {self.id[:12]}: {_short(exc)}",
+                        hint=f"docker rm -f {self.id[:12]}",
+                    ) from None
+                time.sleep(0.5)
         self._stopped = True
 
 
