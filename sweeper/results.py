@@ -53,7 +53,8 @@ def tables(study: optuna.Study) -> StudyTables:
                 "stable": all(m["stable"] for m in measurements) if measurements else None,
                 "client_bound": any(m["client_bound"] for m in measurements) if measurements else None,
                 "infeasible": _infeasible_reason(trial) if complete else None,
-                "failure": trial.user_attrs.get("failure"),
+                "failure": trial.user_attrs.get("failure")
+                or ("interrupted before it finished" if trial.state == optuna.trial.TrialState.FAIL else None),
             }
         )
     trials = pd.DataFrame(trial_rows)

@@ -110,10 +110,25 @@ def open_study(loaded: LoadedSpec, storage: str) -> optuna.Study:
             f"{loaded.path}: objectives: the stored study '{loaded.name}' has other directions",
             hint="use another study.name (or --study) for a different set of objectives",
         )
-    if loaded.baseline is not None and not study.trials:
+    if storage.startswith("sqlite:"):
+        # SQLite serves one process: a trial still RUNNING was left by a run that was killed
+        # (SIGKILL, power loss). Shared storages may have live workers, so only here.
+        stale = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+        if stale:
+            # Told through a plain view of the study: the sampler's hooks belong to optimize().
+            plain = optuna.load_study(study_name=loaded.name, storage=storage, sampler=optuna.samplers.RandomSampler())
+            for trial in stale:
+                plain.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+    if loaded.baseline is not None and not _baseline_pending_or_done(study):
         study.enqueue_trial(loaded.baseline.as_dict(), user_attrs={"baseline": True})
     study.set_user_attr("objectives", [o.column for o in loaded.spec.objectives])
     return study
+
+
+def _baseline_pending_or_done(study: optuna.Study) -> bool:
+    """Whether the baseline was measured or waits its turn (a failed one is tried again)."""
+    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.WAITING)
+    return any(t.user_attrs.get("baseline") for t in study.get_trials(deepcopy=False, states=states))
 
 
 @contextlib.contextmanager

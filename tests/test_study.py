@@ -98,3 +98,25 @@ def test_signal_mid_trial_stops_the_server(tmp_path, mlp_onnx, sig, status):
     assert [pid for pid in left if int(pid) != os.getpid()] == []
     study = optuna.load_study(study_name="e2e", storage=f"sqlite:///{results / 'e2e' / 'study.db'}")
     assert study.trials[0].state == optuna.trial.TrialState.FAIL
+    trials = pd.read_csv(results / "e2e" / "trials.csv")
+    assert trials.loc[0, "failure"] == "interrupted before it finished"
+
+
+def test_resume_fails_a_trial_that_a_killed_run_left_running(tmp_path, mlp_onnx):
+    spec = write_spec(tmp_path, SPEC.replace("MODEL", str(mlp_onnx)).replace("trials: 3", "trials: 2"))
+    results = tmp_path / "results"
+    storage = f"sqlite:///{results / 'e2e' / 'study.db'}"
+    (results / "e2e").mkdir(parents=True)
+    killed = optuna.create_study(study_name="e2e", storage=storage, directions=["minimize", "maximize"])
+    # What a SIGKILLed run leaves: the baseline trial, its knobs drawn, in state RUNNING.
+    killed.enqueue_trial({"max_batch_size": 8, "max_queue_delay_us": 20000, "instance_count": 1,
+                          "protocol": "http", "precision": "fp32"}, user_attrs={"baseline": True})
+    trial = killed.ask()
+    for knob, choices in [("max_batch_size", [1, 8]), ("max_queue_delay_us", [20000]), ("instance_count", [1]),
+                          ("protocol", ["http", "grpc"]), ("precision", ["fp32"])]:
+        trial.suggest_categorical(knob, choices)
+    assert main(["run", str(spec), "--results-dir", str(results)]) == 0
+    trials = optuna.load_study(study_name="e2e", storage=storage).trials
+    assert [t.state for t in trials] == [optuna.trial.TrialState.FAIL, optuna.trial.TrialState.COMPLETE]
+    # The baseline was never measured: it is enqueued again and measured this time.
+    assert trials[1].user_attrs.get("baseline") and trials[1].params == trials[0].params
