@@ -77,7 +77,7 @@ def _pareto_figure(info: ReportInfo) -> go.Figure:
     hover = "<br>".join(["trial %{customdata[0]}", *(f"{k}=%{{customdata[{i + 1}]}}" for i, k in enumerate(KNOBS)),
                          f"{x}=%{{x:.4g}}", f"{y}=%{{y:.4g}}"]) + "<extra></extra>"
     for group, style in PARETO_GROUPS.items():
-        points = info.points[info.points["group"] == group].sort_values(x)
+        points = info.pareto_group(group)
         if points.empty:
             continue
         figure.add_trace(go.Scatter(

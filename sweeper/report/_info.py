@@ -27,7 +27,8 @@ BREAKDOWN_LABELS = {
     "network_ms": "client / network / serialization",
 }
 
-# How each kind of trial is drawn on the Pareto plot (plotly and matplotlib alike).
+# How each kind of trial is drawn on the Pareto plot (plotly and matplotlib alike); the
+# baseline is drawn again, as a star, over its group's marker.
 PARETO_GROUPS = {
     "infeasible": {"color": "#e0e0e0", "size": 7, "plotly": "x", "matplotlib": "x"},
     "dominated": {"color": "#a0a0a0", "size": 8, "plotly": "circle", "matplotlib": "o"},
@@ -43,7 +44,8 @@ class ReportInfo:
     directions: list[str]
     tables: StudyTables
     points: pd.DataFrame
-    """Completed trials with their objectives and a ``group`` from PARETO_GROUPS."""
+    """Completed trials with their objectives and a ``group`` from PARETO_GROUPS (the baseline,
+    drawn as a star on top, is the row whose ``baseline`` is true)."""
     breakdown_concurrency: int
     breakdown: pd.DataFrame
     """One row per Pareto trial and the baseline: number, label, the BREAKDOWN_PARTS, mean_ms."""
@@ -57,6 +59,11 @@ class ReportInfo:
     running: int
     problems: pd.DataFrame
     """Failed and infeasible trials with their reasons."""
+
+    def pareto_group(self, group: str) -> pd.DataFrame:
+        """The points drawn as ``group`` (a PARETO_GROUPS key), sorted by the first objective."""
+        chosen = self.points["baseline"].astype(bool) if group == "baseline" else self.points["group"] == group
+        return self.points[chosen].sort_values(self.objectives[0])
 
 
 def collect(study: optuna.Study, directory: Path) -> ReportInfo:
@@ -105,8 +112,7 @@ def collect(study: optuna.Study, directory: Path) -> ReportInfo:
     completed = result.trials[result.trials["state"] == "COMPLETE"]
     on_front = completed["number"].isin(result.pareto["number"])
     feasible_mask = completed["feasible"].astype(bool)
-    group = np.where(on_front, "Pareto front", np.where(feasible_mask, "dominated", "infeasible"))
-    points = completed.assign(group=np.where(completed["baseline"].astype(bool), "baseline", group))
+    points = completed.assign(group=np.where(on_front, "Pareto front", np.where(feasible_mask, "dominated", "infeasible")))
 
     problems = result.trials[(result.trials["state"] != "COMPLETE") | (result.trials["feasible"] == False)]  # noqa: E712
     problems = problems[["number", "state", *KNOBS, "infeasible", "failure"]]

@@ -22,12 +22,12 @@ def _pareto(info: ReportInfo, path: Path) -> Path:
     if len(info.objectives) >= 2:
         x, y = info.objectives[0], info.objectives[1]
         for group, style in PARETO_GROUPS.items():
-            points = info.points[info.points["group"] == group].sort_values(x)
+            points = info.pareto_group(group)
             if points.empty:
                 continue
             axes.plot(points[x], points[y], marker=style["matplotlib"], color=style["color"], label=group,
                       markersize=style["size"] * 0.8, linestyle="-" if group == "Pareto front" else "none")
-            for _, point in points.iterrows():
+            for _, point in points.iterrows() if group != "baseline" else ():
                 axes.annotate(f"#{int(point['number'])}", (point[x], point[y]), fontsize=7,
                               xytext=(4, 4), textcoords="offset points")
         axes.set_xlabel(x)
