@@ -15,15 +15,16 @@ from typing import Iterator, Sequence
 
 import optuna
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from sweeper.errors import SweeperError
-from sweeper.launchers import DockerLauncher, Launcher, LocalLauncher
-from sweeper.results import tables, write_tables
-from sweeper.spec import KNOBS, LoadedSpec, load_spec
 from sweeper.export import export
+from sweeper.launchers import DockerLauncher, Launcher, LocalLauncher
 from sweeper.report import write_report
+from sweeper.results import StudyTables, tables, write_tables
+from sweeper.spec import KNOBS, LoadedSpec, load_spec
 from sweeper.study import LABEL_STUDY, default_storage, open_stored_study, run_study, study_dir
 
 # Tables stay readable when the output is a pipe or a CI log (rich assumes 80 columns there).
@@ -69,7 +70,7 @@ def _trial_line(trial: optuna.trial.FrozenTrial, objectives: list[str], total: i
     )
     head = f"trial {trial.number + 1}/{total}{' (baseline)' if trial.user_attrs.get('baseline') else ''}  {knobs}"
     if trial.state != optuna.trial.TrialState.COMPLETE:
-        return f"{head}  [red]FAILED[/red]: {trial.user_attrs.get('failure', trial.state.name)}"
+        return f"{head}  [red]FAILED[/red]: {escape(trial.user_attrs.get('failure', 'interrupted'))}"
     figures = "  ".join(f"{name}={value:.4g}" for name, value in zip(objectives, trial.values))
     feasible = all(v <= 0 for v in trial.constraints.values())
     flags = "" if feasible else "  [yellow]infeasible[/yellow]"
@@ -81,9 +82,8 @@ def _trial_line(trial: optuna.trial.FrozenTrial, objectives: list[str], total: i
     return f"{head}  {figures}{flags}"
 
 
-def print_pareto(study: optuna.Study) -> None:
-    result = tables(study)
-    table = Table(title=f"Pareto front of '{study.study_name}' ({len(result.pareto)} of {len(result.trials)} trials)")
+def print_pareto(study_name: str, result: StudyTables) -> None:
+    table = Table(title=f"Pareto front of '{study_name}' ({len(result.pareto)} of {len(result.trials)} trials)")
     columns = ["number", *KNOBS, *result.objectives]
     for column in columns:
         table.add_column(column, justify="right")
@@ -135,11 +135,14 @@ def cmd_run(args: argparse.Namespace) -> int:
             # Also after Ctrl-C or a crash: the tables show every trial that finished.
             study = _stored_study(loaded.name, storage)
             if study is not None:
-                write_tables(tables(study), directory)
-    print_pareto(study)
+                result = tables(study)
+                write_tables(result, directory)
+    print_pareto(loaded.name, result)
     console.print(f"wrote {directory / 'trials.csv'}, measurements.csv, pareto.csv")
-    if (tables(study).trials["state"] == "COMPLETE").any():
+    if (result.trials["state"] == "COMPLETE").any():
         _report(study, directory)
+    else:
+        console.print("[yellow]no completed trial, so no report: trials.csv says why each failed[/yellow]")
     return 0
 
 

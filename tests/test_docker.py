@@ -53,9 +53,12 @@ def _unloadable_model(path):
     return path
 
 
-def test_model_that_fails_to_load_fails_the_trial_with_the_container_log(tmp_path, docker_block):
+def test_model_that_fails_to_load_fails_the_trial_with_the_container_log(tmp_path, docker_block, capsys):
     spec = _spec(tmp_path, _unloadable_model(tmp_path / "broken.onnx"), docker_block, name="docker-broken", trials=2)
     assert main(["run", str(spec), "--results-dir", str(tmp_path / "results")]) == 0
+    printed = capsys.readouterr().out
+    assert "FAILED: the server exited before it was ready" in printed
+    assert "no completed trial, so no report" in printed
     trials = pd.read_csv(tmp_path / "results" / "docker-broken" / "trials.csv")
     assert len(trials) == 2, "the study goes on after a failed trial"
     assert (trials["state"] == "FAIL").all()
