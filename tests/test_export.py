@@ -13,6 +13,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from sweeper.cli import main
 from sweeper.triton_config import parse_pbtxt
+from tests.test_launchers import infer_mlp
 
 
 @pytest.fixture(scope="module")
@@ -48,11 +49,7 @@ def test_python_backend_export_serves_the_source_model(study_dir, tmp_path, loca
     x = np.random.default_rng(7).random((1, 16), dtype=np.float32)  # within any max_batch_size
     expected = ort.InferenceSession(str(mlp_onnx), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     with local_launcher.start(out, "mlp", tmp_path / "server.log", {}) as server:
-        client = grpcclient.InferenceServerClient(server.endpoints.grpc)
-        tensor = grpcclient.InferInput("x", list(x.shape), "FP32")
-        tensor.set_data_from_numpy(x)
-        produced = client.infer("mlp", [tensor]).as_numpy("y")
-        client.close()
+        produced = infer_mlp(grpcclient, server.endpoints.grpc, x)
     np.testing.assert_allclose(produced, expected, rtol=1e-5, atol=1e-6)
 
 

@@ -26,6 +26,17 @@ def make_repository(root: Path, onnx_path: Path, config: TrialConfig, name: str 
     return write_model_repository(root, model, onnx_path)
 
 
+def infer_mlp(client_module, url: str, x: np.ndarray) -> np.ndarray:
+    """One request to the test MLP with tritonclient's http or grpc module."""
+    client = client_module.InferenceServerClient(url)
+    tensor = client_module.InferInput("x", list(x.shape), "FP32")
+    tensor.set_data_from_numpy(x)
+    try:
+        return client.infer("mlp", [tensor]).as_numpy("y")
+    finally:
+        client.close()
+
+
 def test_server_serves_the_model_with_the_trial_config(launcher, request, tmp_path, mlp_onnx):
     repository = make_repository(tmp_path / "repo", mlp_onnx, TrialConfig(8, 200, 2, "http", "fp32"))
     x = np.random.default_rng(1).random((3, 16), dtype=np.float32)
@@ -37,11 +48,7 @@ def test_server_serves_the_model_with_the_trial_config(launcher, request, tmp_pa
         assert loaded["max_batch_size"] == 8
         assert loaded["dynamic_batching"]["max_queue_delay_microseconds"] == 200
         assert loaded["instance_group"][0]["count"] == 2
-        client = httpclient.InferenceServerClient(server.endpoints.http)
-        tensor = httpclient.InferInput("x", list(x.shape), "FP32")
-        tensor.set_data_from_numpy(x)
-        result = client.infer("mlp", [tensor]).as_numpy("y")
-        client.close()
+        result = infer_mlp(httpclient, server.endpoints.http, x)
         np.testing.assert_allclose(result, expected, rtol=1e-5, atol=1e-6)
         assert server.alive()
     assert not server.alive()
