@@ -75,7 +75,7 @@ def choose(study: optuna.Study, pick: str, where: list[str]) -> pd.Series:
                              hint=f"completed: {', '.join(map(str, frame['number']))}")
         pool = frame[frame["number"] == number]
     else:
-        pool = frame[frame["feasible"].astype(bool)]
+        pool = frame[frame["feasible"]]
     passing = pool
     for column, op, value in conditions:
         passing = passing[_OPERATORS[op](passing[column], value)]

@@ -11,6 +11,7 @@ import optuna
 import pandas as pd
 
 from sweeper.artifacts import time_in_process
+from sweeper.errors import UsageError
 from sweeper.results import StudyTables, tables
 from sweeper.spec import KNOBS
 from sweeper.study import stored_model_io
@@ -62,15 +63,13 @@ class ReportInfo:
 
     def pareto_group(self, group: str) -> pd.DataFrame:
         """The points drawn as ``group`` (a PARETO_GROUPS key), sorted by the first objective."""
-        chosen = self.points["baseline"].astype(bool) if group == "baseline" else self.points["group"] == group
+        chosen = self.points["baseline"] if group == "baseline" else self.points["group"] == group
         return self.points[chosen].sort_values(self.objectives[0])
 
 
 def collect(study: optuna.Study, directory: Path) -> ReportInfo:
     result = tables(study)
     if result.trials.empty or not (result.trials["state"] == "COMPLETE").any():
-        from sweeper.errors import UsageError
-
         raise UsageError(
             f"study '{study.study_name}' in {directory} has no completed trial yet",
             hint="run more trials ('sweeper run SPEC'), or look at trials.csv for the failures",
@@ -96,7 +95,7 @@ def collect(study: optuna.Study, directory: Path) -> ReportInfo:
             reference = trials.loc[baseline_number, objective]
             pareto[f"{objective} / baseline"] = pareto[objective] / reference if reference else math.nan
 
-    feasible = trials[trials["feasible"] == True]  # noqa: E712  (a column of booleans and NaN)
+    feasible = trials[trials["feasible"]]
     feasible_levels = at_level.loc[[n for n in feasible.index if n in at_level.index]]
     best = None
     if not feasible_levels.empty:
@@ -111,10 +110,11 @@ def collect(study: optuna.Study, directory: Path) -> ReportInfo:
 
     completed = result.trials[result.trials["state"] == "COMPLETE"]
     on_front = completed["number"].isin(result.pareto["number"])
-    feasible_mask = completed["feasible"].astype(bool)
-    points = completed.assign(group=np.where(on_front, "Pareto front", np.where(feasible_mask, "dominated", "infeasible")))
+    points = completed.assign(
+        group=np.where(on_front, "Pareto front", np.where(completed["feasible"], "dominated", "infeasible"))
+    )
 
-    problems = result.trials[(result.trials["state"] != "COMPLETE") | (result.trials["feasible"] == False)]  # noqa: E712
+    problems = result.trials[~result.trials["feasible"]]  # failed trials are never feasible
     problems = problems[["number", "state", *KNOBS, "infeasible", "failure"]]
     return ReportInfo(
         study_name=study.study_name,

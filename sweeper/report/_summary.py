@@ -15,7 +15,7 @@ def render_summary(info: ReportInfo) -> str:
     complete = trials["state"] == "COMPLETE"
     lines += [
         f"{len(trials)} trials: {int(complete.sum())} completed, {int((trials['state'] == 'FAIL').sum())} failed, "
-        f"{int((complete & ~trials['feasible'].astype(bool)).sum())} infeasible; "
+        f"{int((complete & ~trials['feasible']).sum())} infeasible; "
         f"{len(info.pareto)} on the Pareto front of {', '.join(info.objectives)}.",
         "",
         f"Latency at concurrency {level} (mean per request, ms):",
