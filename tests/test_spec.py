@@ -125,3 +125,16 @@ def test_tensorrt_precisions_need_a_gpu_server(tmp_path, mlp_onnx, capsys):
     err = capsys.readouterr().err
     assert "['int8_trt'] needs Triton's onnxruntime backend on a GPU (this server: python backend, no GPU)" in err
     assert "hint: use NVIDIA's Triton image" in err
+
+
+@pytest.mark.parametrize(
+    "name, sampler",
+    [("tpe", "TPESampler"), ("nsga2", "NSGAIISampler"), ("gp", "GPSampler"), ("random", "RandomSampler"),
+     ("grid", "BruteForceSampler")],
+)
+def test_every_sampler_name_builds_a_seeded_sampler(tmp_path, mlp_onnx, name, sampler):
+    from sweeper.study import make_sampler
+
+    spec = _spec(tmp_path, mlp_onnx, VALID.replace("trials: 2}", f"trials: 2, sampler: {name}, seed: 0}}"))
+    built = make_sampler(load_spec(spec))
+    assert type(built).__name__ == sampler
