@@ -18,6 +18,7 @@ stub="$server_dir/python_backend_stubs/$("$python" -c 'import sys; print(f"{sys.
 
 built_for=$(docker image inspect -f '{{index .Config.Labels "triton-sweeper.venv"}}' "$image" 2>/dev/null || true)
 if [ "$built_for" != "$venv" ]; then
+  previous=$(docker image inspect -f '{{.Id}}' "$image" 2>/dev/null || true)
   root=$(mktemp -d)
   trap 'rm -rf "$root"' EXIT
   mkdir -p "$root"/{usr,tmp,etc,root,dev,proc,sys,run} "$root/opt/tritonserver/bin" "$root/opt/tritonserver/backends/python"
@@ -30,6 +31,8 @@ if [ "$built_for" != "$venv" ]; then
   tar -C "$root" -c . | docker import \
     -c 'ENV PATH=/opt/tritonserver/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
     -c "LABEL triton-sweeper.venv=$venv" - "$image" >/dev/null
+  # The image made for another venv is untagged now: remove it (unless a container uses it).
+  [ -z "$previous" ] || docker rmi "$previous" >/dev/null 2>&1 || true
 fi
 
 # Containers cannot raise memlock above the host's hard limit (NVIDIA recommends unlimited).

@@ -16,6 +16,9 @@ fi
 
 if ! docker info >/dev/null 2>&1; then
   echo "setup-system: starting dockerd (vfs storage, no iptables, no bridge)"
+  # No engine answers, so pid files left by a killed one are stale; dockerd refuses to start
+  # while its pid file names a process that still exists (a zombie, or a reused pid).
+  rm -f /var/run/docker.pid /var/run/docker/containerd/containerd.pid
   # No iptables/bridge: this machine has neither; the tests use host networking.
   nohup dockerd --storage-driver=vfs --iptables=false --bridge=none \
     >/tmp/triton-sweeper-dockerd.log 2>&1 &
