@@ -18,7 +18,7 @@ import numpy as np
 
 from sweeper.errors import TrialError
 from sweeper.launchers import Endpoints, server_statistics
-from sweeper.spec import LoadSpec
+from sweeper.spec import METRICS, LoadSpec
 
 _STABLE_WINDOWS = 3
 # A load generator whose process used this many cores or more was likely the bottleneck:
@@ -52,6 +52,11 @@ class Measurement:
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def by_column(measurements: list[dict[str, Any]]) -> dict[str, float]:
+    """Every metric of stored measurements under its column name, ``<metric>@c<concurrency>``."""
+    return {f"{metric}@c{m['concurrency']}": m[metric] for m in measurements for metric in METRICS}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -11,8 +11,8 @@ from pathlib import Path
 import optuna
 import pandas as pd
 
-from sweeper.load import Measurement
-from sweeper.spec import KNOBS, METRICS
+from sweeper.load import Measurement, by_column
+from sweeper.spec import KNOBS
 from sweeper.study import TIMINGS
 
 MEASUREMENT_COLUMNS = ["number", *(f.name for f in dataclasses.fields(Measurement))]
@@ -36,7 +36,7 @@ def tables(study: optuna.Study) -> StudyTables:
     for trial in study.get_trials(deepcopy=False):
         measurements = trial.user_attrs.get("measurements", [])
         measurement_rows += [{"number": trial.number, **m} for m in measurements]
-        figures = {f"{metric}@c{m['concurrency']}": m[metric] for m in measurements for metric in METRICS}
+        figures = by_column(measurements)
         timings = trial.user_attrs.get("timings", {})
         complete = trial.state == optuna.trial.TrialState.COMPLETE
         trial_rows.append(

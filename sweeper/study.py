@@ -15,9 +15,9 @@ import optuna
 from sweeper.artifacts import ArtifactBuilder
 from sweeper.errors import SpecError, SweeperError, TrialError, UsageError
 from sweeper.launchers import Launcher, failure_reason, server_metadata
-from sweeper.load import measure, served_outputs
+from sweeper.load import by_column, measure, served_outputs
 from sweeper.repository import write_model_repository
-from sweeper.spec import KNOBS, METRICS, TENSORRT_PRECISIONS, LoadedSpec, TrialConfig
+from sweeper.spec import KNOBS, TENSORRT_PRECISIONS, LoadedSpec, TrialConfig
 from sweeper.tensors import TensorSpec, onnx_io
 from sweeper.triton_config import build_model_config, to_pbtxt
 
@@ -168,18 +168,14 @@ class TrialRunner:
         finally:
             trial.set_user_attr("timings", timings)
         trial.set_user_attr("measurements", measurements)
-        by_column = {
-            f"{metric}@c{m['concurrency']}": m[metric]
-            for m in measurements
-            for metric in METRICS
-        }
+        figures = by_column(measurements)
         for constraint in self._spec.constraints:
-            value = by_column[constraint.column]
+            value = figures[constraint.column]
             if constraint.max is not None:
                 trial.set_constraint(f"{constraint.column}<={constraint.max:g}", value - constraint.max)
             else:
                 trial.set_constraint(f"{constraint.column}>={constraint.min:g}", constraint.min - value)
-        return tuple(by_column[objective.column] for objective in self._spec.objectives)
+        return tuple(figures[objective.column] for objective in self._spec.objectives)
 
     def _record_accuracy(self, trial: optuna.Trial, precision: str, error: float, cosine: float) -> None:
         """Accuracy against FP32 as user attributes and as constraints (<= 0 is feasible)."""
