@@ -115,3 +115,33 @@ def test_published_ports_bind_the_loopback_only(docker_published_launcher, tmp_p
         assert sorted(bindings) == ["8000/tcp", "8001/tcp", "8002/tcp"]
         assert {b["HostIp"] for published in bindings.values() for b in published} == {"127.0.0.1"}
         assert server.endpoints.http == f"127.0.0.1:{bindings['8000/tcp'][0]['HostPort']}"
+
+
+def test_a_given_tritonserver_binary_and_backend_folder(tmp_path, mlp_onnx):
+    from sweeper.launchers import LocalLauncher
+    from sweeper.launchers._local import pytriton_server_dir
+
+    LocalLauncher(tmp_path / "bundled").preflight()  # lays out a backend folder with the stub
+    given = LocalLauncher(
+        tmp_path / "given",
+        tritonserver=pytriton_server_dir() / "bin" / "tritonserver",
+        backend_directory=tmp_path / "bundled" / "backends",
+    )
+    given.preflight()
+    assert not (tmp_path / "given").exists(), "a given backend folder is used as it is"
+    repository = make_repository(tmp_path / "repo", mlp_onnx, TrialConfig(4, 0, 1, "http", "fp32"))
+    with given.start(repository, "mlp", tmp_path / "server.log", {}) as server:
+        x = np.ones((1, 16), np.float32)
+        assert infer_mlp(httpclient, server.endpoints.http, x).shape == (1, 4)
+
+
+def test_a_backend_folder_without_python_or_onnxruntime_is_refused(tmp_path):
+    from sweeper.errors import SweeperError
+    from sweeper.launchers import LocalLauncher
+    from sweeper.launchers._local import pytriton_server_dir
+
+    (tmp_path / "empty").mkdir()
+    launcher = LocalLauncher(tmp_path, tritonserver=pytriton_server_dir() / "bin" / "tritonserver",
+                             backend_directory=tmp_path / "empty")
+    with pytest.raises(SweeperError, match="has neither the python nor the onnxruntime backend"):
+        launcher.preflight()
