@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import subprocess
 
 import docker
 import pandas as pd
@@ -90,6 +91,31 @@ def test_stale_container_of_a_crashed_run_is_removed_at_start(tmp_path, mlp_onnx
     assert main(["run", str(spec), "--results-dir", str(tmp_path / "results")]) == 0
     assert "removed 1 container(s) that an earlier run of 'docker-stale' left behind" in capsys.readouterr().out
     assert _containers("docker-stale") == []
+
+
+def test_a_live_workers_container_is_not_a_leftover(tmp_path, mlp_onnx, docker_block):
+    """Two sweepers sharing a study (PostgreSQL storage) must not remove each other's servers."""
+    import socket
+
+    from sweeper.launchers._docker import LABEL_OWNER
+
+    engine = docker.from_env()
+    other_worker = subprocess.Popen(["sleep", "120"])
+    created = [
+        engine.containers.create(
+            docker_block["docker"]["image"], ["sleep", "600"], network_mode="none",
+            labels={STUDY_LABEL: "docker-shared", LABEL_OWNER: f"{socket.gethostname()}:{pid}"},
+        )
+        for pid in (other_worker.pid, 2**22 + 1)  # a live process, and a pid no process has
+    ]
+    try:
+        spec = _spec(tmp_path, mlp_onnx, docker_block, name="docker-shared", trials=1)
+        assert main(["run", str(spec), "--results-dir", str(tmp_path / "results")]) == 0
+        assert [c.id for c in _containers("docker-shared")] == [created[0].id]
+    finally:
+        other_worker.kill()
+        for container in _containers("docker-shared"):
+            container.remove(force=True)
 
 
 @pytest.mark.parametrize(

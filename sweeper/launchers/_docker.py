@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import os
+import socket
 import threading
 import time
 import uuid
@@ -20,6 +22,22 @@ _CONTAINER_REPOSITORY = "/models"
 _PORTS = (8000, 8001, 8002)  # Triton's HTTP, gRPC and metrics ports inside the container
 _STOP_GRACE_S = 10
 _DEFAULT_BACKENDS = "/opt/tritonserver/backends"
+# Which sweeper process created a container: "<host>:<pid>".
+LABEL_OWNER = "triton-sweeper.owner"
+_OWNER = f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _owner_alive(container) -> bool:
+    host, _, pid = container.labels.get(LABEL_OWNER, "").rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit() or int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # alive, run by another user
+    return True
 
 
 class DockerLauncher(Launcher):
@@ -107,8 +125,10 @@ class DockerLauncher(Launcher):
         return volumes
 
     def remove_leftovers(self, labels: dict[str, str]) -> int:
+        """Remove the labelled containers whose sweeper is gone. A container whose owner runs
+        on, on this host, belongs to another worker of a shared study: it stays."""
         filters = {"label": [f"{key}={value}" for key, value in labels.items()]}
-        stale = self.client.containers.list(all=True, filters=filters)
+        stale = [c for c in self.client.containers.list(all=True, filters=filters) if not _owner_alive(c)]
         for container in stale:
             container.remove(force=True)
         return len(stale)
@@ -142,7 +162,7 @@ class DockerLauncher(Launcher):
             argv,
             name=f"sweeper-{labels.get('triton-sweeper.study', 'x')}-{labels.get('triton-sweeper.trial', 'x')}-"
             f"{uuid.uuid4().hex[:6]}",
-            labels=labels,
+            labels={**labels, LABEL_OWNER: _OWNER},
             volumes=self._volumes(repository),
             environment=self._spec.env,
             shm_size=self._spec.shm_size,
