@@ -25,7 +25,7 @@ from sweeper.launchers import DockerLauncher, Launcher, LocalLauncher
 from sweeper.report import write_report
 from sweeper.results import StudyTables, tables, write_tables
 from sweeper.spec import KNOBS, LoadedSpec, load_spec
-from sweeper.study import LABEL_STUDY, default_storage, open_stored_study, run_study, study_dir
+from sweeper.study import LABEL_STUDY, default_storage, open_storage, open_stored_study, run_study, storage_label, study_dir
 
 # Tables stay readable when the output is a pipe or a CI log (rich assumes 80 columns there).
 console = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
@@ -99,7 +99,7 @@ def _cell(value: object) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-def _stored_study(name: str, storage: str) -> optuna.Study | None:
+def _stored_study(name: str, storage: optuna.storages.RDBStorage) -> optuna.Study | None:
     try:
         return optuna.load_study(study_name=name, storage=storage)
     except KeyError:
@@ -109,7 +109,8 @@ def _stored_study(name: str, storage: str) -> optuna.Study | None:
 def cmd_run(args: argparse.Namespace) -> int:
     loaded = load_spec(Path(args.spec), study_name=args.study, trials=args.trials)
     directory = study_dir(Path(args.results_dir), loaded.name)
-    storage = args.storage or loaded.spec.study.storage or default_storage(directory)
+    storage_url = args.storage or loaded.spec.study.storage or default_storage(directory)
+    storage_label(storage_url)  # a malformed URL is bad input: refused before anything starts
     launcher = make_launcher(loaded, directory)
     total = loaded.spec.study.trials
     objectives = [o.column for o in loaded.spec.objectives]
@@ -118,6 +119,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     removed = launcher.remove_leftovers({LABEL_STUDY: loaded.name})
     if removed:
         console.print(f"removed {removed} container(s) that an earlier run of '{loaded.name}' left behind")
+    directory.mkdir(parents=True, exist_ok=True)
+    storage = open_storage(storage_url)
 
     with Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console

@@ -11,6 +11,7 @@ from typing import Callable, Iterator
 
 import onnx
 import optuna
+import sqlalchemy
 
 from sweeper.artifacts import ArtifactBuilder
 from sweeper.errors import SpecError, SweeperError, TrialError, UsageError
@@ -42,12 +43,41 @@ def open_stored_study(directory: Path, storage: str | None = None) -> optuna.Stu
             what = "no study.db in" if directory.is_dir() else "no such study folder:"
             raise UsageError(f"{what} {directory}", hint="give RESULTS_DIR/STUDY as written by 'sweeper run'")
         storage = default_storage(directory)
-    names = optuna.get_all_study_names(storage)
+    opened = open_storage(storage)
+    names = optuna.get_all_study_names(opened)
     name = directory.name if directory.name in names or len(names) != 1 else names[0]
     try:
-        return optuna.load_study(study_name=name, storage=storage)
+        return optuna.load_study(study_name=name, storage=opened)
     except KeyError:
-        raise UsageError(f"no study '{name}' in {storage}", hint=f"studies there: {', '.join(names) or 'none'}") from None
+        raise UsageError(f"no study '{name}' in {opened.url}", hint=f"studies there: {', '.join(names) or 'none'}") from None
+
+
+def storage_label(url: str) -> str:
+    """The storage URL with its password hidden; UsageError when it is not a database URL."""
+    try:
+        return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
+    except sqlalchemy.exc.ArgumentError:
+        raise UsageError(
+            f"--storage / study.storage: not a database URL: {url!r}",
+            hint="e.g. sqlite:///path/study.db or postgresql://user@host/db",
+        ) from None
+
+
+def open_storage(url: str) -> optuna.storages.RDBStorage:
+    """Optuna's storage for ``url``; its errors become one line (password hidden) and a hint."""
+    shown = storage_label(url)
+    try:
+        return optuna.storages.RDBStorage(url)
+    except ImportError:
+        raise SweeperError(
+            f"storage {shown}: the database driver is not installed",
+            hint="pip install 'psycopg[binary]' for postgresql://, or name the driver: postgresql+psycopg2://",
+        ) from None
+    except sqlalchemy.exc.SQLAlchemyError as exc:
+        raise SweeperError(
+            f"storage {shown}: {str(exc.orig if getattr(exc, 'orig', None) else exc).splitlines()[0]}",
+            hint="check that the database server runs, is reachable and the database exists",
+        ) from None
 
 
 def stored_model_io(study: optuna.Study, model: Path) -> tuple[list[TensorSpec], list[TensorSpec]]:
@@ -89,15 +119,16 @@ def _sampler(loaded: LoadedSpec) -> optuna.samplers.BaseSampler:
     return optuna.samplers.GPSampler(seed=seed)
 
 
-def open_study(loaded: LoadedSpec, storage: str) -> optuna.Study:
+def open_study(loaded: LoadedSpec, storage: optuna.storages.RDBStorage) -> optuna.Study:
     """Create the study, or load it when the name exists (a re-run resumes it)."""
     directions = [objective.direction for objective in loaded.spec.objectives]
+    sampler = make_sampler(loaded)
     try:
         study = optuna.create_study(
             study_name=loaded.name,
             storage=storage,
             directions=directions,
-            sampler=make_sampler(loaded),
+            sampler=sampler,
             load_if_exists=True,
         )
     except ValueError as exc:
@@ -110,7 +141,7 @@ def open_study(loaded: LoadedSpec, storage: str) -> optuna.Study:
             f"{loaded.path}: objectives: the stored study '{loaded.name}' has other directions",
             hint="use another study.name (or --study) for a different set of objectives",
         )
-    if storage.startswith("sqlite:"):
+    if storage.url.startswith("sqlite:"):
         # SQLite serves one process: a trial still RUNNING was left by a run that was killed
         # (SIGKILL, power loss). Shared storages may have live workers, so only here.
         stale = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
@@ -277,14 +308,13 @@ def run_study(
     loaded: LoadedSpec,
     launcher: Launcher,
     directory: Path,
-    storage: str,
+    storage: optuna.storages.RDBStorage,
     on_trial_end: Callable[[optuna.Study, optuna.trial.FrozenTrial], None] | None = None,
 ) -> optuna.Study:
     """Run the trials that the study still lacks (``study.trials`` counts finished ones).
 
     The launcher must have passed ``preflight`` (the CLI also removes leftovers first)."""
     backend = choose_backend(loaded, launcher)
-    directory.mkdir(parents=True, exist_ok=True)
     study = open_study(loaded, storage)
     for key, value in {
         "backend": backend,

@@ -120,3 +120,15 @@ def test_resume_fails_a_trial_that_a_killed_run_left_running(tmp_path, mlp_onnx)
     assert [t.state for t in trials] == [optuna.trial.TrialState.FAIL, optuna.trial.TrialState.COMPLETE]
     # The baseline was never measured: it is enqueued again and measured this time.
     assert trials[1].user_attrs.get("baseline") and trials[1].params == trials[0].params
+
+
+def test_storage_errors_are_one_line_without_the_password(tmp_path, mlp_onnx, capsys):
+    spec = write_spec(tmp_path, SPEC.replace("MODEL", str(mlp_onnx)))
+    results = tmp_path / "results"
+    assert main(["run", str(spec), "--results-dir", str(results), "--storage", "not a url"]) == 2
+    assert "not a database URL: 'not a url'" in capsys.readouterr().err
+    assert not results.exists()
+    status = main(["run", str(spec), "--results-dir", str(results), "--storage", "postgresql://me:s3cret@127.0.0.1:9/db"])
+    err = capsys.readouterr().err
+    assert status == 1
+    assert "storage postgresql://me:***@127.0.0.1:9/db" in err and "s3cret" not in err and "Traceback" not in err
