@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Installs and starts what the test suite needs beyond Python, on a fresh Debian machine:
-# Chromium (the report's browser test), a Docker engine (the docker launcher's tests) and the
-# local test image. Idempotent: what is already there is kept. Needs root (apt-get, dockerd).
+# Chromium (the report's browser test), PostgreSQL binaries (the tests start a throwaway server
+# for a study shared by two workers), a Docker engine (the docker launcher's tests) and the local
+# test image. Idempotent: what is already there is kept. Needs root (apt-get, dockerd).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
 command -v chromium >/dev/null || need+=(chromium)
 command -v dockerd >/dev/null || need+=(docker.io)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup-system: installing ${need[*]}"
   apt-get update -qq
@@ -30,4 +32,4 @@ if ! docker info >/dev/null 2>&1; then
 fi
 
 bash docker/build-test-image.sh >/dev/null
-echo "setup-system: chromium, docker engine and sweeper-test-triton:latest are ready"
+echo "setup-system: chromium, postgresql, docker engine and sweeper-test-triton:latest are ready"

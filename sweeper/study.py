@@ -157,8 +157,9 @@ def open_study(loaded: LoadedSpec, storage: optuna.storages.RDBStorage) -> optun
 
 
 def _baseline_pending_or_done(study: optuna.Study) -> bool:
-    """Whether the baseline was measured or waits its turn (a failed one is tried again)."""
-    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.WAITING)
+    """Whether the baseline was measured, is being measured (by another worker of a shared
+    study) or waits its turn; a failed one is tried again."""
+    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING)
     return any(t.user_attrs.get("baseline") for t in study.get_trials(deepcopy=False, states=states))
 
 
@@ -332,7 +333,10 @@ def run_study(
     if remaining <= 0:
         return study
     runner = TrialRunner(loaded, launcher, directory, backend)
-    callbacks = [] if on_trial_end is None else [on_trial_end]
+    # With a shared storage other workers add trials too: stop when the study has them all.
+    callbacks = [optuna.study.MaxTrialsCallback(loaded.spec.study.trials, states=finished)]
+    if on_trial_end is not None:
+        callbacks.append(on_trial_end)
     study.optimize(runner, n_trials=remaining, catch=(TrialError,), callbacks=callbacks, gc_after_trial=False)
     return study
 

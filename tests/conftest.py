@@ -189,3 +189,38 @@ def start_sweep_until_serving(spec: Path, results: Path, study: str) -> subproce
         assert sweep.poll() is None and time.monotonic() < deadline, sweep.communicate()
         time.sleep(0.2)
     return sweep
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A throwaway PostgreSQL server (Debian's binaries, run as the postgres user) on a free port."""
+    import glob
+    import shutil
+    import tempfile
+    import time
+
+    from sweeper.launchers._base import free_port
+
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    assert found, "PostgreSQL is required (scripts/setup-system.sh installs Debian's package 'postgresql')"
+    binaries = Path(found[-1]).parent
+    data = Path(tempfile.mkdtemp(prefix="sweeper-pg-"))
+    shutil.chown(data, "postgres", "postgres")
+    as_postgres = ["runuser", "-u", "postgres", "--"]
+    subprocess.run([*as_postgres, str(binaries / "initdb"), "-D", str(data), "-A", "trust", "-U", "sweeper"],
+                   check=True, capture_output=True)
+    port = free_port("127.0.0.1")
+    server = subprocess.Popen(
+        [*as_postgres, str(binaries / "postgres"), "-D", str(data), "-p", str(port), "-k", str(data),
+         "-c", "listen_addresses=127.0.0.1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 30
+    while subprocess.run([str(binaries / "pg_isready"), "-h", "127.0.0.1", "-p", str(port)],
+                         capture_output=True).returncode != 0:
+        assert server.poll() is None and time.monotonic() < deadline, "PostgreSQL did not start"
+        time.sleep(0.2)
+    yield f"postgresql://sweeper@127.0.0.1:{port}/postgres"
+    server.terminate()
+    server.wait(timeout=30)
+    shutil.rmtree(data, ignore_errors=True)

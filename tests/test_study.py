@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
 
 import optuna
@@ -132,3 +133,26 @@ def test_storage_errors_are_one_line_without_the_password(tmp_path, mlp_onnx, ca
     err = capsys.readouterr().err
     assert status == 1
     assert "storage postgresql://me:***@127.0.0.1:9/db" in err and "s3cret" not in err and "Traceback" not in err
+
+
+def test_two_workers_share_a_postgresql_study(tmp_path, mlp_onnx, postgres_url):
+    """Two sweepers, one study in a real PostgreSQL: the trials are shared, not run twice."""
+    spec = write_spec(tmp_path, SPEC.replace("MODEL", str(mlp_onnx)).replace("trials: 3", "trials: 4"))
+    command = [sys.executable, "-m", "sweeper.cli", "run", str(spec), "--storage", postgres_url, "--results-dir"]
+    first = subprocess.Popen([*command, str(tmp_path / "a")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log = tmp_path / "a" / "e2e" / "trials" / "0" / "server.log"
+    deadline = time.monotonic() + 60
+    while not log.is_file():  # the first worker has enqueued the baseline and started it
+        assert first.poll() is None and time.monotonic() < deadline, first.communicate()
+        time.sleep(0.2)
+    second = subprocess.run([*command, str(tmp_path / "b")], capture_output=True, text=True, timeout=300)
+    out, err = first.communicate(timeout=300)
+    assert first.returncode == 0, err
+    assert second.returncode == 0, second.stderr
+    trials = optuna.load_study(study_name="e2e", storage=postgres_url).trials
+    assert 4 <= len(trials) <= 5  # each worker may finish the trial it had started
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    assert sum(bool(t.user_attrs.get("baseline")) for t in trials) == 1
+    ran_in = {n: w for w in ("a", "b") for n in pd.read_csv(tmp_path / w / "e2e" / "trials.csv")["number"]
+              if (tmp_path / w / "e2e" / "trials" / str(n)).is_dir()}
+    assert set(ran_in.values()) == {"a", "b"}, "both workers measured trials"
