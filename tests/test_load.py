@@ -72,3 +72,56 @@ def test_served_outputs_match_the_model_in_requests_of_max_batch_size(server, ml
     expected = ort.InferenceSession(str(mlp_onnx), providers=["CPUExecutionProvider"]).run(None, feed)[0]
     assert produced.shape == (20, 4)
     np.testing.assert_allclose(produced, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_http_load_asks_for_uncompressed_responses(server):
+    """aiohttp asks for gzip by default and Triton then compresses every response (a 28.8 MB
+    output cost ~0.9 s per request): the load generator must ask for plain bytes. A real
+    pass-through proxy in front of the real server records what the client asked for."""
+    import asyncio
+    import threading
+
+    import aiohttp
+    from aiohttp import web
+
+    from sweeper.launchers import Endpoints
+    from sweeper.launchers._base import free_port
+
+    asked: list[str | None] = []
+
+    async def forward(request: web.Request) -> web.Response:
+        if request.path.endswith("/infer"):
+            asked.append(request.headers.get("Accept-Encoding"))
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length")}
+        async with aiohttp.ClientSession(auto_decompress=False) as session:
+            async with session.request(request.method, f"http://{server.endpoints.http}{request.path_qs}",
+                                       data=await request.read(), headers=headers) as upstream:
+                body = await upstream.read()
+                passed = {k: v for k, v in upstream.headers.items() if k.lower() not in ("content-length", "transfer-encoding")}
+                return web.Response(body=body, status=upstream.status, headers=passed)
+
+    port = free_port("127.0.0.1")
+    ready = threading.Event()
+    loop = asyncio.new_event_loop()
+
+    async def serve() -> web.AppRunner:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", forward)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        return runner
+
+    runner = loop.run_until_complete(serve())
+    thread = threading.Thread(target=lambda: (ready.set(), loop.run_forever()), daemon=True)
+    thread.start()
+    ready.wait()
+    try:
+        proxied = Endpoints(http=f"127.0.0.1:{port}", grpc=server.endpoints.grpc, metrics=server.endpoints.metrics)
+        m = measure(proxied, "http", "mlp", X, ["y"], 1, QUICK)
+    finally:
+        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(timeout=10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=10)
+    assert m.requests > 0 and asked
+    assert set(asked) == {"identity"}
