@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import math
 import time
 import warnings
 from pathlib import Path
@@ -339,8 +338,3 @@ def run_study(
         callbacks.append(on_trial_end)
     study.optimize(runner, n_trials=remaining, catch=(TrialError,), callbacks=callbacks, gc_after_trial=False)
     return study
-
-
-def constraint_violation(trial: optuna.trial.FrozenTrial) -> float:
-    """Sum of positive constraint values: 0 for a feasible trial."""
-    return sum(max(0.0, v) for v in trial.constraints.values() if not math.isnan(v))

@@ -15,7 +15,7 @@ import docker.errors
 import docker.types
 
 from sweeper.errors import SweeperError, TrialError
-from sweeper.launchers._base import Endpoints, Launcher, Server, free_port, wait_until_ready
+from sweeper.launchers._base import Endpoints, Launcher, Server, connect_address, free_port, wait_until_ready
 from sweeper.spec import DockerSpec, ServerSpec
 
 _CONTAINER_REPOSITORY = "/models"
@@ -141,7 +141,7 @@ class DockerLauncher(Launcher):
         options: dict = {}
         if self._spec.network == "host":
             ports = [free_port(address) for _ in _PORTS]
-            host = "127.0.0.1" if address in ("0.0.0.0", "") else address
+            host = connect_address(address)
             for service, port in zip(("http", "grpc", "metrics"), ports):
                 argv += [f"--{service}-address={address}", f"--{service}-port={port}"]
             options["network_mode"] = "host"
