@@ -7,25 +7,35 @@ PY := $(VENV)/bin/python
 TORCH ?= torch==2.13.0
 ONNXRUNTIME ?= onnxruntime
 
-.PHONY: venv system demo test clean
+.PHONY: venv system lint unit demo test clean
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+# The venv, and NVIDIA's perf_analyzer in it (scripts/install-perf-analyzer.sh: no root needed).
+$(VENV)/.installed: pyproject.toml scripts/install-perf-analyzer.sh
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH)" "$(ONNXRUNTIME)"
 	$(PY) -m pip install -q -e ".[server,torch,test]"
+	bash scripts/install-perf-analyzer.sh $(VENV)
 	touch $@
 
-# What the tests need beyond Python: Chromium, a Docker engine and the local test image.
-system:
+# What the tests need beyond Python: Chromium, PostgreSQL, a Docker engine and the local test image.
+system: venv
 	bash scripts/setup-system.sh
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+# The tests that need no server, Docker, database or browser (under a minute).
+unit: venv
+	$(PY) -m pytest -q tests/unit
 
 demo: venv
 	$(VENV)/bin/sweeper run search_spaces/demo.yaml
 
-test: venv system
+test: venv system lint
 	$(PY) -m pytest
 
 clean:

@@ -52,8 +52,10 @@ def main() -> None:
                 start, stop = cycle(launcher, repository, work / f"{name}-{index}.log")
                 starts.append(start)
                 stops.append(stop)
-            print(f"{name:8} {statistics.median(starts):>20.2f} {statistics.median(stops):>18.2f}"
-                  f"   (min {min(starts):.2f}/{min(stops):.2f}, max {max(starts):.2f}/{max(stops):.2f})")
+            print(
+                f"{name:8} {statistics.median(starts):>20.2f} {statistics.median(stops):>18.2f}"
+                f"   (min {min(starts):.2f}/{min(stops):.2f}, max {max(starts):.2f}/{max(stops):.2f})"
+            )
 
 
 if __name__ == "__main__":

@@ -1,8 +1,12 @@
 """Stage 9: export the chosen trial as a Triton model repository, ready to deploy.
 
-Picks: ``knee`` (default; see ``sweeper.report.knee``) among the feasible Pareto-optimal
-trials that pass every ``--where``; ``trial N``; ``min:<metric@cN>`` / ``max:<metric@cN>``
-among the feasible trials that pass every ``--where``.
+Picks: ``knee`` (default; ``sweeper.results.knee``) among the feasible Pareto-optimal trials
+that pass every ``--where``; ``trial N``; ``min:<metric@cN>`` / ``max:<metric@cN>`` among the
+feasible trials that pass every ``--where``. The export writes what was measured: the model's
+template config with the trial's knobs (``dynamic_batching { }`` for delay 0, no block for
+``off``), and the model files of the trial's precision. A model folder is exported with its
+own files and backend; an ONNX model for the onnxruntime backend (default) or as the
+python-backend model the sweep served.
 """
 
 from __future__ import annotations
@@ -20,14 +24,16 @@ from pathlib import Path
 
 import optuna
 import pandas as pd
+from tritonclient.grpc import model_config_pb2 as mc
 
+from sweeper.artifacts import PRECISIONS
 from sweeper.errors import UsageError
-from sweeper.repository import write_model_repository
-from sweeper.report import knee
-from sweeper.results import tables
-from sweeper.spec import KNOBS, METRICS, TrialConfig
-from sweeper.study import stored_model_io
-from sweeper.triton_config import build_model_config, to_pbtxt
+from sweeper.files import atomic_folder, write_atomic
+from sweeper.repository import write_model
+from sweeper.results import knee, measured_metrics, pareto_front, tables
+from sweeper.source import ModelSource
+from sweeper.triton_config import apply_trial, to_pbtxt
+from sweeper.vocabulary import KNOBS, TrialConfig
 
 _CONDITION = re.compile(r"^\s*([\w@.]+)\s*(<=|>=|<|>|==)\s*([-+]?[\d.]+(?:[eE][-+]?\d+)?)\s*$")
 _OPERATORS = {"<=": operator.le, ">=": operator.ge, "<": operator.lt, ">": operator.gt, "==": operator.eq}
@@ -35,34 +41,29 @@ _OPERATORS = {"<=": operator.le, ">=": operator.ge, "<": operator.lt, ">": opera
 
 @dataclasses.dataclass(frozen=True)
 class Exported:
+    """What an export wrote, for the command's summary."""
+
     trial: int
     config: TrialConfig
+    backend: str
     model_dir: Path
     pbtxt: str
-    record: dict
-
-
-def candidates(study: optuna.Study) -> pd.DataFrame:
-    """Completed trials with every measured metric as a ``<metric>@c<N>`` column."""
-    result = tables(study)
-    trials = result.trials[result.trials["state"] == "COMPLETE"].drop(columns=result.objectives)
-    wide = result.measurements.pivot(index="number", columns="concurrency", values=list(METRICS))
-    wide.columns = [f"{metric}@c{level}" for metric, level in wide.columns]
-    return trials.merge(wide, left_on="number", right_index=True)
 
 
 def parse_condition(text: str, columns: list[str]) -> tuple[str, str, float]:
+    """``'p99_ms@c8 <= 20'`` -> (column, operator, value); UsageError naming what is allowed."""
     match = _CONDITION.match(text)
     if match is None:
-        raise UsageError(f"--where '{text}': expected '<metric@cN> <op> <number>' with op one of <= >= < > ==")
+        raise UsageError(f"--where '{text[:100]}': expected '<metric@cN> <op> <number>' with op one of <= >= < > ==")
     column, op, value = match.group(1), match.group(2), float(match.group(3))
     if column not in columns:
-        raise UsageError(f"--where '{text}': no column '{column}'", hint=f"measured: {', '.join(columns)}")
+        raise UsageError(f"--where '{text[:100]}': no column '{column}'", hint=f"measured: {', '.join(columns)}")
     return column, op, value
 
 
 def choose(study: optuna.Study, pick: str, where: list[str]) -> pd.Series:
-    frame = candidates(study)
+    """The trial a pick rule and conditions select."""
+    frame = measured_metrics(tables(study))
     if frame.empty:
         raise UsageError(f"study '{study.study_name}' has no completed trial to export")
     metric_columns = [c for c in frame.columns if "@c" in c]
@@ -71,8 +72,10 @@ def choose(study: optuna.Study, pick: str, where: list[str]) -> pd.Series:
     if trial_pick:
         number = int(trial_pick.group(1))
         if number not in set(frame["number"]):
-            raise UsageError(f"--pick trial {number}: no completed trial {number}",
-                             hint=f"completed: {', '.join(map(str, frame['number']))}")
+            raise UsageError(
+                f"--pick trial {number}: no completed trial {number}",
+                hint=f"completed: {', '.join(map(str, frame['number']))}",
+            )
         pool = frame[frame["number"] == number]
     else:
         pool = frame[frame["feasible"]]
@@ -82,38 +85,28 @@ def choose(study: optuna.Study, pick: str, where: list[str]) -> pd.Series:
     if passing.empty:
         raise UsageError(
             f"no {'such ' if trial_pick else 'feasible '}trial meets {' and '.join(where)}",
-            hint="closest: " + _closest(pool if not pool.empty else frame, conditions),
+            hint="closest: " + closest(pool if not pool.empty else frame, conditions),
         )
     if trial_pick:
         return passing.iloc[0]
     objectives = list(study.user_attrs.get("objectives", []))
     directions = [d.name.lower() for d in study.directions]
     if pick == "knee":
-        front = _front(passing, objectives, directions)
+        front = pareto_front(passing, objectives, directions)
         return passing[passing["number"] == knee(front, objectives, directions)].iloc[0]
     extreme = re.fullmatch(r"(min|max):([\w@.]+)", pick.strip())
     if extreme is None:
-        raise UsageError(f"--pick '{pick}': expected knee, 'trial N', min:<metric@cN> or max:<metric@cN>")
+        raise UsageError(f"--pick '{pick[:100]}': expected knee, 'trial N', min:<metric@cN> or max:<metric@cN>")
     column = extreme.group(2)
     if column not in metric_columns:
-        raise UsageError(f"--pick '{pick}': no column '{column}'", hint=f"measured: {', '.join(metric_columns)}")
+        raise UsageError(f"--pick '{pick[:100]}': no column '{column}'", hint=f"measured: {', '.join(metric_columns)}")
     index = passing[column].idxmin() if extreme.group(1) == "min" else passing[column].idxmax()
     return passing.loc[index]
 
 
-def _front(frame: pd.DataFrame, objectives: list[str], directions: list[str]) -> pd.DataFrame:
-    """Rows of ``frame`` that no other row dominates."""
-    signs = [1 if d == "minimize" else -1 for d in directions]
-    values = frame[objectives].to_numpy() * signs
-    keep = [
-        not any((other <= row).all() and (other < row).any() for other in values)
-        for row in values
-    ]
-    return frame[keep]
-
-
-def _closest(frame: pd.DataFrame, conditions: list[tuple[str, str, float]]) -> str:
+def closest(frame: pd.DataFrame, conditions: list[tuple[str, str, float]]) -> str:
     """The three trials that miss the conditions by the least (relative shortfall)."""
+
     def shortfall(row: pd.Series) -> float:
         total = 0.0
         for column, op, value in conditions:
@@ -129,17 +122,35 @@ def _closest(frame: pd.DataFrame, conditions: list[tuple[str, str, float]]) -> s
     )
 
 
-def export(study: optuna.Study, directory: Path, out: Path, *, pick: str, where: list[str], backend: str) -> Exported:
+def export(
+    study: optuna.Study, directory: Path, out: Path, *, pick: str, where: list[str], backend: str | None
+) -> Exported:
+    """Write the chosen trial's model into the model repository ``out``."""
     row = choose(study, pick, where)
     config = TrialConfig(**{knob: _plain(row[knob]) for knob in KNOBS})
-    source = directory / "models" / config.precision / "model.onnx"
-    if not source.is_file():
-        raise UsageError(f"{source} is missing", hint="the study folder must hold the models it built")
-    inputs, outputs = stored_model_io(study, source)
-    model_name = study.user_attrs.get("model", study.study_name)
-    model = build_model_config(model_name, inputs, outputs, config, backend=backend, gpu=bool(study.user_attrs.get("gpu")))
-    write_model_repository(out, model, source, link=False)
-    metrics = {c: float(row[c]) for c in row.index if "@c" in c}
+    source = ModelSource.from_facts(study.user_attrs["source"])
+    onnx = source.onnx_file is not None
+    backend = backend or ("onnxruntime" if source.kind != "repository" else "original")
+    if backend != "original" and not onnx:
+        raise UsageError(
+            f"--backend {backend}: the model is not ONNX; it is exported with its own backend ({source.backend})"
+        )
+    if backend == "original" and source.kind != "repository":
+        backend = "onnxruntime"
+    model_file = None
+    if onnx:
+        model_file = directory / "models" / config.precision / "model.onnx"
+        if not model_file.is_file():
+            raise UsageError(f"{model_file} is missing", hint="the study folder must hold the models it built")
+    serve_with = None if backend == "original" else backend
+    kind = mc.ModelInstanceGroup.KIND_GPU if study.user_attrs.get("gpu") else mc.ModelInstanceGroup.KIND_CPU
+    model = apply_trial(
+        source.template,
+        config,
+        serve_with=serve_with,
+        instance_kind=kind,
+        tensorrt_precision=PRECISIONS[config.precision].tensorrt,
+    )
     record = {
         "study": study.study_name,
         "trial": int(row["number"]),
@@ -149,20 +160,29 @@ def export(study: optuna.Study, directory: Path, out: Path, *, pick: str, where:
         "client_protocol": config.protocol,
         "client_protocol_note": f"protocol is client-side: send requests over {config.protocol.upper()} "
         "(config.pbtxt does not set it)",
-        "metrics": metrics,
-        "accuracy": {"max_abs_error": float(row["max_abs_error"]), "cosine_similarity": float(row["cosine_similarity"])},
-        "backend": backend,
+        "metrics": {c: float(row[c]) for c in row.index if "@c" in c},
+        "accuracy": {
+            "max_abs_error": _number(row["max_abs_error"]),
+            "cosine_similarity": _number(row["cosine_similarity"]),
+        },
+        "backend": model.backend or model.platform,
+        "generator": row.get("generator"),
         "hardware": _hardware(),
         "versions": _versions(study),
         "exported_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
-    model_dir = out / model_name
-    (model_dir / "sweeper-export.json").write_text(json.dumps(record, indent=2) + "\n")
-    return Exported(int(row["number"]), config, model_dir, to_pbtxt(model), record)
+    with atomic_folder(out / model.name) as staging:
+        written = write_model(staging.parent, source, model, model_file, link=False, folder=staging)
+        write_atomic(written / "sweeper-export.json", json.dumps(record, indent=2) + "\n")
+    return Exported(int(row["number"]), config, record["backend"], out / model.name, to_pbtxt(model))
 
 
 def _plain(value: object) -> object:
     return value.item() if hasattr(value, "item") else value
+
+
+def _number(value: object) -> float | None:
+    return None if value is None or pd.isna(value) else float(value)
 
 
 def _hardware() -> dict:
@@ -172,8 +192,13 @@ def _hardware() -> dict:
         gpus = [line for line in listed.stdout.splitlines() if line.startswith("GPU")]
     except (OSError, subprocess.TimeoutExpired):
         pass
-    return {"machine": platform.machine(), "processor": platform.processor(), "cpus": os.cpu_count(),
-            "system": platform.platform(), "gpus": gpus}
+    return {
+        "machine": platform.machine(),
+        "processor": platform.processor(),
+        "cpus": os.cpu_count(),
+        "system": platform.platform(),
+        "gpus": gpus,
+    }
 
 
 def _versions(study: optuna.Study) -> dict:

@@ -1,37 +1,105 @@
-"""Stage 6: the Optuna study. Each trial builds, starts, measures and stops one configuration."""
+"""Stage 6: the Optuna study. Each trial builds, serves, measures and retires one configuration.
+
+Every trial counts: ``study.trials`` is the number of distinct configurations measured (or
+failed because of their configuration). A configuration the sampler proposes again, measured
+or being measured by another worker, is recorded as a redrawn proposal (state FAIL,
+``duplicate_of``) and the sampler is asked again; it never counts and never reaches a table.
+A trial that was interrupted (a signal, a killed sweeper, a lost worker) is re-run; one that
+failed because of its configuration is not. Shared storages detect dead workers by Optuna's
+heartbeats; a SQLite study is run by one sweeper at a time (a lock beside its database), so a
+trial still RUNNING when a run starts was left by a killed one.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import fcntl
+import itertools
+import os
+import random
+import shutil
 import time
 import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any
 
-import onnx
+import numpy as np
 import optuna
 import sqlalchemy
+import sqlalchemy.exc
+from optuna.trial import FrozenTrial, TrialState
+from tritonclient.grpc import model_config_pb2 as mc
 
-from sweeper.artifacts import ArtifactBuilder
+from sweeper.artifacts import PRECISIONS, ArtifactBuilder, outside_tolerance
 from sweeper.errors import SpecError, SweeperError, TrialError, UsageError
-from sweeper.launchers import Launcher, failure_reason, server_metadata
-from sweeper.load import by_column, measure, served_outputs
-from sweeper.repository import write_model_repository
-from sweeper.spec import KNOBS, TENSORRT_PRECISIONS, LoadedSpec, TrialConfig
-from sweeper.tensors import TensorSpec, onnx_io
-from sweeper.triton_config import build_model_config, to_pbtxt
+from sweeper.files import atomic_open, write_atomic
+from sweeper.launchers import Launcher, Server, server_metadata
+from sweeper.load import PerfAnalyzer, Workload, measure, served_outputs
+from sweeper.repository import write_model
+from sweeper.samplers import make_sampler
+from sweeper.spec import LoadedSpec
+from sweeper.triton_config import apply_trial, to_pbtxt
+from sweeper.vocabulary import KNOBS, TrialConfig, metric_values
 
 LABEL_STUDY = "triton-sweeper.study"
 LABEL_TRIAL = "triton-sweeper.trial"
 TIMINGS = ("build_s", "start_s", "measure_s", "stop_s")
+_REDRAWS_BEFORE_PICKING = 25
 
 
-def study_dir(results_dir: Path, name: str) -> Path:
-    return Path(results_dir) / name
+class DuplicateProposal(Exception):
+    """The sampler proposed a configuration that is measured or being measured already."""
 
 
 def default_storage(directory: Path) -> str:
+    """The SQLite database in a study folder."""
     return f"sqlite:///{directory / 'study.db'}"
+
+
+def storage_label(url: str) -> str:
+    """The storage URL with its password hidden; UsageError when it is not a database URL or
+    names a database kind SQLAlchemy does not know."""
+    try:
+        parsed = sqlalchemy.engine.make_url(url)
+        shown = parsed.render_as_string(hide_password=True)
+    except sqlalchemy.exc.ArgumentError:
+        raise UsageError(
+            f"--storage / study.storage: not a database URL: {url[:200]!r}",
+            hint="e.g. sqlite:///path/study.db or postgresql://user@host/db",
+        ) from None
+    try:
+        parsed.get_dialect()
+    except sqlalchemy.exc.NoSuchModuleError:
+        raise UsageError(
+            f"--storage / study.storage: unknown database kind '{parsed.drivername}' in {shown}",
+            hint="use sqlite:///path/study.db or postgresql://user@host/db",
+        ) from None
+    except ImportError:
+        pass  # a known kind whose driver is missing: open_storage says which
+    return shown
+
+
+def open_storage(url: str, heartbeat_s: int | None = None) -> optuna.storages.RDBStorage:
+    """Optuna's storage for ``url``, with heartbeats (a worker silent for three heartbeats is
+    dead); its errors become one line (password hidden) and a hint."""
+    shown = storage_label(url)
+    options = {} if heartbeat_s is None else {"heartbeat_interval": heartbeat_s, "grace_period": 3 * heartbeat_s}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(url, **options)
+    except ImportError:
+        raise SweeperError(
+            f"storage {shown}: the database driver is not installed",
+            hint="pip install 'psycopg[binary]' for postgresql://, or name the driver: postgresql+psycopg2://",
+        ) from None
+    except sqlalchemy.exc.SQLAlchemyError as exc:
+        raise SweeperError(
+            f"storage {shown}: {str(exc.orig if getattr(exc, 'orig', None) else exc).splitlines()[0][:300]}",
+            hint="check that the database server runs, is reachable and the database exists",
+        ) from None
 
 
 def open_stored_study(directory: Path, storage: str | None = None) -> optuna.Study:
@@ -48,87 +116,118 @@ def open_stored_study(directory: Path, storage: str | None = None) -> optuna.Stu
     try:
         return optuna.load_study(study_name=name, storage=opened)
     except KeyError:
-        raise UsageError(f"no study '{name}' in {opened.url}", hint=f"studies there: {', '.join(names) or 'none'}") from None
-
-
-def storage_label(url: str) -> str:
-    """The storage URL with its password hidden; UsageError when it is not a database URL."""
-    try:
-        return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
-    except sqlalchemy.exc.ArgumentError:
         raise UsageError(
-            f"--storage / study.storage: not a database URL: {url!r}",
-            hint="e.g. sqlite:///path/study.db or postgresql://user@host/db",
+            f"no study '{name}' in {storage_label(storage)}", hint=f"studies there: {', '.join(names) or 'none'}"
         ) from None
 
 
-def open_storage(url: str) -> optuna.storages.RDBStorage:
-    """Optuna's storage for ``url``; its errors become one line (password hidden) and a hint."""
-    shown = storage_label(url)
-    try:
-        return optuna.storages.RDBStorage(url)
-    except ImportError:
-        raise SweeperError(
-            f"storage {shown}: the database driver is not installed",
-            hint="pip install 'psycopg[binary]' for postgresql://, or name the driver: postgresql+psycopg2://",
-        ) from None
-    except sqlalchemy.exc.SQLAlchemyError as exc:
-        raise SweeperError(
-            f"storage {shown}: {str(exc.orig if getattr(exc, 'orig', None) else exc).splitlines()[0]}",
-            hint="check that the database server runs, is reachable and the database exists",
-        ) from None
+@contextlib.contextmanager
+def exclusive_run(url: str, name: str) -> Iterator[None]:
+    """For a SQLite storage: hold a lock beside the database for the run, so a second sweeper
+    of the same study is refused instead of failing the first one's live trial."""
+    database = sqlalchemy.engine.make_url(url).database if url.startswith("sqlite") else None
+    if not database:
+        yield
+        return
+    lock_path = Path(f"{database}.lock")
+    with open(lock_path, "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            owner = lock.read().strip() or "another process"
+            raise UsageError(
+                f"study '{name}' is being run by another sweeper ({owner}) on {database}",
+                hint="wait for it, or share the study between workers with a PostgreSQL storage (--storage)",
+            ) from None
+        lock.seek(0)
+        lock.truncate()
+        lock.write(f"pid {os.getpid()}")
+        lock.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def stored_model_io(study: optuna.Study, model: Path) -> tuple[list[TensorSpec], list[TensorSpec]]:
-    """A study's model I/O: the graph's, with the inputs the spec gave (stored on the study)."""
-    inputs, outputs = onnx_io(onnx.load(str(model), load_external_data=False))
-    given = study.user_attrs.get("inputs") or []
-    if given:
-        inputs = [TensorSpec(i["name"], i["datatype"], tuple(i["shape"])) for i in given]
-    return inputs, outputs
+def kind_of(trial: FrozenTrial) -> str:
+    """What a stored trial is: complete, failed (its configuration), interrupted (re-run),
+    duplicate (a redrawn proposal), running or waiting."""
+    if "duplicate_of" in trial.user_attrs:
+        return "duplicate"
+    if trial.state == TrialState.FAIL:
+        return "failed" if "failure" in trial.user_attrs and not trial.user_attrs.get("interrupted") else "interrupted"
+    return {TrialState.COMPLETE: "complete", TrialState.RUNNING: "running", TrialState.WAITING: "waiting"}.get(
+        trial.state, "failed"
+    )
 
 
-def make_sampler(loaded: LoadedSpec) -> optuna.samplers.BaseSampler:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return _sampler(loaded)
+def planned_params(trial: FrozenTrial) -> dict[str, Any]:
+    """A trial's knobs: suggested, or fixed by ``enqueue_trial`` while it waits."""
+    return trial.params or trial.system_attrs.get("fixed_params", {})
 
 
-def _sampler(loaded: LoadedSpec) -> optuna.samplers.BaseSampler:
-    spec = loaded.spec
-    seed = spec.study.seed
-    if spec.study.sampler == "tpe":
-        return optuna.samplers.TPESampler(seed=seed)
-    if spec.study.sampler == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=seed)
-    if spec.study.sampler == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    if spec.study.sampler == "grid":
-        # Every combination once. Unlike GridSampler, BruteForceSampler counts the enqueued
-        # baseline as visited, so the baseline's point is not measured twice.
-        return optuna.samplers.BruteForceSampler(seed=seed)
-    try:
-        import scipy  # noqa: F401  (GPSampler needs scipy and torch)
-        import torch  # noqa: F401
-    except ImportError as exc:
-        raise SpecError(
-            f"{loaded.path}: study.sampler: 'gp' needs {exc.name}, which is not installed",
-            hint="pip install scipy torch, or choose tpe, nsga2, random or grid",
-        ) from None
-    return optuna.samplers.GPSampler(seed=seed)
+def config_key(params: dict[str, Any]) -> tuple:
+    """A configuration as a hashable key (``off`` and 0 stay distinct)."""
+    return tuple((knob, type(params.get(knob)).__name__, params.get(knob)) for knob in KNOBS)
+
+
+def taken_configs(trials: list[FrozenTrial], before: int | None = None) -> dict[tuple, int]:
+    """Configurations measured, failed by configuration, or being measured (by trials numbered
+    below ``before``): key -> the first trial that took it."""
+    taken: dict[tuple, int] = {}
+    for trial in trials:
+        if before is not None and trial.number >= before:
+            continue
+        if kind_of(trial) in ("complete", "failed", "running") and len(trial.params) == len(KNOBS):
+            taken.setdefault(config_key(trial.params), trial.number)
+    return taken
+
+
+def counted(trials: list[FrozenTrial]) -> int:
+    """Trials that count towards ``study.trials``: distinct configurations measured or failed."""
+    return len({config_key(t.params) for t in trials if kind_of(t) in ("complete", "failed")})
+
+
+def requeue_interrupted(study: optuna.Study) -> list[int]:
+    """Enqueue once each interrupted trial whose configuration no other trial covers; returns
+    their numbers."""
+    trials = study.get_trials(deepcopy=False)
+    retried = {t.user_attrs.get("retry_of") for t in trials}
+    taken = taken_configs(trials)
+    pending = {config_key(planned_params(t)) for t in trials if t.state == TrialState.WAITING}
+    requeued = []
+    for trial in trials:
+        key = config_key(trial.params)
+        if kind_of(trial) != "interrupted" or trial.number in retried or key in taken or key in pending:
+            continue
+        attrs = {"retry_of": trial.number, **({"baseline": True} if trial.user_attrs.get("baseline") else {})}
+        study.enqueue_trial(dict(trial.params), user_attrs=attrs, skip_if_exists=False)
+        pending.add(key)
+        requeued.append(trial.number)
+    return requeued
+
+
+def fail_abandoned(study: optuna.Study, storage: optuna.storages.RDBStorage, exclusive: bool) -> None:
+    """Mark dead workers' trials failed (interrupted): under the SQLite lock every RUNNING trial
+    was left by a killed run; on a shared storage, those whose heartbeat stopped."""
+    if exclusive:
+        for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            storage.set_trial_user_attr(trial._trial_id, "interrupted", "its sweeper was killed")
+            storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
 
 
 def open_study(loaded: LoadedSpec, storage: optuna.storages.RDBStorage) -> optuna.Study:
     """Create the study, or load it when the name exists (a re-run resumes it)."""
     directions = [objective.direction for objective in loaded.spec.objectives]
-    sampler = make_sampler(loaded)
+    sampler = make_sampler(loaded.spec.study.sampler, loaded.spec.study.seed, loaded.space_size)
     try:
         study = optuna.create_study(
-            study_name=loaded.name,
-            storage=storage,
-            directions=directions,
-            sampler=sampler,
-            load_if_exists=True,
+            study_name=loaded.name, storage=storage, directions=directions, sampler=sampler, load_if_exists=True
         )
     except ValueError as exc:
         raise SpecError(
@@ -140,26 +239,18 @@ def open_study(loaded: LoadedSpec, storage: optuna.storages.RDBStorage) -> optun
             f"{loaded.path}: objectives: the stored study '{loaded.name}' has other directions",
             hint="use another study.name (or --study) for a different set of objectives",
         )
-    if storage.url.startswith("sqlite:"):
-        # SQLite serves one process: a trial still RUNNING was left by a run that was killed
-        # (SIGKILL, power loss). Shared storages may have live workers, so only here.
-        stale = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
-        if stale:
-            # Told through a plain view of the study: the sampler's hooks belong to optimize().
-            plain = optuna.load_study(study_name=loaded.name, storage=storage, sampler=optuna.samplers.RandomSampler())
-            for trial in stale:
-                plain.tell(trial.number, state=optuna.trial.TrialState.FAIL)
-    if loaded.baseline is not None and not _baseline_pending_or_done(study):
-        study.enqueue_trial(loaded.baseline.as_dict(), user_attrs={"baseline": True})
-    study.set_user_attr("objectives", [o.column for o in loaded.spec.objectives])
     return study
 
 
-def _baseline_pending_or_done(study: optuna.Study) -> bool:
-    """Whether the baseline was measured, is being measured (by another worker of a shared
-    study) or waits its turn; a failed one is tried again."""
-    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING)
-    return any(t.user_attrs.get("baseline") for t in study.get_trials(deepcopy=False, states=states))
+def enqueue_baseline(study: optuna.Study, baseline: TrialConfig | None) -> None:
+    """Trial 0 is the baseline, unless it was measured, failed by its configuration, is being
+    measured by another worker or waits its turn."""
+    if baseline is None:
+        return
+    for trial in study.get_trials(deepcopy=False):
+        if trial.user_attrs.get("baseline") and kind_of(trial) in ("complete", "failed", "running", "waiting"):
+            return
+    study.enqueue_trial(baseline.as_dict(), user_attrs={"baseline": True})
 
 
 @contextlib.contextmanager
@@ -171,35 +262,222 @@ def _timed(timings: dict[str, float], key: str) -> Iterator[None]:
         timings[key] = round(time.perf_counter() - start, 4)
 
 
-class TrialRunner:
-    """The objective: one fresh server per trial, every metric stored on the trial."""
+Writer = Callable[[Path, str], Path]
+"""(repository, model name) -> writes the trial's model under that name; returns its folder."""
 
-    def __init__(self, loaded: LoadedSpec, launcher: Launcher, directory: Path, backend: str) -> None:
+
+class _Restart:
+    """A fresh server per trial (the default): started on the trial's repository, stopped after."""
+
+    mode = "restart"
+
+    def __init__(self, launcher: Launcher, complete_config: bool) -> None:
+        self._launcher = launcher
+        self._complete = complete_config
+
+    def serve(self, write: Writer, trial_dir: Path, labels: dict[str, str], model_name: str) -> tuple[Server, str]:
+        """A ready server for the trial, and the name its model is served under."""
+        repository = trial_dir / "repository"
+        write(repository, model_name)
+        server = self._launcher.start(
+            repository, trial_dir / "server.log", labels, model_name=model_name, complete_config=self._complete
+        )
+        return server, model_name
+
+    def retire(self, server: Server, trial_dir: Path, served: str, failed: bool) -> None:
+        server.stop()
+
+    def close(self) -> None:
+        pass
+
+
+class _Reload:
+    """One server for the study (explicit model control): each trial's model is loaded into it
+    through Triton's repository API, and unloaded after. It is restarted when it died or a
+    load failed.
+
+    Each trial's model is served under a name of its own (``<model>__t<trial>``): reloading the
+    same name would wait for the previous instances' unload, which the python backend spends
+    in a one-second health-check sleep per instance. Unloading runs in Triton's background."""
+
+    mode = "reload"
+
+    def __init__(
+        self,
+        launcher: Launcher,
+        directory: Path,
+        labels: dict[str, str],
+        startup_timeout_s: float,
+        complete_config: bool,
+    ) -> None:
+        self._launcher = launcher
+        self._complete = complete_config
+        self._folder = directory / "reload"
+        self._repository = self._folder / "repository"
+        self._labels = {**labels, LABEL_TRIAL: "reload"}
+        self._timeout = startup_timeout_s
+        self._server: Server | None = None
+        self._log_from = 0
+        self._starts = 0
+        self._retired: list[str] = []
+
+    def serve(self, write: Writer, trial_dir: Path, labels: dict[str, str], model_name: str) -> tuple[Server, str]:
+        if self._server is not None and not self._server.alive():
+            self.close()
+        if self._server is None:
+            self._starts += 1
+            if self._repository.exists():
+                shutil.rmtree(self._repository)
+            self._repository.mkdir(parents=True)
+            log = self._folder / f"server-{self._starts}.log"
+            self._server = self._launcher.start(
+                self._repository, log, self._labels, model_name=None, complete_config=self._complete
+            )
+        while len(self._retired) > 1:  # unloaded a trial ago: Triton is done with its files
+            shutil.rmtree(self._repository / self._retired.pop(0), ignore_errors=True)
+        served = f"{model_name}__t{labels[LABEL_TRIAL]}"
+        self._log_from = len(self._server.log_text())
+        write(self._repository, served)
+        try:
+            self._server.load(served, self._timeout)
+        except TrialError:
+            self._save_log(trial_dir)
+            self.close()
+            raise
+        return self._server, served
+
+    def retire(self, server: Server, trial_dir: Path, served: str, failed: bool) -> None:
+        self._save_log(trial_dir)
+        if failed or not server.alive():
+            self.close()
+            return
+        server.unload(served, self._timeout)
+        self._retired.append(served)
+
+    def _save_log(self, trial_dir: Path) -> None:
+        if self._server is not None:
+            write_atomic(trial_dir / "server.log", self._server.log_text()[self._log_from :])
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
+        self._retired.clear()
+
+
+class Proposer:
+    """The sampler's proposal as a configuration no other trial has taken.
+
+    A repeated proposal fails its trial (DuplicateProposal, ``duplicate_of``), so the sweep
+    asks the sampler again; after many repeats in a row (a sampler that has converged on a
+    small space) an untaken configuration is enqueued for it."""
+
+    def __init__(self, loaded: LoadedSpec) -> None:
+        self._space = loaded.space
+        self._size = loaded.space_size
+        self._seed = loaded.spec.study.seed
+        self._in_a_row = 0
+
+    def __call__(self, trial: optuna.Trial) -> TrialConfig:
+        """Suggest the five knobs; raise DuplicateProposal when another trial has them."""
+        config = TrialConfig(**{knob: trial.suggest_categorical(knob, self._space[knob]) for knob in KNOBS})
+        trials = trial.study.get_trials(deepcopy=False)
+        earlier = taken_configs(trials, before=trial.number).get(config_key(trial.params))
+        if earlier is None:
+            self._in_a_row = 0
+            return config
+        trial.set_user_attr("duplicate_of", earlier)
+        self._in_a_row += 1
+        if self._in_a_row >= _REDRAWS_BEFORE_PICKING:
+            self._enqueue_untaken(trial.study, trials)
+        raise DuplicateProposal(f"trial {earlier} has this configuration")
+
+    def _enqueue_untaken(self, study: optuna.Study, trials: list[FrozenTrial]) -> None:
+        taken = set(taken_configs(trials))
+        rng = random.Random(f"{self._seed}-{len(taken)}")
+        if self._size <= 100_000:
+            configs = (dict(zip(KNOBS, values)) for values in itertools.product(*(self._space[k] for k in KNOBS)))
+            free = [c for c in configs if config_key(c) not in taken]
+            pick = rng.choice(free) if free else None
+        else:
+            pick = {k: rng.choice(self._space[k]) for k in KNOBS}
+        if pick is not None:
+            study.enqueue_trial(pick, user_attrs={"picked_after_redraws": True})
+        self._in_a_row = 0
+
+
+class TrialRunner:
+    """The objective: serve one configuration, measure every concurrency level, store it all."""
+
+    def __init__(
+        self, loaded: LoadedSpec, launcher: Launcher, directory: Path, backend: str, analyzer: PerfAnalyzer | None
+    ) -> None:
         self._loaded = loaded
         self._spec = loaded.spec
+        self._source = loaded.model
         self._launcher = launcher
         self._dir = directory
         self._backend = backend
+        self._analyzer = analyzer
         self._gpu = launcher.has_gpu
-        self.artifacts = ArtifactBuilder(loaded, directory / "models", gpu=self._gpu)
+        self.propose = Proposer(loaded)
+        batched = self._source.batched
+        self.artifacts = (
+            ArtifactBuilder(
+                self._source.onnx_file, loaded.samples, directory / "models", gpu=self._gpu, batched=batched
+            )
+            if self._source.convertible
+            else None
+        )
+        self.workload = Workload(
+            self._source.name,
+            self._source.inputs,
+            self._source.outputs,
+            loaded.samples,
+            self._spec.model.example_inputs.batch_size,
+            batched,
+        )
+        labels = {LABEL_STUDY: loaded.name}
+        timeout = self._spec.server.startup_timeout_s
+        # The configs the sweep generates are complete; a model folder's own config may rely on
+        # Triton's auto-completion, as it does where the team deploys it.
+        complete = self._source.kind != "repository" or (self._source.onnx_file is not None and backend == "python")
+        self.servers = (
+            _Reload(launcher, directory, labels, timeout, complete)
+            if self._spec.server.reuse == "reload"
+            else _Restart(launcher, complete)
+        )
+
+    def prepare(self) -> None:
+        """Before the first trial: the reference model under models/ and the sweep's first request
+        (``samples.npz``), which the report times in-process."""
+        if self.artifacts is None:
+            return
+        self.artifacts.build(self._source.reference_precision)
+        first = self.workload.samples.batch(0, 1, batched=self._source.batched)
+        arrays = {name: array.astype(bytes) if array.dtype == object else array for name, array in first.items()}
+        with atomic_open(self._dir / "samples.npz", "wb") as stream:
+            np.savez(stream, **arrays)
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, ...]:
-        space = self._spec.search_space
-        config = TrialConfig(**{knob: trial.suggest_categorical(knob, getattr(space, knob)) for knob in KNOBS})
-        previous = self._measured_before(trial)
-        if previous is not None:
-            return self._reuse(trial, previous)
-        trial_dir = self._dir / "trials" / str(trial.number)
+        """Measure the configuration the sampler proposes; its objective values."""
+        config = self.propose(trial)
         timings: dict[str, float] = {}
+        trial.set_user_attr("reuse", self.servers.mode)
         try:
-            measurements = self._run(trial, config, trial_dir, timings)
+            measurements = self._run(trial, config, timings)
         except TrialError as exc:
             trial.set_user_attr("failure", str(exc))
             raise
+        except BaseException as exc:  # a signal, a lost engine, a full disk: run it again later
+            with contextlib.suppress(Exception):
+                trial.set_user_attr("interrupted", type(exc).__name__)
+            raise
         finally:
-            trial.set_user_attr("timings", timings)
+            with contextlib.suppress(Exception):
+                trial.set_user_attr("timings", timings)
         trial.set_user_attr("measurements", measurements)
-        figures = by_column(measurements)
+        figures = metric_values(measurements)
         for constraint in self._spec.constraints:
             value = figures[constraint.column]
             if constraint.max is not None:
@@ -209,92 +487,97 @@ class TrialRunner:
         return tuple(figures[objective.column] for objective in self._spec.objectives)
 
     def _record_accuracy(self, trial: optuna.Trial, precision: str, error: float, cosine: float) -> None:
-        """Accuracy against FP32 as user attributes and as constraints (<= 0 is feasible)."""
+        """Accuracy against the reference model as user attributes and constraints (<= 0 is feasible)."""
         trial.set_user_attr("max_abs_error", error)
         trial.set_user_attr("cosine_similarity", cosine)
         accuracy = self._spec.accuracy
         trial.set_constraint("cosine_similarity", accuracy.min_cosine_similarity - cosine)
         if accuracy.max_abs_error is not None:
             trial.set_constraint("max_abs_error", error - accuracy.max_abs_error)
-        failure = self.artifacts.outside_tolerance(precision, error, cosine)
-        if failure is not None:
-            trial.set_user_attr("infeasible", failure)
+        reason = outside_tolerance(
+            precision, error, cosine, min_cosine=accuracy.min_cosine_similarity, max_error=accuracy.max_abs_error
+        )
+        if reason is not None:
+            trial.set_user_attr("infeasible", reason)
 
-    @staticmethod
-    def _measured_before(trial: optuna.Trial) -> optuna.trial.FrozenTrial | None:
-        """A finished trial with the same five knobs (samplers can propose a point again)."""
-        complete = trial.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-        return next((t for t in complete if t.params == trial.params), None)
+    def model_config(self, config: TrialConfig) -> mc.ModelConfig:
+        """The trial's config.pbtxt: the model's template with the trial's knobs."""
+        serve_with = self._backend if self._source.onnx_file is not None else None
+        kind = mc.ModelInstanceGroup.KIND_GPU if self._gpu else mc.ModelInstanceGroup.KIND_CPU
+        tensorrt = PRECISIONS[config.precision].tensorrt
+        return apply_trial(
+            self._source.template, config, serve_with=serve_with, instance_kind=kind, tensorrt_precision=tensorrt
+        )
 
-    @staticmethod
-    def _reuse(trial: optuna.Trial, previous: optuna.trial.FrozenTrial) -> tuple[float, ...]:
-        """Record the earlier trial's figures instead of measuring the same configuration again."""
-        for key, value in previous.user_attrs.items():
-            if key not in ("baseline", "timings"):
-                trial.set_user_attr(key, value)
-        trial.set_user_attr("duplicate_of", previous.number)
-        for key, value in previous.constraints.items():
-            trial.set_constraint(key, value)
-        return tuple(previous.values)
-
-    def _run(self, trial: optuna.Trial, config: TrialConfig, trial_dir: Path, timings: dict[str, float]) -> list[dict]:
-        model_name = self._spec.model.name
+    def _run(self, trial: optuna.Trial, config: TrialConfig, timings: dict[str, float]) -> list[dict]:
+        trial_dir = self._dir / "trials" / str(trial.number)
+        trial_dir.mkdir(parents=True, exist_ok=True)
+        name = self._source.name
         with _timed(timings, "build_s"):
-            artifact = self.artifacts.build(config.precision)
-            model = build_model_config(
-                model_name,
-                list(artifact.inputs),
-                list(artifact.outputs),
-                config,
-                backend=self._backend,
-                gpu=self._gpu,
-                tensorrt_precision=TENSORRT_PRECISIONS.get(config.precision),
-            )
-            repository = write_model_repository(trial_dir / "repository", model, artifact.path)
-            (trial_dir / "config.pbtxt").write_text(to_pbtxt(model))
-        if artifact.cosine_similarity is not None:
+            artifact = self.artifacts.build(config.precision) if self.artifacts is not None else None
+            model = self.model_config(config)
+            write_atomic(trial_dir / "config.pbtxt", to_pbtxt(model))
+        if artifact is not None and artifact.cosine_similarity is not None:
             self._record_accuracy(trial, config.precision, artifact.max_abs_error, artifact.cosine_similarity)
 
-        data = self._spec.model.example_inputs
-        inputs = self.artifacts.sample_inputs(artifact.inputs, data.batch_size, data.seed)
-        outputs = [tensor.name for tensor in artifact.outputs]
+        def write(repository: Path, served: str) -> Path:
+            named = mc.ModelConfig()
+            named.CopyFrom(model)
+            named.name = served
+            return write_model(repository, self._source, named, artifact.path if artifact is not None else None)
+
         labels = {LABEL_STUDY: self._loaded.name, LABEL_TRIAL: str(trial.number)}
-        log_path = trial_dir / "server.log"
         with _timed(timings, "start_s"):
-            server = self._launcher.start(repository, model_name, log_path, labels)
-        with server:
+            server, served = self.servers.serve(write, trial_dir, labels, name)
+        workload = dataclasses.replace(self.workload, model_name=served)
+        failed = True
+        try:
             if "server_version" not in trial.study.user_attrs:
                 trial.study.set_user_attr("server_version", server_metadata(server.endpoints).get("version"))
             try:
-                if artifact.cosine_similarity is None:  # TensorRT: only the server knows its numbers
-                    produced = served_outputs(server.endpoints, model_name, self.artifacts.accuracy_sample(),
-                                              outputs, config.max_batch_size)
+                if artifact is not None and artifact.cosine_similarity is None:  # TensorRT: measured as served
+                    produced = served_outputs(server.endpoints, workload, self.artifacts.accuracy_feeds())
                     self._record_accuracy(trial, config.precision, *self.artifacts.compare(produced))
                 with _timed(timings, "measure_s"):
                     results = [
-                        measure(server.endpoints, config.protocol, model_name, inputs, outputs, level, self._spec.load)
+                        measure(server.endpoints, config.protocol, workload, level, self._spec.load, self._analyzer)
                         for level in self._spec.load.concurrency
                     ]
             except TrialError as exc:
                 if not server.alive():
-                    raise TrialError(f"{exc}; the server died: {failure_reason(log_path.read_text())}") from None
+                    raise server.failure(str(exc)) from None
                 raise
+            failed = False
+        finally:
             with _timed(timings, "stop_s"):
-                server.stop()
+                self.servers.retire(server, trial_dir, served, failed)
         return [result.as_dict() for result in results]
 
 
 def choose_backend(loaded: LoadedSpec, launcher: Launcher) -> str:
-    wanted = loaded.spec.server.backend
+    """The backend that serves the model, or SpecError when the launcher's server lacks it."""
+    source, wanted = loaded.model, loaded.spec.server.backend
+    available = launcher.backends
+    if source.onnx_file is None:  # a folder of another format: its own backend, nothing else
+        needed = source.backend
+        if needed not in available:
+            raise SpecError(
+                f"{loaded.path}: model.source.repository: the model needs Triton's {needed} backend, which "
+                f"{launcher.describe()} lacks (it has: {', '.join(sorted(available)) or 'none'})",
+                hint=f"use server.launcher: docker with NVIDIA's image (nvcr.io/nvidia/tritonserver:<yy.mm>-py3), "
+                f"which has the {needed} backend, or a server.tritonserver built with it",
+            )
+        return needed
     backend = wanted
     if wanted == "auto":
-        backend = "onnxruntime" if launcher.has_onnxruntime_backend else "python"
-    elif wanted == "onnxruntime" and not launcher.has_onnxruntime_backend:
-        raise SweeperError(
-            "server.backend is onnxruntime but this server has no onnxruntime backend",
-            hint="use backend: python (ONNX Runtime inside Triton's python backend) or a Triton build with it",
+        backend = "onnxruntime" if "onnxruntime" in available else "python"
+    if backend not in available:
+        raise SpecError(
+            f"{loaded.path}: server.backend: {backend} is not among the backends of {launcher.describe()} "
+            f"({', '.join(sorted(available)) or 'none'})",
+            hint="use backend: auto, or a Triton build with the onnxruntime backend (NVIDIA's image)",
         )
-    tensorrt = sorted(set(loaded.spec.search_space.precision) & set(TENSORRT_PRECISIONS))
+    tensorrt = sorted(p for p in loaded.space["precision"] if PRECISIONS[p].tensorrt)
     if tensorrt and (backend != "onnxruntime" or not launcher.has_gpu):
         raise SweeperError(
             f"search_space.precision {tensorrt} needs Triton's onnxruntime backend on a GPU "
@@ -304,37 +587,67 @@ def choose_backend(loaded: LoadedSpec, launcher: Launcher) -> str:
     return backend
 
 
-def run_study(
-    loaded: LoadedSpec,
-    launcher: Launcher,
-    directory: Path,
-    storage: optuna.storages.RDBStorage,
-    on_trial_end: Callable[[optuna.Study, optuna.trial.FrozenTrial], None] | None = None,
-) -> optuna.Study:
-    """Run the trials that the study still lacks (``study.trials`` counts finished ones).
-
-    The launcher must have passed ``preflight`` (the CLI also removes leftovers first)."""
-    backend = choose_backend(loaded, launcher)
-    study = open_study(loaded, storage)
-    for key, value in {
+def store_study_facts(study: optuna.Study, loaded: LoadedSpec, backend: str, gpu: bool, generator: str) -> None:
+    """What report and export need later, on the study itself (study.db is self-contained)."""
+    facts = {
+        "objectives": [o.column for o in loaded.spec.objectives],
         "backend": backend,
-        "gpu": launcher.has_gpu,
+        "gpu": gpu,
         "launcher": loaded.spec.server.launcher,
-        "model": loaded.spec.model.name,
+        "model": loaded.model.name,
+        "source": loaded.model.facts(),
         "spec": str(loaded.path),
-        # What the report needs to time the model in-process with the same kind of data.
-        "inputs": [i.model_dump() for i in loaded.spec.model.inputs or []],
-        "input_range": [loaded.spec.model.example_inputs.low, loaded.spec.model.example_inputs.high],
-    }.items():
-        study.set_user_attr(key, value)
-    finished = optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL
-    remaining = loaded.spec.study.trials - len(study.get_trials(deepcopy=False, states=finished))
-    if remaining <= 0:
-        return study
-    runner = TrialRunner(loaded, launcher, directory, backend)
-    # With a shared storage other workers add trials too: stop when the study has them all.
-    callbacks = [optuna.study.MaxTrialsCallback(loaded.spec.study.trials, states=finished)]
-    if on_trial_end is not None:
-        callbacks.append(on_trial_end)
-    study.optimize(runner, n_trials=remaining, catch=(TrialError,), callbacks=callbacks, gc_after_trial=False)
-    return study
+        "generator": generator,
+    }
+    for key, value in facts.items():
+        if study.user_attrs.get(key) != value:
+            study.set_user_attr(key, value)
+
+
+def run_study(
+    study: optuna.Study,
+    loaded: LoadedSpec,
+    runner: TrialRunner | None,
+    storage: optuna.storages.RDBStorage,
+    *,
+    exclusive: bool,
+    on_trial_end: Callable[[optuna.Study, FrozenTrial], None] | None = None,
+    objective: Callable[[optuna.Trial], Any] | None = None,
+) -> tuple[optuna.Study, str]:
+    """Run trials until the study has ``study.trials`` counted ones (other workers' included);
+    returns the study and why it stopped: ``done`` or ``exhausted`` (every configuration of the
+    space is taken). ``objective`` replaces the runner (the search benchmark replays a table)."""
+    fail_abandoned(study, storage, exclusive)
+    requeue_interrupted(study)
+    enqueue_baseline(study, loaded.baseline)
+    target = loaded.spec.study.trials
+    callbacks = [on_trial_end] if on_trial_end is not None else []
+    heartbeat = loaded.spec.study.heartbeat_s
+    while True:
+        trials = study.get_trials(deepcopy=False)
+        done = counted(trials)
+        if done >= target:
+            return study, "done"
+        taken = taken_configs(trials)
+        if len(taken) >= loaded.space_size:
+            if any(kind_of(t) == "running" for t in trials):
+                time.sleep(heartbeat)  # another worker measures the last ones: wait for its verdict
+                fail_abandoned(study, storage, exclusive=False)
+                requeue_interrupted(study)
+                continue
+            return study, "exhausted"
+        running = sum(kind_of(t) == "running" for t in trials)
+        waiting = any(t.state == TrialState.WAITING for t in trials)
+        if not waiting and done + running >= target:
+            time.sleep(heartbeat)  # the rest is being measured elsewhere: wait, and re-run what dies
+            fail_abandoned(study, storage, exclusive=False)
+            requeue_interrupted(study)
+            continue
+        study.optimize(
+            objective or runner,
+            n_trials=1,
+            catch=(TrialError, DuplicateProposal),
+            callbacks=callbacks,
+            gc_after_trial=False,
+        )
+        requeue_interrupted(study)

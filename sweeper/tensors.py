@@ -1,4 +1,8 @@
-"""Tensor descriptions and sample data shared by the artifact, config and load stages."""
+"""Tensor descriptions shared by the artifact, config and load stages.
+
+A model's inputs and outputs come from its ONNX graph or its config.pbtxt; both are turned
+into ``TensorSpec`` (Triton datatype names, per-sample shape, -1 for a variable dimension).
+"""
 
 from __future__ import annotations
 
@@ -6,8 +10,9 @@ import dataclasses
 
 import numpy as np
 import onnx
+from tritonclient.grpc import model_config_pb2 as mc
 
-# Triton datatype name -> numpy dtype, and ONNX element type -> Triton datatype name.
+# Triton datatype name -> numpy dtype. BYTES (config.pbtxt's TYPE_STRING) holds byte strings.
 NUMPY_DTYPES: dict[str, type] = {
     "FP32": np.float32,
     "FP16": np.float16,
@@ -16,9 +21,15 @@ NUMPY_DTYPES: dict[str, type] = {
     "INT32": np.int32,
     "INT16": np.int16,
     "INT8": np.int8,
+    "UINT64": np.uint64,
+    "UINT32": np.uint32,
+    "UINT16": np.uint16,
     "UINT8": np.uint8,
     "BOOL": np.bool_,
+    "BYTES": np.object_,
 }
+DATATYPES = tuple(NUMPY_DTYPES)
+
 _FROM_ONNX = {
     onnx.TensorProto.FLOAT: "FP32",
     onnx.TensorProto.FLOAT16: "FP16",
@@ -27,8 +38,12 @@ _FROM_ONNX = {
     onnx.TensorProto.INT32: "INT32",
     onnx.TensorProto.INT16: "INT16",
     onnx.TensorProto.INT8: "INT8",
+    onnx.TensorProto.UINT64: "UINT64",
+    onnx.TensorProto.UINT32: "UINT32",
+    onnx.TensorProto.UINT16: "UINT16",
     onnx.TensorProto.UINT8: "UINT8",
     onnx.TensorProto.BOOL: "BOOL",
+    onnx.TensorProto.STRING: "BYTES",
 }
 
 
@@ -40,9 +55,23 @@ class TensorSpec:
     datatype: str
     shape: tuple[int, ...]
 
+    @property
+    def variable(self) -> bool:
+        """Whether some dimension is only known from the data (-1)."""
+        return -1 in self.shape
 
-def onnx_io(model: onnx.ModelProto) -> tuple[list[TensorSpec], list[TensorSpec]]:
-    """Inputs and outputs of an ONNX graph whose first axis is the batch axis."""
+    def as_dict(self) -> dict:
+        """JSON-ready form, as stored on the study."""
+        return {"name": self.name, "datatype": self.datatype, "shape": list(self.shape)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TensorSpec:
+        """The inverse of ``as_dict``."""
+        return cls(data["name"], data["datatype"], tuple(data["shape"]))
+
+
+def onnx_io(model: onnx.ModelProto, *, batched: bool = True) -> tuple[list[TensorSpec], list[TensorSpec]]:
+    """Inputs and outputs of an ONNX graph; with ``batched`` its first axis is the batch axis."""
     initializers = {i.name for i in model.graph.initializer}
 
     def describe(value: onnx.ValueInfoProto) -> TensorSpec:
@@ -51,26 +80,28 @@ def onnx_io(model: onnx.ModelProto) -> tuple[list[TensorSpec], list[TensorSpec]]
         datatype = _FROM_ONNX.get(tensor.elem_type)
         if datatype is None:
             raise ValueError(f"tensor '{value.name}' has an unsupported ONNX element type {tensor.elem_type}")
-        return TensorSpec(value.name, datatype, tuple(dims[1:]))
+        return TensorSpec(value.name, datatype, tuple(dims[1:] if batched else dims))
 
     inputs = [describe(v) for v in model.graph.input if v.name not in initializers]
     outputs = [describe(v) for v in model.graph.output]
     return inputs, outputs
 
 
-def generate_inputs(
-    inputs: list[TensorSpec], batch_size: int, *, low: float, high: float, seed: int
-) -> dict[str, np.ndarray]:
-    """Random inputs of shape [batch_size, *shape]: uniform floats, integers in [low, high)."""
-    rng = np.random.default_rng(seed)
-    arrays = {}
-    for tensor in inputs:
-        shape = (batch_size, *tensor.shape)
-        dtype = NUMPY_DTYPES[tensor.datatype]
-        if tensor.datatype == "BOOL":
-            arrays[tensor.name] = rng.random(shape) < 0.5
-        elif np.issubdtype(dtype, np.integer):
-            arrays[tensor.name] = rng.integers(int(low), max(int(high), int(low) + 1), shape).astype(dtype)
-        else:
-            arrays[tensor.name] = rng.uniform(low, high, shape).astype(dtype)
-    return arrays
+def config_datatype(data_type: int) -> str:
+    """config.pbtxt's ``TYPE_FP32`` -> ``FP32``; ``TYPE_STRING`` -> ``BYTES`` (the wire name)."""
+    name = mc.DataType.Name(data_type).removeprefix("TYPE_")
+    return "BYTES" if name == "STRING" else name
+
+
+def config_io(model: mc.ModelConfig) -> tuple[list[TensorSpec], list[TensorSpec]]:
+    """Inputs and outputs as config.pbtxt declares them (per-sample dims when it batches)."""
+
+    def describe(tensor) -> TensorSpec:
+        return TensorSpec(tensor.name, config_datatype(tensor.data_type), tuple(tensor.dims))
+
+    return [describe(t) for t in model.input], [describe(t) for t in model.output]
+
+
+def dtype_of(datatype: str) -> np.dtype:
+    """The numpy dtype that carries a Triton datatype."""
+    return np.dtype(NUMPY_DTYPES[datatype])

@@ -1,4 +1,4 @@
-"""The launcher interface: start one Triton server for one trial, stop it without leftovers."""
+"""The launcher interface: start a Triton server, load models into it, stop it without leftovers."""
 
 from __future__ import annotations
 
@@ -11,11 +11,15 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from sweeper.errors import TrialError
 
-_POLL_S = 0.1
+if TYPE_CHECKING:
+    from sweeper.spec import ServerSpec
+
+_POLL_S = 0.05
+_LOG_LINES = 5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,15 +32,29 @@ class Endpoints:
 
 
 class Server(abc.ABC):
-    """A running, ready Triton server. ``stop`` is idempotent; leaving the ``with`` calls it."""
+    """A running, ready Triton server. ``stop`` is idempotent; leaving the ``with`` calls it.
+
+    A server started for a model (``Launcher.start(..., model_name=M)``) serves it as loaded;
+    one started without a model (explicit model control) gets models through ``load``."""
 
     endpoints: Endpoints
 
     @abc.abstractmethod
-    def alive(self) -> bool: ...
+    def alive(self) -> bool:
+        """Whether the server process (or container) still runs."""
 
     @abc.abstractmethod
-    def stop(self) -> None: ...
+    def stop(self) -> None:
+        """Stop the server and everything it started; nothing is left behind."""
+
+    @abc.abstractmethod
+    def exit_reason(self) -> str | None:
+        """How the server ended (``exited with status 1``, ``killed by signal 9 (SIGKILL)``), or
+        None while it runs."""
+
+    @abc.abstractmethod
+    def log_text(self) -> str:
+        """The server's log so far."""
 
     def __enter__(self) -> Server:
         return self
@@ -44,9 +62,57 @@ class Server(abc.ABC):
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
+    def failure(self, what: str, log_from: int = 0) -> TrialError:
+        """A TrialError for ``what`` went wrong, with how the server ended (if it did) and the
+        error lines its log has after offset ``log_from``."""
+        parts = [what]
+        reason = self.exit_reason()
+        if reason is not None:
+            parts.append(f"the server {reason}")
+        errors = error_lines(self.log_text()[log_from:])
+        if errors:
+            parts.append(errors)
+        return TrialError("; ".join(parts))
+
+    def load(self, model_name: str, timeout_s: float) -> None:
+        """Load (or reload, with its new config and files) a model: Triton's repository API."""
+        url = f"http://{self.endpoints.http}/v2/repository/models/{model_name}/load"
+        log_from = len(self.log_text())
+        try:
+            _post(url, timeout_s)
+        except urllib.error.HTTPError as exc:
+            message = _error_message(exc)
+            raise self.failure(f"loading the model failed: {message}", log_from) from None
+        except (urllib.error.URLError, OSError) as exc:
+            raise self.failure(f"loading the model failed: {exc}", log_from) from None
+
+    def unload(self, model_name: str, timeout_s: float) -> None:
+        """Unload a model and wait until Triton no longer lists it as ready."""
+        _post(f"http://{self.endpoints.http}/v2/repository/models/{model_name}/unload", timeout_s)
+
+
+def _post(url: str, timeout_s: float) -> None:
+    request = urllib.request.Request(url, data=b"{}", method="POST", headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=timeout_s):
+        pass
+
+
+def _error_message(exc: urllib.error.HTTPError) -> str:
+    try:
+        return json.loads(exc.read()).get("error", str(exc))
+    except (ValueError, OSError):
+        return str(exc)
+
 
 class Launcher(abc.ABC):
-    """How a trial gets its Triton: a local process (``local``) or a container (``docker``)."""
+    """How a sweep gets its Triton: a local process (``local``) or a container (``docker``)."""
+
+    name: ClassVar[str]
+
+    @classmethod
+    @abc.abstractmethod
+    def from_spec(cls, server: ServerSpec, workdir: Path) -> Launcher:
+        """The launcher a spec's ``server:`` block describes; ``workdir`` is the study folder."""
 
     @abc.abstractmethod
     def preflight(self) -> None:
@@ -54,26 +120,44 @@ class Launcher(abc.ABC):
 
     @property
     @abc.abstractmethod
-    def has_gpu(self) -> bool: ...
+    def has_gpu(self) -> bool:
+        """Whether servers get a GPU (instances KIND_GPU, INT8 calibrated for it)."""
 
     @property
     @abc.abstractmethod
-    def has_onnxruntime_backend(self) -> bool: ...
+    def backends(self) -> frozenset[str]:
+        """The Triton backends the server has (``python``, ``onnxruntime``, ...)."""
 
     @abc.abstractmethod
-    def start(self, repository: Path, model_name: str, log_path: Path, labels: dict[str, str]) -> Server:
-        """Start a server on ``repository`` and return it once ``model_name`` is ready.
+    def start(
+        self,
+        repository: Path,
+        log_path: Path,
+        labels: dict[str, str],
+        *,
+        model_name: str | None,
+        complete_config: bool = False,
+    ) -> Server:
+        """Start a server on ``repository`` and return it once ready.
 
-        Raises ``TrialError`` with the server log's relevant lines when the server dies or is not
-        ready in time; nothing is left running in that case.
+        With ``model_name`` the repository's models load at start and the server is ready when
+        that model is; with None the server starts empty (explicit model control) for ``load``.
+        ``complete_config``: the configs declare everything, Triton need not auto-complete them.
+        Raises ``TrialError`` with how the server ended and its log's error lines when it dies
+        or is not ready in time; nothing is left running in that case.
         """
 
     def remove_leftovers(self, labels: dict[str, str]) -> int:
         """Remove servers that a crashed earlier run with these labels left; returns how many."""
         return 0
 
+    def describe(self) -> str:
+        """Where servers run, for messages (``the local launcher's server``)."""
+        return f"the {self.name} launcher's server"
+
 
 def free_port(address: str) -> int:
+    """A TCP port nothing listens on now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((address, 0))
         return sock.getsockname()[1]
@@ -84,20 +168,23 @@ def connect_address(address: str) -> str:
     return "127.0.0.1" if address in ("0.0.0.0", "") else address
 
 
-def wait_until_ready(
-    endpoints: Endpoints,
-    model_name: str,
-    *,
-    alive: Callable[[], bool],
-    read_log: Callable[[], str],
-    timeout_s: float,
-) -> None:
-    """Poll readiness; connection errors mean "not yet", a dead server means "never"."""
+def server_options(model_name: str | None, complete_config: bool) -> list[str]:
+    """Tritonserver arguments: load everything at start, or nothing (explicit model control);
+    with ``complete_config`` no auto-completion of configs (whose python-backend stub costs
+    about a second per load: it ends with a one-second health check)."""
+    control = [] if model_name is not None else ["--model-control-mode=explicit"]
+    return control + (["--disable-auto-complete-config"] if complete_config else [])
+
+
+def wait_until_ready(server: Server, model_name: str | None, *, timeout_s: float) -> None:
+    """Poll readiness (the model's, or the server's); connection errors mean "not yet", a dead
+    server means "never"."""
+    path = f"/v2/models/{model_name}/ready" if model_name is not None else "/v2/health/ready"
+    url = f"http://{server.endpoints.http}{path}"
     deadline = time.monotonic() + timeout_s
-    url = f"http://{endpoints.http}/v2/models/{model_name}/ready"
     while True:
-        if not alive():
-            raise TrialError(f"the server exited before it was ready: {failure_reason(read_log())}")
+        if not server.alive():
+            raise server.failure("the server exited before it was ready")
         try:
             with urllib.request.urlopen(url, timeout=2) as response:
                 if response.status == 200:
@@ -105,30 +192,50 @@ def wait_until_ready(
         except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
             pass
         if time.monotonic() > deadline:
-            raise TrialError(f"the server was not ready after {timeout_s:g} s: {failure_reason(read_log())}")
+            raise server.failure(f"the server was not ready after {timeout_s:g} s")
         time.sleep(_POLL_S)
 
 
-# Triton's glog lines: E = error, W = warning; "E1127 16:05:01.123 ...] message".
-_ERROR_LINE = re.compile(r"^E\d{4} [\d:.]+\s+\d+\s+\S+\]\s*(.*)$")
+# Triton's glog error lines ("E1127 16:05:01.123456 1234 file.cc:42] message") and its fatal
+# messages ("error: creating server: ...").
+_ERROR_LINE = re.compile(r"^(?:E\d{4} [\d:.]+\s+\d+\s+\S+\]\s*|error: )(.*)$")
+# What a server without a GPU logs as errors at every start: noise, not the trial's failure.
+_NOISE = re.compile(r"NVML|DCGM|CudaDriverHelper|Unable to get CUDA|cudaGetDeviceCount|CUDA driver")
 
 
-def failure_reason(log: str, limit: int = 5) -> str:
-    """The server's error lines (or the log's tail when it has none), on one line."""
-    lines = log.splitlines()
-    errors = [m.group(1) for m in map(_ERROR_LINE.match, lines) if m]
-    picked = errors[-limit:] if errors else [line for line in lines if line.strip()][-limit:]
-    return " | ".join(line.strip() for line in picked) or "(the server log is empty)"
+def error_lines(log: str, limit: int = _LOG_LINES) -> str:
+    """The last error lines of a Triton log on one line, or "" (start-up noise is not a reason)."""
+    errors = [m.group(1).strip().strip('"') for m in map(_ERROR_LINE.match, log.splitlines()) if m]
+    return " | ".join([e for e in errors if not _NOISE.search(e)][-limit:])
 
 
-def server_metadata(endpoints: Endpoints) -> dict:
+def describe_exit(status: int) -> str:
+    """``exited with status N`` or ``was killed by signal N (NAME)`` for a process's status."""
+    import signal
+
+    if status < 0:
+        try:
+            name = signal.Signals(-status).name
+        except ValueError:
+            name = "?"
+        return f"was killed by signal {-status} ({name})"
+    return f"exited with status {status}"
+
+
+def server_metadata(endpoints: Endpoints) -> dict[str, Any]:
     """Triton's name, version and extensions (GET /v2)."""
     with urllib.request.urlopen(f"http://{endpoints.http}/v2", timeout=10) as response:
         return json.load(response)
 
 
-def server_statistics(endpoints: Endpoints, model_name: str) -> dict:
+def server_statistics(endpoints: Endpoints, model_name: str) -> dict[str, Any]:
     """The model's cumulative statistics from Triton's HTTP statistics extension."""
     url = f"http://{endpoints.http}/v2/models/{model_name}/stats"
     with urllib.request.urlopen(url, timeout=10) as response:
         return json.load(response)["model_stats"][0]
+
+
+def model_config(endpoints: Endpoints, model_name: str) -> dict[str, Any]:
+    """The config Triton loaded for a model (JSON, as the server sees it)."""
+    with urllib.request.urlopen(f"http://{endpoints.http}/v2/models/{model_name}/config", timeout=10) as response:
+        return json.load(response)

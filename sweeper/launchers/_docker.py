@@ -1,4 +1,4 @@
-"""The docker launcher: one Triton container per trial, through the Docker engine's API."""
+"""The docker launcher: Triton in a container, through the Docker engine's API."""
 
 from __future__ import annotations
 
@@ -9,25 +9,40 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-import docker
 import docker.errors
 import docker.types
 
+import docker
 from sweeper.errors import SweeperError, TrialError
-from sweeper.launchers._base import Endpoints, Launcher, Server, connect_address, free_port, wait_until_ready
-from sweeper.spec import DockerSpec, ServerSpec
+from sweeper.launchers._base import (
+    Endpoints,
+    Launcher,
+    Server,
+    connect_address,
+    describe_exit,
+    free_port,
+    server_options,
+    wait_until_ready,
+)
+from sweeper.launchers._watchdog import watchdog
+
+if TYPE_CHECKING:
+    from sweeper.spec import DockerSpec, ServerSpec
 
 _CONTAINER_REPOSITORY = "/models"
 _PORTS = (8000, 8001, 8002)  # Triton's HTTP, gRPC and metrics ports inside the container
-_STOP_GRACE_S = 10
 _DEFAULT_BACKENDS = "/opt/tritonserver/backends"
 # Which sweeper process created a container: "<host>:<pid>".
 LABEL_OWNER = "triton-sweeper.owner"
-_OWNER = f"{socket.gethostname()}:{os.getpid()}"
 
 
-def _owner_alive(container) -> bool:
+def _owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _owner_alive(container: Any) -> bool:
     host, _, pid = container.labels.get(LABEL_OWNER, "").rpartition(":")
     if host != socket.gethostname() or not pid.isdigit() or int(pid) == os.getpid():
         return False
@@ -40,39 +55,76 @@ def _owner_alive(container) -> bool:
     return True
 
 
+def connect(base_url: str | None) -> docker.DockerClient:
+    """A client of the Docker engine; unreachable is a SweeperError that says how to fix it."""
+    where = base_url or "DOCKER_HOST or unix:///var/run/docker.sock"
+    try:
+        client = docker.DockerClient(base_url=base_url) if base_url else docker.from_env()
+        client.ping()
+    except docker.errors.DockerException as exc:
+        permission = "ermission denied" in str(exc)
+        raise SweeperError(
+            f"cannot reach the Docker engine at {where}: {short(exc)}",
+            hint="add your user to the 'docker' group (or run as root)"
+            if permission
+            else "start the engine (dockerd / systemctl start docker), or set server.docker.base_url or DOCKER_HOST",
+        ) from None
+    return client
+
+
+def ensure_image(client: docker.DockerClient, image: str, policy: str, key: str) -> None:
+    """Have ``image`` locally, pulling it per ``policy`` (never | missing | always)."""
+    try:
+        client.images.get(image)
+        present = True
+    except docker.errors.ImageNotFound:
+        present = False
+    if policy == "always" or (policy == "missing" and not present):
+        try:
+            client.images.pull(image)
+        except docker.errors.DockerException as exc:
+            raise SweeperError(
+                f"pulling {image} failed: {short(exc)}",
+                hint=f"check the name and your registry login (docker login), or docker pull {image} "
+                f"yourself and set {key}.pull: never",
+            ) from None
+    elif not present:
+        raise SweeperError(
+            f"the image {image} is not present and {key}.pull is 'never'",
+            hint=f"docker pull {image}, or set {key}.pull: missing",
+        )
+
+
+def read_only_volumes(volumes: dict[str, str]) -> dict[str, dict[str, str]]:
+    """The docker SDK's volume mapping for ``{host path: container path}``, read-only."""
+    return {host: {"bind": inside, "mode": "ro"} for host, inside in volumes.items()}
+
+
 class DockerLauncher(Launcher):
     """Runs ``server.docker.image``; with ``network: host`` the ports are chosen on the host's
     loopback, otherwise Triton's ports are published on 127.0.0.1 only."""
 
-    def __init__(self, server: ServerSpec) -> None:
-        self._server = server
-        self._spec: DockerSpec = server.docker or DockerSpec()
+    name = "docker"
+
+    def __init__(self, settings: DockerSpec, *, address: str = "127.0.0.1", startup_timeout_s: float = 120.0) -> None:
+        self._spec = settings
+        self._address = address
+        self._timeout = startup_timeout_s
         self._client: docker.DockerClient | None = None
+
+    @classmethod
+    def from_spec(cls, server: ServerSpec, workdir: Path) -> DockerLauncher:
+        """The launcher a spec's ``server:`` block describes (the spec fills in ``docker:``)."""
+        return cls(server.docker, address=server.address, startup_timeout_s=server.startup_timeout_s)
 
     @property
     def client(self) -> docker.DockerClient:
         if self._client is None:
-            self._client = self._connect()
+            self._client = connect(self._spec.base_url)
         return self._client
 
-    def _connect(self) -> docker.DockerClient:
-        where = self._spec.base_url or "DOCKER_HOST or unix:///var/run/docker.sock"
-        try:
-            client = (
-                docker.DockerClient(base_url=self._spec.base_url) if self._spec.base_url else docker.from_env()
-            )
-            client.ping()
-        except docker.errors.DockerException as exc:
-            permission = "ermission denied" in str(exc)
-            raise SweeperError(
-                f"cannot reach the Docker engine at {where}: {_short(exc)}",
-                hint="add your user to the 'docker' group (or run as root)" if permission
-                else "start the engine (dockerd / systemctl start docker), or set server.docker.base_url or DOCKER_HOST",
-            ) from None
-        return client
-
     def preflight(self) -> None:
-        self._ensure_image()
+        ensure_image(self.client, self._spec.image, self._spec.pull, "server.docker")
         if self.has_gpu:
             runtimes = self.client.info().get("Runtimes", {})
             if "nvidia" not in runtimes:
@@ -82,47 +134,26 @@ class DockerLauncher(Launcher):
                     hint="install the NVIDIA Container Toolkit and restart dockerd, or set server.docker.gpus: none",
                 )
 
-    def _ensure_image(self) -> None:
-        image, policy = self._spec.image, self._spec.pull
-        present = True
-        try:
-            self.client.images.get(image)
-        except docker.errors.ImageNotFound:
-            present = False
-        if policy == "always" or (policy == "missing" and not present):
-            try:
-                self.client.images.pull(image)
-            except docker.errors.DockerException as exc:
-                raise SweeperError(
-                    f"pulling {image} failed: {_short(exc)}",
-                    hint=f"check the name and your registry login (docker login), or docker pull {image} "
-                    "yourself and set server.docker.pull: never",
-                ) from None
-        elif not present:
-            raise SweeperError(
-                f"the image {image} is not present and server.docker.pull is 'never'",
-                hint=f"docker pull {image}, or set server.docker.pull: missing",
-            )
-
     @property
     def has_gpu(self) -> bool:
         return self._spec.gpus != "none"
 
     @functools.cached_property
-    def has_onnxruntime_backend(self) -> bool:
-        """Whether the image has Triton's onnxruntime backend (NVIDIA's images do)."""
+    def backends(self) -> frozenset[str]:
+        """The backends folder of the image (NVIDIA's images have onnxruntime, pytorch, ...)."""
         folder = self._spec.backend_directory or _DEFAULT_BACKENDS
         listing = self.client.containers.run(
-            self._spec.image, ["ls", folder], remove=True, volumes=self._volumes(), environment=self._spec.env,
+            self._spec.image,
+            ["ls", folder],
+            remove=True,
+            volumes=read_only_volumes(self._spec.volumes),
+            environment=self._spec.env,
             network_mode="none",
         )
-        return "onnxruntime" in listing.decode().split()
+        return frozenset(listing.decode().split())
 
-    def _volumes(self, repository: Path | None = None) -> dict[str, dict[str, str]]:
-        volumes = {host: {"bind": inside, "mode": "ro"} for host, inside in self._spec.volumes.items()}
-        if repository is not None:
-            volumes[str(repository.resolve())] = {"bind": _CONTAINER_REPOSITORY, "mode": "ro"}
-        return volumes
+    def describe(self) -> str:
+        return f"the docker launcher's image {self._spec.image}"
 
     def remove_leftovers(self, labels: dict[str, str]) -> int:
         """Remove the labelled containers whose sweeper is gone. A container whose owner runs
@@ -133,12 +164,24 @@ class DockerLauncher(Launcher):
             container.remove(force=True)
         return len(stale)
 
-    def start(self, repository: Path, model_name: str, log_path: Path, labels: dict[str, str]) -> Server:
-        address = self._server.address
-        argv = [self._spec.tritonserver, f"--model-repository={_CONTAINER_REPOSITORY}", "--exit-timeout-secs=5"]
+    def start(
+        self,
+        repository: Path,
+        log_path: Path,
+        labels: dict[str, str],
+        *,
+        model_name: str | None,
+        complete_config: bool = False,
+    ) -> Server:
+        address = self._address
+        argv = [
+            self._spec.tritonserver,
+            f"--model-repository={_CONTAINER_REPOSITORY}",
+            *server_options(model_name, complete_config),
+        ]
         if self._spec.backend_directory:
             argv.append(f"--backend-directory={self._spec.backend_directory}")
-        options: dict = {}
+        options: dict[str, Any] = {}
         if self._spec.network == "host":
             ports = [free_port(address) for _ in _PORTS]
             host = connect_address(address)
@@ -157,29 +200,30 @@ class DockerLauncher(Launcher):
             options["device_requests"] = [
                 docker.types.DeviceRequest(count=-1 if ids is None else None, device_ids=ids, capabilities=[["gpu"]])
             ]
+        volumes = read_only_volumes(self._spec.volumes)
+        volumes[str(repository.resolve())] = {"bind": _CONTAINER_REPOSITORY, "mode": "ro"}
+        study, trial = labels.get("triton-sweeper.study", "x"), labels.get("triton-sweeper.trial", "x")
         container = self.client.containers.create(
             self._spec.image,
             argv,
-            name=f"sweeper-{labels.get('triton-sweeper.study', 'x')}-{labels.get('triton-sweeper.trial', 'x')}-"
-            f"{uuid.uuid4().hex[:6]}",
-            labels={**labels, LABEL_OWNER: _OWNER},
-            volumes=self._volumes(repository),
+            name=f"sweeper-{study}-{trial}-{uuid.uuid4().hex[:6]}",
+            labels={**labels, LABEL_OWNER: _owner()},
+            volumes=volumes,
             environment=self._spec.env,
             shm_size=self._spec.shm_size,
             ulimits=[docker.types.Ulimit(name=k, soft=v, hard=v) for k, v in self._spec.ulimits.items()],
             **options,
         )
-        server = _Container(container, Endpoints(*(f"{host}:{port}" for port in ports)), log_path)
+        guarded = f"{container.id} {self._spec.base_url or '-'}"
+        watchdog().add("container", guarded)
+        server = _Container(container, Endpoints(*(f"{host}:{port}" for port in ports)), log_path, guarded)
         try:
             container.start()
             server.stream_log()
-            wait_until_ready(
-                server.endpoints, model_name, alive=server.alive, read_log=server.log_text,
-                timeout_s=self._server.startup_timeout_s,
-            )
+            wait_until_ready(server, model_name, timeout_s=self._timeout)
         except docker.errors.APIError as exc:
             server.stop()
-            raise TrialError(f"the container did not start: {_short(exc)}") from None
+            raise TrialError(f"the container did not start: {short(exc)}") from None
         except BaseException:
             server.stop()
             raise
@@ -187,11 +231,12 @@ class DockerLauncher(Launcher):
 
 
 class _Container(Server):
-    def __init__(self, container, endpoints: Endpoints, log_path: Path) -> None:
+    def __init__(self, container: Any, endpoints: Endpoints, log_path: Path, guarded: str) -> None:
         self._container = container
         self.endpoints = endpoints
         self.id = container.id
         self._log_path = log_path
+        self._guarded = guarded
         self._log_thread: threading.Thread | None = None
         self._stopped = False
 
@@ -199,10 +244,13 @@ class _Container(Server):
         self._log_path.parent.mkdir(parents=True, exist_ok=True)
 
         def copy() -> None:
-            with open(self._log_path, "wb") as log:
-                for chunk in self._container.logs(stream=True, follow=True):
-                    log.write(chunk)
-                    log.flush()
+            try:
+                with open(self._log_path, "wb") as log:
+                    for chunk in self._container.logs(stream=True, follow=True):
+                        log.write(chunk)
+                        log.flush()
+            except (docker.errors.DockerException, OSError):
+                pass  # the container was removed while streaming: the log ends there
 
         self._log_thread = threading.Thread(target=copy, name=f"log-{self.id[:12]}", daemon=True)
         self._log_thread.start()
@@ -220,16 +268,24 @@ class _Container(Server):
             return False
         return self._container.status in ("created", "running")
 
+    def exit_reason(self) -> str | None:
+        try:
+            self._container.reload()
+        except docker.errors.NotFound:
+            return "was removed"
+        if self._container.status in ("created", "running"):
+            return None
+        state = self._container.attrs.get("State", {})
+        code = int(state.get("ExitCode", 0))
+        if state.get("OOMKilled"):
+            return "was killed: out of memory"
+        # A container whose process was killed by signal N exits with 128 + N.
+        return describe_exit(-(code - 128) if code > 128 else code)
+
     def stop(self) -> None:
-        """Stop (SIGTERM, then SIGKILL after the grace period) and remove the container."""
+        """Kill and remove the container (a trial's server has nothing to save)."""
         if self._stopped:
             return
-        try:
-            self._container.stop(timeout=_STOP_GRACE_S)
-        except docker.errors.APIError:
-            pass  # gone already, or stopping: the forced removal below settles it
-        if self._log_thread is not None:
-            self._log_thread.join(timeout=5)
         for attempt in range(3):
             try:
                 self._container.remove(force=True)
@@ -239,12 +295,16 @@ class _Container(Server):
             except docker.errors.APIError as exc:  # e.g. 409 "removal already in progress"
                 if attempt == 2:
                     raise SweeperError(
-                        f"could not remove container {self.id[:12]}: {_short(exc)}",
+                        f"could not remove container {self.id[:12]}: {short(exc)}",
                         hint=f"docker rm -f {self.id[:12]}",
                     ) from None
                 time.sleep(0.5)
+        if self._log_thread is not None:
+            self._log_thread.join(timeout=5)
+        watchdog().remove("container", self._guarded)
         self._stopped = True
 
 
-def _short(exc: Exception) -> str:
+def short(exc: Exception) -> str:
+    """The first line of an engine error, bounded."""
     return str(exc).splitlines()[0][:300]

@@ -1,4 +1,4 @@
-"""The local launcher: a tritonserver process per trial, in its own process group."""
+"""The local launcher: a tritonserver process in its own process group."""
 
 from __future__ import annotations
 
@@ -10,14 +10,29 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sweeper.errors import SweeperError
-from sweeper.launchers._base import Endpoints, Launcher, Server, connect_address, free_port, wait_until_ready
+from sweeper.launchers._base import (
+    Endpoints,
+    Launcher,
+    Server,
+    connect_address,
+    describe_exit,
+    free_port,
+    server_options,
+    wait_until_ready,
+)
+from sweeper.launchers._watchdog import remove_shm, watchdog
 
-_EXIT_TIMEOUT_S = 5
-_STOP_GRACE_S = 15.0
+if TYPE_CHECKING:
+    from sweeper.spec import ServerSpec
+
 _PR_SET_PDEATHSIG = 1
+_PR_SET_CHILD_SUBREAPER = 36
+_REAP_TIMEOUT_S = 10.0
 
 
 def pytriton_server_dir() -> Path | None:
@@ -35,12 +50,21 @@ def _die_with_parent() -> None:
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
+def _adopt_orphans() -> None:
+    """Become the subreaper of this process's descendants: a killed server's python stubs are
+    then reparented to the sweeper, which reaps them at once, instead of to PID 1, which in a
+    container may reap them seconds later."""
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 1)
+
+
 class LocalLauncher(Launcher):
     """Runs ``tritonserver`` from the nvidia-pytriton wheel (default) or a given binary.
 
     For the wheel's build, the python backend needs the stub for this interpreter beside it:
-    the launcher lays out a backend folder under ``workdir`` with links to the wheel's files.
+    preflight lays out a backend folder under ``workdir`` with links to the wheel's files.
     """
+
+    name = "local"
 
     def __init__(
         self,
@@ -64,6 +88,17 @@ class LocalLauncher(Launcher):
         elif self._binary is not None and self._backends is None:
             self._backends = self._binary.parent.parent / "backends"
 
+    @classmethod
+    def from_spec(cls, server: ServerSpec, workdir: Path) -> LocalLauncher:
+        """The launcher a spec's ``server:`` block describes."""
+        return cls(
+            workdir,
+            tritonserver=server.tritonserver,
+            backend_directory=server.backend_directory,
+            address=server.address,
+            startup_timeout_s=server.startup_timeout_s,
+        )
+
     def preflight(self) -> None:
         if self._binary is None or not self._binary.is_file():
             raise SweeperError(
@@ -72,7 +107,7 @@ class LocalLauncher(Launcher):
             )
         if self._links_backends:
             self._link_bundled_backends()
-        if not (self._backends / "python").is_dir() and not (self._backends / "onnxruntime").is_dir():
+        if not self.backends & {"python", "onnxruntime"}:
             raise SweeperError(
                 f"{self._backends} has neither the python nor the onnxruntime backend",
                 hint="set server.backend_directory to Triton's backends folder",
@@ -97,31 +132,51 @@ class LocalLauncher(Launcher):
         return listed.returncode == 0 and "GPU" in listed.stdout
 
     @property
-    def has_onnxruntime_backend(self) -> bool:
-        return (self._backends / "onnxruntime").is_dir()
+    def backends(self) -> frozenset[str]:
+        folder = self._backends
+        if folder is None or not folder.is_dir():
+            return frozenset()
+        return frozenset(p.name for p in folder.iterdir() if p.is_dir())
 
-    def start(self, repository: Path, model_name: str, log_path: Path, labels: dict[str, str]) -> Server:
+    def describe(self) -> str:
+        origin = "nvidia-pytriton's tritonserver" if self._bundled is not None else f"tritonserver {self._binary}"
+        return f"the local launcher's server ({origin})"
+
+    def start(
+        self,
+        repository: Path,
+        log_path: Path,
+        labels: dict[str, str],
+        *,
+        model_name: str | None,
+        complete_config: bool = False,
+    ) -> Server:
         ports = [free_port(self._address) for _ in range(3)]
         host = connect_address(self._address)
         endpoints = Endpoints(*(f"{host}:{port}" for port in ports))
+        # The python backend names its shared-memory regions with this prefix: ours to remove.
+        shm_prefix = f"sweeper_{os.getpid()}_{uuid.uuid4().hex[:8]}_"
         argv = [
             str(self._binary),
             f"--model-repository={repository}",
             f"--backend-directory={self._backends}",
+            f"--backend-config=python,shm-region-prefix-name={shm_prefix}",
             f"--http-address={self._address}",
             f"--http-port={ports[0]}",
             f"--grpc-address={self._address}",
             f"--grpc-port={ports[1]}",
             f"--metrics-address={self._address}",
             f"--metrics-port={ports[2]}",
-            # Load has stopped when a trial stops its server: no need for Triton's 30 s drain.
-            f"--exit-timeout-secs={int(_EXIT_TIMEOUT_S)}",
+            *server_options(model_name, complete_config),
         ]
         env = dict(os.environ)
         # The python-backend stub embeds Python: it finds this venv's packages through PATH.
         env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(self._backends / "python"), env.get("PYTHONPATH")]))
         log_path.parent.mkdir(parents=True, exist_ok=True)
+        guard = watchdog()
+        guard.add("shm", shm_prefix)
+        _adopt_orphans()
         with open(log_path, "wb") as log:
             process = subprocess.Popen(
                 argv,
@@ -132,15 +187,10 @@ class LocalLauncher(Launcher):
                 process_group=0,
                 preexec_fn=_die_with_parent,
             )
-        server = _LocalServer(process, endpoints)
+        guard.add("group", str(process.pid))
+        server = _LocalServer(process, endpoints, log_path, shm_prefix)
         try:
-            wait_until_ready(
-                endpoints,
-                model_name,
-                alive=server.alive,
-                read_log=lambda: log_path.read_text(errors="replace"),
-                timeout_s=self._timeout,
-            )
+            wait_until_ready(server, model_name, timeout_s=self._timeout)
         except BaseException:
             server.stop()
             raise
@@ -148,28 +198,48 @@ class LocalLauncher(Launcher):
 
 
 class _LocalServer(Server):
-    def __init__(self, process: subprocess.Popen, endpoints: Endpoints) -> None:
+    def __init__(self, process: subprocess.Popen, endpoints: Endpoints, log_path: Path, shm_prefix: str) -> None:
         self._process = process
         self.endpoints = endpoints
         self.pid = process.pid
+        self._log_path = log_path
+        self._shm_prefix = shm_prefix
+        self._stopped = False
 
     def alive(self) -> bool:
         return self._process.poll() is None
 
+    def exit_reason(self) -> str | None:
+        status = self._process.poll()
+        return None if status is None else describe_exit(status)
+
+    def log_text(self) -> str:
+        return self._log_path.read_text(errors="replace") if self._log_path.is_file() else ""
+
     def stop(self) -> None:
-        """SIGTERM to the whole group (server and python stubs), SIGKILL after a grace period."""
+        """SIGKILL to the whole group (server and python stubs), then its shared memory.
+
+        A trial's server holds nothing worth saving, and a graceful stop costs seconds: the
+        python backend checks each stub's health with a one-second sleep before ending it."""
+        if self._stopped:
+            return
         group = self._process.pid
-        _signal_group(group, signal.SIGTERM)
-        try:
-            self._process.wait(timeout=_STOP_GRACE_S)
-        except subprocess.TimeoutExpired:
-            _signal_group(group, signal.SIGKILL)
-            self._process.wait()
-        # Stubs can outlive the server for a moment; the group is gone only when they are.
-        deadline = time.monotonic() + _STOP_GRACE_S
-        while _signal_group(group, 0) and time.monotonic() < deadline:
-            time.sleep(0.05)
         _signal_group(group, signal.SIGKILL)
+        self._process.wait()
+        # The stubs, orphaned, are this process's children now (``_adopt_orphans``): reap them.
+        while True:
+            try:
+                os.waitpid(-group, 0)
+            except ChildProcessError:
+                break
+        deadline = time.monotonic() + _REAP_TIMEOUT_S
+        while _signal_group(group, 0) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        remove_shm(self._shm_prefix)
+        guard = watchdog()
+        guard.remove("group", str(group))
+        guard.remove("shm", self._shm_prefix)
+        self._stopped = True
 
 
 def _signal_group(group: int, sig: int) -> bool:

@@ -1,7 +1,7 @@
 """Stage 8: the report of a study folder: report.html, pareto.png, breakdown.png, summary.md.
 
 ``collect`` computes a frozen ``ReportInfo``; the renderers (plotly HTML, matplotlib PNG,
-Markdown) only draw it.
+Markdown) only draw it. Every file is written atomically.
 """
 
 from __future__ import annotations
@@ -10,17 +10,22 @@ from pathlib import Path
 
 import optuna
 
+from sweeper.files import atomic_path, write_atomic
 from sweeper.report._html import render_html
-from sweeper.report._info import ReportInfo, collect, knee
-from sweeper.report._png import render_pngs
+from sweeper.report._info import ReportInfo, collect
+from sweeper.report._png import render_breakdown, render_pareto
 from sweeper.report._summary import render_summary
 
-__all__ = ["ReportInfo", "collect", "knee", "write_report"]
+__all__ = ["ReportInfo", "collect", "write_report"]
 
 
 def write_report(study: optuna.Study, directory: Path) -> ReportInfo:
+    """Compute the report of ``study`` and write its four files into ``directory``."""
     info = collect(study, directory)
-    (directory / "report.html").write_text(render_html(info, study))
-    render_pngs(info, directory)
-    (directory / "summary.md").write_text(render_summary(info))
+    write_atomic(directory / "report.html", render_html(info))
+    with atomic_path(directory / "pareto.png") as temporary:
+        render_pareto(info, temporary)
+    with atomic_path(directory / "breakdown.png") as temporary:
+        render_breakdown(info, temporary)
+    write_atomic(directory / "summary.md", render_summary(info))
     return info

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import html
-import warnings
 
-import optuna
 import pandas as pd
 import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 
 from sweeper.report._info import BREAKDOWN_LABELS, BREAKDOWN_PARTS, PARETO_GROUPS, ReportInfo
-from sweeper.spec import KNOBS
+from sweeper.vocabulary import KNOBS, compute_ms
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 1200px; color: #222; }
@@ -22,28 +20,28 @@ th { background: #f3f3f3; } .note { color: #a60; }
 """
 
 
-def render_html(info: ReportInfo, study: optuna.Study) -> str:
+def render_html(info: ReportInfo) -> str:
+    """The report page."""
     sections = [f"<h1>triton-sweeper: {html.escape(info.study_name)}</h1>"]
     if info.running:
-        sections.append(f'<p class="note">{info.running} trial(s) still running: this report shows what is finished.</p>')
+        sections.append(
+            f'<p class="note">{info.running} trial(s) still running: this report shows what is finished.</p>'
+        )
     sections.append(_summary_paragraph(info))
     sections.append("<h2>Pareto front</h2>")
     if len(info.objectives) >= 2:
         sections.append(_figure(_pareto_figure(info), "pareto"))
     sections.append(f"<h2>Where the latency goes (concurrency {info.breakdown_concurrency}, mean per request)</h2>")
     sections.append(_figure(breakdown_figure(info), "breakdown"))
+    sections.append("<h2>Batching: measured average batch size (inferences per model execution)</h2>")
+    sections.append(_table(info.batching.reset_index(names="trial"), knobs_first=False))
     sections.append("<h2>Pareto trials</h2>")
     sections.append(_table(info.pareto.drop(columns=["state"], errors="ignore")))
-    if info.reference_point is not None:
+    if info.hypervolume_history is not None:
         sections.append("<h2>Hypervolume history</h2>")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # experimental in Optuna
-            figure = optuna.visualization.plot_hypervolume_history(study, info.reference_point)
-        sections.append(_figure(figure, "hypervolume"))
-    importance = _importance_figures(info, study)
-    if importance:
-        sections.append("<h2>Parameter importances</h2>")
-        sections.extend(importance)
+        sections.append(_figure(_hypervolume_figure(info), "hypervolume"))
+    sections.append("<h2>Parameter importances</h2>")
+    sections.extend(_importance_sections(info))
     sections.append("<h2>Failed and infeasible trials</h2>")
     sections.append(_table(info.problems) if not info.problems.empty else "<p>None.</p>")
     body = "\n".join(sections)
@@ -63,9 +61,11 @@ def _summary_paragraph(info: ReportInfo) -> str:
             parts.append(
                 f"{name} {html.escape(row['label'])}: p50 <b>{row['p50_ms']:.3g} ms</b> at concurrency "
                 f"{info.breakdown_concurrency} (queue {row['queue_ms']:.3g}, compute "
-                f"{row['compute_input_ms'] + row['compute_infer_ms'] + row['compute_output_ms']:.3g}, "
-                f"client/network {row['network_ms']:.3g} ms mean)."
+                f"{compute_ms(row):.3g}, client/network {row['network_ms']:.3g} ms mean; "
+                f"average batch {row['avg_batch_size']:.2f})."
             )
+    measured = ", ".join(f"{name}: {count} trial(s)" for name, count in sorted(info.generators.items()))
+    parts.append(f"Load generator: {html.escape(measured)}.")
     return f"<p>{' '.join(parts)}</p>"
 
 
@@ -74,17 +74,23 @@ def _pareto_figure(info: ReportInfo) -> go.Figure:
     each trial's five knobs on hover."""
     x, y = info.objectives[0], info.objectives[1]
     figure = go.Figure()
-    hover = "<br>".join(["trial %{customdata[0]}", *(f"{k}=%{{customdata[{i + 1}]}}" for i, k in enumerate(KNOBS)),
-                         f"{x}=%{{x:.4g}}", f"{y}=%{{y:.4g}}"]) + "<extra></extra>"
+    hover = "<br>".join(["trial %{customdata[0]}", "%{customdata[1]}", f"{x}=%{{x:.4g}}", f"{y}=%{{y:.4g}}"])
+    hover += "<extra></extra>"
     for group, style in PARETO_GROUPS.items():
         points = info.pareto_group(group)
         if points.empty:
             continue
-        figure.add_trace(go.Scatter(
-            x=points[x], y=points[y], name=group, mode="lines+markers" if group == "Pareto front" else "markers",
-            marker={"color": style["color"], "size": style["size"], "symbol": style["plotly"]},
-            customdata=points[["number", *KNOBS]].to_numpy(), hovertemplate=hover,
-        ))
+        figure.add_trace(
+            go.Scatter(
+                x=points[x],
+                y=points[y],
+                name=group,
+                mode="lines+markers" if group == "Pareto front" else "markers",
+                marker={"color": style["color"], "size": style["size"], "symbol": style["plotly"]},
+                customdata=points[["number", "label"]].to_numpy(),
+                hovertemplate=hover,
+            )
+        )
     figure.update_layout(xaxis_title=x, yaxis_title=y, legend={"orientation": "h", "y": -0.2})
     return figure
 
@@ -97,27 +103,31 @@ def breakdown_figure(info: ReportInfo) -> go.Figure:
     return figure
 
 
-def _importance_figures(info: ReportInfo, study: optuna.Study) -> list[str]:
-    figures = []
-    for index, objective in enumerate(info.objectives):
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                figure = optuna.visualization.plot_param_importances(
-                    study, target=lambda t, i=index: t.values[i], target_name=objective
-                )
-        except (ValueError, RuntimeError, ZeroDivisionError) as exc:  # too few or too alike trials
-            figures.append(f"<p>{html.escape(objective)}: not computed ({html.escape(str(exc))}).</p>")
+def _hypervolume_figure(info: ReportInfo) -> go.Figure:
+    history = info.hypervolume_history
+    figure = go.Figure(go.Scatter(x=history["number"], y=history["hypervolume"], mode="lines+markers"))
+    figure.update_layout(xaxis_title="trial", yaxis_title="hypervolume of the feasible trials so far")
+    return figure
+
+
+def _importance_sections(info: ReportInfo) -> list[str]:
+    sections = []
+    for index, (objective, found) in enumerate(info.importances.items()):
+        if isinstance(found, str):
+            sections.append(f"<p>{html.escape(objective)}: {html.escape(found)}</p>")
             continue
-        figures.append(_figure(figure, f"importance-{index}"))
-    return figures
+        figure = go.Figure(go.Bar(x=list(found.values()), y=list(found), orientation="h"))
+        figure.update_layout(title=objective, xaxis_title="importance", height=300)
+        sections.append(_figure(figure, f"importance-{index}"))
+    return sections
 
 
 def _figure(figure: go.Figure, element_id: str) -> str:
     return figure.to_html(full_html=False, include_plotlyjs=False, div_id=element_id)
 
 
-def _table(frame: pd.DataFrame) -> str:
-    columns = ["number", *[c for c in KNOBS if c in frame.columns], *[c for c in frame.columns if c not in ("number", *KNOBS)]]
+def _table(frame: pd.DataFrame, knobs_first: bool = True) -> str:
+    first = ["number", *[c for c in KNOBS if c in frame.columns]] if knobs_first else []
+    columns = [*first, *[c for c in frame.columns if c not in first]]
     table = frame[columns].to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="", border=0)
     return f'<div style="overflow-x:auto">{table}</div>'

@@ -4,22 +4,20 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
 import optuna
 import pandas as pd
 
-from sweeper.artifacts import time_in_process
 from sweeper.errors import UsageError
-from sweeper.results import StudyTables, tables
-from sweeper.spec import KNOBS
-from sweeper.study import stored_model_io
-from sweeper.tensors import generate_inputs
+from sweeper.results import StudyTables, hypervolume, reference_point, tables
+from sweeper.vocabulary import COMPUTE_PARTS, KNOBS, knob_label
 
 # The stacked latency breakdown, bottom to top; "network" is the client's mean latency minus
 # the time Triton accounts for (serialization, transfer, client overhead).
-BREAKDOWN_PARTS = ("queue_ms", "compute_input_ms", "compute_infer_ms", "compute_output_ms", "network_ms")
+BREAKDOWN_PARTS = ("queue_ms", *COMPUTE_PARTS, "network_ms")
 BREAKDOWN_LABELS = {
     "queue_ms": "queue",
     "compute_input_ms": "compute input",
@@ -40,23 +38,33 @@ PARETO_GROUPS = {
 
 @dataclasses.dataclass(frozen=True)
 class ReportInfo:
+    """Everything the report shows, computed by ``collect``."""
+
     study_name: str
     objectives: list[str]
-    directions: list[str]
     tables: StudyTables
     points: pd.DataFrame
-    """Completed trials with their objectives and a ``group`` from PARETO_GROUPS (the baseline,
-    drawn as a star on top, is the row whose ``baseline`` is true)."""
+    """Completed trials with their objectives, a ``label`` and a ``group`` from PARETO_GROUPS
+    (the baseline, drawn as a star on top, is the row whose ``baseline`` is true)."""
     breakdown_concurrency: int
     breakdown: pd.DataFrame
-    """One row per Pareto trial and the baseline: number, label, the BREAKDOWN_PARTS, mean_ms."""
+    """One row per Pareto trial and the baseline: number, label, the BREAKDOWN_PARTS, mean_ms,
+    p50_ms, avg_batch_size (at the breakdown concurrency)."""
+    batching: pd.DataFrame
+    """Measured average batch size: one row per Pareto trial and the baseline (by label), one
+    column per concurrency level (``c1``, ``c8``, ...)."""
     pareto: pd.DataFrame
     """Pareto trials with each objective's ratio to the baseline (``<objective> / baseline``)."""
     baseline: dict | None
     best_latency: dict | None
     """The feasible trial with the lowest p50 at the breakdown concurrency, with its breakdown."""
     in_process_ms: float | None
-    reference_point: list[float] | None
+    hypervolume_history: pd.DataFrame | None
+    """number, hypervolume of the feasible trials up to it (None with one objective)."""
+    importances: dict[str, dict[str, float] | str]
+    """Per objective: each knob's importance (Optuna's), or why it could not be computed."""
+    generators: dict[str, int]
+    """How many completed trials each load generator measured."""
     running: int
     problems: pd.DataFrame
     """Failed and infeasible trials with their reasons."""
@@ -68,12 +76,14 @@ class ReportInfo:
 
 
 def collect(study: optuna.Study, directory: Path) -> ReportInfo:
+    """Compute the report of a study (``directory`` holds its models and samples)."""
     result = tables(study)
     if result.trials.empty or not (result.trials["state"] == "COMPLETE").any():
         raise UsageError(
             f"study '{study.study_name}' in {directory} has no completed trial yet",
             hint="run more trials ('sweeper run SPEC'), or look at trials.csv for the failures",
         )
+    directions = [d.name.lower() for d in study.directions]
     measurements = result.measurements
     level = int(measurements["concurrency"].min())
     at_level = measurements[measurements["concurrency"] == level].set_index("number")
@@ -81,13 +91,23 @@ def collect(study: optuna.Study, directory: Path) -> ReportInfo:
         network_ms=(at_level["mean_ms"] - at_level[list(BREAKDOWN_PARTS[:-1])].sum(axis=1)).clip(lower=0)
     )
     trials = result.trials.set_index("number", drop=False)
+    labels = {n: knob_label(trials.loc[n]) for n in trials.index}
     baseline_rows = trials[trials["baseline"] & (trials["state"] == "COMPLETE")]
     baseline_number = int(baseline_rows.index[0]) if not baseline_rows.empty else None
 
+    def label(number: int) -> str:
+        return f"#{number} {labels[number]}" + (" (baseline)" if number == baseline_number else "")
+
     shown = sorted(set(result.pareto["number"]) | ({baseline_number} if baseline_number is not None else set()))
-    breakdown = at_level.loc[[n for n in shown if n in at_level.index], [*BREAKDOWN_PARTS, "mean_ms", "p50_ms"]]
-    breakdown = breakdown.assign(label=[_label(trials.loc[n], n == baseline_number) for n in breakdown.index])
-    breakdown = breakdown.reset_index()
+    breakdown = at_level.loc[
+        [n for n in shown if n in at_level.index], [*BREAKDOWN_PARTS, "mean_ms", "p50_ms", "avg_batch_size"]
+    ]
+    breakdown = breakdown.assign(label=[label(n) for n in breakdown.index]).reset_index()
+    batching = measurements[measurements["number"].isin(shown)].pivot(
+        index="number", columns="concurrency", values="avg_batch_size"
+    )
+    batching.columns = [f"c{c}" for c in batching.columns]
+    batching.index = [label(n) for n in batching.index]
 
     pareto = result.pareto.copy()
     if baseline_number is not None:
@@ -100,83 +120,80 @@ def collect(study: optuna.Study, directory: Path) -> ReportInfo:
     best = None
     if not feasible_levels.empty:
         number = int(feasible_levels["p50_ms"].idxmin())
-        best = {"number": number, "label": _label(trials.loc[number], number == baseline_number),
-                **feasible_levels.loc[number].to_dict()}
+        best = {"number": number, "label": label(number), **feasible_levels.loc[number].to_dict()}
     baseline = None
     if baseline_number is not None and baseline_number in at_level.index:
-        baseline = {"number": baseline_number, "label": _label(trials.loc[baseline_number], True),
-                    **at_level.loc[baseline_number].to_dict(),
-                    **{o: trials.loc[baseline_number, o] for o in result.objectives}}
+        baseline = {
+            "number": baseline_number,
+            "label": label(baseline_number),
+            **at_level.loc[baseline_number].to_dict(),
+            **{o: trials.loc[baseline_number, o] for o in result.objectives},
+        }
 
     completed = result.trials[result.trials["state"] == "COMPLETE"]
     on_front = completed["number"].isin(result.pareto["number"])
     points = completed.assign(
-        group=np.where(on_front, "Pareto front", np.where(completed["feasible"], "dominated", "infeasible"))
+        group=np.where(on_front, "Pareto front", np.where(completed["feasible"], "dominated", "infeasible")),
+        label=[labels[n] for n in completed["number"]],
     )
-
     problems = result.trials[~result.trials["feasible"]]  # failed trials are never feasible
     problems = problems[["number", "state", *KNOBS, "infeasible", "failure"]]
     return ReportInfo(
         study_name=study.study_name,
         objectives=result.objectives,
-        directions=[d.name.lower() for d in study.directions],
         tables=result,
         points=points,
         breakdown_concurrency=level,
         breakdown=breakdown,
+        batching=batching,
         pareto=pareto,
         baseline=baseline,
         best_latency=best,
         in_process_ms=_in_process_ms(directory, study),
-        reference_point=_reference_point(feasible, result.objectives, study.directions),
+        hypervolume_history=_hypervolume_history(feasible, result.objectives, directions),
+        importances=_importances(study, result.objectives),
+        generators={str(k): int(v) for k, v in completed["generator"].value_counts().items()},
         running=int((result.trials["state"] == "RUNNING").sum()),
         problems=problems,
     )
 
 
-def _label(row: pd.Series, baseline: bool) -> str:
-    text = (
-        f"#{int(row['number'])} mbs={row['max_batch_size']} delay={row['max_queue_delay_us']}us "
-        f"x{row['instance_count']} {row['protocol']} {row['precision']}"
-    )
-    return f"{text} (baseline)" if baseline else text
-
-
-def _reference_point(feasible: pd.DataFrame, objectives: list[str], directions) -> list[float] | None:
-    """A point every feasible trial dominates: 10 % beyond the worst value of each objective."""
-    complete = feasible[objectives].dropna()
-    if complete.empty:
+def _hypervolume_history(feasible: pd.DataFrame, objectives: list[str], directions: list[str]) -> pd.DataFrame | None:
+    if len(objectives) < 2 or feasible.empty:
         return None
-    point = []
-    for objective, direction in zip(objectives, directions):
-        values = complete[objective]
-        if direction == optuna.study.StudyDirection.MINIMIZE:
-            point.append(float(values.max()) * 1.1 + 1e-9)
-        else:
-            point.append(float(values.min()) * 0.9 - 1e-9)
-    return point
+    ordered = feasible.reset_index(drop=True).sort_values("number")
+    values = ordered[objectives].astype(float)
+    reference = reference_point(values, directions)
+    history = [hypervolume(values.iloc[: i + 1].to_numpy(), directions, reference) for i in range(len(values))]
+    return pd.DataFrame({"number": ordered["number"].to_numpy(), "hypervolume": history})
+
+
+def _importances(study: optuna.Study, objectives: list[str]) -> dict[str, dict[str, float] | str]:
+    found: dict[str, dict[str, float] | str] = {}
+    for index, objective in enumerate(objectives):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                found[objective] = dict(
+                    optuna.importance.get_param_importances(study, target=lambda t, i=index: t.values[i])
+                )
+        except (ValueError, RuntimeError, ZeroDivisionError) as exc:  # too few or too alike trials
+            found[objective] = f"not computed ({str(exc)[:200]})"
+    return found
 
 
 def _in_process_ms(directory: Path, study: optuna.Study) -> float | None:
-    """Batch-1 ONNX Runtime latency of the FP32 model in this process: the 'local' baseline."""
-    model = directory / "models" / "fp32" / "model.onnx"
-    if not model.is_file():
+    """Batch-1 latency of the reference ONNX model in this process: the 'local' side of the gap."""
+    from sweeper.artifacts import time_in_process
+
+    source = study.user_attrs.get("source", {})
+    reference = "native" if source.get("kind") == "repository" else "fp32"
+    model, sample = directory / "models" / reference / "model.onnx", directory / "samples.npz"
+    if not (model.is_file() and sample.is_file()):
         return None
-    inputs, _ = stored_model_io(study, model)
-    if any(-1 in tensor.shape for tensor in inputs):
-        return None  # the spec gave the shapes; the graph alone cannot say them
-    low, high = study.user_attrs.get("input_range", (0.0, 1.0))
-    return time_in_process(model, generate_inputs(inputs, 1, low=low, high=high, seed=0), repeats=30)
-
-
-def knee(frame: pd.DataFrame, objectives: list[str], directions: list[str]) -> int:
-    """The knee of a front: the trial closest to the ideal point once each objective is scaled
-    to [0, 1] over the front (0 = best value seen, 1 = worst)."""
-    scaled = []
-    for objective, direction in zip(objectives, directions):
-        values = frame[objective].astype(float)
-        span = values.max() - values.min()
-        position = (values - values.min()) / span if span > 0 else values * 0
-        scaled.append(position if direction == "minimize" else 1 - position)
-    distance = np.sqrt(sum(s**2 for s in scaled))
-    return int(frame.loc[distance.idxmin(), "number"])
+    with np.load(sample) as archive:
+        feed = {name: archive[name] for name in archive.files}
+    try:
+        return time_in_process(model, feed, repeats=30)
+    except Exception:  # ONNX Runtime cannot run it here (a GPU-only op, a string input): no figure
+        return None

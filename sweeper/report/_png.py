@@ -8,16 +8,13 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only; no display is needed or wanted
 
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from sweeper.report._info import BREAKDOWN_LABELS, BREAKDOWN_PARTS, PARETO_GROUPS, ReportInfo  # noqa: E402
-
-
-def render_pngs(info: ReportInfo, directory: Path) -> tuple[Path, Path]:
-    return _pareto(info, directory / "pareto.png"), _breakdown(info, directory / "breakdown.png")
+from sweeper.report._info import BREAKDOWN_LABELS, BREAKDOWN_PARTS, PARETO_GROUPS, ReportInfo
 
 
-def _pareto(info: ReportInfo, path: Path) -> Path:
+def render_pareto(info: ReportInfo, path: Path) -> Path:
+    """pareto.png: the front over the first two objectives (or one objective per trial)."""
     figure, axes = plt.subplots(figsize=(8, 6))
     if len(info.objectives) >= 2:
         x, y = info.objectives[0], info.objectives[1]
@@ -25,11 +22,23 @@ def _pareto(info: ReportInfo, path: Path) -> Path:
             points = info.pareto_group(group)
             if points.empty:
                 continue
-            axes.plot(points[x], points[y], marker=style["matplotlib"], color=style["color"], label=group,
-                      markersize=style["size"] * 0.8, linestyle="-" if group == "Pareto front" else "none")
+            axes.plot(
+                points[x],
+                points[y],
+                marker=style["matplotlib"],
+                color=style["color"],
+                label=group,
+                markersize=style["size"] * 0.8,
+                linestyle="-" if group == "Pareto front" else "none",
+            )
             for _, point in points.iterrows() if group != "baseline" else ():
-                axes.annotate(f"#{int(point['number'])}", (point[x], point[y]), fontsize=7,
-                              xytext=(4, 4), textcoords="offset points")
+                axes.annotate(
+                    f"#{int(point['number'])}",
+                    (point[x], point[y]),
+                    fontsize=7,
+                    xytext=(4, 4),
+                    textcoords="offset points",
+                )
         axes.set_xlabel(x)
         axes.set_ylabel(y)
         axes.legend(loc="best")
@@ -39,23 +48,26 @@ def _pareto(info: ReportInfo, path: Path) -> Path:
         axes.set_ylabel(info.objectives[0])
     axes.set_title(f"Pareto front: {info.study_name}")
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    figure.savefig(path, dpi=120, format="png")
     plt.close(figure)
     return path
 
 
-def _breakdown(info: ReportInfo, path: Path) -> Path:
+def render_breakdown(info: ReportInfo, path: Path) -> Path:
+    """breakdown.png: the stacked latency breakdown, with each trial's average batch size."""
     figure, axes = plt.subplots(figsize=(max(6, 1.6 * len(info.breakdown) + 3), 5))
     bottom = [0.0] * len(info.breakdown)
     for part in BREAKDOWN_PARTS:
         values = info.breakdown[part].tolist()
         axes.bar(info.breakdown["label"], values, bottom=bottom, label=BREAKDOWN_LABELS[part])
         bottom = [b + v for b, v in zip(bottom, values)]
+    for index, size in enumerate(info.breakdown["avg_batch_size"]):
+        axes.annotate(f"batch {size:.2f}", (index, bottom[index]), ha="center", va="bottom", fontsize=7)
     axes.set_ylabel("ms per request (mean)")
     axes.set_title(f"Where the latency goes at concurrency {info.breakdown_concurrency}")
     axes.tick_params(axis="x", labelrotation=20, labelsize=7)
     axes.legend(fontsize=8)
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    figure.savefig(path, dpi=120, format="png")
     plt.close(figure)
     return path

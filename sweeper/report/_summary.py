@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from sweeper.report._info import ReportInfo
-from sweeper.spec import KNOBS
+from sweeper.vocabulary import KNOBS, compute_ms
 
 
 def render_summary(info: ReportInfo) -> str:
+    """summary.md."""
     level = info.breakdown_concurrency
     lines = [f"# {info.study_name}: where the latency goes", ""]
     if info.running:
@@ -16,26 +17,36 @@ def render_summary(info: ReportInfo) -> str:
     lines += [
         f"{len(trials)} trials: {int(complete.sum())} completed, {int((trials['state'] == 'FAIL').sum())} failed, "
         f"{int((complete & ~trials['feasible']).sum())} infeasible; "
-        f"{len(info.pareto)} on the Pareto front of {', '.join(info.objectives)}.",
+        f"{len(info.pareto)} on the Pareto front of {', '.join(info.objectives)}. Measured by "
+        + ", ".join(f"{name} ({count} trials)" for name, count in sorted(info.generators.items()))
+        + ".",
         "",
         f"Latency at concurrency {level} (mean per request, ms):",
         "",
-        "| | p50 | mean | queue | compute (input + infer + output) | client / network / serialization |",
-        "|---|---|---|---|---|---|",
+        "| | p50 | mean | queue | compute (input + infer + output) | client / network / serialization | avg batch |",
+        "|---|---|---|---|---|---|---|",
     ]
     if info.in_process_ms is not None:
-        lines.append(f"| in-process ONNX Runtime, batch 1, FP32 | {info.in_process_ms:.3g} | | | | |")
+        lines.append(f"| in-process ONNX Runtime, batch 1, reference model | {info.in_process_ms:.3g} | | | | | |")
     for name, row in (("baseline", info.baseline), ("lowest served p50", info.best_latency)):
         if row is None:
             continue
-        compute = row["compute_input_ms"] + row["compute_infer_ms"] + row["compute_output_ms"]
         lines.append(
             f"| {name}: {row['label']} | {row['p50_ms']:.3g} | {row['mean_ms']:.3g} | {row['queue_ms']:.3g} "
-            f"| {compute:.3g} ({row['compute_input_ms']:.2g} + {row['compute_infer_ms']:.3g} + "
-            f"{row['compute_output_ms']:.2g}) | {row['network_ms']:.3g} |"
+            f"| {compute_ms(row):.3g} ({row['compute_input_ms']:.2g} + {row['compute_infer_ms']:.3g} + "
+            f"{row['compute_output_ms']:.2g}) | {row['network_ms']:.3g} | {row['avg_batch_size']:.2f} |"
         )
     lines.append("")
     lines += _gap_sentences(info)
+    lines += [
+        "",
+        "## Batching",
+        "",
+        "Measured average batch size (inferences per model execution) of the Pareto trials and the baseline; "
+        "1.00 means every request ran alone.",
+        "",
+        _batching_table(info),
+    ]
     lines += ["", "## Pareto front", "", _markdown_table(info)]
     return "\n".join(lines) + "\n"
 
@@ -45,8 +56,7 @@ def _gap_sentences(info: ReportInfo) -> list[str]:
     base, best, local = info.baseline, info.best_latency, info.in_process_ms
     if base is not None and local:
         sentences.append(
-            f"- The baseline serves at {base['p50_ms'] / local:.1f}x the in-process latency; "
-            f"{_largest_part(base)}."
+            f"- The baseline serves at {base['p50_ms'] / local:.1f}x the in-process latency; {_largest_part(base)}."
         )
     if best is not None and local:
         sentences.append(f"- The lowest served p50 is {best['p50_ms'] / local:.1f}x in-process; {_largest_part(best)}.")
@@ -62,7 +72,7 @@ def _gap_sentences(info: ReportInfo) -> list[str]:
 def _largest_part(row: dict) -> str:
     parts = {
         "queueing": row["queue_ms"],
-        "compute": row["compute_input_ms"] + row["compute_infer_ms"] + row["compute_output_ms"],
+        "compute": compute_ms(row),
         "client/network/serialization": row["network_ms"],
     }
     name = max(parts, key=parts.get)
@@ -71,9 +81,22 @@ def _largest_part(row: dict) -> str:
 
 
 def _markdown_table(info: ReportInfo) -> str:
-    columns = ["number", *KNOBS, *info.objectives, *[c for c in info.pareto.columns if c.endswith("/ baseline")],
-               "cosine_similarity"]
+    columns = [
+        "number",
+        *KNOBS,
+        *info.objectives,
+        *[c for c in info.pareto.columns if c.endswith("/ baseline")],
+        "cosine_similarity",
+    ]
     rows = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for record in info.pareto[columns].to_dict("records"):
         rows.append("| " + " | ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in record.values()) + " |")
+    return "\n".join(rows)
+
+
+def _batching_table(info: ReportInfo) -> str:
+    columns = list(info.batching.columns)
+    rows = ["| trial | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
+    for label, values in info.batching.iterrows():
+        rows.append(f"| {label} | " + " | ".join(f"{values[c]:.2f}" for c in columns) + " |")
     return "\n".join(rows)

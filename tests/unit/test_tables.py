@@ -1,0 +1,171 @@
+"""Tables, the Pareto/knee selection, the report's computed info and export's choice, on a stored
+study written here (no servers): what a finished sweep's study.db holds."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import optuna
+import pandas as pd
+import pytest
+from optuna.distributions import CategoricalDistribution
+from optuna.trial import TrialState, create_trial
+
+from sweeper.errors import UsageError
+from sweeper.export import choose, closest, parse_condition
+from sweeper.report import collect
+from sweeper.report._html import render_html
+from sweeper.report._summary import render_summary
+from sweeper.results import hypervolume, knee, pareto_front, reference_point, tables
+from sweeper.vocabulary import KNOBS
+
+SPACE = {
+    "max_batch_size": [8],
+    "max_queue_delay_us": ["off", 0, 500],
+    "instance_count": [1, 2],
+    "protocol": ["http", "grpc"],
+    "precision": ["fp32", "int8"],
+}
+
+
+def _measurement(level: int, p50: float, throughput: float, batch: float, queue: float) -> dict:
+    return {
+        "concurrency": level,
+        "p50_ms": p50,
+        "p90_ms": p50 * 1.2,
+        "p95_ms": p50 * 1.3,
+        "p99_ms": p50 * 1.5,
+        "mean_ms": p50 * 1.1,
+        "throughput": throughput,
+        "queue_ms": queue,
+        "compute_input_ms": 0.01,
+        "compute_infer_ms": p50 * 0.5,
+        "compute_output_ms": 0.02,
+        "server_ms": p50 * 0.8,
+        "avg_batch_size": batch,
+        "requests": 1000,
+        "windows": 3,
+        "stable": True,
+        "client_cpu": 0.1,
+        "client_bound": False,
+        "generator": "perf_analyzer",
+    }
+
+
+def _trial(number, delay, protocol, p50, throughput, batch8, *, precision="fp32", cosine=1.0, baseline=False):
+    params = {
+        "max_batch_size": 8,
+        "max_queue_delay_us": delay,
+        "instance_count": 1,
+        "protocol": protocol,
+        "precision": precision,
+    }
+    return create_trial(
+        params=params,
+        distributions={k: CategoricalDistribution(v) for k, v in SPACE.items()},
+        values=[p50, throughput],
+        user_attrs={
+            "measurements": [
+                _measurement(1, p50, 1000 / p50, 1.0, 0.02 if delay != 500 else 0.5),
+                _measurement(8, p50 * 3, throughput, batch8, 0.4),
+            ],
+            "timings": {"build_s": 0.0, "start_s": 0.3, "measure_s": 9.0, "stop_s": 0.01},
+            "cosine_similarity": cosine,
+            "max_abs_error": 1 - cosine,
+            "reuse": "restart",
+            **({"baseline": True} if baseline else {}),
+            **({"infeasible": "int8 cosine similarity 0.9 < 0.999"} if cosine < 0.999 else {}),
+        },
+        constraints={"cosine_similarity": 0.999 - cosine},
+    )
+
+
+@pytest.fixture
+def study(tmp_path):
+    created = optuna.create_study(
+        study_name="stored", storage=f"sqlite:///{tmp_path / 'study.db'}", directions=["minimize", "maximize"]
+    )
+    created.set_user_attr("objectives", ["p50_ms@c1", "throughput@c8"])
+    created.set_user_attr("source", {"kind": "onnx"})
+    for trial in [
+        _trial(0, 500, "http", 1.0, 900.0, 3.5, baseline=True),
+        _trial(1, "off", "http", 0.5, 600.0, 1.0),
+        _trial(2, 0, "grpc", 0.6, 1100.0, 2.4),
+        _trial(3, 0, "http", 0.55, 1000.0, 2.2, precision="int8", cosine=0.9),
+        _trial(4, "off", "grpc", 0.9, 500.0, 1.0),
+    ]:
+        created.add_trial(trial)
+    redrawn = create_trial(
+        state=TrialState.FAIL,
+        params=dict(created.trials[1].params),
+        distributions=created.trials[1].distributions,
+        user_attrs={"duplicate_of": 1},
+    )
+    created.add_trial(redrawn)
+    return created
+
+
+def test_tables_keep_off_and_zero_apart_and_leave_redraws_out(study, tmp_path):
+    result = tables(study)
+    assert list(result.trials["number"]) == [0, 1, 2, 3, 4] and result.redraws == 1
+    assert list(result.trials["max_queue_delay_us"]) == [500, "off", 0, 0, "off"]
+    assert set(result.pareto["number"]) == {1, 2}, "the int8 trial is infeasible; 0 and 4 are dominated"
+    assert result.trials.loc[3, "infeasible"].startswith("int8 cosine similarity")
+    assert list(result.trials.columns[:8]) == ["number", "state", "baseline", *KNOBS]
+    assert set(result.measurements["generator"]) == {"perf_analyzer"}
+    from sweeper.results import write_tables
+
+    write_tables(result, tmp_path)
+    written = pd.read_csv(tmp_path / "trials.csv", dtype={"max_queue_delay_us": str})
+    assert list(written["max_queue_delay_us"]) == ["500", "off", "0", "0", "off"]
+    assert not list(tmp_path.glob(".*.tmp")), "no temporary file is left"
+
+
+def test_front_knee_and_hypervolume():
+    frame = pd.DataFrame({"number": [0, 1, 2, 3], "lat": [1.0, 2.0, 3.0, 2.5], "thr": [10.0, 20.0, 30.0, 15.0]})
+    front = pareto_front(frame, ["lat", "thr"], ["minimize", "maximize"])
+    assert list(front["number"]) == [0, 1, 2]
+    assert knee(front, ["lat", "thr"], ["minimize", "maximize"]) == 1
+    reference = reference_point(frame[["lat", "thr"]], ["minimize", "maximize"])
+    assert reference[0] > 3.0 and reference[1] < 10.0
+    whole = hypervolume(front[["lat", "thr"]].to_numpy(), ["minimize", "maximize"], [4.0, 0.0])
+    assert whole == pytest.approx(3 * 10 + 2 * 10 + 1 * 10)  # staircase of three boxes
+    assert hypervolume(np.array([[5.0, 1.0]]), ["minimize", "maximize"], [4.0, 0.0]) == 0.0
+
+
+def test_report_info_explains_batching_and_the_gap(study, tmp_path):
+    info = collect(study, tmp_path)
+    assert info.breakdown_concurrency == 1
+    assert set(info.breakdown["number"]) == {0, 1, 2}, "the Pareto trials and the baseline"
+    assert list(info.batching.columns) == ["c1", "c8"]
+    batched = info.batching.loc[[label for label in info.batching.index if label.startswith("#2 ")][0]]
+    assert batched["c8"] == pytest.approx(2.4) and batched["c1"] == 1.0
+    off = [label for label in info.batching.index if label.startswith("#1 ")][0]
+    assert "delay=off" in off and "delay=0us" in info.batching.index[2]
+    assert info.baseline["number"] == 0 and info.best_latency["number"] == 1
+    assert info.generators == {"perf_analyzer": 5}
+    assert info.hypervolume_history is not None and info.hypervolume_history["hypervolume"].is_monotonic_increasing
+    summary = render_summary(info)
+    assert "## Batching" in summary and "| 1.00 | 3.50 |" in summary
+    assert "Measured by perf_analyzer (5 trials)" in summary
+    page = render_html(info)
+    assert "delay=off" in page and "delay=0us" in page and "average batch size" in page
+
+
+def test_export_choice_rules(study):
+    assert choose(study, "knee", [])["number"] in (1, 2)
+    assert choose(study, "min:p50_ms@c1", [])["number"] == 1
+    assert choose(study, "max:throughput@c8", [])["number"] == 2
+    assert choose(study, "trial 3", [])["number"] == 3, "a named trial need not be feasible"
+    assert choose(study, "knee", ["p50_ms@c1 >= 0.58"])["number"] == 2
+    with pytest.raises(UsageError, match="no feasible trial meets") as failure:
+        choose(study, "knee", ["p50_ms@c1 <= 0.1"])
+    assert "closest: trial 1" in failure.value.hint
+    with pytest.raises(UsageError, match="no column 'p51_ms@c1'"):
+        parse_condition("p51_ms@c1 <= 3", ["p50_ms@c1"])
+    with pytest.raises(UsageError, match="expected '<metric@cN> <op> <number>'"):
+        parse_condition("p50_ms@c1 ~ 3", ["p50_ms@c1"])
+    frame = pd.DataFrame({"number": [5, 6], "p50_ms@c1": [2.0, 1.5]})
+    assert closest(frame, [("p50_ms@c1", "<=", 1.0)]).startswith("trial 6")
+    assert json.dumps(choose(study, "knee", []).to_dict(), default=str)
