@@ -18,10 +18,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sweeper.launchers import DockerLauncher, LocalLauncher  # noqa: E402
-from sweeper.spec import ServerSpec, TrialConfig  # noqa: E402
-from tests.conftest import docker_server_block, make_mlp_onnx  # noqa: E402
-from tests.test_launchers import make_repository  # noqa: E402
+from tests.test_launchers import make_repository
+
+from sweeper.launchers import DockerLauncher, LocalLauncher
+from sweeper.spec import ServerSpec, TrialConfig
+from tests.conftest import docker_server_block, make_mlp_onnx
 
 
 def cycle(launcher, repository: Path, log: Path) -> tuple[float, float]:
@@ -41,7 +42,7 @@ def main() -> None:
         model = make_mlp_onnx(work / "mlp.onnx")
         repository = make_repository(work / "repo", model, TrialConfig(8, 100, 1, "http", "fp32"))
         launchers = {
-            "local": LocalLauncher(work / "local"),
+            "local": LocalLauncher(),
             "docker": DockerLauncher(ServerSpec.model_validate(docker_server_block())),
         }
         print(f"{'launcher':8} {'start to ready (s)':>20} {'stop to gone (s)':>18}   cycles={args.cycles}")

@@ -120,15 +120,6 @@ def _check_results_dir(results_dir: Path) -> None:
         )
 
 
-def _write_tables_quietly(study: optuna.Study, directory: Path) -> StudyTables:
-    result = tables(study)
-    try:
-        write_tables(result, directory)
-    except OSError as exc:
-        errors.print(f"sweeper: warning: could not write the tables in {directory}: {exc.strerror}", markup=False)
-    return result
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     """``sweeper run SPEC``: run (or resume) a sweep, then write its tables and report."""
     loaded = load_spec(Path(args.spec), study_name=args.study, trials=args.trials)
@@ -137,13 +128,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     directory = results_dir / loaded.name
     storage_url = args.storage or loaded.spec.study.storage or default_storage(directory.resolve())
     storage_label(storage_url)  # a malformed URL is bad input: refused before anything starts
-    launcher = LAUNCHERS[loaded.spec.server.launcher].from_spec(loaded.spec.server, directory)
+    launcher = LAUNCHERS[loaded.spec.server.launcher].from_spec(loaded.spec.server)
     generator, analyzer, why = choose_generator(loaded.spec.load.generator, _setting(loaded))
     launcher.preflight()
     backend = choose_backend(loaded, launcher)
-    removed = launcher.remove_leftovers({LABEL_STUDY: loaded.name})
-    if removed:
-        console.print(f"removed {removed} container(s) that an earlier run of '{loaded.name}' left behind")
     total, size = loaded.spec.study.trials, loaded.space_size
     console.print(
         f"study '{loaded.name}': {total} trials over a space of {size} configurations, results in {directory}"
@@ -152,37 +140,17 @@ def cmd_run(args: argparse.Namespace) -> int:
         console.print(f"study.trials {total} >= the {size} configurations of the space: each is measured once")
     console.print(f"measured by {why}; servers: {loaded.spec.server.reuse} ({launcher.describe()}, {backend} backend)")
     directory.mkdir(parents=True, exist_ok=True)
-    storage = open_storage(storage_url, loaded.spec.study.heartbeat_s)
-    objectives = [o.column for o in loaded.spec.objectives]
-    runner = TrialRunner(loaded, launcher, directory, backend, analyzer)
-    runner.prepare()
-    with (
-        exclusive_run(storage_url, loaded.name),
-        Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
-        ) as progress,
-    ):
-        task = progress.add_task("trials", total=total)
-
-        def on_trial_end(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-            done = counted(study.get_trials(deepcopy=False))
-            if kind_of(trial) != "duplicate":
-                progress.console.print(_trial_line(trial, objectives, total, done))
-            progress.update(task, completed=min(done, total))
-            write_tables(tables(study), directory)
-
-        try:
-            study = open_study(loaded, storage)
-            store_study_facts(study, loaded, backend, launcher.has_gpu, generator)
-            study, outcome = run_study(
-                study, loaded, runner, storage, exclusive=storage_url.startswith("sqlite"), on_trial_end=on_trial_end
-            )
-        finally:
-            runner.servers.close()
-            # Also after Ctrl-C or a crash: the tables show every trial that finished.
-            stored = _stored_study(loaded.name, storage)
-            if stored is not None:
-                result = _write_tables_quietly(stored, directory)
+    with exclusive_run(storage_url, loaded.name):
+        removed = launcher.remove_leftovers({LABEL_STUDY: loaded.name})
+        if removed:
+            console.print(f"removed {removed} container(s) that an earlier run of '{loaded.name}' left behind")
+        storage = open_storage(storage_url, loaded.spec.study.heartbeat_s)
+        runner = TrialRunner(loaded, launcher, directory, backend, analyzer)
+        runner.prepare()
+        study = open_study(loaded, storage)
+        store_study_facts(study, loaded, backend, launcher.has_gpu, generator)
+        outcome = _run_with_progress(study, loaded, runner, storage, storage_url.startswith("sqlite"), directory)
+    result = tables(study)
     if outcome == "exhausted":
         console.print(f"[yellow]the search space is exhausted: all {size} configurations are measured[/yellow]")
     if result.redraws:
@@ -196,16 +164,45 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_with_progress(
+    study: optuna.Study,
+    loaded: LoadedSpec,
+    runner: TrialRunner,
+    storage: optuna.storages.RDBStorage,
+    exclusive: bool,
+    directory: Path,
+) -> str:
+    """Run the study with a progress bar and a line per trial; the tables are rewritten after each
+    trial and once more on the way out (Ctrl-C, a crash), so they hold every finished trial."""
+    objectives, total = [o.column for o in loaded.spec.objectives], loaded.spec.study.trials
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console) as progress:
+        task = progress.add_task("trials", total=total)
+
+        def on_trial_end(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+            done = counted(study.get_trials(deepcopy=False))
+            if kind_of(trial) != "duplicate":
+                progress.console.print(_trial_line(trial, objectives, total, done))
+            progress.update(task, completed=min(done, total))
+            write_tables(tables(study), directory)
+
+        failed = True
+        try:
+            _, outcome = run_study(study, loaded, runner, storage, exclusive=exclusive, on_trial_end=on_trial_end)
+            failed = False
+        finally:
+            runner.servers.close()
+            try:
+                write_tables(tables(study), directory)
+            except (OSError, sqlalchemy.exc.SQLAlchemyError):
+                if not failed:
+                    raise  # else the error that stopped the run is the one to report
+    return outcome
+
+
 def _setting(loaded: LoadedSpec) -> object:
     value = loaded.spec.load.perf_analyzer
     return value.model_dump() if hasattr(value, "model_dump") else value
-
-
-def _stored_study(name: str, storage: optuna.storages.RDBStorage) -> optuna.Study | None:
-    try:
-        return optuna.load_study(study_name=name, storage=storage)
-    except KeyError:
-        return None
 
 
 def _report(study: optuna.Study, directory: Path) -> None:

@@ -621,8 +621,14 @@ def _model_knobs(spec: Spec, model: ModelSource, path: Path) -> dict[str, Any]:
             ) from None
     if base is not None:
         knobs.update({k: getattr(base, k) for k in KNOBS if getattr(base, k) is not None})
-    knobs.setdefault("protocol", "http")
-    knobs.setdefault("precision", model.reference_precision)
+    # Protocol and precision are no part of a config.pbtxt: by default the space's first protocol
+    # (http when it names none) and the model as given.
+    given = spec.search_space
+    knobs.setdefault("protocol", given.protocol[0] if given.protocol else "http")
+    reference = model.reference_precision
+    knobs.setdefault(
+        "precision", reference if not given.precision or reference in given.precision else given.precision[0]
+    )
     return knobs
 
 

@@ -544,7 +544,7 @@ class TrialRunner:
                         for level in self._spec.load.concurrency
                     ]
             except TrialError as exc:
-                if not server.alive():
+                if _ended(server, within_s=1.0):
                     raise server.failure(str(exc)) from None
                 raise
             failed = False
@@ -552,6 +552,16 @@ class TrialRunner:
             with _timed(timings, "stop_s"):
                 self.servers.retire(server, trial_dir, served, failed)
         return [result.as_dict() for result in results]
+
+
+def _ended(server: Server, within_s: float) -> bool:
+    """Whether the server has died (a dropped connection can be seen before its exit is)."""
+    deadline = time.monotonic() + within_s
+    while server.alive():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
 
 
 def choose_backend(loaded: LoadedSpec, launcher: Launcher) -> str:

@@ -111,8 +111,8 @@ class Launcher(abc.ABC):
 
     @classmethod
     @abc.abstractmethod
-    def from_spec(cls, server: ServerSpec, workdir: Path) -> Launcher:
-        """The launcher a spec's ``server:`` block describes; ``workdir`` is the study folder."""
+    def from_spec(cls, server: ServerSpec) -> Launcher:
+        """The launcher a spec's ``server:`` block describes."""
 
     @abc.abstractmethod
     def preflight(self) -> None:

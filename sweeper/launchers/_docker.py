@@ -113,7 +113,7 @@ class DockerLauncher(Launcher):
         self._client: docker.DockerClient | None = None
 
     @classmethod
-    def from_spec(cls, server: ServerSpec, workdir: Path) -> DockerLauncher:
+    def from_spec(cls, server: ServerSpec) -> DockerLauncher:
         """The launcher a spec's ``server:`` block describes (the spec fills in ``docker:``)."""
         return cls(server.docker, address=server.address, startup_timeout_s=server.startup_timeout_s)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import functools
 import os
@@ -9,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -61,14 +63,14 @@ class LocalLauncher(Launcher):
     """Runs ``tritonserver`` from the nvidia-pytriton wheel (default) or a given binary.
 
     For the wheel's build, the python backend needs the stub for this interpreter beside it:
-    preflight lays out a backend folder under ``workdir`` with links to the wheel's files.
+    preflight lays out a backend folder of links to the wheel's files in a temporary folder
+    (removed when the sweeper exits), so nothing is written beside the results.
     """
 
     name = "local"
 
     def __init__(
         self,
-        workdir: Path,
         *,
         tritonserver: Path | None = None,
         backend_directory: Path | None = None,
@@ -84,15 +86,15 @@ class LocalLauncher(Launcher):
         if self._bundled is not None:
             self._binary = self._bundled / "bin" / "tritonserver"
         if self._links_backends:
-            self._backends = workdir / "backends"  # laid out by preflight
+            self._backends = Path(tempfile.mkdtemp(prefix="sweeper-backends-"))  # laid out by preflight
+            atexit.register(shutil.rmtree, self._backends, ignore_errors=True)
         elif self._binary is not None and self._backends is None:
             self._backends = self._binary.parent.parent / "backends"
 
     @classmethod
-    def from_spec(cls, server: ServerSpec, workdir: Path) -> LocalLauncher:
+    def from_spec(cls, server: ServerSpec) -> LocalLauncher:
         """The launcher a spec's ``server:`` block describes."""
         return cls(
-            workdir,
             tritonserver=server.tritonserver,
             backend_directory=server.backend_directory,
             address=server.address,
@@ -130,6 +132,11 @@ class LocalLauncher(Launcher):
             return False
         listed = subprocess.run([smi, "-L"], capture_output=True, text=True, check=False)
         return listed.returncode == 0 and "GPU" in listed.stdout
+
+    @property
+    def backend_directory(self) -> Path:
+        """The backends folder servers are started with."""
+        return self._backends
 
     @property
     def backends(self) -> frozenset[str]:

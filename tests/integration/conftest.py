@@ -90,7 +90,7 @@ def nothing_left_behind(request):
 def local_launcher(tmp_path_factory):
     from sweeper.launchers import LocalLauncher
 
-    launcher = LocalLauncher(tmp_path_factory.mktemp("local-launcher"), startup_timeout_s=60)
+    launcher = LocalLauncher(startup_timeout_s=60)
     launcher.preflight()
     return launcher
 
@@ -117,7 +117,7 @@ def docker_launcher(docker_block):
     from sweeper.launchers import DockerLauncher
     from sweeper.spec import ServerSpec
 
-    launcher = DockerLauncher.from_spec(ServerSpec.model_validate({**docker_block, "startup_timeout_s": 60}), Path("."))
+    launcher = DockerLauncher.from_spec(ServerSpec.model_validate({**docker_block, "startup_timeout_s": 60}))
     launcher.preflight()
     return launcher
 
@@ -136,7 +136,7 @@ def docker_published_launcher(docker_block):
     try:
         settings = {**docker_block["docker"], "network": "published", "bridge": network.name}
         spec = ServerSpec.model_validate({**docker_block, "docker": settings, "startup_timeout_s": 60})
-        launcher = DockerLauncher.from_spec(spec, Path("."))
+        launcher = DockerLauncher.from_spec(spec)
         launcher.preflight()
         yield launcher
     finally:

@@ -10,7 +10,6 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
-import onnx
 import onnxruntime as ort
 import pytest
 import tritonclient.http as httpclient
@@ -171,14 +170,13 @@ def test_a_given_tritonserver_binary_and_backend_folder(tmp_path, mlp_file):
     from sweeper.launchers import LocalLauncher
     from sweeper.launchers._local import pytriton_server_dir
 
-    LocalLauncher(tmp_path / "bundled").preflight()  # lays out a backend folder with the stub
+    bundled = LocalLauncher()
+    bundled.preflight()  # lays out a backend folder with the stub for this Python
     given = LocalLauncher(
-        tmp_path / "given",
-        tritonserver=pytriton_server_dir() / "bin" / "tritonserver",
-        backend_directory=tmp_path / "bundled" / "backends",
+        tritonserver=pytriton_server_dir() / "bin" / "tritonserver", backend_directory=bundled.backend_directory
     )
     given.preflight()
-    assert not (tmp_path / "given").exists(), "a given backend folder is used as it is"
+    assert given.backend_directory == bundled.backend_directory, "a given backend folder is used as it is"
     assert given.backends == frozenset({"python"})
     repository = make_repository(tmp_path / "repo", mlp_file, TrialConfig(4, "off", 1, "http", "fp32"))
     with given.start(repository, tmp_path / "server.log", {}, model_name="mlp") as server:
@@ -192,8 +190,7 @@ def test_a_backend_folder_without_python_or_onnxruntime_is_refused(tmp_path):
 
     (tmp_path / "empty").mkdir()
     launcher = LocalLauncher(
-        tmp_path, tritonserver=pytriton_server_dir() / "bin" / "tritonserver", backend_directory=tmp_path / "empty"
+        tritonserver=pytriton_server_dir() / "bin" / "tritonserver", backend_directory=tmp_path / "empty"
     )
     with pytest.raises(SweeperError, match="has neither the python nor the onnxruntime backend"):
         launcher.preflight()
-    assert onnx  # the models these tests serve are real ONNX files

@@ -1,0 +1,147 @@
+"""Model folders of several kinds swept on the real server, their tables, and exports that load
+in the real server and answer."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import tritonclient.http as httpclient
+
+from sweeper.cli import main
+from sweeper.triton_config import parse_pbtxt
+from tests.conftest import write_spec
+from tests.repositories import (
+    add_sub_repository,
+    int8_onnx_repository,
+    string_python_repository,
+    unbatched_python_repository,
+)
+
+SPEC = """
+study: {name: NAME, trials: TRIALS, sampler: grid}
+model:
+DATA  source: {repository: FOLDER}
+SPACE
+load: {generator: GENERATOR, concurrency: [1, 2], warmup_s: 0.2, window_s: 0.3, stability_tolerance: 1.0, max_windows: 3}
+objectives:
+  - {metric: p50_ms, concurrency: 1, direction: minimize}
+  - {metric: throughput, concurrency: 2, direction: maximize}
+"""
+
+
+def _sweep(tmp_path, name, folder, space, *, trials, data=None, generator="builtin"):
+    body = (
+        SPEC.replace("NAME", name)
+        .replace("FOLDER", str(folder))
+        .replace("SPACE", space)
+        .replace("TRIALS", str(trials))
+        .replace("GENERATOR", generator)
+        .replace("DATA", f"  input_data: {data}\n" if data else "")
+    )
+    spec = write_spec(tmp_path, body, f"{name}.yaml")
+    assert main(["run", str(spec), "--results-dir", str(tmp_path / "results")]) == 0
+    directory = tmp_path / "results" / name
+    trials_table = pd.read_csv(directory / "trials.csv", dtype={"max_queue_delay_us": str})
+    assert (trials_table["state"] == "COMPLETE").all(), trials_table["failure"].tolist()
+    return directory, trials_table
+
+
+def _export_and_ask(tmp_path, directory, local_launcher, model, request, *extra):
+    out = tmp_path / f"export-{model}"
+    assert main(["export", str(directory), "--out", str(out), *extra]) == 0
+    client_inputs = []
+    with local_launcher.start(out, tmp_path / f"{model}.log", {}, model_name=model) as server:
+        client = httpclient.InferenceServerClient(server.endpoints.http)
+        try:
+            for name, array, datatype in request:
+                tensor = httpclient.InferInput(name, list(array.shape), datatype)
+                tensor.set_data_from_numpy(array)
+                client_inputs.append(tensor)
+            return client.infer(model, client_inputs), out / model
+        finally:
+            client.close()
+
+
+def test_an_onnx_folder_with_int32_inputs_and_two_outputs(tmp_path, local_launcher):
+    folder = add_sub_repository(tmp_path / "models")
+    directory, trials = _sweep(
+        tmp_path,
+        "add_sub",
+        folder,
+        "search_space:\n  instance_count: [1, 2]\n  protocol: [http, grpc]",
+        trials=4,
+        generator="perf_analyzer",
+    )
+    assert set(trials["max_batch_size"]) == {8} and set(trials["max_queue_delay_us"]) == {"100"}, (
+        "kept knobs are recorded"
+    )
+    assert set(trials["precision"]) == {"native"} and trials.loc[0, "baseline"]
+    served = parse_pbtxt((directory / "trials" / "0" / "config.pbtxt").read_text())
+    assert served.parameters["intra_op_thread_count"].string_value == "1", "the folder's own fields are kept"
+    assert list(served.dynamic_batching.preferred_batch_size) == [4]
+    # The original export keeps the folder's platform and fields: ready for a server with onnxruntime.
+    assert main(["export", str(directory), "--out", str(tmp_path / "original")]) == 0
+    original = parse_pbtxt((tmp_path / "original" / "add_sub" / "config.pbtxt").read_text())
+    assert original.platform == "onnxruntime_onnx" and not original.backend
+    assert original.parameters["intra_op_thread_count"].string_value == "1"
+    assert original.version_policy.latest.num_versions == 1
+    a = np.array([[1, 2, 3, 4]], np.int32)
+    b = np.array([[10, 20, 30, 40]], np.int32)
+    result, _ = _export_and_ask(
+        tmp_path, directory, local_launcher, "add_sub", [("a", a, "INT32"), ("b", b, "INT32")], "--backend", "python"
+    )
+    np.testing.assert_array_equal(result.as_numpy("sum"), a + b)
+    np.testing.assert_array_equal(result.as_numpy("difference"), a - b)
+
+
+def test_a_python_model_without_batching(tmp_path, local_launcher):
+    folder = unbatched_python_repository(tmp_path / "models")
+    directory, trials = _sweep(
+        tmp_path, "doubler", folder, "search_space:\n  instance_count: [1, 2]\n  protocol: [http, grpc]", trials=4
+    )
+    assert set(trials["max_batch_size"]) == {0} and set(trials["max_queue_delay_us"]) == {"off"}
+    assert sorted(zip(trials["instance_count"], trials["protocol"])) == [
+        (1, "grpc"),
+        (1, "http"),
+        (2, "grpc"),
+        (2, "http"),
+    ]
+    x = np.arange(16, dtype=np.float32)
+    result, exported = _export_and_ask(tmp_path, directory, local_launcher, "doubler", [("x", x, "FP32")])
+    np.testing.assert_allclose(result.as_numpy("y"), 2 * x)
+    assert (exported / "1" / "model.py").read_text() == (folder / "1" / "model.py").read_text()
+    assert json.loads((exported / "sweeper-export.json").read_text())["backend"] == "python"
+
+
+@pytest.mark.parametrize("generator", ["builtin", "perf_analyzer"])
+def test_a_string_input_fed_from_request_data(tmp_path, local_launcher, generator):
+    folder, data = string_python_repository(tmp_path / "models")
+    directory, trials = _sweep(
+        tmp_path,
+        "lengths",
+        folder,
+        "search_space:\n  max_queue_delay_us: [off, 0]",
+        trials=2,
+        data=data,
+        generator=generator,
+    )
+    assert set(trials["generator"]) == {generator}
+    text = np.array([[b"four", b"three"]], dtype=object)
+    result, _ = _export_and_ask(tmp_path, directory, local_launcher, "lengths", [("text", text, "BYTES")])
+    np.testing.assert_array_equal(result.as_numpy("lengths"), [[4, 5]])
+
+
+def test_an_int8_onnx_model_served_as_it_is(tmp_path, local_launcher):
+    folder = int8_onnx_repository(tmp_path / "models")
+    directory, trials = _sweep(
+        tmp_path, "mlp_int8", folder, "search_space:\n  max_queue_delay_us: [off, 0]\n  protocol: [grpc]", trials=2
+    )
+    assert set(trials["precision"]) == {"native"} and (directory / "models" / "native" / "model.onnx").is_file()
+    x = np.ones((1, 16), np.float32)
+    result, _ = _export_and_ask(
+        tmp_path, directory, local_launcher, "mlp_int8", [("x", x, "FP32")], "--backend", "python"
+    )
+    assert result.as_numpy("y").shape == (1, 4)

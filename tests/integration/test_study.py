@@ -1,0 +1,247 @@
+"""`sweeper run` end to end on the real server: tables, resume, failures, accuracy, batching
+states, reload mode, shared studies."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import urllib.request
+
+import optuna
+import pandas as pd
+import pytest
+
+from sweeper.cli import main
+from tests.conftest import fixed_batch_onnx, write_spec
+from tests.integration.conftest import E2E_SPEC as SPEC
+
+
+def test_run_writes_the_three_tables(swept):
+    _, directory = swept
+    trials = pd.read_csv(directory / "trials.csv")
+    assert list(trials.columns[:8]) == [
+        "number",
+        "state",
+        "baseline",
+        "max_batch_size",
+        "max_queue_delay_us",
+        "instance_count",
+        "protocol",
+        "precision",
+    ]
+    for column in (
+        "p50_ms@c1",
+        "throughput@c2",
+        "max_abs_error",
+        "cosine_similarity",
+        "build_s",
+        "start_s",
+        "measure_s",
+        "stop_s",
+        "reuse",
+        "generator",
+        "failure",
+    ):
+        assert column in trials.columns
+    assert len(trials) == 3 and (trials["state"] == "COMPLETE").all()
+    assert trials.loc[0, "baseline"] and trials.loc[0, "max_batch_size"] == 8 and trials.loc[0, "protocol"] == "http"
+    assert (trials["start_s"] > 0).all() and (trials["measure_s"] > 0).all() and (trials["stop_s"] > 0).all()
+    assert set(trials["reuse"]) == {"restart"}
+
+    measurements = pd.read_csv(directory / "measurements.csv")
+    assert len(measurements) == 6 and sorted(measurements["concurrency"].unique()) == [1, 2]
+    assert set(measurements["generator"]) == {"builtin"}
+    batched = measurements[(measurements["number"] == 0) & (measurements["concurrency"] == 1)].iloc[0]
+    assert batched["queue_ms"] > 15, "a 20 ms delay with batching on holds requests in the queue"
+
+    pareto = pd.read_csv(directory / "pareto.csv")
+    assert list(pareto.columns) == list(trials.columns) and pareto["feasible"].all()
+    for name in ("config.pbtxt", "server.log"):
+        assert (directory / "trials" / "0" / name).is_file()
+    assert (directory / "samples.npz").is_file() and (directory / "models" / "fp32" / "model.onnx").is_file()
+
+
+def test_rerun_resumes_the_study(swept, capsys, tmp_path):
+    import shutil
+
+    spec, original = swept
+    directory = tmp_path / "e2e"
+    shutil.copytree(original, directory, ignore=shutil.ignore_patterns("trials", "backends"), symlinks=True)
+    assert main(["run", str(spec), "--results-dir", str(tmp_path), "--trials", "4"]) == 0
+    trials = pd.read_csv(directory / "trials.csv")
+    assert list(trials["number"]) == [0, 1, 2, 3]
+    assert trials["baseline"].sum() == 1
+    assert "Pareto front of 'e2e'" in capsys.readouterr().out
+
+
+def test_failed_trial_is_recorded_with_its_reason_and_the_study_goes_on(tmp_path):
+    """A model exported without a dynamic batch axis fails once the batcher groups requests."""
+    model = fixed_batch_onnx(tmp_path / "fixed.onnx")
+    body = SPEC.replace("MODEL", str(model)).replace("name: e2e, trials: 3", "name: fails, trials: 2")
+    body = body.replace("protocol: [http, grpc]", "protocol: [grpc]").replace("protocol: http}", "protocol: grpc}")
+    spec = write_spec(tmp_path, body)
+    assert main(["run", str(spec), "--results-dir", str(tmp_path / "results")]) == 0
+    trials = pd.read_csv(tmp_path / "results" / "fails" / "trials.csv").set_index("max_batch_size")
+    assert trials.loc[8, "state"] == "FAIL"
+    assert "inference failed at concurrency 2" in trials.loc[8, "failure"]
+    assert trials.loc[1, "state"] == "COMPLETE" and pd.isna(trials.loc[1, "failure"])
+
+
+def test_accuracy_tolerance_makes_trials_infeasible(tmp_path, mlp_file):
+    body = SPEC.replace("MODEL", str(mlp_file)).replace("name: e2e, trials: 3", "name: acc, trials: 2")
+    body = body.replace("precision: [fp32]", "precision: [fp32, int8]").replace(
+        "max_batch_size: [1, 8]", "max_batch_size: [8]"
+    )
+    body = (
+        body.replace("protocol: [http, grpc]", "protocol: [http]") + "accuracy: {min_cosine_similarity: 0.999999999}\n"
+    )
+    spec = write_spec(tmp_path, body)
+    assert main(["run", str(spec), "--results-dir", str(tmp_path / "results")]) == 0
+    trials = pd.read_csv(tmp_path / "results" / "acc" / "trials.csv").set_index("precision")
+    assert trials.loc["int8", "state"] == "COMPLETE" and not trials.loc["int8", "feasible"]
+    assert "int8 cosine similarity" in trials.loc["int8", "infeasible"]
+    assert trials.loc["fp32", "feasible"]
+    assert list(pd.read_csv(tmp_path / "results" / "acc" / "pareto.csv")["precision"]) == ["fp32"]
+
+
+BATCHING = """
+study: {name: batching, trials: 3, sampler: grid}
+model: {name: mlp, source: {onnx: MODEL}}
+search_space:
+  max_batch_size: [8]
+  max_queue_delay_us: [off, 0, 100]
+  protocol: [grpc]
+baseline: {config_pbtxt: config.pbtxt, protocol: grpc}
+load: {generator: GENERATOR, concurrency: [1, 6], warmup_s: 0.2, window_s: 0.4, stability_tolerance: 1.0, max_windows: 3}
+objectives:
+  - {metric: p50_ms, concurrency: 1, direction: minimize}
+  - {metric: throughput, concurrency: 6, direction: maximize}
+"""
+
+
+@pytest.mark.parametrize("generator", ["builtin", "perf_analyzer"])
+def test_off_zero_and_a_delay_are_three_server_behaviours(tmp_path, mlp_file, generator):
+    """The team's config.pbtxt has `dynamic_batching { }`: trial 0 batches, as they run it."""
+    (tmp_path / "config.pbtxt").write_text(
+        'name: "mlp"\nmax_batch_size: 8\ndynamic_batching { }\ninstance_group [{ count: 1 kind: KIND_CPU }]\n'
+    )
+    spec = write_spec(tmp_path, BATCHING.replace("MODEL", str(mlp_file)).replace("GENERATOR", generator))
+    assert main(["run", str(spec), "--results-dir", str(tmp_path / "results")]) == 0
+    directory = tmp_path / "results" / "batching"
+    trials = pd.read_csv(directory / "trials.csv", dtype={"max_queue_delay_us": str}).set_index("number")
+    assert trials.loc[0, "baseline"] and trials.loc[0, "max_queue_delay_us"] == "0"
+    assert sorted(trials["max_queue_delay_us"]) == ["0", "100", "off"]
+    assert "dynamic_batching {\n}" in (directory / "trials" / "0" / "config.pbtxt").read_text()
+    measurements = pd.read_csv(directory / "measurements.csv").set_index(["number", "concurrency"])
+    by_delay = {trials.loc[n, "max_queue_delay_us"]: measurements.loc[(n, 6), "avg_batch_size"] for n in trials.index}
+    assert by_delay["off"] == pytest.approx(1.0)
+    assert by_delay["0"] > 1.2 and by_delay["100"] > 1.2
+    assert set(measurements["generator"]) == {generator}
+    summary, page = (directory / "summary.md").read_text(), (directory / "report.html").read_text()
+    assert "delay=0us" in summary and "## Batching" in summary
+    assert "delay=off" in page and "delay=0us" in page and "delay=100us" in page
+    off_number = int(trials.index[trials["max_queue_delay_us"] == "off"][0])
+    assert main(["export", str(directory), "--out", str(tmp_path / "off"), "--pick", "trial", str(off_number)]) == 0
+    assert "dynamic_batching" not in (tmp_path / "off" / "mlp" / "config.pbtxt").read_text()
+    assert main(["export", str(directory), "--out", str(tmp_path / "zero"), "--pick", "trial", "0"]) == 0
+    exported = (tmp_path / "zero" / "mlp" / "config.pbtxt").read_text()
+    assert "dynamic_batching {\n}" in exported
+    record = json.loads((tmp_path / "zero" / "mlp" / "sweeper-export.json").read_text())
+    assert record["parameters"]["max_queue_delay_us"] == 0 and record["generator"] == generator
+
+
+RELOAD = """
+study: {name: reload, trials: 5, sampler: grid}
+model: {name: mlp, source: {onnx: MODEL}}
+server: SERVER
+search_space:
+  max_batch_size: [1, 8]
+  max_queue_delay_us: [off, 0]
+  protocol: [http]
+  precision: [fp32, int8]
+baseline: {max_batch_size: 8, max_queue_delay_us: 0, instance_count: 1, protocol: http}
+load: {generator: builtin, concurrency: [1], warmup_s: 0.2, window_s: 0.3, stability_tolerance: 1.0, max_windows: 3}
+objectives:
+  - {metric: p50_ms, concurrency: 1, direction: minimize}
+"""
+
+
+@pytest.mark.parametrize("launcher", ["local", "docker"])
+def test_reload_mode_serves_every_trial_from_one_server(tmp_path, mlp_file, launcher, docker_block):
+    server = (
+        {"reuse": "reload"} if launcher == "local" else {**docker_block, "reuse": "reload", "startup_timeout_s": 60}
+    )
+    spec = write_spec(tmp_path, RELOAD.replace("MODEL", str(mlp_file)).replace("SERVER", json.dumps(server)))
+    assert main(["run", str(spec), "--results-dir", str(tmp_path / "results")]) == 0
+    directory = tmp_path / "results" / "reload"
+    trials = pd.read_csv(directory / "trials.csv", dtype={"max_queue_delay_us": str})
+    assert len(trials) == 5 and (trials["state"] == "COMPLETE").all() and set(trials["reuse"]) == {"reload"}
+    assert {"fp32", "int8"} == set(trials["precision"]), "a precision change brings its model file"
+    assert len(list((directory / "reload").glob("server-*.log"))) == 1, "one server for the study"
+    assert trials["start_s"].max() < 10 and trials["stop_s"].max() < 2
+    for number in trials["number"]:
+        assert f"mlp__t{number}" in (directory / "trials" / str(number) / "server.log").read_text()
+
+
+def test_reload_mode_restarts_after_a_failed_load(tmp_path, mlp_file):
+    """One precision cannot be served (its model fails to load); the next trial gets a fresh server."""
+    broken = fixed_batch_onnx(tmp_path / "fixed.onnx")
+    body = RELOAD.replace("MODEL", str(broken)).replace("SERVER", "{reuse: reload}").replace("trials: 5", "trials: 3")
+    body = body.replace("max_batch_size: [1, 8]", "max_batch_size: [1, 8]\n  instance_count: [1]")
+    spec = write_spec(
+        tmp_path,
+        body.replace("precision: [fp32, int8]", "precision: [fp32]")
+        .replace("max_queue_delay_us: [off, 0]", "max_queue_delay_us: [0]")
+        .replace("load: {generator: builtin, concurrency: [1]", "load: {generator: builtin, concurrency: [2]")
+        .replace("concurrency: 1, direction", "concurrency: 2, direction"),
+    )
+    assert main(["run", str(spec), "--results-dir", str(tmp_path / "results")]) == 0
+    trials = pd.read_csv(tmp_path / "results" / "reload" / "trials.csv").set_index("max_batch_size")
+    assert trials.loc[8, "state"] == "FAIL" and trials.loc[1, "state"] == "COMPLETE"
+
+
+def test_storage_errors_are_one_line_without_the_password(tmp_path, mlp_file, capsys):
+    spec = write_spec(tmp_path, SPEC.replace("MODEL", str(mlp_file)))
+    status = main(
+        [
+            "run",
+            str(spec),
+            "--results-dir",
+            str(tmp_path / "results"),
+            "--storage",
+            "postgresql://me:s3cret@127.0.0.1:9/db",
+        ]
+    )
+    err = capsys.readouterr().err
+    assert status == 1
+    assert "storage postgresql://me:***@127.0.0.1:9/db" in err and "s3cret" not in err and "Traceback" not in err
+
+
+def test_two_workers_share_a_postgresql_study(tmp_path, mlp_file, postgres_url):
+    """Two sweepers, one study in a real PostgreSQL: the trials are shared, not run twice."""
+    spec = write_spec(tmp_path, SPEC.replace("MODEL", str(mlp_file)).replace("trials: 3", "trials: 4"))
+    command = [sys.executable, "-m", "sweeper.cli", "run", str(spec), "--storage", postgres_url, "--results-dir"]
+    first = subprocess.Popen([*command, str(tmp_path / "a")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log = tmp_path / "a" / "e2e" / "trials" / "0" / "server.log"
+    deadline = time.monotonic() + 90
+    while not log.is_file():  # the first worker has enqueued the baseline and started it
+        assert first.poll() is None and time.monotonic() < deadline, first.communicate()
+        time.sleep(0.2)
+    second = subprocess.run([*command, str(tmp_path / "b")], capture_output=True, text=True, timeout=300)
+    out, err = first.communicate(timeout=300)
+    assert first.returncode == 0, err
+    assert second.returncode == 0, second.stderr
+    trials = optuna.load_study(study_name="e2e", storage=postgres_url).trials
+    measured = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(measured) == 4 and len({tuple(sorted(t.params.items())) for t in measured}) == 4
+    assert sum(bool(t.user_attrs.get("baseline")) for t in measured) == 1
+    ran_in = {
+        n: w
+        for w in ("a", "b")
+        for n in pd.read_csv(tmp_path / w / "e2e" / "trials.csv")["number"]
+        if (tmp_path / w / "e2e" / "trials" / str(n)).is_dir()
+    }
+    assert set(ran_in.values()) == {"a", "b"}, "both workers measured trials"
+    assert urllib  # both workers wrote their own tables from the shared study
