@@ -27,7 +27,6 @@ from sweeper.errors import SweeperError, UsageError
 from sweeper.export import export
 from sweeper.launchers import LAUNCHERS
 from sweeper.load import choose_generator
-from sweeper.report import write_report
 from sweeper.results import StudyTables, tables, write_tables
 from sweeper.spec import LoadedSpec, load_spec
 from sweeper.study import (
@@ -157,7 +156,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         console.print(f"{result.redraws} proposal(s) repeated a configuration already taken and were asked again")
     print_pareto(loaded.name, result)
     console.print(f"wrote {directory / 'trials.csv'}, measurements.csv, pareto.csv")
-    if (result.trials["state"] == "COMPLETE").any():
+    if args.no_report:
+        console.print(f"no report (--no-report): sweeper report {directory} writes it")
+    elif (result.trials["state"] == "COMPLETE").any():
         _report(study, directory)
     else:
         console.print("[yellow]no completed trial, so no report: trials.csv says why each failed[/yellow]")
@@ -206,6 +207,8 @@ def _setting(loaded: LoadedSpec) -> object:
 
 
 def _report(study: optuna.Study, directory: Path) -> None:
+    from sweeper.report import write_report  # plotly and matplotlib load only for a report
+
     info = write_report(study, directory)
     if info.running:
         console.print(f"[yellow]{info.running} trial(s) still running: the report shows the finished ones[/yellow]")
@@ -245,6 +248,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--study", help="study name (overrides study.name)")
     run.add_argument("--results-dir", default="results", help="where study folders go (default: results)")
     run.add_argument("--storage", help="Optuna storage URL (default: SQLite in the study folder)")
+    run.add_argument(
+        "--no-report",
+        action="store_true",
+        help="write the tables but not the report (e.g. on the workers of a shared study)",
+    )
     run.set_defaults(handler=cmd_run)
 
     report = commands.add_parser("report", help="write report.html, pareto.png, breakdown.png and summary.md")

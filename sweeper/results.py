@@ -72,8 +72,8 @@ def tables(study: optuna.Study) -> StudyTables:
         )
     trials = pd.DataFrame(trial_rows)
     measurements = pd.DataFrame(measurement_rows, columns=MEASUREMENT_COLUMNS)
-    front = {t.number for t in study.best_trials} if not trials.empty else set()
-    pareto = trials[trials["number"].isin(front)] if not trials.empty else trials
+    directions = [d.name.lower() for d in study.directions]
+    pareto = pareto_front(trials[trials["feasible"]], objectives, directions) if not trials.empty else trials
     return StudyTables(trials, measurements, pareto, objectives, redraws)
 
 

@@ -18,10 +18,10 @@ import math
 import re
 import typing
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator, Strict, ValidationError, model_validator
 
 from sweeper.artifacts import PRECISIONS, REFERENCE_PRECISIONS
 from sweeper.data import DataError, Samples, generate_samples, read_samples
@@ -48,7 +48,16 @@ Metric = Literal[METRICS]  # type: ignore[valid-type]
 Protocol = Literal[PROTOCOLS]  # type: ignore[valid-type]
 Precision = Literal[tuple(PRECISIONS)]  # type: ignore[valid-type]
 Datatype = Literal[DATATYPES]  # type: ignore[valid-type]
-Delay = Annotated[int, Strict(), Field(ge=0, le=UINT64_MAX)] | Literal["off"]
+
+
+def _delay(value: Any) -> int | str:
+    if value == BATCHING_OFF or (isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= UINT64_MAX):
+        return value
+    hint = " (write off, not false)" if value is False else ""
+    raise ValueError(f"must be off (no dynamic batching) or microseconds from 0 (batching, no wait) to 2^64-1{hint}")
+
+
+Delay = Annotated[Union[int, str], PlainValidator(_delay)]
 
 
 class _Strict(BaseModel):
@@ -214,8 +223,8 @@ class LoadSpec(_Strict):
         default=None, description="a binary, a command prefix, or {image: ...}; default: looked up"
     )
     concurrency: list[Annotated[int, Strict(), Field(ge=1, le=4096)]] = Field(default=[1], min_length=1)
-    warmup_s: Float = Field(default=1.0, ge=0, le=3600)
-    window_s: Float = Field(default=1.0, ge=0.05, le=3600)
+    warmup_s: Float = Field(default=0.5, ge=0, le=3600)
+    window_s: Float = Field(default=0.5, ge=0.05, le=3600)
     stability_tolerance: Float = Field(default=0.15, gt=0, le=1)
     max_windows: Int = Field(default=6, ge=3, le=1000)
     request_timeout_s: Float = Field(default=60.0, gt=0, le=86_400)
@@ -335,7 +344,7 @@ class LoadedSpec:
 def load_spec(path: Path, *, study_name: str | None = None, trials: int | None = None) -> LoadedSpec:
     """Read, validate and resolve a spec file; raise ``SpecError`` on any problem."""
     path = Path(path)
-    raw = _read_yaml(path)
+    raw = read_yaml(path)
     if not isinstance(raw, dict):
         raise SpecError(f"{path}: the spec must be a YAML mapping with keys {', '.join(Spec.model_fields)}")
     if study_name is not None:
@@ -405,7 +414,8 @@ def _expanded_size(node: yaml.Node, memo: dict[int, int]) -> int:
     return size
 
 
-def _read_yaml(path: Path) -> Any:
+def read_yaml(path: Path) -> Any:
+    """A spec file's YAML, read strictly (see the module docstring); SpecError on any problem."""
     try:
         if path.is_dir():
             raise SpecError(f"{path}: is a folder, not a spec file")

@@ -210,7 +210,8 @@ class _LocalServer(Server):
         self.endpoints = endpoints
         self.pid = process.pid
         self._log_path = log_path
-        self._shm_prefix = shm_prefix
+        self.shm_prefix = shm_prefix
+        """Names of the python backend's shared-memory regions start with this."""
         self._stopped = False
 
     def alive(self) -> bool:
@@ -242,10 +243,10 @@ class _LocalServer(Server):
         deadline = time.monotonic() + _REAP_TIMEOUT_S
         while _signal_group(group, 0) and time.monotonic() < deadline:
             time.sleep(0.01)
-        remove_shm(self._shm_prefix)
+        remove_shm(self.shm_prefix)
         guard = watchdog()
         guard.remove("group", str(group))
-        guard.remove("shm", self._shm_prefix)
+        guard.remove("shm", self.shm_prefix)
         self._stopped = True
 
 

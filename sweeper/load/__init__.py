@@ -45,6 +45,7 @@ __all__ = [
     "PerfAnalyzerUnavailable",
     "Workload",
     "choose_generator",
+    "find_perf_analyzer",
     "measure",
     "served_outputs",
     "server_times",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import time
 import urllib.request
 from pathlib import Path
 
@@ -105,7 +106,9 @@ def test_a_killed_server_says_how_it_ended(local_launcher, tmp_path, mlp_file):
     server = local_launcher.start(repository, tmp_path / "server.log", {}, model_name="mlp")
     try:
         os.kill(server.pid, signal.SIGKILL)
-        server._process.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while server.alive() and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert server.exit_reason() == "was killed by signal 9 (SIGKILL)"
         assert "the server was killed by signal 9" in str(server.failure("inference failed"))
     finally:
@@ -120,13 +123,13 @@ def test_stop_ends_the_whole_process_group_and_its_shared_memory(local_launcher,
     group = server.pid
     stubs = [p for p in Path("/proc").iterdir() if p.name.isdigit() and _group_of(p) == group and int(p.name) != group]
     assert stubs, "the python backend stubs run in the server's process group"
-    regions = glob.glob(f"/dev/shm/{server._shm_prefix}*")
+    regions = glob.glob(f"/dev/shm/{server.shm_prefix}*")
     assert regions, "the python backend's shared memory carries the server's own prefix"
     server.stop()
     server.stop()  # idempotent
     with pytest.raises(ProcessLookupError):
         os.killpg(group, 0)
-    assert not glob.glob(f"/dev/shm/{server._shm_prefix}*")
+    assert not glob.glob(f"/dev/shm/{server.shm_prefix}*")
 
 
 def _group_of(proc: Path) -> int | None:

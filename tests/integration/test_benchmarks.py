@@ -1,0 +1,53 @@
+"""The benchmark scripts that must keep running: the GPU check's CPU dry run (where no GPU is
+lent, the same flow on the CPU) and the search replay against the recorded grid."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pandas as pd
+
+from tests.conftest import REPO
+
+
+def test_the_gpu_check_runs_its_flow_on_the_cpu(tmp_path):
+    done = subprocess.run(
+        ["bash", str(REPO / "benchmarks" / "gpu_check.sh"), "--dry-run"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "OUT": str(tmp_path)},
+        cwd=REPO,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert json.loads((tmp_path / "facts.json").read_text())["status"] == 0
+    trials = pd.read_csv(tmp_path / "trials.csv")
+    assert len(trials) == 2 and (trials["state"] == "COMPLETE").all()
+    assert set(trials["generator"]) == {"perf_analyzer"} and set(trials["precision"]) == {"native"}
+    assert trials.loc[0, "baseline"] and str(trials.loc[0, "max_queue_delay_us"]) == "100000"
+
+
+def test_the_search_replay_reads_the_recorded_grid():
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "benchmarks" / "search_efficiency.py"),
+            "--seeds",
+            "1",
+            "--samplers",
+            "random",
+            "grid",
+            "--budget",
+            "10",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "grid: 144 configurations" in done.stdout
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| random") or line.startswith("| grid")]
+    assert len(rows) == 2
