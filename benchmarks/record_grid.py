@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from sweeper.cli import main as sweeper
 from sweeper.results import measured_metrics, tables
 from sweeper.spec import load_spec, read_yaml
-from sweeper.study import open_stored_study
+from sweeper.storage import open_stored_study
 from sweeper.vocabulary import KNOBS
 
 HERE = Path(__file__).resolve().parent

@@ -25,25 +25,12 @@ from rich.table import Table
 
 from sweeper.errors import SweeperError, UsageError
 from sweeper.export import export
-from sweeper.launchers import LAUNCHERS
+from sweeper.launchers import LABEL_STUDY, LAUNCHERS
 from sweeper.load import choose_generator
 from sweeper.results import StudyTables, tables, write_tables
 from sweeper.spec import LoadedSpec, load_spec
-from sweeper.study import (
-    LABEL_STUDY,
-    TrialRunner,
-    choose_backend,
-    counted,
-    default_storage,
-    exclusive_run,
-    kind_of,
-    open_storage,
-    open_stored_study,
-    open_study,
-    run_study,
-    storage_label,
-    store_study_facts,
-)
+from sweeper.storage import default_storage, exclusive_run, open_storage, open_stored_study, storage_label
+from sweeper.study import TrialRunner, choose_backend, counted, kind_of, open_study, run_study, store_study_facts
 from sweeper.vocabulary import KNOBS, knob_label
 
 # Tables stay readable when the output is a pipe or a CI log (rich assumes 80 columns there).

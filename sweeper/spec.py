@@ -480,15 +480,29 @@ def _inner_model(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
+def _key_path(loc: tuple[Any, ...], unknown_key: bool) -> tuple[Any, ...]:
+    """An error's location as the user wrote it: without the names pydantic gives the
+    alternatives of a union (``str``, ``list[str]``, ``PerfAnalyzerImageSpec``)."""
+    model: Any = Spec
+    path: list[Any] = []
+    for index, part in enumerate(loc):
+        if isinstance(part, int):
+            path.append(part)
+            continue
+        fields = model.model_fields if isinstance(model, type) and issubclass(model, BaseModel) else None
+        if fields is not None and part in fields:
+            path.append(part)
+            model = _inner_model(fields[part].annotation) or fields[part].annotation
+        elif (unknown_key and index == len(loc) - 1) or (fields is None and not any(c in part for c in "[-'")):
+            path.append(part)  # the unknown key the user wrote, or a key of a mapping
+    return tuple(path)
+
+
 def _describe(path: Path, exc: ValidationError) -> str:
     lines, seen = [], set()
     for error in exc.errors():
-        # A union reports each alternative (``int``, ``literal['off']``): name the key once.
-        loc = tuple(
-            part
-            for part in error["loc"]
-            if not (isinstance(part, str) and ("[" in part or part in ("int", "str", "list[str]")))
-        )
+        # A union reports each alternative: name the key once.
+        loc = _key_path(tuple(error["loc"]), error["type"] == "extra_forbidden")
         key = ".".join(str(p) for p in loc) or "(top level)"
         if key in seen:
             continue

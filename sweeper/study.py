@@ -14,11 +14,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fcntl
 import itertools
-import os
 import random
-import shutil
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -27,15 +24,13 @@ from typing import Any
 
 import numpy as np
 import optuna
-import sqlalchemy
-import sqlalchemy.exc
 from optuna.trial import FrozenTrial, TrialState
 from tritonclient.grpc import model_config_pb2 as mc
 
 from sweeper.artifacts import PRECISIONS, ArtifactBuilder, outside_tolerance
-from sweeper.errors import SpecError, SweeperError, TrialError, UsageError
+from sweeper.errors import SpecError, SweeperError, TrialError
 from sweeper.files import atomic_open, write_atomic
-from sweeper.launchers import Launcher, Server, server_metadata
+from sweeper.launchers import LABEL_STUDY, LABEL_TRIAL, REUSE, Launcher, Server, server_metadata
 from sweeper.load import PerfAnalyzer, Workload, measure, served_outputs
 from sweeper.repository import write_model
 from sweeper.samplers import make_sampler
@@ -43,111 +38,12 @@ from sweeper.spec import LoadedSpec
 from sweeper.triton_config import apply_trial, to_pbtxt
 from sweeper.vocabulary import KNOBS, TrialConfig, metric_values
 
-LABEL_STUDY = "triton-sweeper.study"
-LABEL_TRIAL = "triton-sweeper.trial"
 TIMINGS = ("build_s", "start_s", "measure_s", "stop_s")
 _REDRAWS_BEFORE_PICKING = 25
 
 
 class DuplicateProposal(Exception):
     """The sampler proposed a configuration that is measured or being measured already."""
-
-
-def default_storage(directory: Path) -> str:
-    """The SQLite database in a study folder."""
-    return f"sqlite:///{directory / 'study.db'}"
-
-
-def storage_label(url: str) -> str:
-    """The storage URL with its password hidden; UsageError when it is not a database URL or
-    names a database kind SQLAlchemy does not know."""
-    try:
-        parsed = sqlalchemy.engine.make_url(url)
-        shown = parsed.render_as_string(hide_password=True)
-    except sqlalchemy.exc.ArgumentError:
-        raise UsageError(
-            f"--storage / study.storage: not a database URL: {url[:200]!r}",
-            hint="e.g. sqlite:///path/study.db or postgresql://user@host/db",
-        ) from None
-    try:
-        parsed.get_dialect()
-    except sqlalchemy.exc.NoSuchModuleError:
-        raise UsageError(
-            f"--storage / study.storage: unknown database kind '{parsed.drivername}' in {shown}",
-            hint="use sqlite:///path/study.db or postgresql://user@host/db",
-        ) from None
-    except ImportError:
-        pass  # a known kind whose driver is missing: open_storage says which
-    return shown
-
-
-def open_storage(url: str, heartbeat_s: int | None = None) -> optuna.storages.RDBStorage:
-    """Optuna's storage for ``url``, with heartbeats (a worker silent for three heartbeats is
-    dead); its errors become one line (password hidden) and a hint."""
-    shown = storage_label(url)
-    options = {} if heartbeat_s is None else {"heartbeat_interval": heartbeat_s, "grace_period": 3 * heartbeat_s}
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(url, **options)
-    except ImportError:
-        raise SweeperError(
-            f"storage {shown}: the database driver is not installed",
-            hint="pip install 'psycopg[binary]' for postgresql://, or name the driver: postgresql+psycopg2://",
-        ) from None
-    except sqlalchemy.exc.SQLAlchemyError as exc:
-        raise SweeperError(
-            f"storage {shown}: {str(exc.orig if getattr(exc, 'orig', None) else exc).splitlines()[0][:300]}",
-            hint="check that the database server runs, is reachable and the database exists",
-        ) from None
-
-
-def open_stored_study(directory: Path, storage: str | None = None) -> optuna.Study:
-    """The study kept in a results folder (its study.db), for report and export."""
-    directory = Path(directory)
-    if storage is None:
-        if not (directory / "study.db").is_file():
-            what = "no study.db in" if directory.is_dir() else "no such study folder:"
-            raise UsageError(f"{what} {directory}", hint="give RESULTS_DIR/STUDY as written by 'sweeper run'")
-        storage = default_storage(directory)
-    opened = open_storage(storage)
-    names = optuna.get_all_study_names(opened)
-    name = directory.name if directory.name in names or len(names) != 1 else names[0]
-    try:
-        return optuna.load_study(study_name=name, storage=opened)
-    except KeyError:
-        raise UsageError(
-            f"no study '{name}' in {storage_label(storage)}", hint=f"studies there: {', '.join(names) or 'none'}"
-        ) from None
-
-
-@contextlib.contextmanager
-def exclusive_run(url: str, name: str) -> Iterator[None]:
-    """For a SQLite storage: hold a lock beside the database for the run, so a second sweeper
-    of the same study is refused instead of failing the first one's live trial."""
-    database = sqlalchemy.engine.make_url(url).database if url.startswith("sqlite") else None
-    if not database:
-        yield
-        return
-    lock_path = Path(f"{database}.lock")
-    with open(lock_path, "a+") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            lock.seek(0)
-            owner = lock.read().strip() or "another process"
-            raise UsageError(
-                f"study '{name}' is being run by another sweeper ({owner}) on {database}",
-                hint="wait for it, or share the study between workers with a PostgreSQL storage (--storage)",
-            ) from None
-        lock.seek(0)
-        lock.truncate()
-        lock.write(f"pid {os.getpid()}")
-        lock.flush()
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def kind_of(trial: FrozenTrial) -> str:
@@ -262,109 +158,6 @@ def _timed(timings: dict[str, float], key: str) -> Iterator[None]:
         timings[key] = round(time.perf_counter() - start, 4)
 
 
-Writer = Callable[[Path, str], Path]
-"""(repository, model name) -> writes the trial's model under that name; returns its folder."""
-
-
-class _Restart:
-    """A fresh server per trial (the default): started on the trial's repository, stopped after."""
-
-    mode = "restart"
-
-    def __init__(self, launcher: Launcher, complete_config: bool) -> None:
-        self._launcher = launcher
-        self._complete = complete_config
-
-    def serve(self, write: Writer, trial_dir: Path, labels: dict[str, str], model_name: str) -> tuple[Server, str]:
-        """A ready server for the trial, and the name its model is served under."""
-        repository = trial_dir / "repository"
-        write(repository, model_name)
-        server = self._launcher.start(
-            repository, trial_dir / "server.log", labels, model_name=model_name, complete_config=self._complete
-        )
-        return server, model_name
-
-    def retire(self, server: Server, trial_dir: Path, served: str, failed: bool) -> None:
-        server.stop()
-
-    def close(self) -> None:
-        pass
-
-
-class _Reload:
-    """One server for the study (explicit model control): each trial's model is loaded into it
-    through Triton's repository API, and unloaded after. It is restarted when it died or a
-    load failed.
-
-    Each trial's model is served under a name of its own (``<model>__t<trial>``): reloading the
-    same name would wait for the previous instances' unload, which the python backend spends
-    in a one-second health-check sleep per instance. Unloading runs in Triton's background."""
-
-    mode = "reload"
-
-    def __init__(
-        self,
-        launcher: Launcher,
-        directory: Path,
-        labels: dict[str, str],
-        startup_timeout_s: float,
-        complete_config: bool,
-    ) -> None:
-        self._launcher = launcher
-        self._complete = complete_config
-        self._folder = directory / "reload"
-        self._repository = self._folder / "repository"
-        self._labels = {**labels, LABEL_TRIAL: "reload"}
-        self._timeout = startup_timeout_s
-        self._server: Server | None = None
-        self._log_from = 0
-        self._starts = 0
-        self._retired: list[str] = []
-
-    def serve(self, write: Writer, trial_dir: Path, labels: dict[str, str], model_name: str) -> tuple[Server, str]:
-        if self._server is not None and not self._server.alive():
-            self.close()
-        if self._server is None:
-            self._starts += 1
-            if self._repository.exists():
-                shutil.rmtree(self._repository)
-            self._repository.mkdir(parents=True)
-            log = self._folder / f"server-{self._starts}.log"
-            self._server = self._launcher.start(
-                self._repository, log, self._labels, model_name=None, complete_config=self._complete
-            )
-        while len(self._retired) > 1:  # unloaded a trial ago: Triton is done with its files
-            shutil.rmtree(self._repository / self._retired.pop(0), ignore_errors=True)
-        served = f"{model_name}__t{labels[LABEL_TRIAL]}"
-        self._log_from = len(self._server.log_text())
-        write(self._repository, served)
-        try:
-            self._server.load(served, self._timeout)
-        except TrialError:
-            self._save_log(trial_dir)
-            self.close()
-            raise
-        return self._server, served
-
-    def retire(self, server: Server, trial_dir: Path, served: str, failed: bool) -> None:
-        self._save_log(trial_dir)
-        if failed or not server.alive():
-            self.close()
-            return
-        server.unload(served, self._timeout)
-        self._retired.append(served)
-
-    def _save_log(self, trial_dir: Path) -> None:
-        if self._server is not None:
-            write_atomic(trial_dir / "server.log", self._server.log_text()[self._log_from :])
-
-    def close(self) -> None:
-        if self._server is not None:
-            self._server.stop()
-            self._server = None
-        self._retired.clear()
-
-
 class Proposer:
     """The sampler's proposal as a configuration no other trial has taken.
 
@@ -437,16 +230,11 @@ class TrialRunner:
             self._spec.model.example_inputs.batch_size,
             batched,
         )
-        labels = {LABEL_STUDY: loaded.name}
-        timeout = self._spec.server.startup_timeout_s
         # The configs the sweep generates are complete; a model folder's own config may rely on
         # Triton's auto-completion, as it does where the team deploys it.
         complete = self._source.kind != "repository" or (self._source.onnx_file is not None and backend == "python")
-        self.servers = (
-            _Reload(launcher, directory, labels, timeout, complete)
-            if self._spec.server.reuse == "reload"
-            else _Restart(launcher, complete)
-        )
+        reuse = REUSE[self._spec.server.reuse]
+        self.servers = reuse(launcher, directory, self._spec.server.startup_timeout_s, complete)
 
     def prepare(self) -> None:
         """Before the first trial: the reference model under models/ and the sweep's first request

@@ -20,6 +20,9 @@ if TYPE_CHECKING:
 
 _POLL_S = 0.05
 _LOG_LINES = 5
+# Labels of what a study starts (containers carry them; a reload server's trial is "reload").
+LABEL_STUDY = "triton-sweeper.study"
+LABEL_TRIAL = "triton-sweeper.trial"
 
 
 @dataclasses.dataclass(frozen=True)

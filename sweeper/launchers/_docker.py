@@ -17,6 +17,8 @@ import docker.types
 import docker
 from sweeper.errors import SweeperError, TrialError
 from sweeper.launchers._base import (
+    LABEL_STUDY,
+    LABEL_TRIAL,
     Endpoints,
     Launcher,
     Server,
@@ -202,7 +204,7 @@ class DockerLauncher(Launcher):
             ]
         volumes = read_only_volumes(self._spec.volumes)
         volumes[str(repository.resolve())] = {"bind": _CONTAINER_REPOSITORY, "mode": "ro"}
-        study, trial = labels.get("triton-sweeper.study", "x"), labels.get("triton-sweeper.trial", "x")
+        study, trial = labels.get(LABEL_STUDY, "x"), labels.get(LABEL_TRIAL, "x")
         container = self.client.containers.create(
             self._spec.image,
             argv,

@@ -30,6 +30,7 @@ from typing import Any
 
 from sweeper.errors import SweeperError, TrialError
 from sweeper.launchers import Endpoints
+from sweeper.launchers._base import describe_exit
 
 # Options the sweeper relies on; a perf_analyzer without one of them is too old.
 _REQUIRED_OPTIONS = (
@@ -255,6 +256,8 @@ def run_level(
         cpu += more
     else:
         windows = len(_PASS.findall(output))
+    if status < 0:  # e.g. SIGKILL from the kernel's OOM killer: perf_analyzer keeps its responses
+        raise TrialError(f"perf_analyzer {describe_exit(status)} (out of memory?): {_last_lines(output)}")
     if status != 0 or not csv_file.is_file():
         raise TrialError(f"perf_analyzer failed (exit status {status}): {_last_lines(output)}")
     report = parse(csv_file.read_text(), output)

@@ -336,3 +336,23 @@ except KeyboardInterrupt:
     assert done.returncode == 130 and "serving" in done.stdout, done.stderr
     _gone_within(10, before)
     assert shutil.which("pgrep")
+
+
+def test_reload_mode_restarts_a_server_that_died(tmp_path, mlp_file):
+    spec = _spec(tmp_path, mlp_file, trials=2, warmup=6, extra="server: {reuse: reload}\n")
+    results = tmp_path / "results"
+    sweep = start_sweep(spec, results)
+    wait_for(
+        sweep,
+        server_log_says(results / "faults" / "reload" / "server-1.log", "successfully loaded 'mlp__t0'"),
+        "trial 0 loaded into the study's server",
+    )
+    time.sleep(1)
+    (server,) = [line.split()[0] for line in tritonservers() if str(results) in line]
+    os.kill(int(server), signal.SIGKILL)
+    out, err = sweep.communicate(timeout=120)
+    assert sweep.returncode == 0, err
+    trials = pd.read_csv(results / "faults" / "trials.csv").set_index("number")
+    assert trials.loc[0, "state"] == "FAIL" and "killed by signal 9" in trials.loc[0, "failure"]
+    assert trials.loc[1, "state"] == "COMPLETE" and trials.loc[1, "reuse"] == "reload"
+    assert (results / "faults" / "reload" / "server-2.log").is_file(), "a new server for the next trial"

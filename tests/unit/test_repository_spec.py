@@ -30,8 +30,11 @@ objectives:
 """
 
 
-def _spec(tmp_path, folder, space: str = "", extra: str = ""):
-    return write_spec(tmp_path, SPEC.replace("FOLDER", str(folder)).replace("SPACE", space) + extra)
+def _spec(tmp_path, folder, space: str = "", data=None):
+    body = SPEC.replace("FOLDER", str(folder)).replace("SPACE", space)
+    if data is not None:
+        body = body.replace("  source: {repository:", f"  input_data: {data}\n  source: {{repository:")
+    return write_spec(tmp_path, body)
 
 
 def test_the_folders_config_is_the_baseline_and_kept_knobs_are_its_own(tmp_path):
@@ -52,12 +55,7 @@ def test_an_onnx_folder_can_be_converted(tmp_path):
 
 def test_string_inputs_take_their_shapes_from_the_data(tmp_path):
     folder, data = string_python_repository(tmp_path / "models")
-    body = (
-        SPEC.replace("FOLDER", str(folder))
-        .replace("SPACE", "")
-        .replace("  source: {repository:", f"  input_data: {data}\n  source: {{repository:")
-    )
-    loaded = load_spec(write_spec(tmp_path, body, "with-data.yaml"))
+    loaded = load_spec(_spec(tmp_path, folder, data=data))
     assert loaded.samples.count == 2 and list(loaded.samples.arrays["text"][0]) == [b"triton", b"sweeper", b"measures"]
 
 
@@ -125,12 +123,7 @@ def test_input_data_that_does_not_fit_the_model_is_refused(tmp_path, case, capsy
     folder, _ = string_python_repository(tmp_path / "models")
     data = tmp_path / "bad.json"
     data.write_text(json.dumps(DATA_PROBLEMS[case][0]))
-    body = (
-        SPEC.replace("FOLDER", str(folder))
-        .replace("SPACE", "")
-        .replace("  source: {repository:", f"  input_data: {data}\n  source: {{repository:")
-    )
-    spec = write_spec(tmp_path, body)
+    spec = _spec(tmp_path, folder, data=data)
     _refused(
         ["run", str(spec), "--results-dir", str(tmp_path / "results")],
         capsys,
@@ -143,12 +136,7 @@ def test_input_data_that_does_not_fit_the_model_is_refused(tmp_path, case, capsy
 def test_an_npz_with_the_wrong_dtype_is_refused(tmp_path, capsys):
     folder = unbatched_python_repository(tmp_path / "models")
     np.savez(tmp_path / "data.npz", x=np.ones((3, 16), np.int32))
-    body = (
-        SPEC.replace("FOLDER", str(folder))
-        .replace("SPACE", "")
-        .replace("  source: {repository:", f"  input_data: {tmp_path / 'data.npz'}\n  source: {{repository:")
-    )
-    spec = write_spec(tmp_path, body)
+    spec = _spec(tmp_path, folder, data=tmp_path / "data.npz")
     _refused(
         ["run", str(spec), "--results-dir", str(tmp_path / "results")],
         capsys,

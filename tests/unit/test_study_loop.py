@@ -13,13 +13,13 @@ from optuna.trial import TrialState
 
 from sweeper.samplers import SAMPLERS
 from sweeper.spec import load_spec
+from sweeper.storage import open_storage
 from sweeper.study import (
     Proposer,
     config_key,
     counted,
     fail_abandoned,
     kind_of,
-    open_storage,
     open_study,
     planned_params,
     requeue_interrupted,

@@ -1,0 +1,117 @@
+"""Where studies are kept: Optuna storages, opened with heartbeats, errors in one line.
+
+A SQLite study is run by one sweeper at a time (``exclusive_run``, a lock beside the
+database); a shared storage (PostgreSQL) detects dead workers by Optuna's heartbeats.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import optuna
+import sqlalchemy
+import sqlalchemy.exc
+
+from sweeper.errors import SweeperError, UsageError
+
+
+def default_storage(directory: Path) -> str:
+    """The SQLite database in a study folder."""
+    return f"sqlite:///{directory / 'study.db'}"
+
+
+def storage_label(url: str) -> str:
+    """The storage URL with its password hidden; UsageError when it is not a database URL or
+    names a database kind SQLAlchemy does not know."""
+    try:
+        parsed = sqlalchemy.engine.make_url(url)
+        shown = parsed.render_as_string(hide_password=True)
+    except sqlalchemy.exc.ArgumentError:
+        raise UsageError(
+            f"--storage / study.storage: not a database URL: {url[:200]!r}",
+            hint="e.g. sqlite:///path/study.db or postgresql://user@host/db",
+        ) from None
+    try:
+        parsed.get_dialect()
+    except sqlalchemy.exc.NoSuchModuleError:
+        raise UsageError(
+            f"--storage / study.storage: unknown database kind '{parsed.drivername}' in {shown}",
+            hint="use sqlite:///path/study.db or postgresql://user@host/db",
+        ) from None
+    except ImportError:
+        pass  # a known kind whose driver is missing: open_storage says which
+    return shown
+
+
+def open_storage(url: str, heartbeat_s: int | None = None) -> optuna.storages.RDBStorage:
+    """Optuna's storage for ``url``, with heartbeats (a worker silent for three heartbeats is
+    dead); its errors become one line (password hidden) and a hint."""
+    shown = storage_label(url)
+    options = {} if heartbeat_s is None else {"heartbeat_interval": heartbeat_s, "grace_period": 3 * heartbeat_s}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(url, **options)
+    except ImportError:
+        raise SweeperError(
+            f"storage {shown}: the database driver is not installed",
+            hint="pip install 'psycopg[binary]' for postgresql://, or name the driver: postgresql+psycopg2://",
+        ) from None
+    except sqlalchemy.exc.SQLAlchemyError as exc:
+        raise SweeperError(
+            f"storage {shown}: {str(exc.orig if getattr(exc, 'orig', None) else exc).splitlines()[0][:300]}",
+            hint="check that the database server runs, is reachable and the database exists",
+        ) from None
+
+
+def open_stored_study(directory: Path, storage: str | None = None) -> optuna.Study:
+    """The study kept in a results folder (its study.db), for report and export."""
+    directory = Path(directory)
+    if storage is None:
+        if not (directory / "study.db").is_file():
+            what = "no study.db in" if directory.is_dir() else "no such study folder:"
+            raise UsageError(f"{what} {directory}", hint="give RESULTS_DIR/STUDY as written by 'sweeper run'")
+        storage = default_storage(directory)
+    opened = open_storage(storage)
+    names = optuna.get_all_study_names(opened)
+    name = directory.name if directory.name in names or len(names) != 1 else names[0]
+    try:
+        return optuna.load_study(study_name=name, storage=opened)
+    except KeyError:
+        raise UsageError(
+            f"no study '{name}' in {storage_label(storage)}", hint=f"studies there: {', '.join(names) or 'none'}"
+        ) from None
+
+
+@contextlib.contextmanager
+def exclusive_run(url: str, name: str) -> Iterator[None]:
+    """For a SQLite storage: hold a lock beside the database for the run, so a second sweeper
+    of the same study is refused instead of failing the first one's live trial."""
+    database = sqlalchemy.engine.make_url(url).database if url.startswith("sqlite") else None
+    if not database:
+        yield
+        return
+    lock_path = Path(f"{database}.lock")
+    with open(lock_path, "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            owner = lock.read().strip() or "another process"
+            raise UsageError(
+                f"study '{name}' is being run by another sweeper ({owner}) on {database}",
+                hint="wait for it, or share the study between workers with a PostgreSQL storage (--storage)",
+            ) from None
+        lock.seek(0)
+        lock.truncate()
+        lock.write(f"pid {os.getpid()}")
+        lock.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
