@@ -122,7 +122,7 @@ def pareto_front(frame: pd.DataFrame, objectives: list[str], directions: list[st
     signs = [1 if d == "minimize" else -1 for d in directions]
     values = frame[objectives].to_numpy(dtype=float) * signs
     keep = [not any((other <= row).all() and (other < row).any() for other in values) for row in values]
-    return frame[keep]
+    return frame.loc[np.asarray(keep, dtype=bool)]  # a boolean mask, even when empty (not a column list)
 
 
 def knee(frame: pd.DataFrame, objectives: list[str], directions: list[str]) -> int:

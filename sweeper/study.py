@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import io
 import itertools
 import random
 import time
@@ -29,7 +30,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from sweeper.artifacts import PRECISIONS, ArtifactBuilder, outside_tolerance
 from sweeper.errors import SpecError, SweeperError, TrialError
-from sweeper.files import atomic_open, write_atomic
+from sweeper.files import write_atomic
 from sweeper.launchers import LABEL_STUDY, LABEL_TRIAL, REUSE, Launcher, Server, server_metadata
 from sweeper.load import PerfAnalyzer, Workload, measure, served_outputs
 from sweeper.repository import write_model
@@ -244,8 +245,9 @@ class TrialRunner:
         self.artifacts.build(self._source.reference_precision)
         first = self.workload.samples.batch(0, 1, batched=self._source.batched)
         arrays = {name: array.astype(bytes) if array.dtype == object else array for name, array in first.items()}
-        with atomic_open(self._dir / "samples.npz", "wb") as stream:
-            np.savez(stream, **arrays)
+        buffer = io.BytesIO()  # built in memory: a full disk fails the write, not numpy's zip file
+        np.savez(buffer, **arrays)
+        write_atomic(self._dir / "samples.npz", buffer.getvalue())
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, ...]:
         """Measure the configuration the sampler proposes; its objective values."""

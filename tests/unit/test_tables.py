@@ -169,3 +169,20 @@ def test_export_choice_rules(study):
     frame = pd.DataFrame({"number": [5, 6], "p50_ms@c1": [2.0, 1.5]})
     assert closest(frame, [("p50_ms@c1", "<=", 1.0)]).startswith("trial 6")
     assert json.dumps(choose(study, "knee", []).to_dict(), default=str)
+
+
+def test_a_study_whose_trials_all_failed_has_an_empty_front_with_its_columns(tmp_path):
+    created = optuna.create_study(
+        study_name="failed", storage=f"sqlite:///{tmp_path / 'study.db'}", directions=["minimize", "maximize"]
+    )
+    created.set_user_attr("objectives", ["p50_ms@c1", "throughput@c8"])
+    failed = create_trial(
+        state=TrialState.FAIL,
+        params={"max_batch_size": 8},
+        distributions={"max_batch_size": CategoricalDistribution([8])},
+        user_attrs={"failure": "no"},
+    )
+    created.add_trial(failed)
+    result = tables(created)
+    assert result.pareto.empty and list(result.pareto.columns) == list(result.trials.columns)
+    assert result.pareto.sort_values("number").empty
