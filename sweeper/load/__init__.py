@@ -215,11 +215,14 @@ def measure(
             csv_file=csv_file,
         )
         limit = 60 + 3 * (settings.max_windows + 3) * (settings.window_s + settings.request_timeout_s)
+        before = statistics()
         report, cpu, wall = run_level(analyzer, args, csv_file, timeout_s=limit, max_windows=settings.max_windows)
+        batch = batch_average(before, statistics())
     client_cpu = cpu / wall if wall > 0 else 0.0
     return Measurement(
         concurrency=concurrency,
         **report.figures,
+        avg_batch_size=batch,
         windows=report.windows,
         stable=report.stable,
         client_cpu=client_cpu,
@@ -242,10 +245,19 @@ def server_times(before: dict[str, Any], after: dict[str, Any]) -> dict[str, flo
     for part in _SERVER_PARTS:
         count = delta(part, "count")
         times["server_ms" if part == "success" else f"{part}_ms"] = delta(part, "ns") / count / 1e6 if count else 0.0
-    executions = float(after["execution_count"]) - float(before["execution_count"])
-    inferences = float(after["inference_count"]) - float(before["inference_count"])
-    times["avg_batch_size"] = inferences / executions if executions else 0.0
+    times["avg_batch_size"] = batch_average(before, after)
     return times
+
+
+def batch_average(before: dict[str, Any], after: dict[str, Any]) -> float:
+    """Inferences per model execution between two statistics snapshots, from the executions
+    counted by batch size: Triton counts each size with its execution, so a snapshot never sees
+    an inference before its execution (the total counts can skew by one)."""
+    executions = {b["batch_size"]: b["compute_infer"]["count"] for b in after.get("batch_stats", [])}
+    for earlier in before.get("batch_stats", []):
+        executions[earlier["batch_size"]] = executions.get(earlier["batch_size"], 0) - earlier["compute_infer"]["count"]
+    count = sum(executions.values())
+    return sum(size * n for size, n in executions.items()) / count if count else 0.0
 
 
 def served_outputs(

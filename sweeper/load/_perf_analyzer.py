@@ -44,7 +44,6 @@ _REQUIRED_OPTIONS = (
 _UNSTABLE = "Failed to obtain stable measurement"
 _ACCEPT_ANY = ("--stability-percentage=100000", "--max-trials=3")
 _PASS = re.compile(r"Pass \[\d+\] throughput: ([\d.]+) infer/sec")
-_SERVER_COUNTS = re.compile(r"Inference count: (\d+)\s+Execution count: (\d+)")
 _SERVER_LATENCY = re.compile(r"Avg request latency: (\d+) usec")
 _REQUEST_COUNT = re.compile(r"Request count: (\d+)")
 _US = 1e-3  # perf_analyzer reports microseconds; measurements are in milliseconds
@@ -269,7 +268,8 @@ def run_level(
 
 
 def parse(table: str, output: str) -> Report:
-    """perf_analyzer's ``--verbose-csv`` row and summary text -> Measurement figures."""
+    """perf_analyzer's ``--verbose-csv`` row and summary text -> Measurement figures (the average
+    batch size comes from the server's statistics around the run: ``measure``)."""
     rows = list(csv.DictReader(io.StringIO(table)))
     if not rows:
         raise TrialError("perf_analyzer wrote an empty CSV")
@@ -290,8 +290,6 @@ def parse(table: str, output: str) -> Report:
         "compute_infer_ms": us("Server Compute Infer"),
         "compute_output_ms": us("Server Compute Output"),
     }
-    counts = _SERVER_COUNTS.search(output)
-    figures["avg_batch_size"] = int(counts.group(1)) / int(counts.group(2)) if counts and int(counts.group(2)) else 0.0
     latency = _SERVER_LATENCY.search(output)
     figures["server_ms"] = float(latency.group(1)) * _US if latency else 0.0
     requests = _REQUEST_COUNT.search(output)

@@ -82,16 +82,22 @@ def test_windows_agree_is_perf_analyzers_max_over_min_rule():
 
 
 def test_server_times_are_per_request_averages_of_the_diff():
-    def stats(count, queue_ns, infer_ns, executions):
+    def stats(count, queue_ns, infer_ns, by_size):
         parts = {p: {"count": count, "ns": 0} for p in ("compute_input", "compute_output")}
         parts.update(
             queue={"count": count, "ns": queue_ns},
             compute_infer={"count": count, "ns": infer_ns},
             success={"count": count, "ns": queue_ns + infer_ns},
         )
-        return {"inference_stats": parts, "execution_count": executions, "inference_count": count}
+        batches = [{"batch_size": size, "compute_infer": {"count": n, "ns": 0}} for size, n in by_size.items()]
+        return {
+            "inference_stats": parts,
+            "batch_stats": batches,
+            "execution_count": sum(by_size.values()),
+            "inference_count": count + 1,
+        }  # the totals may skew between snapshots: not used
 
-    times = server_times(stats(10, 1_000_000, 5_000_000, 10), stats(110, 51_000_000, 105_000_000, 35))
+    times = server_times(stats(10, 1_000_000, 5_000_000, {1: 10}), stats(110, 51_000_000, 105_000_000, {1: 10, 4: 25}))
     assert times["queue_ms"] == pytest.approx(0.5) and times["compute_infer_ms"] == pytest.approx(1.0)
     assert times["avg_batch_size"] == pytest.approx(4.0) and times["server_ms"] == pytest.approx(1.5)
 
@@ -104,7 +110,7 @@ def test_perf_analyzer_report_becomes_measurement_fields():
     assert figures["p50_ms"] == pytest.approx(2.712) and figures["p99_ms"] == pytest.approx(6.684)
     assert figures["mean_ms"] == pytest.approx(2.853) and figures["throughput"] == pytest.approx(1391.66)
     assert figures["queue_ms"] == pytest.approx(1.615) and figures["compute_infer_ms"] == pytest.approx(0.629)
-    assert figures["server_ms"] == pytest.approx(2.317) and figures["avg_batch_size"] == 1.0
+    assert figures["server_ms"] == pytest.approx(2.317)
     assert figures["requests"] == 5084
 
 
