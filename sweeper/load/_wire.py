@@ -22,10 +22,6 @@ class InferenceError(Exception):
     """The server answered a request with an error, or with outputs that are not the model's."""
 
 
-def _datatype(tensor: TensorSpec) -> str:
-    return tensor.datatype
-
-
 def http_request(
     model_name: str, inputs: list[TensorSpec], tensors: dict[str, np.ndarray], outputs: list[str], authority: str
 ) -> bytes:
@@ -37,7 +33,7 @@ def http_request(
                 {
                     "name": t.name,
                     "shape": list(tensors[t.name].shape),
-                    "datatype": _datatype(t),
+                    "datatype": t.datatype,
                     "parameters": {"binary_data_size": len(data)},
                 }
                 for t, data in zip(inputs, raw)
@@ -65,7 +61,7 @@ def grpc_message(
     request = service_pb2.ModelInferRequest(model_name=model_name)
     for tensor in inputs:
         array = tensors[tensor.name]
-        request.inputs.add(name=tensor.name, datatype=_datatype(tensor), shape=list(array.shape))
+        request.inputs.add(name=tensor.name, datatype=tensor.datatype, shape=list(array.shape))
         request.raw_input_contents.append(to_wire_bytes(array, tensor.datatype))
     for name in outputs:
         request.outputs.add(name=name)
