@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import glob
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -220,16 +221,17 @@ def postgres_url():
     server = None
     try:
         shutil.chown(data, "postgres", "postgres")
-        as_postgres = ["runuser", "-u", "postgres", "--"]
+        # Run as the postgres user directly (not through runuser) so signals reach the postmaster itself.
+        as_postgres = {"user": "postgres", "group": "postgres", "extra_groups": []}
         subprocess.run(
-            [*as_postgres, str(binaries / "initdb"), "-D", str(data), "-A", "trust", "-U", "sweeper"],
+            [str(binaries / "initdb"), "-D", str(data), "-A", "trust", "-U", "sweeper"],
             check=True,
             capture_output=True,
+            **as_postgres,
         )
         port = free_port("127.0.0.1")
         server = subprocess.Popen(
             [
-                *as_postgres,
                 str(binaries / "postgres"),
                 "-D",
                 str(data),
@@ -242,6 +244,7 @@ def postgres_url():
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            **as_postgres,
         )
         deadline = time.monotonic() + 30
         while (
@@ -255,6 +258,9 @@ def postgres_url():
         yield f"postgresql://sweeper@127.0.0.1:{port}/postgres"
     finally:
         if server is not None:
-            server.terminate()
+            # SIGINT is PostgreSQL's fast shutdown: it closes the sessions the tests' pools still hold and
+            # removes its shared memory; SIGTERM waits for those sessions (runuser then SIGKILLed it, leaving
+            # /dev/shm/PostgreSQL.* behind).
+            server.send_signal(signal.SIGINT)
             server.wait(timeout=30)
         shutil.rmtree(data, ignore_errors=True)
