@@ -18,7 +18,7 @@ from tests.repositories import (
     string_python_repository,
     unbatched_python_repository,
 )
-from tests.unit.test_spec import _refused
+from tests.unit.test_spec import _run_refused
 
 SPEC = """
 study: {name: repo, trials: 2}
@@ -88,21 +88,13 @@ REFUSALS = {
 def test_knobs_that_do_not_apply_are_refused(tmp_path, case, capsys):
     make, space, expected = REFUSALS[case]
     spec = _spec(tmp_path, make(tmp_path / "models"), space)
-    _refused(
-        ["run", str(spec), "--results-dir", str(tmp_path / "results")],
-        capsys,
-        tmp_path / "results",
-        str(spec),
-        expected,
-    )
+    _run_refused(spec, capsys, str(spec), expected)
 
 
 @pytest.mark.parametrize("case", sorted(REFUSED))
 def test_folders_the_sweeper_cannot_measure_are_refused(tmp_path, case, capsys):
     spec = _spec(tmp_path, refused_repository(tmp_path / "models", case))
-    _refused(
-        ["run", str(spec), "--results-dir", str(tmp_path / "results")], capsys, tmp_path / "results", REFUSED[case][1]
-    )
+    _run_refused(spec, capsys, REFUSED[case][1])
 
 
 DATA_PROBLEMS = {
@@ -124,22 +116,11 @@ def test_input_data_that_does_not_fit_the_model_is_refused(tmp_path, case, capsy
     data = tmp_path / "bad.json"
     data.write_text(json.dumps(DATA_PROBLEMS[case][0]))
     spec = _spec(tmp_path, folder, data=data)
-    _refused(
-        ["run", str(spec), "--results-dir", str(tmp_path / "results")],
-        capsys,
-        tmp_path / "results",
-        "model.input_data",
-        DATA_PROBLEMS[case][1],
-    )
+    _run_refused(spec, capsys, "model.input_data", DATA_PROBLEMS[case][1])
 
 
 def test_an_npz_with_the_wrong_dtype_is_refused(tmp_path, capsys):
     folder = unbatched_python_repository(tmp_path / "models")
     np.savez(tmp_path / "data.npz", x=np.ones((3, 16), np.int32))
     spec = _spec(tmp_path, folder, data=tmp_path / "data.npz")
-    _refused(
-        ["run", str(spec), "--results-dir", str(tmp_path / "results")],
-        capsys,
-        tmp_path / "results",
-        "dtype int32 does not match the model's FP32",
-    )
+    _run_refused(spec, capsys, "dtype int32 does not match the model's FP32")

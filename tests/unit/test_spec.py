@@ -208,18 +208,18 @@ def _refused(argv: list[str], capsys, results: Path, *expected: str) -> str:
     return err
 
 
+def _run_refused(spec: Path, capsys, *expected: str) -> str:
+    """``sweeper run`` of a spec written in a test's folder is refused (see ``_refused``)."""
+    results = spec.parent / "results"
+    return _refused(["run", str(spec), "--results-dir", str(results)], capsys, results, *expected)
+
+
 @pytest.mark.parametrize("case", sorted(BAD_SPECS))
 def test_bad_spec_exits_2_naming_file_and_key(case, tmp_path, mlp_file, capsys):
     (old, new), expected = BAD_SPECS[case]
     assert old in VALID, case
     spec = _spec(tmp_path, mlp_file, VALID.replace(old, new))
-    _refused(
-        ["run", str(spec), "--results-dir", str(tmp_path / "results")],
-        capsys,
-        tmp_path / "results",
-        str(spec),
-        expected,
-    )
+    _run_refused(spec, capsys, str(spec), expected)
 
 
 def _module(folder: Path, name: str, body: str) -> None:
@@ -253,9 +253,7 @@ def test_pytorch_factory_problems_are_found_while_validating(case, tmp_path, cap
             f"source: {{pytorch: '{module}:make'}}\n  inputs: [{{name: x, datatype: FP32, shape: [16]}}]",
         ),
     )
-    err = _refused(
-        ["run", str(spec), "--results-dir", str(tmp_path / "results")], capsys, tmp_path / "results", expected
-    )
+    err = _run_refused(spec, capsys, expected)
     assert "model.source.pytorch" in err
 
 
@@ -280,7 +278,7 @@ def test_a_file_that_is_no_spec_is_refused(case, tmp_path, capsys):
     content, expected = RAW_FILES[case]
     spec = tmp_path / "spec.yaml"
     spec.write_bytes(content)
-    _refused(["run", str(spec), "--results-dir", str(tmp_path / "results")], capsys, tmp_path / "results", expected)
+    _run_refused(spec, capsys, expected)
 
 
 ONNX_FILES = {
@@ -298,13 +296,7 @@ def test_a_broken_onnx_file_is_refused_while_validating(case, tmp_path, mlp_file
     broken.write_bytes(mlp_file.read_bytes())
     ONNX_FILES[case][0](broken)
     spec = _spec(tmp_path, broken)
-    _refused(
-        ["run", str(spec), "--results-dir", str(tmp_path / "results")],
-        capsys,
-        tmp_path / "results",
-        "model.source.onnx",
-        ONNX_FILES[case][1],
-    )
+    _run_refused(spec, capsys, "model.source.onnx", ONNX_FILES[case][1])
 
 
 def test_command_line_problems_exit_2(tmp_path, mlp_file, capsys):
