@@ -20,7 +20,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sweeper.cli import main as sweeper
+from sweeper.errors import SweeperError
+from sweeper.spec import load_spec
+from sweeper.sweep import run_sweep
 
 MODEL = """
 import numpy as np
@@ -129,7 +131,12 @@ def main() -> None:
         else "none"
     }
     started = time.perf_counter()
-    status = sweeper(["run", str(spec), "--results-dir", str(work / "results"), "--no-report"])
+    try:
+        run_sweep(load_spec(spec), results_dir=work / "results")
+        status = 0
+    except SweeperError as exc:  # what the command line would have printed, and its exit status
+        status = exc.exit_status
+        facts["error"] = str(exc)
     facts.update(status=status, seconds=round(time.perf_counter() - started, 1))
     results = work / "results" / "gpu-seed"
     for name in ("trials.csv", "measurements.csv"):

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _models import demo_model, serve, wide_output_model, workload
 
 from sweeper.launchers import LocalLauncher
-from sweeper.load import Measurement, find_perf_analyzer, measure
+from sweeper.load import BuiltinGenerator, Measurement, PerfAnalyzerGenerator, find_perf_analyzer
 from sweeper.spec import LoadSpec
 from sweeper.vocabulary import TrialConfig
 
@@ -57,10 +57,11 @@ def main() -> None:
     parser.add_argument("--window", type=float, default=1.0)
     args = parser.parse_args()
     settings = LoadSpec(warmup_s=1.0, window_s=args.window, stability_tolerance=0.15, max_windows=8)
-    analyzer = find_perf_analyzer(None)
+    analyzer = PerfAnalyzerGenerator(find_perf_analyzer(None))
+    builtin = BuiltinGenerator()
     launcher = LocalLauncher()
     launcher.preflight()
-    print(f"perf_analyzer: {analyzer.origin}; rounds {args.rounds}; window {args.window} s; medians")
+    print(f"{analyzer.describe()}; rounds {args.rounds}; window {args.window} s; medians")
     print(
         "| model | protocol | c | p50 builtin | p50 perf_analyzer | ratio | thr builtin | thr perf_analyzer | ratio "
         "| server_ms builtin / pa | client CPU per request builtin / pa |"
@@ -76,9 +77,11 @@ def main() -> None:
                     for concurrency in (1, 4):
                         runs: dict[str, list[Measurement]] = {g: [] for g in GENERATORS}
                         for _ in range(args.rounds):  # alternating, so drift hits both alike
-                            runs["builtin"].append(measure(server.endpoints, protocol, load, concurrency, settings))
+                            runs["builtin"].append(
+                                builtin.measure(server.endpoints, protocol, load, concurrency, settings)
+                            )
                             runs["perf_analyzer"].append(
-                                measure(server.endpoints, protocol, load, concurrency, settings, analyzer)
+                                analyzer.measure(server.endpoints, protocol, load, concurrency, settings)
                             )
                         print(row(source.name, protocol, concurrency, runs), flush=True)
 

@@ -20,10 +20,9 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sweeper.cli import main as sweeper
-from sweeper.results import measured_metrics, tables
+from sweeper.results import measured_metrics
 from sweeper.spec import load_spec, read_yaml
-from sweeper.storage import open_stored_study
+from sweeper.sweep import run_sweep
 from sweeper.vocabulary import KNOBS
 
 HERE = Path(__file__).resolve().parent
@@ -43,13 +42,9 @@ def main() -> None:
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as handle:
         yaml.safe_dump(spec, handle)
     try:
-        status = sweeper(["run", handle.name, "--results-dir", args.results_dir])
+        result = run_sweep(load_spec(Path(handle.name)), results_dir=Path(args.results_dir)).tables
     finally:
         Path(handle.name).unlink()
-    if status != 0:
-        sys.exit(status)
-    study = open_stored_study(Path(args.results_dir) / "grid-demo")
-    result = tables(study)
     wide = measured_metrics(result)
     failed = result.trials[result.trials["state"] != "COMPLETE"][["number", *KNOBS, "state", "failure"]]
     columns = [

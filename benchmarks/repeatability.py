@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _models import demo_model, serve, workload
 
 from sweeper.launchers import LocalLauncher
-from sweeper.load import find_perf_analyzer, measure
+from sweeper.load import BuiltinGenerator, PerfAnalyzerGenerator, find_perf_analyzer
 from sweeper.spec import LoadSpec
 from sweeper.vocabulary import TrialConfig
 
@@ -41,7 +41,7 @@ def main() -> None:
     parser.add_argument("--tolerance", type=float, default=0.15)
     args = parser.parse_args()
     settings = LoadSpec(warmup_s=args.warmup, window_s=args.window, stability_tolerance=args.tolerance, max_windows=6)
-    analyzers = {"builtin": None, "perf_analyzer": find_perf_analyzer(None)}
+    analyzers = {"builtin": BuiltinGenerator(), "perf_analyzer": PerfAnalyzerGenerator(find_perf_analyzer(None))}
     launcher = LocalLauncher()
     launcher.preflight()
     config = TrialConfig(8, 0, 1, "http", "fp32")
@@ -59,7 +59,7 @@ def main() -> None:
             for run in range(args.runs):
                 with serve(launcher, source, config, Path(folder) / f"{name}-{run}") as server:
                     for level in results:
-                        results[level].append(measure(server.endpoints, "http", load, level, settings, analyzer))
+                        results[level].append(analyzer.measure(server.endpoints, "http", load, level, settings))
             for level, runs in results.items():
                 p50 = [m.p50_ms for m in runs]
                 throughput = [m.throughput for m in runs]

@@ -23,8 +23,8 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sweeper.cli import main as sweeper
-from sweeper.spec import read_yaml
+from sweeper.spec import load_spec, read_yaml
+from sweeper.sweep import run_sweep
 from sweeper.vocabulary import KNOBS, knob_label
 
 DEMO = Path(__file__).resolve().parent.parent / "search_spaces" / "demo.yaml"
@@ -51,12 +51,9 @@ def run(mode: str, results: Path) -> pd.DataFrame:
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as handle:
         yaml.safe_dump(spec, handle)
     try:
-        status = sweeper(["run", handle.name, "--results-dir", str(results), "--no-report"])
+        trials = run_sweep(load_spec(Path(handle.name)), results_dir=results).tables.trials
     finally:
         Path(handle.name).unlink()
-    if status != 0:
-        sys.exit(status)
-    trials = pd.read_csv(results / f"reuse-{mode}" / "trials.csv", dtype={"max_queue_delay_us": str})
     return trials[trials["state"] == "COMPLETE"]
 
 

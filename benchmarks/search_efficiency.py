@@ -30,10 +30,11 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sweeper.errors import TrialError
+from sweeper.record import TrialWriter, kind_of
 from sweeper.results import hypervolume, reference_point
 from sweeper.samplers import SAMPLERS, make_sampler
 from sweeper.spec import LoadedSpec, load_spec
-from sweeper.study import Proposer, config_key, kind_of, run_study
+from sweeper.study import Proposer, config_key, run_study
 from sweeper.vocabulary import BATCHING_OFF, KNOBS
 
 HERE = Path(__file__).resolve().parent
@@ -61,13 +62,7 @@ def read_grid(path: Path) -> dict[tuple, pd.Series]:
 
 
 def _constraints(loaded: LoadedSpec, row: pd.Series) -> dict[str, float]:
-    found = {}
-    for constraint in loaded.spec.constraints:
-        value = row[constraint.column]
-        if constraint.max is not None:
-            found[constraint.column] = value - constraint.max
-        else:
-            found[constraint.column] = constraint.min - value
+    found = {bound.label: bound.excess(row[bound.column]) for bound in loaded.ranking.constraints}
     found["cosine_similarity"] = loaded.spec.accuracy.min_cosine_similarity - row["cosine_similarity"]
     return found
 
@@ -99,11 +94,11 @@ def replay(loaded: LoadedSpec, grid: dict[tuple, pd.Series], sampler: str, seed:
     def objective(trial: optuna.Trial) -> tuple[float, ...]:
         config = propose(trial)
         row = grid[config_key(config.as_dict())]
+        writer = TrialWriter(trial)
         if row["state"] != "COMPLETE":
-            trial.set_user_attr("failure", str(row["failure"]))
+            writer.failed(str(row["failure"]))
             raise TrialError(str(row["failure"]))
-        for key, value in _constraints(replayed, row).items():
-            trial.set_constraint(key, value)
+        writer.measured([], _constraints(replayed, row))
         return tuple(float(row[o.column]) for o in spec.objectives)
 
     run_study(study, replayed, None, storage, exclusive=True, objective=objective)

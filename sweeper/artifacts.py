@@ -146,7 +146,7 @@ class ArtifactBuilder:
             if recipe.reference:
                 figures = {"max_abs_error": 0.0, "cosine_similarity": 1.0} if recipe.tensorrt is None else {}
             else:
-                error, cosine = self.compare([run_onnx(target, feed) for feed in self.accuracy_feeds()])
+                error, cosine = self.compare(run_onnx(target, self.accuracy_feeds()))
                 figures = {"max_abs_error": error, "cosine_similarity": cosine}
             write_atomic(report, json.dumps(figures))
         figures = json.loads(report.read_text())
@@ -160,7 +160,7 @@ class ArtifactBuilder:
         """Max abs error and (worst over outputs) cosine similarity against the reference, on
         ``produced[sample][output]``."""
         if self._expected is None:
-            self._expected = [run_onnx(self._reference, feed) for feed in self.accuracy_feeds()]
+            self._expected = run_onnx(self._reference, self.accuracy_feeds())
         error, cosine = 0.0, 1.0
         for index in range(len(self._expected[0])):
             reference = np.concatenate([outputs[index].ravel() for outputs in self._expected])
@@ -192,9 +192,11 @@ def _session(path: Path):
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def run_onnx(path: Path, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
-    """The model's outputs on ``feed`` (ONNX Runtime, CPU), as float64 for comparison."""
-    return [np.asarray(o, dtype=np.float64) for o in _session(path).run(None, feed)]
+def run_onnx(path: Path, feeds: list[dict[str, np.ndarray]]) -> list[list[np.ndarray]]:
+    """The model's outputs on each of ``feeds`` (ONNX Runtime, CPU, one session), as float64
+    for comparison: ``[feed][output]``."""
+    session = _session(path)
+    return [[np.asarray(o, dtype=np.float64) for o in session.run(None, feed)] for feed in feeds]
 
 
 def _cosine(a: np.ndarray, b: np.ndarray) -> float:

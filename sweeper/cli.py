@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import signal
 import sqlite3
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import optuna
 import sqlalchemy.exc
@@ -23,15 +23,16 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from sweeper.errors import SweeperError, UsageError
+from sweeper.errors import SweeperError, clear_stop, request_stop
 from sweeper.export import export
-from sweeper.launchers import LABEL_STUDY, LAUNCHERS
-from sweeper.load import choose_generator
-from sweeper.results import StudyTables, tables, write_tables
-from sweeper.spec import LoadedSpec, load_spec
-from sweeper.storage import default_storage, exclusive_run, open_storage, open_stored_study, storage_label
-from sweeper.study import TrialRunner, choose_backend, counted, kind_of, open_study, run_study, store_study_facts
-from sweeper.vocabulary import KNOBS, knob_label
+from sweeper.record import TrialRecord, read_study, read_trial
+from sweeper.results import StudyTables, parse_ranking, tables, write_tables
+from sweeper.spec import load_spec
+from sweeper.storage import open_stored_study
+from sweeper.vocabulary import KNOBS, Ranking, knob_label
+
+if TYPE_CHECKING:
+    from sweeper.sweep import Sweep, SweepPlan
 
 # Tables stay readable when the output is a pipe or a CI log (rich assumes 80 columns there).
 console = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
@@ -43,31 +44,42 @@ class _Terminated(KeyboardInterrupt):
 
 
 def _raise_terminated(signum: int, frame: object) -> None:
+    request_stop(_Terminated)
     raise _Terminated()
 
 
+def _raise_interrupted(signum: int, frame: object) -> None:
+    request_stop(KeyboardInterrupt)
+    raise KeyboardInterrupt()
+
+
 @contextlib.contextmanager
-def _sigterm_unwinds() -> Iterator[None]:
-    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+def _signals_unwind() -> Iterator[None]:
+    """SIGTERM and Ctrl-C raise through the sweep (so everything it started is stopped) and are
+    recorded, so that a failure they cause inside a library is not taken for the trial's."""
+    clear_stop()
+    previous_term = signal.signal(signal.SIGTERM, _raise_terminated)
+    ours = signal.getsignal(signal.SIGINT) is signal.default_int_handler  # an ignored SIGINT stays ignored
+    previous_int = signal.signal(signal.SIGINT, _raise_interrupted) if ours else None
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGTERM, previous_term)
+        if ours:
+            signal.signal(signal.SIGINT, previous_int)
 
 
-def _trial_line(trial: optuna.trial.FrozenTrial, objectives: list[str], total: int, done: int) -> str:
-    head = f"trial {trial.number} [{done}/{total}]{' (baseline)' if trial.user_attrs.get('baseline') else ''}  "
-    head += knob_label(trial.params)
-    if trial.state != optuna.trial.TrialState.COMPLETE:
-        reason = trial.user_attrs.get("failure") or f"interrupted ({trial.user_attrs.get('interrupted', 'stopped')})"
+def _trial_line(trial: TrialRecord, ranking: Ranking, total: int, done: int) -> str:
+    head = f"trial {trial.number} [{done}/{total}]{' (baseline)' if trial.baseline else ''}  "
+    head += knob_label(trial.config) if trial.config is not None else ""
+    if trial.kind != "complete":
+        reason = trial.failure if trial.kind == "failed" else f"interrupted ({trial.interrupted or 'stopped'})"
         return f"{head}  [red]FAILED[/red]: {escape(reason)}"
-    figures = "  ".join(f"{name}={value:.4g}" for name, value in zip(objectives, trial.values))
-    feasible = all(v <= 0 for v in trial.constraints.values())
-    flags = "" if feasible else "  [yellow]infeasible[/yellow]"
-    measurements = trial.user_attrs.get("measurements", [])
-    if any(m["client_bound"] for m in measurements):
+    figures = "  ".join(f"{column}={trial.figures[column]:.4g}" for column in ranking.columns)
+    flags = "" if trial.feasible(ranking) else "  [yellow]infeasible[/yellow]"
+    if trial.client_bound:
         flags += "  [yellow]client-bound[/yellow]"
-    if not all(m["stable"] for m in measurements):
+    if not trial.stable:
         flags += "  [yellow]unstable[/yellow]"
     return f"{head}  {figures}{flags}"
 
@@ -92,137 +104,129 @@ def _cell(value: object) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-def _check_results_dir(results_dir: Path) -> None:
-    """Refuse a results folder that cannot hold the study, before anything is written."""
-    existing = results_dir
-    while not existing.exists():
-        existing = existing.parent
-    if not existing.is_dir():
-        raise UsageError(f"--results-dir {results_dir}: {existing} is a file, not a folder")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise UsageError(
-            f"--results-dir {results_dir}: {existing} is not writable",
-            hint="choose a folder you can write to with --results-dir",
-        )
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     """``sweeper run SPEC``: run (or resume) a sweep, then write its tables and report."""
+    from sweeper.sweep import Sweep, plan_sweep  # servers, containers and load: only a run needs them
+
     loaded = load_spec(Path(args.spec), study_name=args.study, trials=args.trials)
-    results_dir = Path(args.results_dir)
-    _check_results_dir(results_dir)
-    directory = results_dir / loaded.name
-    storage_url = args.storage or loaded.spec.study.storage or default_storage(directory.resolve())
-    storage_label(storage_url)  # a malformed URL is bad input: refused before anything starts
-    launcher = LAUNCHERS[loaded.spec.server.launcher].from_spec(loaded.spec.server)
-    generator, analyzer, why = choose_generator(loaded.spec.load.generator, _setting(loaded))
-    launcher.preflight()
-    backend = choose_backend(loaded, launcher)
-    total, size = loaded.spec.study.trials, loaded.space_size
-    console.print(
-        f"study '{loaded.name}': {total} trials over a space of {size} configurations, results in {directory}"
-    )
-    if total >= size:
-        console.print(f"study.trials {total} >= the {size} configurations of the space: each is measured once")
-    console.print(f"measured by {why}; servers: {loaded.spec.server.reuse} ({launcher.describe()}, {backend} backend)")
-    directory.mkdir(parents=True, exist_ok=True)
-    with exclusive_run(storage_url, loaded.name):
-        removed = launcher.remove_leftovers({LABEL_STUDY: loaded.name})
-        if removed:
-            console.print(f"removed {removed} container(s) that an earlier run of '{loaded.name}' left behind")
-        storage = open_storage(storage_url, loaded.spec.study.heartbeat_s)
-        runner = TrialRunner(loaded, launcher, directory, backend, analyzer)
-        runner.prepare()
-        study = open_study(loaded, storage)
-        store_study_facts(study, loaded, backend, launcher.has_gpu, generator)
-        outcome = _run_with_progress(study, loaded, runner, storage, storage_url.startswith("sqlite"), directory)
-    result = tables(study)
+    plan = plan_sweep(loaded, results_dir=Path(args.results_dir), storage=args.storage)
+    _print_plan(plan)
+    with Sweep(plan) as sweep:
+        if sweep.removed_leftovers:
+            left = f"removed {sweep.removed_leftovers} container(s) that an earlier run of '{loaded.name}' left behind"
+            console.print(left)
+        outcome = _run_with_progress(sweep)
+    record = sweep.record()
+    result = tables(record)
     if outcome == "exhausted":
-        console.print(f"[yellow]the search space is exhausted: all {size} configurations are measured[/yellow]")
+        console.print(
+            f"[yellow]the search space is exhausted: all {loaded.space_size} configurations are measured[/yellow]"
+        )
     if result.redraws:
         console.print(f"{result.redraws} proposal(s) repeated a configuration already taken and were asked again")
     print_pareto(loaded.name, result)
-    console.print(f"wrote {directory / 'trials.csv'}, measurements.csv, pareto.csv")
+    console.print(f"wrote {plan.directory / 'trials.csv'}, measurements.csv, pareto.csv")
     if args.no_report:
-        console.print(f"no report (--no-report): sweeper report {directory} writes it")
+        console.print(f"no report (--no-report): sweeper report {plan.directory} writes it")
     elif (result.trials["state"] == "COMPLETE").any():
-        _report(study, directory)
+        _report(sweep.study, plan.directory)
     else:
         console.print("[yellow]no completed trial, so no report: trials.csv says why each failed[/yellow]")
     return 0
 
 
-def _run_with_progress(
-    study: optuna.Study,
-    loaded: LoadedSpec,
-    runner: TrialRunner,
-    storage: optuna.storages.RDBStorage,
-    exclusive: bool,
-    directory: Path,
-) -> str:
-    """Run the study with a progress bar and a line per trial; the tables are rewritten after each
-    trial and once more on the way out (Ctrl-C, a crash), so they hold every finished trial."""
-    objectives, total = [o.column for o in loaded.spec.objectives], loaded.spec.study.trials
+def _print_plan(plan: SweepPlan) -> None:
+    loaded = plan.loaded
+    total, size = loaded.spec.study.trials, loaded.space_size
+    console.print(
+        f"study '{loaded.name}': {total} trials over a space of {size} configurations, results in {plan.directory}"
+    )
+    if total >= size:
+        console.print(f"study.trials {total} >= the {size} configurations of the space: each is measured once")
+    console.print(
+        f"measured by {plan.generator.describe()}; servers: {loaded.spec.server.reuse} "
+        f"({plan.launcher.describe()}, {plan.backend} backend)"
+    )
+
+
+def _run_with_progress(sweep: Sweep) -> str:
+    """Run the sweep with a progress bar and a line per trial (the sweep rewrites the tables
+    after each trial and once more on the way out)."""
+    from sweeper.study import counted
+
+    ranking, total = sweep.plan.loaded.ranking, sweep.plan.loaded.spec.study.trials
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console) as progress:
         task = progress.add_task("trials", total=total)
 
-        def on_trial_end(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        def on_trial_end(study: optuna.Study, frozen: optuna.trial.FrozenTrial) -> None:
             done = counted(study.get_trials(deepcopy=False))
-            if kind_of(trial) != "duplicate":
-                progress.console.print(_trial_line(trial, objectives, total, done))
+            trial = read_trial(frozen)
+            if trial.kind != "duplicate":
+                progress.console.print(_trial_line(trial, ranking, total, done))
             progress.update(task, completed=min(done, total))
-            write_tables(tables(study), directory)
 
-        failed = True
-        try:
-            _, outcome = run_study(study, loaded, runner, storage, exclusive=exclusive, on_trial_end=on_trial_end)
-            failed = False
-        finally:
-            runner.servers.close()
-            try:
-                write_tables(tables(study), directory)
-            except (OSError, sqlalchemy.exc.SQLAlchemyError):
-                if not failed:
-                    raise  # else the error that stopped the run is the one to report
-    return outcome
+        return sweep.run(on_trial_end)
 
 
-def _setting(loaded: LoadedSpec) -> object:
-    value = loaded.spec.load.perf_analyzer
-    return value.model_dump() if hasattr(value, "model_dump") else value
-
-
-def _report(study: optuna.Study, directory: Path) -> None:
+def _report(study: optuna.Study, directory: Path, ranking: Ranking | None = None, out: Path | None = None) -> None:
     from sweeper.report import write_report  # plotly and matplotlib load only for a report
 
-    info = write_report(study, directory)
+    info = write_report(study, directory, ranking, out)
     if info.running:
         console.print(f"[yellow]{info.running} trial(s) still running: the report shows the finished ones[/yellow]")
-    console.print(f"report: {directory / 'report.html'} (also pareto.png, breakdown.png, summary.md)")
+    where = out or directory
+    console.print(f"report: {where / 'report.html'} (also pareto.png, breakdown.png, summary.md)")
+    if info.reranked:
+        console.print(f"ranked by {info.ranked_by}: re-ranked from the stored measurements, no server started")
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     """``sweeper report DIR``: the tables and report of a study folder."""
     directory = Path(args.study_dir)
     study = open_stored_study(directory, args.storage)
-    write_tables(tables(study), directory)
-    _report(study, directory)
+    record = read_study(study)
+    ranking = parse_ranking(record, args.objective, args.constraint)
+    out = Path(args.out) if args.out else None
+    write_tables(tables(record, ranking), out or directory)
+    _report(study, directory, ranking, out)
     return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
     """``sweeper export DIR --out REPO``: the chosen trial as a deployable model repository."""
     directory = Path(args.study_dir)
-    study = open_stored_study(directory, args.storage)
+    record = read_study(open_stored_study(directory, args.storage))
+    ranking = parse_ranking(record, args.objective, args.constraint)
     pick = " ".join(args.pick)
-    exported = export(study, directory, Path(args.out), pick=pick, where=args.where, backend=args.backend)
+    exported = export(
+        record, directory, Path(args.out), pick=pick, where=args.where, backend=args.backend, ranking=ranking
+    )
     console.print(f"exported trial {exported.trial} ({pick}) to {exported.model_dir}")
     console.print(f"  {knob_label(exported.config)}  backend={exported.backend}")
     protocol = exported.config.protocol.upper()
     console.print(f"  clients should use [bold]{protocol}[/bold]: the protocol is client-side, not in config.pbtxt")
     console.print(exported.pbtxt, markup=False)
     return 0
+
+
+def _ranking_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--objective",
+        action="append",
+        default=[],
+        metavar="DIR:METRIC@cN",
+        help="re-rank by this objective instead of the study's own (min:p99_ms@c8, max:throughput@c8); "
+        "repeatable; nothing is measured again",
+    )
+    parser.add_argument(
+        "--constraint",
+        action="append",
+        default=[],
+        metavar="COND",
+        help="feasible only when '<metric@cN> <= X' (or >=) holds, instead of the study's own constraints; "
+        "repeatable (the accuracy guard always holds)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -245,6 +249,8 @@ def build_parser() -> argparse.ArgumentParser:
     report = commands.add_parser("report", help="write report.html, pareto.png, breakdown.png and summary.md")
     report.add_argument("study_dir", metavar="RESULTS_DIR/STUDY")
     report.add_argument("--storage", help="Optuna storage URL (default: the folder's study.db)")
+    report.add_argument("--out", help="folder for the tables and report (default: the study folder)")
+    _ranking_options(report)
     report.set_defaults(handler=cmd_report)
 
     exporter = commands.add_parser("export", help="write the chosen trial as a Triton model repository")
@@ -273,6 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
         "model the sweep served; a model folder keeps its own backend (default)",
     )
     exporter.add_argument("--storage", help="Optuna storage URL (default: the folder's study.db)")
+    _ranking_options(exporter)
     exporter.set_defaults(handler=cmd_export)
     return parser
 
@@ -283,7 +290,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # The CLI prints each failed trial once, with its reason; Optuna would add a traceback.
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     try:
-        with _sigterm_unwinds():
+        with _signals_unwind():
             return args.handler(args)
     except SweeperError as exc:
         errors.print(f"sweeper: error: {exc}", markup=False)

@@ -27,3 +27,23 @@ class UsageError(SweeperError):
 
 class TrialError(SweeperError):
     """One trial could not be measured; the study records it as failed and goes on."""
+
+
+_stop: list[type[BaseException]] = []
+
+
+def request_stop(exception: type[BaseException]) -> None:
+    """Record that a signal asked the sweeper to stop (the command line's handlers call this)."""
+    _stop[:] = [exception]
+
+
+def stop_requested() -> type[BaseException] | None:
+    """The exception a signal is unwinding the sweeper with, or None. A library interrupted
+    halfway can raise something else in its place (an import cut short reads as ImportError):
+    a failure seen after a signal is the signal's, not the configuration's."""
+    return _stop[0] if _stop else None
+
+
+def clear_stop() -> None:
+    """Forget an earlier signal (each command starts without one)."""
+    _stop.clear()

@@ -15,25 +15,22 @@ import dataclasses
 import datetime
 import json
 import operator
-import os
 import platform
 import re
-import subprocess
 from importlib import metadata
 from pathlib import Path
 
-import optuna
 import pandas as pd
 from tritonclient.grpc import model_config_pb2 as mc
 
-from sweeper.artifacts import PRECISIONS
 from sweeper.errors import UsageError
 from sweeper.files import atomic_folder, write_atomic
+from sweeper.record import StudyRecord, TrialRecord, machine_fingerprint
 from sweeper.repository import write_model
 from sweeper.results import knee, measured_metrics, pareto_front, tables
 from sweeper.source import ModelSource
-from sweeper.triton_config import apply_trial, to_pbtxt
-from sweeper.vocabulary import KNOBS, TrialConfig
+from sweeper.triton_config import model_backend, parse_pbtxt, serve_as, to_pbtxt
+from sweeper.vocabulary import Ranking, TrialConfig
 
 _CONDITION = re.compile(r"^\s*([\w@.]+)\s*(<=|>=|<|>|==)\s*([-+]?[\d.]+(?:[eE][-+]?\d+)?)\s*$")
 _OPERATORS = {"<=": operator.le, ">=": operator.ge, "<": operator.lt, ">": operator.gt, "==": operator.eq}
@@ -61,11 +58,13 @@ def parse_condition(text: str, columns: list[str]) -> tuple[str, str, float]:
     return column, op, value
 
 
-def choose(study: optuna.Study, pick: str, where: list[str]) -> pd.Series:
-    """The trial a pick rule and conditions select."""
-    frame = measured_metrics(tables(study))
+def choose(study: StudyRecord, pick: str, where: list[str], ranking: Ranking | None = None) -> pd.Series:
+    """The trial a pick rule and conditions select (the knee under the study's ranking, or
+    ``ranking``)."""
+    result = tables(study, ranking)
+    frame = measured_metrics(result)
     if frame.empty:
-        raise UsageError(f"study '{study.study_name}' has no completed trial to export")
+        raise UsageError(f"study '{study.name}' has no completed trial to export")
     metric_columns = [c for c in frame.columns if "@c" in c]
     conditions = [parse_condition(text, metric_columns) for text in where]
     trial_pick = re.fullmatch(r"trial\s+(\d+)", pick.strip())
@@ -89,8 +88,7 @@ def choose(study: optuna.Study, pick: str, where: list[str]) -> pd.Series:
         )
     if trial_pick:
         return passing.iloc[0]
-    objectives = list(study.user_attrs.get("objectives", []))
-    directions = [d.name.lower() for d in study.directions]
+    objectives, directions = result.ranking.columns, result.ranking.directions
     if pick == "knee":
         front = pareto_front(passing, objectives, directions)
         return passing[passing["number"] == knee(front, objectives, directions)].iloc[0]
@@ -123,12 +121,21 @@ def closest(frame: pd.DataFrame, conditions: list[tuple[str, str, float]]) -> st
 
 
 def export(
-    study: optuna.Study, directory: Path, out: Path, *, pick: str, where: list[str], backend: str | None
+    study: StudyRecord,
+    directory: Path,
+    out: Path,
+    *,
+    pick: str,
+    where: list[str],
+    backend: str | None,
+    ranking: Ranking | None = None,
 ) -> Exported:
-    """Write the chosen trial's model into the model repository ``out``."""
-    row = choose(study, pick, where)
-    config = TrialConfig(**{knob: _plain(row[knob]) for knob in KNOBS})
-    source = ModelSource.from_facts(study.user_attrs["source"])
+    """Write the chosen trial's model into the model repository ``out``: the config its server
+    loaded, with only the backend changed where ``backend`` asks for another one."""
+    ranking = ranking or study.ranking
+    row = choose(study, pick, where, ranking)
+    trial = study.trial(int(row["number"]))
+    source = ModelSource.from_facts(study.facts["source"])
     onnx = source.onnx_file is not None
     backend = backend or ("onnxruntime" if source.kind != "repository" else "original")
     if backend != "original" and not onnx:
@@ -139,23 +146,60 @@ def export(
         backend = "onnxruntime"
     model_file = None
     if onnx:
-        model_file = directory / "models" / config.precision / "model.onnx"
+        model_file = directory / "models" / trial.config.precision / "model.onnx"
         if not model_file.is_file():
             raise UsageError(f"{model_file} is missing", hint="the study folder must hold the models it built")
-    serve_with = None if backend == "original" else backend
-    kind = mc.ModelInstanceGroup.KIND_GPU if study.user_attrs.get("gpu") else mc.ModelInstanceGroup.KIND_CPU
-    model = apply_trial(
-        source.template,
-        config,
-        serve_with=serve_with,
-        instance_kind=kind,
-        tensorrt_precision=PRECISIONS[config.precision].tensorrt,
-    )
-    record = {
-        "study": study.study_name,
-        "trial": int(row["number"]),
+    model = served_config(trial, directory)
+    measured = model_backend(model)
+    model.name = source.name
+    if onnx:
+        serve_as(model, backend, source.template)
+    record = _export_record(study, trial, row, ranking, pick, where, (model_backend(model), measured))
+    with atomic_folder(out / model.name) as staging:
+        written = write_model(staging.parent, source, model, model_file, link=False, folder=staging)
+        write_atomic(written / "sweeper-export.json", json.dumps(record, indent=2) + "\n")
+    return Exported(trial.number, trial.config, record["backend"], out / model.name, to_pbtxt(model))
+
+
+def served_config(trial: TrialRecord, directory: Path) -> mc.ModelConfig:
+    """The config.pbtxt trial's server loaded: from its record, or (a schema 1 study) from the
+    trial's folder."""
+    text = trial.served_config
+    if text is None:
+        saved = directory / "trials" / str(trial.number) / "config.pbtxt"
+        if not saved.is_file():
+            raise UsageError(
+                f"trial {trial.number}: its served config is neither in the study nor at {saved}",
+                hint="export from the study folder 'sweeper run' wrote, with its trials/ folder",
+            )
+        text = saved.read_text(encoding="utf-8")
+    return parse_pbtxt(text)
+
+
+def _export_record(
+    study: StudyRecord,
+    trial: TrialRecord,
+    row: pd.Series,
+    ranking: Ranking,
+    pick: str,
+    where: list[str],
+    backends: tuple[str, str],
+) -> dict:
+    """sweeper-export.json: what was picked and how, its figures, and what measured them."""
+    config = trial.config
+    backend, measured = backends
+    note = None
+    if backend != measured:
+        note = f"measured with Triton's {measured} backend; exported for the {backend} backend, which was not measured"
+    return {
+        "study": study.name,
+        "trial": trial.number,
         "pick": pick,
         "where": where,
+        "ranked_by": {
+            "objectives": [dataclasses.asdict(o) for o in ranking.objectives],
+            "constraints": [b.label for b in ranking.constraints],
+        },
         "parameters": config.as_dict(),
         "client_protocol": config.protocol,
         "client_protocol_note": f"protocol is client-side: send requests over {config.protocol.upper()} "
@@ -165,47 +209,25 @@ def export(
             "max_abs_error": _number(row["max_abs_error"]),
             "cosine_similarity": _number(row["cosine_similarity"]),
         },
-        "backend": model.backend or model.platform,
-        "generator": row.get("generator"),
-        "hardware": _hardware(),
+        "backend": backend,
+        "measured_backend": measured,
+        "backend_note": note,
+        "generator": dataclasses.asdict(trial.generator) if trial.generator else None,
+        "hardware": trial.machine or machine_fingerprint(),
         "versions": _versions(study),
         "exported_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
-    with atomic_folder(out / model.name) as staging:
-        written = write_model(staging.parent, source, model, model_file, link=False, folder=staging)
-        write_atomic(written / "sweeper-export.json", json.dumps(record, indent=2) + "\n")
-    return Exported(int(row["number"]), config, record["backend"], out / model.name, to_pbtxt(model))
-
-
-def _plain(value: object) -> object:
-    return value.item() if hasattr(value, "item") else value
 
 
 def _number(value: object) -> float | None:
     return None if value is None or pd.isna(value) else float(value)
 
 
-def _hardware() -> dict:
-    gpus = []
-    try:
-        listed = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10, check=False)
-        gpus = [line for line in listed.stdout.splitlines() if line.startswith("GPU")]
-    except (OSError, subprocess.TimeoutExpired):
-        pass
-    return {
-        "machine": platform.machine(),
-        "processor": platform.processor(),
-        "cpus": os.cpu_count(),
-        "system": platform.platform(),
-        "gpus": gpus,
-    }
-
-
-def _versions(study: optuna.Study) -> dict:
+def _versions(study: StudyRecord) -> dict:
     packages = {}
     for name in ("triton-sweeper", "optuna", "onnxruntime", "onnxruntime-gpu", "onnx", "tritonclient"):
         try:
             packages[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             continue
-    return {**packages, "tritonserver": study.user_attrs.get("server_version"), "python": platform.python_version()}
+    return {**packages, "tritonserver": study.facts.get("server_version"), "python": platform.python_version()}

@@ -1,6 +1,8 @@
-"""Stage 7: the study as tables (pandas), written as trials.csv, measurements.csv and pareto.csv.
+"""Stage 7: the study's records as tables (pandas), written as trials.csv, measurements.csv and
+pareto.csv, under the study's own ranking or another one (a re-rank measures nothing again).
 
-Everything is derived from the Optuna storage, so a report can be rebuilt from study.db alone.
+Everything is derived from the trial records (``sweeper.record``), so a report can be rebuilt
+from study.db alone.
 Redrawn proposals (a configuration the sampler proposed again) are not trials of the sweep and
 appear in no table. ``max_queue_delay_us`` is ``off`` (no dynamic batching) or microseconds.
 """
@@ -11,20 +13,19 @@ import dataclasses
 from pathlib import Path
 
 import numpy as np
-import optuna
 import pandas as pd
 
+from sweeper.errors import UsageError
 from sweeper.files import atomic_path
-from sweeper.load import Measurement
-from sweeper.study import TIMINGS, kind_of
-from sweeper.vocabulary import KNOBS, METRICS, metric_column, metric_values
+from sweeper.record import MEASUREMENT_FIELDS, StudyRecord, TrialRecord
+from sweeper.vocabulary import KNOBS, METRICS, Bound, Objective, Ranking, metric_column
 
-MEASUREMENT_COLUMNS = ["number", *(f.name for f in dataclasses.fields(Measurement))]
+MEASUREMENT_COLUMNS = ["number", *MEASUREMENT_FIELDS]
 
 
 @dataclasses.dataclass(frozen=True)
 class StudyTables:
-    """The three tables of a study, and the objective columns in the study's order."""
+    """The three tables of a study under one ranking, and that ranking's objective columns."""
 
     trials: pd.DataFrame
     measurements: pd.DataFrame
@@ -32,67 +33,88 @@ class StudyTables:
     objectives: list[str]
     redraws: int
     """Proposals that repeated a configuration and were asked again (not in the tables)."""
+    ranking: Ranking
 
 
-def tables(study: optuna.Study) -> StudyTables:
-    """The tables of a study as it stands (running trials included, as RUNNING rows)."""
-    objectives = list(study.user_attrs.get("objectives", []))
-    all_trials = study.get_trials(deepcopy=False)
-    retried_by = {t.user_attrs["retry_of"]: t.number for t in all_trials if "retry_of" in t.user_attrs}
-    trial_rows, measurement_rows, redraws = [], [], 0
-    for trial in all_trials:
-        kind = kind_of(trial)
-        if kind == "duplicate":
-            redraws += 1
+def tables(study: StudyRecord, ranking: Ranking | None = None) -> StudyTables:
+    """The tables of a study as it stands (running trials included, as RUNNING rows), ranked by
+    the study's own objectives and constraints or by ``ranking`` (a re-rank: nothing is
+    measured again, every figure is in the records)."""
+    ranking = ranking or study.ranking
+    objectives = ranking.columns
+    retried_by = {t.retry_of: t.number for t in study.trials if t.retry_of is not None}
+    trial_rows, measurement_rows = [], []
+    for trial in study.trials:
+        if trial.kind == "duplicate":
             continue
-        measurements = trial.user_attrs.get("measurements", [])
-        measurement_rows += [{"number": trial.number, **m} for m in measurements]
-        figures = metric_values(measurements)
-        timings = trial.user_attrs.get("timings", {})
-        complete = kind == "complete"
-        trial_rows.append(
-            {
-                "number": trial.number,
-                "state": trial.state.name,
-                "baseline": bool(trial.user_attrs.get("baseline", False)),
-                **{knob: trial.params.get(knob) for knob in KNOBS},
-                **{column: figures.get(column) for column in objectives},
-                "feasible": complete and all(v <= 0 for v in trial.constraints.values()),
-                "max_abs_error": trial.user_attrs.get("max_abs_error"),
-                "cosine_similarity": trial.user_attrs.get("cosine_similarity"),
-                **{key: timings.get(key) for key in TIMINGS},
-                "reuse": trial.user_attrs.get("reuse"),
-                "generator": measurements[0]["generator"] if measurements else None,
-                "stable": all(m["stable"] for m in measurements) if measurements else None,
-                "client_bound": any(m["client_bound"] for m in measurements) if measurements else None,
-                "infeasible": _infeasible_reason(trial) if complete else None,
-                "failure": _failure(trial, kind, retried_by),
-                "retry_of": trial.user_attrs.get("retry_of"),
-            }
-        )
+        measurement_rows += [{"number": trial.number, **m.as_dict()} for m in trial.measurements]
+        trial_rows.append(_trial_row(trial, ranking, retried_by))
     trials = pd.DataFrame(trial_rows)
     measurements = pd.DataFrame(measurement_rows, columns=MEASUREMENT_COLUMNS)
-    directions = [d.name.lower() for d in study.directions]
-    pareto = pareto_front(trials[trials["feasible"]], objectives, directions) if not trials.empty else trials
-    return StudyTables(trials, measurements, pareto, objectives, redraws)
+    pareto = pareto_front(trials[trials["feasible"]], objectives, ranking.directions) if not trials.empty else trials
+    redraws = sum(t.kind == "duplicate" for t in study.trials)
+    return StudyTables(trials, measurements, pareto, objectives, redraws, ranking)
 
 
-def _failure(trial: optuna.trial.FrozenTrial, kind: str, retried_by: dict[int, int]) -> str | None:
-    if kind == "failed":
-        return trial.user_attrs.get("failure", "failed")
-    if kind != "interrupted":
+def _trial_row(trial: TrialRecord, ranking: Ranking, retried_by: dict[int, int]) -> dict:
+    config = trial.config.as_dict() if trial.config is not None else {}
+    accuracy = trial.accuracy
+    complete = trial.kind == "complete"
+    return {
+        "number": trial.number,
+        "state": {"complete": "COMPLETE", "running": "RUNNING", "waiting": "WAITING"}.get(trial.kind, "FAIL"),
+        "baseline": trial.baseline,
+        **{knob: config.get(knob) for knob in KNOBS},
+        **{column: trial.figures.get(column) for column in ranking.columns},
+        "feasible": trial.feasible(ranking),
+        "max_abs_error": accuracy.max_abs_error if accuracy else None,
+        "cosine_similarity": accuracy.cosine_similarity if accuracy else None,
+        **dataclasses.asdict(trial.timings),
+        "reuse": trial.reuse,
+        "generator": trial.generator.name if trial.generator else None,
+        "stable": trial.stable,
+        "client_bound": trial.client_bound,
+        "infeasible": _infeasible_reason(trial, ranking) if complete else None,
+        "failure": _failure(trial, retried_by),
+        "retry_of": trial.retry_of,
+    }
+
+
+def _failure(trial: TrialRecord, retried_by: dict[int, int]) -> str | None:
+    if trial.kind == "failed":
+        return trial.failure or "failed"
+    if trial.kind != "interrupted":
         return None
-    why = trial.user_attrs.get("interrupted") or "its sweeper stopped (killed, or its heartbeat ended)"
+    why = trial.interrupted or "its sweeper stopped (killed, or its heartbeat ended)"
     again = retried_by.get(trial.number)
     return f"interrupted ({why}); " + (f"re-run as trial {again}" if again is not None else "re-run on resume")
 
 
-def _infeasible_reason(trial: optuna.trial.FrozenTrial) -> str | None:
-    violated = [f"{key} (+{value:.3g})" for key, value in trial.constraints.items() if value > 0]
+def _infeasible_reason(trial: TrialRecord, ranking: Ranking) -> str | None:
+    violated = trial.violations(ranking)
     if not violated:
         return None
-    accuracy = trial.user_attrs.get("infeasible")
-    return "; ".join(([accuracy] if accuracy else []) + [f"violates {v}" for v in violated])
+    accuracy = [trial.accuracy.outside_tolerance] if trial.accuracy and trial.accuracy.outside_tolerance else []
+    return "; ".join(accuracy + [f"violates {key} (+{value:.3g})" for key, value in violated.items()])
+
+
+def parse_ranking(study: StudyRecord, objectives: list[str], constraints: list[str]) -> Ranking:
+    """The study's ranking with the objectives and constraints the command line gives instead
+    (``min:p99_ms@c8``, ``throughput@c8 >= 500``); UsageError naming what is allowed."""
+    try:
+        chosen = tuple(Objective.parse(text) for text in objectives)
+        bounds = tuple(Bound.parse(text) for text in constraints)
+    except ValueError as exc:
+        raise UsageError(f"--objective / --constraint {exc}") from None
+    measured = sorted({column for t in study.trials for column in t.figures})
+    for column in [o.column for o in chosen] + [b.column for b in bounds]:
+        if column not in measured:
+            raise UsageError(
+                f"no measured column '{column}' in study '{study.name}'", hint=f"measured: {', '.join(measured)}"
+            )
+    if len({o.column for o in chosen}) != len(chosen):
+        raise UsageError(f"--objective names a column twice: {', '.join(o.column for o in chosen)}")
+    return Ranking(chosen or study.ranking.objectives, bounds if constraints else study.ranking.constraints)
 
 
 def write_tables(result: StudyTables, directory: Path) -> None:

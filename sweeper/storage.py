@@ -88,6 +88,19 @@ def open_stored_study(directory: Path, storage: str | None = None) -> optuna.Stu
         ) from None
 
 
+def existing_study(url: str, name: str) -> optuna.Study | None:
+    """The stored study ``name`` if the storage holds one; creates nothing (a SQLite database
+    that does not exist yet is not made)."""
+    if url.startswith("sqlite"):
+        database = sqlalchemy.engine.make_url(url).database
+        if not database or not Path(database).is_file():
+            return None
+    opened = open_storage(url)
+    if name not in optuna.get_all_study_names(opened):
+        return None
+    return optuna.load_study(study_name=name, storage=opened)
+
+
 @contextlib.contextmanager
 def exclusive_run(url: str, name: str) -> Iterator[None]:
     """For a SQLite storage: hold a lock beside the database for the run, so a second sweeper

@@ -29,34 +29,32 @@ from optuna.trial import FrozenTrial, TrialState
 from tritonclient.grpc import model_config_pb2 as mc
 
 from sweeper.artifacts import PRECISIONS, ArtifactBuilder, outside_tolerance
-from sweeper.errors import SpecError, SweeperError, TrialError
+from sweeper.errors import TrialError, stop_requested
 from sweeper.files import write_atomic
 from sweeper.launchers import LABEL_STUDY, LABEL_TRIAL, REUSE, Launcher, Server, server_metadata
-from sweeper.load import PerfAnalyzer, Workload, measure, served_outputs
+from sweeper.load import LoadGenerator, Workload, served_outputs
+from sweeper.record import (
+    Accuracy,
+    Measurement,
+    TrialWriter,
+    enqueued_attrs,
+    figures_of,
+    kind_of,
+    machine_fingerprint,
+    mark_interrupted,
+    write_server_version,
+)
 from sweeper.repository import write_model
 from sweeper.samplers import make_sampler
 from sweeper.spec import LoadedSpec
 from sweeper.triton_config import apply_trial, to_pbtxt
-from sweeper.vocabulary import KNOBS, TrialConfig, metric_values
+from sweeper.vocabulary import KNOBS, TrialConfig
 
-TIMINGS = ("build_s", "start_s", "measure_s", "stop_s")
 _REDRAWS_BEFORE_PICKING = 25
 
 
 class DuplicateProposal(Exception):
     """The sampler proposed a configuration that is measured or being measured already."""
-
-
-def kind_of(trial: FrozenTrial) -> str:
-    """What a stored trial is: complete, failed (its configuration), interrupted (re-run),
-    duplicate (a redrawn proposal), running or waiting."""
-    if "duplicate_of" in trial.user_attrs:
-        return "duplicate"
-    if trial.state == TrialState.FAIL:
-        return "failed" if "failure" in trial.user_attrs and not trial.user_attrs.get("interrupted") else "interrupted"
-    return {TrialState.COMPLETE: "complete", TrialState.RUNNING: "running", TrialState.WAITING: "waiting"}.get(
-        trial.state, "failed"
-    )
 
 
 def planned_params(trial: FrozenTrial) -> dict[str, Any]:
@@ -98,7 +96,7 @@ def requeue_interrupted(study: optuna.Study) -> list[int]:
         key = config_key(trial.params)
         if kind_of(trial) != "interrupted" or trial.number in retried or key in taken or key in pending:
             continue
-        attrs = {"retry_of": trial.number, **({"baseline": True} if trial.user_attrs.get("baseline") else {})}
+        attrs = enqueued_attrs(baseline=bool(trial.user_attrs.get("baseline")), retry_of=trial.number)
         study.enqueue_trial(dict(trial.params), user_attrs=attrs, skip_if_exists=False)
         pending.add(key)
         requeued.append(trial.number)
@@ -110,8 +108,7 @@ def fail_abandoned(study: optuna.Study, storage: optuna.storages.RDBStorage, exc
     was left by a killed run; on a shared storage, those whose heartbeat stopped."""
     if exclusive:
         for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            storage.set_trial_user_attr(trial._trial_id, "interrupted", "its sweeper was killed")
-            storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+            mark_interrupted(storage, trial, "its sweeper was killed")
     else:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -119,24 +116,16 @@ def fail_abandoned(study: optuna.Study, storage: optuna.storages.RDBStorage, exc
 
 
 def open_study(loaded: LoadedSpec, storage: optuna.storages.RDBStorage) -> optuna.Study:
-    """Create the study, or load it when the name exists (a re-run resumes it)."""
-    directions = [objective.direction for objective in loaded.spec.objectives]
+    """Create the study, or load it when the name exists (a re-run resumes it; the sweep has
+    checked beforehand that its objectives are the spec's: ``sweeper.sweep``)."""
     sampler = make_sampler(loaded.spec.study.sampler, loaded.spec.study.seed, loaded.space_size)
-    try:
-        study = optuna.create_study(
-            study_name=loaded.name, storage=storage, directions=directions, sampler=sampler, load_if_exists=True
-        )
-    except ValueError as exc:
-        raise SpecError(
-            f"{loaded.path}: objectives: the stored study '{loaded.name}' does not match: {exc}",
-            hint="use another study.name (or --study) for a different set of objectives",
-        ) from None
-    if list(study.directions) != [optuna.study.StudyDirection[d.upper()] for d in directions]:
-        raise SpecError(
-            f"{loaded.path}: objectives: the stored study '{loaded.name}' has other directions",
-            hint="use another study.name (or --study) for a different set of objectives",
-        )
-    return study
+    return optuna.create_study(
+        study_name=loaded.name,
+        storage=storage,
+        directions=loaded.ranking.directions,
+        sampler=sampler,
+        load_if_exists=True,
+    )
 
 
 def enqueue_baseline(study: optuna.Study, baseline: TrialConfig | None) -> None:
@@ -147,16 +136,22 @@ def enqueue_baseline(study: optuna.Study, baseline: TrialConfig | None) -> None:
     for trial in study.get_trials(deepcopy=False):
         if trial.user_attrs.get("baseline") and kind_of(trial) in ("complete", "failed", "running", "waiting"):
             return
-    study.enqueue_trial(baseline.as_dict(), user_attrs={"baseline": True})
+    study.enqueue_trial(baseline.as_dict(), user_attrs=enqueued_attrs(baseline=True))
 
 
 @contextlib.contextmanager
 def _timed(timings: dict[str, float], key: str) -> Iterator[None]:
+    """Time a phase of a trial; a signal that arrived during it and that the code it ran
+    swallowed (an exception raised inside a C library's callback is printed, not raised) stops
+    the trial once the phase ends."""
     start = time.perf_counter()
     try:
         yield
     finally:
         timings[key] = round(time.perf_counter() - start, 4)
+    stop = stop_requested()
+    if stop is not None:
+        raise stop()
 
 
 class Proposer:
@@ -180,7 +175,7 @@ class Proposer:
         if earlier is None:
             self._in_a_row = 0
             return config
-        trial.set_user_attr("duplicate_of", earlier)
+        TrialWriter(trial).duplicate_of(earlier)
         self._in_a_row += 1
         if self._in_a_row >= _REDRAWS_BEFORE_PICKING:
             self._enqueue_untaken(trial.study, trials)
@@ -196,23 +191,22 @@ class Proposer:
         else:
             pick = {k: rng.choice(self._space[k]) for k in KNOBS}
         if pick is not None:
-            study.enqueue_trial(pick, user_attrs={"picked_after_redraws": True})
+            study.enqueue_trial(pick, user_attrs=enqueued_attrs(picked=True))
         self._in_a_row = 0
 
 
 class TrialRunner:
-    """The objective: serve one configuration, measure every concurrency level, store it all."""
+    """The objective: serve one configuration, measure every concurrency level, record it all."""
 
     def __init__(
-        self, loaded: LoadedSpec, launcher: Launcher, directory: Path, backend: str, analyzer: PerfAnalyzer | None
+        self, loaded: LoadedSpec, launcher: Launcher, directory: Path, backend: str, generator: LoadGenerator
     ) -> None:
         self._loaded = loaded
         self._spec = loaded.spec
         self._source = loaded.model
-        self._launcher = launcher
         self._dir = directory
         self._backend = backend
-        self._analyzer = analyzer
+        self._generator = generator
         self._gpu = launcher.has_gpu
         self.propose = Proposer(loaded)
         batched = self._source.batched
@@ -252,43 +246,47 @@ class TrialRunner:
     def __call__(self, trial: optuna.Trial) -> tuple[float, ...]:
         """Measure the configuration the sampler proposes; its objective values."""
         config = self.propose(trial)
+        writer = TrialWriter(trial)
         timings: dict[str, float] = {}
-        trial.set_user_attr("reuse", self.servers.mode)
+        writer.started(self.servers.mode, self._generator.info, machine_fingerprint())
         try:
-            measurements = self._run(trial, config, timings)
+            measurements, accuracy = self._run(trial, writer, config, timings)
         except TrialError as exc:
-            trial.set_user_attr("failure", str(exc))
+            stop = stop_requested()
+            if stop is not None:  # a signal cut a library short (an import reads as ImportError): re-run it
+                writer.interrupted(stop.__name__)
+                raise stop() from exc
+            writer.failed(str(exc))
             raise
         except BaseException as exc:  # a signal, a lost engine, a full disk: run it again later
             with contextlib.suppress(Exception):
-                trial.set_user_attr("interrupted", type(exc).__name__)
+                writer.interrupted(type(exc).__name__)
             raise
         finally:
             with contextlib.suppress(Exception):
-                trial.set_user_attr("timings", timings)
-        trial.set_user_attr("measurements", measurements)
-        figures = metric_values(measurements)
-        for constraint in self._spec.constraints:
-            value = figures[constraint.column]
-            if constraint.max is not None:
-                trial.set_constraint(f"{constraint.column}<={constraint.max:g}", value - constraint.max)
-            else:
-                trial.set_constraint(f"{constraint.column}>={constraint.min:g}", constraint.min - value)
-        return tuple(figures[objective.column] for objective in self._spec.objectives)
+                writer.timings(timings)
+        figures = figures_of(measurements)
+        constraints = self._accuracy_constraints(accuracy)
+        constraints.update({b.label: b.excess(figures[b.column]) for b in self._loaded.ranking.constraints})
+        writer.measured(measurements, constraints)
+        return tuple(figures[column] for column in self._loaded.ranking.columns)
 
-    def _record_accuracy(self, trial: optuna.Trial, precision: str, error: float, cosine: float) -> None:
-        """Accuracy against the reference model as user attributes and constraints (<= 0 is feasible)."""
-        trial.set_user_attr("max_abs_error", error)
-        trial.set_user_attr("cosine_similarity", cosine)
+    def _accuracy(self, precision: str, error: float, cosine: float) -> Accuracy:
         accuracy = self._spec.accuracy
-        trial.set_constraint("cosine_similarity", accuracy.min_cosine_similarity - cosine)
-        if accuracy.max_abs_error is not None:
-            trial.set_constraint("max_abs_error", error - accuracy.max_abs_error)
         reason = outside_tolerance(
             precision, error, cosine, min_cosine=accuracy.min_cosine_similarity, max_error=accuracy.max_abs_error
         )
-        if reason is not None:
-            trial.set_user_attr("infeasible", reason)
+        return Accuracy(error, cosine, reason)
+
+    def _accuracy_constraints(self, accuracy: Accuracy | None) -> dict[str, float]:
+        """The accuracy guard as Optuna constraints (<= 0 holds)."""
+        if accuracy is None:
+            return {}
+        tolerance = self._spec.accuracy
+        constraints = {"cosine_similarity": tolerance.min_cosine_similarity - accuracy.cosine_similarity}
+        if tolerance.max_abs_error is not None:
+            constraints["max_abs_error"] = accuracy.max_abs_error - tolerance.max_abs_error
+        return constraints
 
     def model_config(self, config: TrialConfig) -> mc.ModelConfig:
         """The trial's config.pbtxt: the model's template with the trial's knobs."""
@@ -299,16 +297,20 @@ class TrialRunner:
             self._source.template, config, serve_with=serve_with, instance_kind=kind, tensorrt_precision=tensorrt
         )
 
-    def _run(self, trial: optuna.Trial, config: TrialConfig, timings: dict[str, float]) -> list[dict]:
+    def _run(
+        self, trial: optuna.Trial, writer: TrialWriter, config: TrialConfig, timings: dict[str, float]
+    ) -> tuple[list[Measurement], Accuracy | None]:
         trial_dir = self._dir / "trials" / str(trial.number)
         trial_dir.mkdir(parents=True, exist_ok=True)
-        name = self._source.name
         with _timed(timings, "build_s"):
             artifact = self.artifacts.build(config.precision) if self.artifacts is not None else None
             model = self.model_config(config)
             write_atomic(trial_dir / "config.pbtxt", to_pbtxt(model))
+        writer.served(to_pbtxt(model))
+        accuracy = None
         if artifact is not None and artifact.cosine_similarity is not None:
-            self._record_accuracy(trial, config.precision, artifact.max_abs_error, artifact.cosine_similarity)
+            accuracy = self._accuracy(config.precision, artifact.max_abs_error, artifact.cosine_similarity)
+            writer.accuracy(accuracy)
 
         def write(repository: Path, served: str) -> Path:
             named = mc.ModelConfig()
@@ -318,30 +320,37 @@ class TrialRunner:
 
         labels = {LABEL_STUDY: self._loaded.name, LABEL_TRIAL: str(trial.number)}
         with _timed(timings, "start_s"):
-            server, served = self.servers.serve(write, trial_dir, labels, name)
-        workload = dataclasses.replace(self.workload, model_name=served)
+            server, served = self.servers.serve(write, trial_dir, labels, self._source.name)
         failed = True
         try:
-            if "server_version" not in trial.study.user_attrs:
-                trial.study.set_user_attr("server_version", server_metadata(server.endpoints).get("version"))
-            try:
-                if artifact is not None and artifact.cosine_similarity is None:  # TensorRT: measured as served
-                    produced = served_outputs(server.endpoints, workload, self.artifacts.accuracy_feeds())
-                    self._record_accuracy(trial, config.precision, *self.artifacts.compare(produced))
-                with _timed(timings, "measure_s"):
-                    results = [
-                        measure(server.endpoints, config.protocol, workload, level, self._spec.load, self._analyzer)
-                        for level in self._spec.load.concurrency
-                    ]
-            except TrialError as exc:
-                if _ended(server, within_s=1.0):
-                    raise server.failure(str(exc)) from None
-                raise
+            write_server_version(trial.study, server_metadata(server.endpoints).get("version"))
+            workload = dataclasses.replace(self.workload, model_name=served)
+            if artifact is not None and accuracy is None:  # TensorRT: measured as served
+                accuracy = self._served_accuracy(server, workload, config.precision)
+                writer.accuracy(accuracy)
+            with _timed(timings, "measure_s"):
+                measurements = self._measure(server, workload, config.protocol)
             failed = False
         finally:
             with _timed(timings, "stop_s"):
                 self.servers.retire(server, trial_dir, served, failed)
-        return [result.as_dict() for result in results]
+        return measurements, accuracy
+
+    def _served_accuracy(self, server: Server, workload: Workload, precision: str) -> Accuracy:
+        produced = served_outputs(server.endpoints, workload, self.artifacts.accuracy_feeds())
+        return self._accuracy(precision, *self.artifacts.compare(produced))
+
+    def _measure(self, server: Server, workload: Workload, protocol: str) -> list[Measurement]:
+        """Every concurrency level of the spec; a failure while the server died is the server's."""
+        try:
+            return [
+                self._generator.measure(server.endpoints, protocol, workload, level, self._spec.load)
+                for level in self._spec.load.concurrency
+            ]
+        except TrialError as exc:
+            if _ended(server, within_s=1.0):
+                raise server.failure(str(exc)) from None
+            raise
 
 
 def _ended(server: Server, within_s: float) -> bool:
@@ -352,56 +361,6 @@ def _ended(server: Server, within_s: float) -> bool:
             return False
         time.sleep(0.05)
     return True
-
-
-def choose_backend(loaded: LoadedSpec, launcher: Launcher) -> str:
-    """The backend that serves the model, or SpecError when the launcher's server lacks it."""
-    source, wanted = loaded.model, loaded.spec.server.backend
-    available = launcher.backends
-    if source.onnx_file is None:  # a folder of another format: its own backend, nothing else
-        needed = source.backend
-        if needed not in available:
-            raise SpecError(
-                f"{loaded.path}: model.source.repository: the model needs Triton's {needed} backend, which "
-                f"{launcher.describe()} lacks (it has: {', '.join(sorted(available)) or 'none'})",
-                hint=f"use server.launcher: docker with NVIDIA's image (nvcr.io/nvidia/tritonserver:<yy.mm>-py3), "
-                f"which has the {needed} backend, or a server.tritonserver built with it",
-            )
-        return needed
-    backend = wanted
-    if wanted == "auto":
-        backend = "onnxruntime" if "onnxruntime" in available else "python"
-    if backend not in available:
-        raise SpecError(
-            f"{loaded.path}: server.backend: {backend} is not among the backends of {launcher.describe()} "
-            f"({', '.join(sorted(available)) or 'none'})",
-            hint="use backend: auto, or a Triton build with the onnxruntime backend (NVIDIA's image)",
-        )
-    tensorrt = sorted(p for p in loaded.space["precision"] if PRECISIONS[p].tensorrt)
-    if tensorrt and (backend != "onnxruntime" or not launcher.has_gpu):
-        raise SweeperError(
-            f"search_space.precision {tensorrt} needs Triton's onnxruntime backend on a GPU "
-            f"(this server: {backend} backend, {'a' if launcher.has_gpu else 'no'} GPU)",
-            hint="use NVIDIA's Triton image with server.docker.gpus, or drop the _trt precisions",
-        )
-    return backend
-
-
-def store_study_facts(study: optuna.Study, loaded: LoadedSpec, backend: str, gpu: bool, generator: str) -> None:
-    """What report and export need later, on the study itself (study.db is self-contained)."""
-    facts = {
-        "objectives": [o.column for o in loaded.spec.objectives],
-        "backend": backend,
-        "gpu": gpu,
-        "launcher": loaded.spec.server.launcher,
-        "model": loaded.model.name,
-        "source": loaded.model.facts(),
-        "spec": str(loaded.path),
-        "generator": generator,
-    }
-    for key, value in facts.items():
-        if study.user_attrs.get(key) != value:
-            study.set_user_attr(key, value)
 
 
 def run_study(

@@ -69,18 +69,30 @@ def apply_trial(
             group.kind = instance_kind
     for group in model.instance_group:
         group.count = config.instance_count
-    if serve_with == "onnxruntime":
-        model.backend, model.platform = "onnxruntime", "onnxruntime_onnx"
-        model.default_model_filename = "model.onnx"
-    elif serve_with == "python":
-        model.backend = "python"
-        model.ClearField("platform")
-        model.ClearField("default_model_filename")
+    if serve_with is not None:
+        serve_as(model, serve_with, template)
     if tensorrt_precision is not None:
         # ONNX Runtime's TensorRT execution provider builds the engine in this precision.
         model.optimization.execution_accelerators.ClearField("gpu_execution_accelerator")
         trt = model.optimization.execution_accelerators.gpu_execution_accelerator.add(name="tensorrt")
         trt.parameters["precision_mode"] = tensorrt_precision
+    return model
+
+
+def serve_as(model: mc.ModelConfig, backend: str, template: mc.ModelConfig) -> mc.ModelConfig:
+    """Set (in place) the backend an ONNX model is served with: ``onnxruntime`` (Triton's
+    backend), ``python`` (the sweeper's python-backend model) or ``original`` (the template's own
+    backend, platform and model file name). Returns ``model``."""
+    if backend == "onnxruntime":
+        model.backend, model.platform = "onnxruntime", "onnxruntime_onnx"
+        model.default_model_filename = "model.onnx"
+    elif backend == "python":
+        model.backend = "python"
+        model.ClearField("platform")
+        model.ClearField("default_model_filename")
+    else:
+        model.backend, model.platform = template.backend, template.platform
+        model.default_model_filename = template.default_model_filename
     return model
 
 

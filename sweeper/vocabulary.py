@@ -7,6 +7,7 @@ report and export can all share it without cycles.
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Any, Literal, Union
 
 KNOBS = ("max_batch_size", "max_queue_delay_us", "instance_count", "protocol", "precision")
@@ -16,6 +17,12 @@ METRICS = ("p50_ms", "p90_ms", "p95_ms", "p99_ms", "throughput")
 """Metrics an objective or constraint can name (latencies in ms, throughput in inferences/s)."""
 
 PROTOCOLS = ("http", "grpc")
+
+LAUNCHER_NAMES = ("local", "docker")
+"""``server.launcher``: the keys of ``sweeper.launchers.LAUNCHERS``."""
+
+REUSE_NAMES = ("restart", "reload")
+"""``server.reuse``: the keys of ``sweeper.launchers.REUSE``."""
 
 BATCHING_OFF = "off"
 """``max_queue_delay_us`` for a config without a ``dynamic_batching`` block. A number of
@@ -52,9 +59,70 @@ def metric_column(metric: str, concurrency: int) -> str:
     return f"{metric}@c{concurrency}"
 
 
-def metric_values(measurements: list[dict[str, Any]]) -> dict[str, float]:
-    """Every metric of stored measurements (one dict per concurrency level) by column name."""
-    return {metric_column(metric, m["concurrency"]): m[metric] for m in measurements for metric in METRICS}
+_COLUMN = r"[A-Za-z_][\w]*@c\d+"
+_BOUND = re.compile(rf"^\s*({_COLUMN})\s*(<=|>=)\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$")
+_OBJECTIVE = re.compile(rf"^\s*(min|max|minimize|maximize)\s*:\s*({_COLUMN})\s*$")
+
+
+@dataclasses.dataclass(frozen=True)
+class Objective:
+    """A column to minimize or maximize."""
+
+    column: str
+    direction: str
+    """``minimize`` or ``maximize``."""
+
+    @classmethod
+    def parse(cls, text: str) -> Objective:
+        """``min:p50_ms@c1`` or ``max:throughput@c8``; ValueError otherwise."""
+        match = _OBJECTIVE.match(text)
+        if match is None:
+            raise ValueError(f"'{text[:100]}': expected min:<metric@cN> or max:<metric@cN>")
+        return cls(match.group(2), "minimize" if match.group(1).startswith("min") else "maximize")
+
+
+@dataclasses.dataclass(frozen=True)
+class Bound:
+    """A constraint on a column: ``column <= value`` or ``column >= value``."""
+
+    column: str
+    op: str
+    value: float
+
+    @property
+    def label(self) -> str:
+        """The constraint's name: ``p99_ms@c1<=50``."""
+        return f"{self.column}{self.op}{self.value:g}"
+
+    def excess(self, measured: float) -> float:
+        """How far ``measured`` is outside the bound (<= 0: it holds), as Optuna's constraints."""
+        return measured - self.value if self.op == "<=" else self.value - measured
+
+    @classmethod
+    def parse(cls, text: str) -> Bound:
+        """``p99_ms@c1 <= 50`` (or ``>=``); ValueError otherwise."""
+        match = _BOUND.match(text)
+        if match is None:
+            raise ValueError(f"'{text[:100]}': expected '<metric@cN> <= X' or '<metric@cN> >= X'")
+        return cls(match.group(1), match.group(2), float(match.group(3)))
+
+
+@dataclasses.dataclass(frozen=True)
+class Ranking:
+    """How trials are ranked: the objectives of the front and the bounds a feasible trial keeps."""
+
+    objectives: tuple[Objective, ...]
+    constraints: tuple[Bound, ...] = ()
+
+    @property
+    def columns(self) -> list[str]:
+        """The objectives' columns, in order."""
+        return [o.column for o in self.objectives]
+
+    @property
+    def directions(self) -> list[str]:
+        """The objectives' directions, in order."""
+        return [o.direction for o in self.objectives]
 
 
 def delay_label(delay: Delay) -> str:

@@ -1,14 +1,40 @@
-"""Triton model folders written by the tests themselves: an ONNX model with INT32 inputs and two
-outputs, python-backend models (no batching; a STRING input of variable length), an INT8 ONNX
-model, and folders the sweeper must refuse."""
+"""Triton model folders written by the tests themselves, shared by every test module: the test
+MLP served through the python backend (and one request to it), an ONNX model with INT32 inputs
+and two outputs, python-backend models (no batching; a STRING input of variable length), an INT8
+ONNX model, and folders the sweeper must refuse."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import numpy as np
+
 from sweeper.examples import mlp_onnx
+from sweeper.repository import write_model
+from sweeper.source import from_onnx
+from sweeper.triton_config import apply_trial
+from sweeper.vocabulary import TrialConfig
 from tests.conftest import add_sub_onnx
+
+
+def make_repository(root: Path, onnx_path: Path, config: TrialConfig, name: str = "mlp") -> Path:
+    """A model repository serving ``onnx_path`` through the python backend with ``config``."""
+    source = from_onnx(onnx_path, name)
+    write_model(root, source, apply_trial(source.template, config, serve_with="python"), onnx_path)
+    return root
+
+
+def infer_mlp(client_module, url: str, x: np.ndarray, model: str = "mlp") -> np.ndarray:
+    """One request to the test MLP with tritonclient's http or grpc module."""
+    client = client_module.InferenceServerClient(url)
+    tensor = client_module.InferInput("x", list(x.shape), "FP32")
+    tensor.set_data_from_numpy(x)
+    try:
+        return client.infer(model, [tensor]).as_numpy("y")
+    finally:
+        client.close()
+
 
 ECHO_NUMPY = """
 import json

@@ -11,16 +11,18 @@ from sweeper.launchers._base import (
     Endpoints,
     Launcher,
     Server,
+    describe_exit,
     error_lines,
     model_config,
     server_metadata,
     server_statistics,
 )
-from sweeper.launchers._docker import DockerLauncher
+from sweeper.launchers._docker import DockerLauncher, run_to_completion
 from sweeper.launchers._local import LocalLauncher
 from sweeper.launchers._reuse import REUSE, Reload, Restart
 
 LAUNCHERS: dict[str, type[Launcher]] = {"local": LocalLauncher, "docker": DockerLauncher}
+"""The spec's ``server.launcher`` names (``sweeper.vocabulary.LAUNCHER_NAMES``) to the classes."""
 
 __all__ = [
     "LABEL_STUDY",
@@ -34,7 +36,9 @@ __all__ = [
     "Launcher",
     "LocalLauncher",
     "Server",
+    "describe_exit",
     "error_lines",
+    "run_to_completion",
     "model_config",
     "server_metadata",
     "server_statistics",

@@ -102,6 +102,48 @@ def read_only_volumes(volumes: dict[str, str]) -> dict[str, dict[str, str]]:
     return {host: {"bind": inside, "mode": "ro"} for host, inside in volumes.items()}
 
 
+def run_to_completion(
+    image: str,
+    argv: list[str],
+    *,
+    base_url: str | None,
+    volumes: dict[str, str],
+    writable: Path,
+    environment: dict[str, str],
+    timeout_s: float,
+    labels: dict[str, str],
+) -> tuple[int, str]:
+    """Run a one-shot command in ``image`` on the host network (a client of the servers, such as
+    perf_analyzer): ``volumes`` read-only, ``writable`` mounted at the same path and used as the
+    working folder. Returns (exit status, output; 124 when it outran ``timeout_s``). The
+    container is guarded by the watchdog and removed on every exit."""
+    client = connect(base_url)
+    mounts = read_only_volumes(volumes)
+    mounts[str(writable)] = {"bind": str(writable), "mode": "rw"}
+    container = client.containers.create(
+        image,
+        argv,
+        network_mode="host",
+        volumes=mounts,
+        environment=environment,
+        working_dir=str(writable),
+        labels=labels,
+    )
+    guarded = f"{container.id} {base_url or '-'}"
+    watchdog().add("container", guarded)
+    try:
+        container.start()
+        try:
+            status = int(container.wait(timeout=timeout_s)["StatusCode"])
+        except Exception:  # the engine's read timed out: the command hangs
+            status = 124
+        output = container.logs().decode(errors="replace")
+    finally:
+        container.remove(force=True)
+        watchdog().remove("container", guarded)
+    return status, output
+
+
 class DockerLauncher(Launcher):
     """Runs ``server.docker.image``; with ``network: host`` the ports are chosen on the host's
     loopback, otherwise Triton's ports are published on 127.0.0.1 only."""
@@ -166,30 +208,16 @@ class DockerLauncher(Launcher):
             container.remove(force=True)
         return len(stale)
 
-    def start(
-        self,
-        repository: Path,
-        log_path: Path,
-        labels: dict[str, str],
-        *,
-        model_name: str | None,
-        complete_config: bool = False,
-    ) -> Server:
-        address = self._address
-        argv = [
-            self._spec.tritonserver,
-            f"--model-repository={_CONTAINER_REPOSITORY}",
-            *server_options(model_name, complete_config),
-        ]
-        if self._spec.backend_directory:
-            argv.append(f"--backend-directory={self._spec.backend_directory}")
+    def _network(self, argv: list[str]) -> tuple[str, list[int], dict[str, Any]]:
+        """Where the container's Triton listens: (host clients connect to, its three ports, the
+        container options); ``argv`` gets the addresses and ports on the host network."""
         options: dict[str, Any] = {}
         if self._spec.network == "host":
-            ports = [free_port(address) for _ in _PORTS]
-            host = connect_address(address)
+            ports = [free_port(self._address) for _ in _PORTS]
             for service, port in zip(("http", "grpc", "metrics"), ports):
-                argv += [f"--{service}-address={address}", f"--{service}-port={port}"]
+                argv += [f"--{service}-address={self._address}", f"--{service}-port={port}"]
             options["network_mode"] = "host"
+            host = connect_address(self._address)
         else:
             ports = [free_port("127.0.0.1") for _ in _PORTS]
             host = "127.0.0.1"
@@ -202,6 +230,25 @@ class DockerLauncher(Launcher):
             options["device_requests"] = [
                 docker.types.DeviceRequest(count=-1 if ids is None else None, device_ids=ids, capabilities=[["gpu"]])
             ]
+        return host, ports, options
+
+    def start(
+        self,
+        repository: Path,
+        log_path: Path,
+        labels: dict[str, str],
+        *,
+        model_name: str | None,
+        complete_config: bool = False,
+    ) -> Server:
+        argv = [
+            self._spec.tritonserver,
+            f"--model-repository={_CONTAINER_REPOSITORY}",
+            *server_options(model_name, complete_config),
+        ]
+        if self._spec.backend_directory:
+            argv.append(f"--backend-directory={self._spec.backend_directory}")
+        host, ports, options = self._network(argv)
         volumes = read_only_volumes(self._spec.volumes)
         volumes[str(repository.resolve())] = {"bind": _CONTAINER_REPOSITORY, "mode": "ro"}
         study, trial = labels.get(LABEL_STUDY, "x"), labels.get(LABEL_TRIAL, "x")

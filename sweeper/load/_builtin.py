@@ -11,39 +11,22 @@ import dataclasses
 import threading
 import time
 from collections.abc import Callable
+from importlib import metadata
+from typing import Any
 
 import numpy as np
 
 from sweeper.errors import TrialError
 from sweeper.launchers import Endpoints
+from sweeper.load._base import LoadGenerator, Workload, server_times, statistics_of
+from sweeper.load._client import connect, describe_failure
 from sweeper.load._grpc import GrpcConnection
 from sweeper.load._http import HttpConnection
-from sweeper.load._wire import InferenceError, grpc_outputs, http_outputs
+from sweeper.record import LoadGeneratorInfo, Measurement
 
 STABLE_WINDOWS = 3
 # A Python process whose threads used this much of a core is limited by its interpreter lock.
 CLIENT_BOUND_CORES = 0.9
-
-
-def connect(protocol: str, endpoints: Endpoints, timeout_s: float) -> HttpConnection | GrpcConnection:
-    """A connection for one worker."""
-    if protocol == "grpc":
-        return GrpcConnection(endpoints.grpc, timeout_s)
-    return HttpConnection(endpoints.http, timeout_s)
-
-
-def send_once(
-    protocol: str, endpoints: Endpoints, request: bytes, timeout_s: float
-) -> list[tuple[str, str, list[int], int]]:
-    """One request on a fresh connection; the outputs its response describes."""
-    connection = connect(protocol, endpoints, timeout_s)
-    try:
-        if protocol == "grpc":
-            return grpc_outputs(connection.call(request, keep=True))
-        start, length, header = connection.infer(request)
-        return http_outputs(connection.body(start, length), header)
-    finally:
-        connection.close()
 
 
 class _Worker(threading.Thread):
@@ -203,10 +186,77 @@ def _close_quietly(connection: HttpConnection | GrpcConnection) -> None:
         pass
 
 
-def describe_failure(failure: BaseException, timeout_s: float) -> str:
-    """A failed request in words (a timeout names the spec's setting)."""
-    if isinstance(failure, TimeoutError):
-        return f"no response within load.request_timeout_s ({timeout_s:g} s)"
-    if isinstance(failure, InferenceError):
-        return str(failure)
-    return f"{type(failure).__name__}: {failure}"
+def _package_version() -> str | None:
+    try:
+        return metadata.version("triton-sweeper")
+    except metadata.PackageNotFoundError:
+        return None
+
+
+class BuiltinGenerator(LoadGenerator):
+    """The built-in closed-loop client, held to perf_analyzer (benchmarks/load_fidelity.py)."""
+
+    name = "builtin"
+
+    def __init__(self, why: str = "load.generator: builtin") -> None:
+        self._why = why
+
+    @property
+    def info(self) -> LoadGeneratorInfo:
+        return LoadGeneratorInfo(self.name, _package_version())
+
+    def describe(self) -> str:
+        return self._why
+
+    def measure_level(
+        self,
+        endpoints: Endpoints,
+        protocol: str,
+        workload: Workload,
+        requests: list[bytes],
+        concurrency: int,
+        load: Any,
+    ) -> Measurement:
+        run = run_until_stable(
+            protocol,
+            endpoints,
+            requests,
+            concurrency,
+            warmup_s=load.warmup_s,
+            window_s=load.window_s,
+            tolerance=load.stability_tolerance,
+            max_windows=load.max_windows,
+            timeout_s=load.request_timeout_s,
+            statistics=lambda: statistics_of(endpoints, workload),
+        )
+        return _measurement(run, concurrency, workload.batch_size)
+
+
+def _measurement(run: Run, concurrency: int, batch_size: int) -> Measurement:
+    """The figures of the last ``STABLE_WINDOWS`` windows of a run: percentiles from every sample."""
+    first, last = run.boundaries[-STABLE_WINDOWS - 1], run.boundaries[-1]
+    elapsed = last.at - first.at
+    samples = run.latencies_ns / 1e6
+    if samples.size == 0:
+        raise TrialError(
+            f"no request completed in {elapsed:.1f} s at concurrency {concurrency}",
+            hint="raise load.window_s or load.request_timeout_s",
+        )
+    p50, p90, p95, p99 = np.percentile(samples, [50, 90, 95, 99])
+    client_cpu = (last.cpu - first.cpu) / elapsed
+    return Measurement(
+        concurrency=concurrency,
+        p50_ms=float(p50),
+        p90_ms=float(p90),
+        p95_ms=float(p95),
+        p99_ms=float(p99),
+        mean_ms=float(samples.mean()),
+        throughput=samples.size * batch_size / elapsed,
+        **server_times(first.stats, last.stats),
+        requests=int(samples.size),
+        windows=len(run.boundaries) - 1,
+        stable=run.stable,
+        client_cpu=client_cpu,
+        client_bound=client_cpu >= CLIENT_BOUND_CORES,
+        generator="builtin",
+    )

@@ -144,64 +144,73 @@ class GrpcConnection:
     def _handle(self, kind: int, flags: int, on: int, payload: memoryview, *, stream: int, parts: list | None) -> bool:
         """Act on one frame; True when it ends ``stream``."""
         if kind == _DATA:
-            if flags & _PADDED:
-                payload = payload[1 : len(payload) - payload[0]]
-            size = len(payload)
-            self._received += size
-            if parts is not None:
-                parts.append(bytes(payload))
-            self._unacknowledged += size
-            if self._unacknowledged > _WINDOW_MAX // 2:
-                self._socket.sendall(_frame(_WINDOW_UPDATE, 0, 0, struct.pack(">I", self._unacknowledged)))
-                self._unacknowledged = 0
-            return bool(flags & _END_STREAM)
+            return self._on_data(flags, payload, parts)
         if kind == _HEADERS:
-            block = bytes(payload)
-            if flags & _PADDED:
-                block = block[1 : len(block) - block[0]]
-            if flags & _PRIORITY:
-                block = block[5:]
-            while not flags & _END_HEADERS:
-                kind, flags, _, more = self._read_frame()
-                if kind != _CONTINUATION:
-                    raise ConnectionError("HTTP/2: a header block was interrupted")
-                block += bytes(more)
-            for name, value in self._decoder.decode(block, raw=True):
-                if name == b"grpc-status":
-                    self._status = value.decode()
-                elif name == b"grpc-message":
-                    self._message = value.decode(errors="replace")
-            return bool(flags & _END_STREAM)
+            return self._on_headers(flags, payload)
         if kind == _SETTINGS:
             if not flags & _ACK:
-                for offset in range(0, len(payload) - 5, 6):
-                    key, value = struct.unpack_from(">HI", payload, offset)
-                    if key == _SETTING_INITIAL_WINDOW:
-                        change = value - self._peer_initial_window
-                        self._stream_windows = {s: w + change for s, w in self._stream_windows.items()}
-                        self._peer_initial_window = value
-                    elif key == _SETTING_MAX_FRAME:
-                        self._peer_max_frame = value
-                self._socket.sendall(_frame(_SETTINGS, _ACK, 0))
-            return False
-        if kind == _PING:
+                self._on_settings(payload)
+        elif kind == _PING:
             if not flags & _ACK:
                 self._socket.sendall(_frame(_PING, _ACK, 0, bytes(payload)))
-            return False
-        if kind == _WINDOW_UPDATE:
+        elif kind == _WINDOW_UPDATE:
             (increment,) = struct.unpack_from(">I", payload)
             if on == 0:
                 self._send_window += increment
             elif on in self._stream_windows:
                 self._stream_windows[on] += increment
-            return False
-        if kind == _RST_STREAM and on == stream:
+        elif kind == _RST_STREAM and on == stream:
             (code,) = struct.unpack_from(">I", payload)
             raise InferenceError(f"HTTP/2 stream reset by the server (error code {code})")
-        if kind == _GOAWAY:
+        elif kind == _GOAWAY:
             debug = bytes(payload[8:]).decode(errors="replace")
             raise ConnectionError(f"the server closed the HTTP/2 connection (GOAWAY {debug})".strip())
         return False
+
+    def _on_data(self, flags: int, payload: memoryview, parts: list | None) -> bool:
+        """A DATA frame: kept (``parts``) and acknowledged to flow control in batches."""
+        if flags & _PADDED:
+            payload = payload[1 : len(payload) - payload[0]]
+        size = len(payload)
+        self._received += size
+        if parts is not None:
+            parts.append(bytes(payload))
+        self._unacknowledged += size
+        if self._unacknowledged > _WINDOW_MAX // 2:
+            self._socket.sendall(_frame(_WINDOW_UPDATE, 0, 0, struct.pack(">I", self._unacknowledged)))
+            self._unacknowledged = 0
+        return bool(flags & _END_STREAM)
+
+    def _on_headers(self, flags: int, payload: memoryview) -> bool:
+        """A header block (with its CONTINUATION frames): the gRPC status and message."""
+        block = bytes(payload)
+        if flags & _PADDED:
+            block = block[1 : len(block) - block[0]]
+        if flags & _PRIORITY:
+            block = block[5:]
+        while not flags & _END_HEADERS:
+            kind, flags, _, more = self._read_frame()
+            if kind != _CONTINUATION:
+                raise ConnectionError("HTTP/2: a header block was interrupted")
+            block += bytes(more)
+        for name, value in self._decoder.decode(block, raw=True):
+            if name == b"grpc-status":
+                self._status = value.decode()
+            elif name == b"grpc-message":
+                self._message = value.decode(errors="replace")
+        return bool(flags & _END_STREAM)
+
+    def _on_settings(self, payload: memoryview) -> None:
+        """The peer's SETTINGS: window and frame sizes honoured, then acknowledged."""
+        for offset in range(0, len(payload) - 5, 6):
+            key, value = struct.unpack_from(">HI", payload, offset)
+            if key == _SETTING_INITIAL_WINDOW:
+                change = value - self._peer_initial_window
+                self._stream_windows = {s: w + change for s, w in self._stream_windows.items()}
+                self._peer_initial_window = value
+            elif key == _SETTING_MAX_FRAME:
+                self._peer_max_frame = value
+        self._socket.sendall(_frame(_SETTINGS, _ACK, 0))
 
     def _read_frame(self) -> tuple[int, int, int, memoryview]:
         self._fill(9)

@@ -18,6 +18,7 @@ import dataclasses
 import functools
 import io
 import json
+import os
 import re
 import resource
 import shutil
@@ -29,8 +30,10 @@ from pathlib import Path
 from typing import Any
 
 from sweeper.errors import SweeperError, TrialError
-from sweeper.launchers import Endpoints
-from sweeper.launchers._base import describe_exit
+from sweeper.launchers import Endpoints, describe_exit, run_to_completion
+from sweeper.load._base import LoadGenerator, Workload, batch_average, statistics_of
+from sweeper.load._builtin import CLIENT_BOUND_CORES, warm_up
+from sweeper.record import LoadGeneratorInfo, Measurement
 
 # Options the sweeper relies on; a perf_analyzer without one of them is too old.
 _REQUIRED_OPTIONS = (
@@ -47,6 +50,7 @@ _PASS = re.compile(r"Pass \[\d+\] throughput: ([\d.]+) infer/sec")
 _SERVER_LATENCY = re.compile(r"Avg request latency: (\d+) usec")
 _REQUEST_COUNT = re.compile(r"Request count: (\d+)")
 _US = 1e-3  # perf_analyzer reports microseconds; measurements are in milliseconds
+_VERSION = re.compile(r"Perf Analyzer Version ([^\n]+)")
 
 
 class PerfAnalyzerUnavailable(SweeperError):
@@ -61,6 +65,8 @@ class PerfAnalyzer:
     origin: str
     """Where it was found, for messages (``.venv/bin/perf_analyzer``, ``image X``)."""
     image: dict[str, Any] | None = None
+    version: str | None = None
+    """What ``--version`` says (``0.0.0 (commit 3a49a23)``: the PyPI wheel's build)."""
 
     def run(self, args: list[str], workdir: Path, timeout_s: float) -> tuple[int, str, float]:
         """Run with ``args``; (exit status, combined output, CPU seconds it used)."""
@@ -88,34 +94,17 @@ class PerfAnalyzer:
 def _run_in_container(
     image: dict[str, Any], argv: list[str], workdir: Path, timeout_s: float
 ) -> tuple[int, str, float]:
-    from sweeper.launchers._docker import connect, read_only_volumes
-    from sweeper.launchers._watchdog import watchdog
-
-    client = connect(image.get("base_url"))
-    volumes = read_only_volumes(image.get("volumes", {}))
-    volumes[str(workdir)] = {"bind": str(workdir), "mode": "rw"}
-    container = client.containers.create(
+    status, output = run_to_completion(
         image["image"],
         argv,
-        network_mode="host",
-        volumes=volumes,
+        base_url=image.get("base_url"),
+        volumes=image.get("volumes", {}),
+        writable=workdir,
         environment=image.get("env", {}),
-        working_dir=str(workdir),
+        timeout_s=timeout_s,
         labels={"triton-sweeper.perf-analyzer": "1"},
     )
-    guarded = f"{container.id} {image.get('base_url') or '-'}"
-    watchdog().add("container", guarded)
-    try:
-        container.start()
-        try:
-            status = int(container.wait(timeout=timeout_s)["StatusCode"])
-        except Exception:  # the engine's read timed out: perf_analyzer hangs
-            status = 124
-        output = container.logs().decode(errors="replace")
-    finally:
-        container.remove(force=True)
-        watchdog().remove("container", guarded)
-    return status, output, 0.0
+    return status, output, 0.0  # its CPU is the container's: not counted here
 
 
 def _probe(command: tuple[str, ...], origin: str, image: dict[str, Any] | None = None) -> PerfAnalyzer:
@@ -133,7 +122,8 @@ def _probe(command: tuple[str, ...], origin: str, image: dict[str, Any] | None =
     missing = [option for option in _REQUIRED_OPTIONS if option not in usage]
     if missing:
         raise PerfAnalyzerUnavailable(f"perf_analyzer ({origin}) is too old: it lacks {', '.join(missing)}")
-    return analyzer
+    version = _VERSION.search(output)
+    return dataclasses.replace(analyzer, version=version.group(1).strip() if version else None)
 
 
 HINT = (
@@ -300,3 +290,62 @@ def parse(table: str, output: str) -> Report:
 def _last_lines(output: str, limit: int = 3) -> str:
     lines = [line.strip() for line in output.splitlines() if line.strip() and not line.startswith("  Pass [")]
     return " | ".join(lines[-limit:])[:600] or "(no output)"
+
+
+class PerfAnalyzerGenerator(LoadGenerator):
+    """NVIDIA's perf_analyzer, once per level. The server warms up under the built-in client
+    first: perf_analyzer's own options count warm-up requests, not seconds."""
+
+    name = "perf_analyzer"
+
+    def __init__(self, analyzer: PerfAnalyzer) -> None:
+        self.analyzer = analyzer
+
+    @property
+    def info(self) -> LoadGeneratorInfo:
+        return LoadGeneratorInfo(self.name, self.analyzer.version)
+
+    def describe(self) -> str:
+        return f"perf_analyzer ({self.analyzer.origin})"
+
+    def measure_level(
+        self,
+        endpoints: Endpoints,
+        protocol: str,
+        workload: Workload,
+        requests: list[bytes],
+        concurrency: int,
+        load: Any,
+    ) -> Measurement:
+        if load.warmup_s > 0:
+            warm_up(protocol, endpoints, requests, concurrency, load.warmup_s, load.request_timeout_s)
+        with tempfile.TemporaryDirectory(prefix="sweeper-pa-") as folder:
+            data_file, csv_file = Path(folder) / "input-data.json", Path(folder) / "result.csv"
+            data_file.write_text(json.dumps(workload.samples.perf_analyzer_json()))
+            args = arguments(
+                workload.model_name,
+                protocol,
+                endpoints,
+                concurrency,
+                workload.batch_size if workload.batched else None,
+                window_s=load.window_s,
+                tolerance=load.stability_tolerance,
+                max_windows=load.max_windows,
+                data_file=data_file,
+                csv_file=csv_file,
+            )
+            limit = 60 + 3 * (load.max_windows + 3) * (load.window_s + load.request_timeout_s)
+            before = statistics_of(endpoints, workload)
+            report, cpu, wall = run_level(self.analyzer, args, csv_file, timeout_s=limit, max_windows=load.max_windows)
+            batch = batch_average(before, statistics_of(endpoints, workload))
+        client_cpu = cpu / wall if wall > 0 else 0.0
+        return Measurement(
+            concurrency=concurrency,
+            **report.figures,
+            avg_batch_size=batch,
+            windows=report.windows,
+            stable=report.stable,
+            client_cpu=client_cpu,
+            client_bound=client_cpu >= CLIENT_BOUND_CORES * (os.cpu_count() or 1),
+            generator=self.name,
+        )

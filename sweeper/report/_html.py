@@ -28,6 +28,8 @@ def render_html(info: ReportInfo) -> str:
             f'<p class="note">{info.running} trial(s) still running: this report shows what is finished.</p>'
         )
     sections.append(_summary_paragraph(info))
+    again = " (re-ranked from the stored measurements, not the study's own objectives)" if info.reranked else ""
+    sections.append(f'<p class="ranking">Ranked by {html.escape(info.ranked_by)}{again}.</p>')
     sections.append("<h2>Pareto front</h2>")
     if len(info.objectives) >= 2:
         sections.append(_figure(_pareto_figure(info), "pareto"))

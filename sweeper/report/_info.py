@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -12,8 +13,9 @@ import optuna
 import pandas as pd
 
 from sweeper.errors import UsageError
-from sweeper.results import StudyTables, hypervolume, reference_point, tables
-from sweeper.vocabulary import COMPUTE_PARTS, KNOBS, knob_label
+from sweeper.record import read_trial
+from sweeper.results import StudyTables, hypervolume, reference_point
+from sweeper.vocabulary import COMPUTE_PARTS, KNOBS, Ranking, knob_label
 
 # The stacked latency breakdown, bottom to top; "network" is the client's mean latency minus
 # the time Triton accounts for (serialization, transfer, client overhead).
@@ -42,6 +44,10 @@ class ReportInfo:
 
     study_name: str
     objectives: list[str]
+    ranked_by: str
+    """The objectives and constraints of the front, in words."""
+    reranked: bool
+    """Whether the front is ranked by objectives other than the study's own (nothing re-measured)."""
     tables: StudyTables
     points: pd.DataFrame
     """Completed trials with their objectives, a ``label`` and a ``group`` from PARETO_GROUPS
@@ -75,15 +81,21 @@ class ReportInfo:
         return self.points[chosen].sort_values(self.objectives[0])
 
 
-def collect(study: optuna.Study, directory: Path) -> ReportInfo:
-    """Compute the report of a study (``directory`` holds its models and samples)."""
-    result = tables(study)
+def collect(
+    result: StudyTables,
+    *,
+    study_name: str,
+    in_process_ms: float | None,
+    importances: dict[str, dict[str, float] | str],
+    reranked: bool = False,
+) -> ReportInfo:
+    """Compute the report of a study's tables (pure: the in-process timing and the importances,
+    which need ONNX Runtime and Optuna, are measured by the caller: ``sweeper.report``)."""
     if result.trials.empty or not (result.trials["state"] == "COMPLETE").any():
         raise UsageError(
-            f"study '{study.study_name}' in {directory} has no completed trial yet",
+            f"study '{study_name}' has no completed trial yet",
             hint="run more trials ('sweeper run SPEC'), or look at trials.csv for the failures",
         )
-    directions = [d.name.lower() for d in study.directions]
     measurements = result.measurements
     level = int(measurements["concurrency"].min())
     at_level = measurements[measurements["concurrency"] == level].set_index("number")
@@ -91,13 +103,9 @@ def collect(study: optuna.Study, directory: Path) -> ReportInfo:
         network_ms=(at_level["mean_ms"] - at_level[list(BREAKDOWN_PARTS[:-1])].sum(axis=1)).clip(lower=0)
     )
     trials = result.trials.set_index("number", drop=False)
-    labels = {n: knob_label(trials.loc[n]) for n in trials.index}
     baseline_rows = trials[trials["baseline"] & (trials["state"] == "COMPLETE")]
     baseline_number = int(baseline_rows.index[0]) if not baseline_rows.empty else None
-
-    def label(number: int) -> str:
-        return f"#{number} {labels[number]}" + (" (baseline)" if number == baseline_number else "")
-
+    label = _labeller(trials, baseline_number)
     shown = sorted(set(result.pareto["number"]) | ({baseline_number} if baseline_number is not None else set()))
     breakdown = at_level.loc[
         [n for n in shown if n in at_level.index], [*BREAKDOWN_PARTS, "mean_ms", "p50_ms", "avg_batch_size"]
@@ -108,54 +116,86 @@ def collect(study: optuna.Study, directory: Path) -> ReportInfo:
     )
     batching.columns = [f"c{c}" for c in batching.columns]
     batching.index = [label(n) for n in batching.index]
+    feasible = trials[trials["feasible"]]
+    completed = result.trials[result.trials["state"] == "COMPLETE"]
+    problems = result.trials[~result.trials["feasible"]]  # failed trials are never feasible
+    return ReportInfo(
+        study_name=study_name,
+        objectives=result.objectives,
+        ranked_by=describe_ranking(result.ranking),
+        reranked=reranked,
+        tables=result,
+        points=_points(completed, result.pareto),
+        breakdown_concurrency=level,
+        breakdown=breakdown,
+        batching=batching,
+        pareto=_pareto_against_baseline(result, trials, baseline_number),
+        baseline=_baseline_row(at_level, trials, baseline_number, result.objectives, label),
+        best_latency=_best_latency(at_level, feasible, label),
+        in_process_ms=in_process_ms,
+        hypervolume_history=_hypervolume_history(feasible, result.objectives, result.ranking.directions),
+        importances=importances,
+        generators={str(k): int(v) for k, v in completed["generator"].value_counts().items()},
+        running=int((result.trials["state"] == "RUNNING").sum()),
+        problems=problems[["number", "state", *KNOBS, "infeasible", "failure"]],
+    )
 
+
+def describe_ranking(ranking: Ranking) -> str:
+    """``min p50_ms@c1, max throughput@c8; feasible when p99_ms@c1<=50``."""
+    text = ", ".join(f"{o.direction[:3]} {o.column}" for o in ranking.objectives)
+    return text + (f"; feasible when {', '.join(b.label for b in ranking.constraints)}" if ranking.constraints else "")
+
+
+def _labeller(trials: pd.DataFrame, baseline_number: int | None) -> Callable[[int], str]:
+    labels = {n: knob_label(trials.loc[n]) for n in trials.index}
+
+    def label(number: int) -> str:
+        return f"#{number} {labels[number]}" + (" (baseline)" if number == baseline_number else "")
+
+    return label
+
+
+def _points(completed: pd.DataFrame, pareto: pd.DataFrame) -> pd.DataFrame:
+    on_front = completed["number"].isin(pareto["number"])
+    return completed.assign(
+        group=np.where(on_front, "Pareto front", np.where(completed["feasible"], "dominated", "infeasible")),
+        label=[knob_label(row) for _, row in completed.iterrows()],
+    )
+
+
+def _pareto_against_baseline(result: StudyTables, trials: pd.DataFrame, baseline_number: int | None) -> pd.DataFrame:
     pareto = result.pareto.copy()
     if baseline_number is not None:
         for objective in result.objectives:
             reference = trials.loc[baseline_number, objective]
             pareto[f"{objective} / baseline"] = pareto[objective] / reference if reference else math.nan
+    return pareto
 
-    feasible = trials[trials["feasible"]]
+
+def _best_latency(at_level: pd.DataFrame, feasible: pd.DataFrame, label: Callable[[int], str]) -> dict | None:
     feasible_levels = at_level.loc[[n for n in feasible.index if n in at_level.index]]
-    best = None
-    if not feasible_levels.empty:
-        number = int(feasible_levels["p50_ms"].idxmin())
-        best = {"number": number, "label": label(number), **feasible_levels.loc[number].to_dict()}
-    baseline = None
-    if baseline_number is not None and baseline_number in at_level.index:
-        baseline = {
-            "number": baseline_number,
-            "label": label(baseline_number),
-            **at_level.loc[baseline_number].to_dict(),
-            **{o: trials.loc[baseline_number, o] for o in result.objectives},
-        }
+    if feasible_levels.empty:
+        return None
+    number = int(feasible_levels["p50_ms"].idxmin())
+    return {"number": number, "label": label(number), **feasible_levels.loc[number].to_dict()}
 
-    completed = result.trials[result.trials["state"] == "COMPLETE"]
-    on_front = completed["number"].isin(result.pareto["number"])
-    points = completed.assign(
-        group=np.where(on_front, "Pareto front", np.where(completed["feasible"], "dominated", "infeasible")),
-        label=[labels[n] for n in completed["number"]],
-    )
-    problems = result.trials[~result.trials["feasible"]]  # failed trials are never feasible
-    problems = problems[["number", "state", *KNOBS, "infeasible", "failure"]]
-    return ReportInfo(
-        study_name=study.study_name,
-        objectives=result.objectives,
-        tables=result,
-        points=points,
-        breakdown_concurrency=level,
-        breakdown=breakdown,
-        batching=batching,
-        pareto=pareto,
-        baseline=baseline,
-        best_latency=best,
-        in_process_ms=_in_process_ms(directory, study),
-        hypervolume_history=_hypervolume_history(feasible, result.objectives, directions),
-        importances=_importances(study, result.objectives),
-        generators={str(k): int(v) for k, v in completed["generator"].value_counts().items()},
-        running=int((result.trials["state"] == "RUNNING").sum()),
-        problems=problems,
-    )
+
+def _baseline_row(
+    at_level: pd.DataFrame,
+    trials: pd.DataFrame,
+    baseline_number: int | None,
+    objectives: list[str],
+    label: Callable[[int], str],
+) -> dict | None:
+    if baseline_number is None or baseline_number not in at_level.index:
+        return None
+    return {
+        "number": baseline_number,
+        "label": label(baseline_number),
+        **at_level.loc[baseline_number].to_dict(),
+        **{o: trials.loc[baseline_number, o] for o in objectives},
+    }
 
 
 def _hypervolume_history(feasible: pd.DataFrame, objectives: list[str], directions: list[str]) -> pd.DataFrame | None:
@@ -168,25 +208,29 @@ def _hypervolume_history(feasible: pd.DataFrame, objectives: list[str], directio
     return pd.DataFrame({"number": ordered["number"].to_numpy(), "hypervolume": history})
 
 
-def _importances(study: optuna.Study, objectives: list[str]) -> dict[str, dict[str, float] | str]:
+def param_importances(study: optuna.Study, ranking: Ranking) -> dict[str, dict[str, float] | str]:
+    """Per objective of ``ranking``: each knob's importance (Optuna's fANOVA), or why it could
+    not be computed. Fits a model: the report's one costly computation besides the timing."""
     found: dict[str, dict[str, float] | str] = {}
-    for index, objective in enumerate(objectives):
+    for column in ranking.columns:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                found[objective] = dict(
-                    optuna.importance.get_param_importances(study, target=lambda t, i=index: t.values[i])
+                found[column] = dict(
+                    optuna.importance.get_param_importances(
+                        study, target=lambda t, c=column: read_trial(t).figures.get(c, math.nan)
+                    )
                 )
         except (ValueError, RuntimeError, ZeroDivisionError) as exc:  # too few or too alike trials
-            found[objective] = f"not computed ({str(exc)[:200]})"
+            found[column] = f"not computed ({str(exc)[:200]})"
     return found
 
 
-def _in_process_ms(directory: Path, study: optuna.Study) -> float | None:
+def in_process_ms(directory: Path, facts: dict) -> float | None:
     """Batch-1 latency of the reference ONNX model in this process: the 'local' side of the gap."""
     from sweeper.artifacts import time_in_process
 
-    source = study.user_attrs.get("source", {})
+    source = facts.get("source") or {}
     reference = "native" if source.get("kind") == "repository" else "fp32"
     model, sample = directory / "models" / reference / "model.onnx", directory / "samples.npz"
     if not (model.is_file() and sample.is_file()):

@@ -21,6 +21,9 @@ def render_summary(info: ReportInfo) -> str:
         + ", ".join(f"{name} ({count} trials)" for name, count in sorted(info.generators.items()))
         + ".",
         "",
+        f"Ranked by {info.ranked_by}"
+        + (" (re-ranked from the stored measurements, not the study's own objectives)." if info.reranked else "."),
+        "",
         f"Latency at concurrency {level} (mean per request, ms):",
         "",
         "| | p50 | mean | queue | compute (input + infer + output) | client / network / serialization | avg batch |",

@@ -172,14 +172,16 @@ constraints:
 
 @pytest.fixture(scope="session")
 def swept(tmp_path_factory, mlp_file):
-    """One real 3-trial sweep, shared by the study, report and export tests: (spec, study dir)."""
-    from sweeper.cli import main
+    """One real 3-trial sweep (the library call), shared by the study, report and export tests:
+    (spec, study dir)."""
+    from sweeper.spec import load_spec
+    from sweeper.sweep import run_sweep
 
     folder = tmp_path_factory.mktemp("e2e")
     spec = write_spec(folder, E2E_SPEC.replace("MODEL", str(mlp_file)))
-    status = main(["run", str(spec), "--results-dir", str(folder / "results")])
-    assert status == 0, "the shared sweep must succeed"
-    return spec, folder / "results" / "e2e"
+    result = run_sweep(load_spec(spec), results_dir=folder / "results")
+    assert result.outcome == "done" and (result.tables.trials["state"] == "COMPLETE").sum() == 3
+    return spec, result.directory
 
 
 def start_sweep(spec: Path, results: Path, *extra: str) -> subprocess.Popen:

@@ -14,7 +14,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from sweeper.cli import main
 from sweeper.triton_config import parse_pbtxt
-from tests.integration.test_launchers import infer_mlp
+from tests.repositories import infer_mlp
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +38,11 @@ def test_onnxruntime_export_carries_the_trial(study_dir, tmp_path, capsys):
     assert model.instance_group[0].kind == mc.ModelInstanceGroup.KIND_CPU
     assert (out / "mlp" / "1" / "model.onnx").is_file()
     assert record["parameters"]["protocol"] == row["protocol"] == record["client_protocol"]
-    assert record["versions"]["tritonserver"] and record["hardware"]["cpus"] and record["generator"] == "builtin"
+    assert (
+        record["versions"]["tritonserver"] and record["hardware"]["cpus"] and record["generator"]["name"] == "builtin"
+    )
+    assert record["measured_backend"] == "python" and record["backend"] == "onnxruntime"
+    assert "exported for the onnxruntime backend, which was not measured" in record["backend_note"]
     assert f"clients should use {row['protocol'].upper()}" in printed
     assert not list(out.glob(".mlp.*")), "the export was staged and renamed into place"
 
@@ -52,6 +56,23 @@ def test_python_backend_export_serves_the_source_model(study_dir, tmp_path, loca
     with local_launcher.start(out, tmp_path / "server.log", {}, model_name="mlp") as server:
         produced = infer_mlp(grpcclient, server.endpoints.grpc, x)
     np.testing.assert_allclose(produced, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_the_export_is_the_served_config_and_can_be_re_ranked(study_dir, tmp_path):
+    """--backend python exports the config the trial's server loaded, as it was; --objective
+    re-ranks the finished study (one objective: its best trial) without measuring."""
+    out = tmp_path / "repo"
+    assert (
+        main(["export", str(study_dir), "--out", str(out), "--backend", "python", "--objective", "max:throughput@c2"])
+        == 0
+    )
+    record = json.loads((out / "mlp" / "sweeper-export.json").read_text())
+    trials = pd.read_csv(study_dir / "trials.csv")
+    assert record["trial"] == int(trials.loc[trials["throughput@c2"].idxmax(), "number"])
+    assert record["ranked_by"]["objectives"] == [{"column": "throughput@c2", "direction": "maximize"}]
+    assert record["backend_note"] is None, "exported with the backend that was measured"
+    served = (study_dir / "trials" / str(record["trial"]) / "config.pbtxt").read_text()
+    assert (out / "mlp" / "config.pbtxt").read_text() == served
 
 
 def test_exporting_again_replaces_the_model_whole(study_dir, tmp_path):

@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from sweeper.cli import main
-from sweeper.study import kind_of
+from sweeper.record import kind_of
 from tests.conftest import write_spec
 from tests.integration.conftest import (
     server_log_says,
@@ -245,7 +245,7 @@ def _slow_start_model(root: Path) -> Path:
 def _big_mlp(path: Path) -> Path:
     from sweeper.examples import mlp_onnx
 
-    return mlp_onnx(path, features=1024, hidden=2048, outputs=1024)
+    return mlp_onnx(path, features=2048, hidden=4096, outputs=2048)  # its INT8 conversion takes ~3.5 s here
 
 
 PHASES = ["build", "start", "measure"]
@@ -279,7 +279,8 @@ def test_a_signal_in_each_phase_stops_cleanly_and_the_trial_is_rerun(tmp_path, m
     before = (tritonservers(), sweeper_containers(), shm_files())
     sweep = start_sweep(spec_path, results)
     wait_for(sweep, seen, f"the {phase} phase", timeout_s=120)
-    time.sleep(0.3)
+    if phase != "build":
+        time.sleep(0.3)
     sweep.send_signal(sig)
     out, err = sweep.communicate(timeout=60)
     assert sweep.returncode == status, err[-3000:]
@@ -288,6 +289,9 @@ def test_a_signal_in_each_phase_stops_cleanly_and_the_trial_is_rerun(tmp_path, m
     trials = _study(directory).trials
     assert trials[0].state == optuna.trial.TrialState.FAIL and kind_of(trials[0]) == "interrupted"
     assert "interrupted" in pd.read_csv(directory / "trials.csv").loc[0, "failure"]
+    if phase == "build":  # the signal landed inside the conversion: it never finished, no server started
+        assert not (directory / "models" / "int8" / "accuracy.json").exists()
+        assert not (directory / "trials" / "0" / "server.log").exists()
     if phase == "measure":  # and on resume it is measured again
         quick = _spec(tmp_path, mlp_file, trials=1)
         assert main(["run", str(quick), "--results-dir", str(results)]) == 0
@@ -305,7 +309,7 @@ import signal, sys
 from pathlib import Path
 sys.path.insert(0, {str(Path(__file__).resolve().parents[2])!r})
 from sweeper.launchers import LocalLauncher
-from tests.integration.test_launchers import make_repository
+from tests.repositories import make_repository
 from sweeper.vocabulary import TrialConfig
 launcher = LocalLauncher()
 launcher.preflight()

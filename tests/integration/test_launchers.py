@@ -16,28 +16,8 @@ import pytest
 import tritonclient.http as httpclient
 
 from sweeper.errors import TrialError
-from sweeper.repository import write_model
-from sweeper.source import from_onnx
-from sweeper.triton_config import apply_trial
 from sweeper.vocabulary import TrialConfig
-
-
-def make_repository(root: Path, onnx_path: Path, config: TrialConfig, name: str = "mlp") -> Path:
-    """A model repository serving ``onnx_path`` through the python backend with ``config``."""
-    source = from_onnx(onnx_path, name)
-    write_model(root, source, apply_trial(source.template, config, serve_with="python"), onnx_path)
-    return root
-
-
-def infer_mlp(client_module, url: str, x: np.ndarray, model: str = "mlp") -> np.ndarray:
-    """One request to the test MLP with tritonclient's http or grpc module."""
-    client = client_module.InferenceServerClient(url)
-    tensor = client_module.InferInput("x", list(x.shape), "FP32")
-    tensor.set_data_from_numpy(x)
-    try:
-        return client.infer(model, [tensor]).as_numpy("y")
-    finally:
-        client.close()
+from tests.repositories import infer_mlp, make_repository
 
 
 def _config(endpoints, model: str) -> dict:

@@ -1,5 +1,6 @@
-"""Both load generators against the real server: the built-in client (HTTP/1.1 and HTTP/2 of its
-own) and the real perf_analyzer, over both protocols; batching, faults and the output check."""
+"""One suite for every load generator (the built-in client, HTTP/1.1 and HTTP/2 of its own, and the
+real perf_analyzer) against the real server, over both protocols: consistent figures, batching,
+queue time and the output check; then what each has of its own (faults, finding perf_analyzer)."""
 
 from __future__ import annotations
 
@@ -12,13 +13,20 @@ import pytest
 
 from sweeper.data import generate_samples
 from sweeper.errors import TrialError
-from sweeper.load import PerfAnalyzerUnavailable, Workload, choose_generator, measure, served_outputs
-from sweeper.load._perf_analyzer import find_perf_analyzer
+from sweeper.load import (
+    BuiltinGenerator,
+    PerfAnalyzerGenerator,
+    PerfAnalyzerUnavailable,
+    Workload,
+    choose_generator,
+    find_perf_analyzer,
+    served_outputs,
+)
 from sweeper.spec import LoadSpec, PerfAnalyzerImageSpec
 from sweeper.tensors import TensorSpec
 from sweeper.vocabulary import TrialConfig
 from tests.integration.conftest import keep
-from tests.integration.test_launchers import make_repository
+from tests.repositories import make_repository
 
 QUICK = LoadSpec(concurrency=[1], warmup_s=0.2, window_s=0.4, stability_tolerance=1.0, max_windows=3)
 INPUTS = (TensorSpec("x", "FP32", (16,)),)
@@ -60,7 +68,16 @@ def delayed_server(local_launcher, tmp_path_factory, mlp_file):
 
 @pytest.fixture(scope="module")
 def perf_analyzer():
-    return find_perf_analyzer(None)
+    return PerfAnalyzerGenerator(find_perf_analyzer(None))
+
+
+BUILTIN = BuiltinGenerator()
+
+
+@pytest.fixture(params=["builtin", "perf_analyzer"])
+def generator(request):
+    """Every load generator, for the shared suite."""
+    return BUILTIN if request.param == "builtin" else request.getfixturevalue("perf_analyzer")
 
 
 def _consistent(m, concurrency: int, generator: str) -> None:
@@ -74,36 +91,42 @@ def _consistent(m, concurrency: int, generator: str) -> None:
 
 
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_measurement_is_consistent(server, generator, protocol):
+    _consistent(generator.measure(server.endpoints, protocol, WORKLOAD, 2, QUICK), 2, generator.name)
+
+
 @pytest.mark.parametrize("concurrency", [1, 4])
-def test_builtin_measurement_is_consistent(server, protocol, concurrency):
-    _consistent(measure(server.endpoints, protocol, WORKLOAD, concurrency, QUICK), concurrency, "builtin")
+def test_builtin_measurement_is_consistent_alone_and_under_load(server, concurrency):
+    _consistent(BUILTIN.measure(server.endpoints, "grpc", WORKLOAD, concurrency, QUICK), concurrency, "builtin")
 
 
-@pytest.mark.parametrize("protocol", ["http", "grpc"])
-def test_perf_analyzer_measurement_is_consistent(server, perf_analyzer, protocol):
-    _consistent(measure(server.endpoints, protocol, WORKLOAD, 2, QUICK, perf_analyzer), 2, "perf_analyzer")
+def test_each_generator_says_what_it_is(generator, perf_analyzer):
+    info = generator.info
+    assert info.name == generator.name
+    if generator is perf_analyzer:
+        assert info.version and "commit" in info.version, "perf_analyzer's own --version"
+        assert generator.describe().startswith("perf_analyzer (")
+    else:
+        assert info.version and info.version[0].isdigit(), "the sweeper's package version"
 
 
-@pytest.mark.parametrize("use_perf_analyzer", [False, True])
-def test_zero_delay_batches_and_off_does_not(server, batching_server, perf_analyzer, use_perf_analyzer):
-    analyzer = perf_analyzer if use_perf_analyzer else None
-    batched = measure(batching_server.endpoints, "grpc", WORKLOAD, 6, QUICK, analyzer)
-    alone = measure(server.endpoints, "grpc", WORKLOAD, 6, QUICK, analyzer)
+def test_zero_delay_batches_and_off_does_not(server, batching_server, generator):
+    batched = generator.measure(batching_server.endpoints, "grpc", WORKLOAD, 6, QUICK)
+    alone = generator.measure(server.endpoints, "grpc", WORKLOAD, 6, QUICK)
     assert batched.avg_batch_size > 1.2
     assert alone.avg_batch_size == pytest.approx(1.0)
 
 
-@pytest.mark.parametrize("protocol", ["http", "grpc"])
-def test_queue_delay_shows_up_as_queue_time(delayed_server, protocol):
+def test_queue_delay_shows_up_as_queue_time(delayed_server, generator):
     """A 50 ms max queue delay at concurrency 1: every request waits it out in the queue."""
-    m = measure(delayed_server.endpoints, protocol, WORKLOAD, 1, QUICK)
+    m = generator.measure(delayed_server.endpoints, "http", WORKLOAD, 1, QUICK)
     assert m.p50_ms >= 45 and m.queue_ms >= 40 and m.queue_ms > 10 * m.compute_infer_ms
     assert m.avg_batch_size == pytest.approx(1.0)
 
 
 def test_an_unstable_perf_analyzer_measurement_is_kept_and_marked(server, perf_analyzer):
     strict = LoadSpec(concurrency=[1], warmup_s=0.1, window_s=0.3, stability_tolerance=0.0001, max_windows=3)
-    m = measure(server.endpoints, "http", WORKLOAD, 1, strict, perf_analyzer)
+    m = perf_analyzer.measure(server.endpoints, "http", WORKLOAD, 1, strict)
     assert not m.stable and m.windows == 3
     assert m.p50_ms > 0 and m.throughput > 0 and m.requests > 0
 
@@ -115,7 +138,7 @@ def test_a_server_that_dies_mid_run_fails_with_perf_analyzers_words(local_launch
         long = LoadSpec(concurrency=[1], warmup_s=0.1, window_s=2, stability_tolerance=0.0001, max_windows=10)
         threading.Timer(2.0, server.stop).start()
         with pytest.raises(TrialError) as failure:
-            measure(server.endpoints, "http", WORKLOAD, 1, long, perf_analyzer)
+            perf_analyzer.measure(server.endpoints, "http", WORKLOAD, 1, long)
         assert "perf_analyzer failed (exit status" in str(failure.value)
         assert "Failed to" in str(failure.value) or "failed" in str(failure.value).split(":", 1)[1]
     finally:
@@ -137,8 +160,9 @@ def test_a_missing_or_unrunnable_perf_analyzer_is_one_line_and_auto_falls_back(t
     if raw.is_file():  # the trixie-runtime install; on a glibc >= 2.38 host the binary runs as it is
         with pytest.raises(PerfAnalyzerUnavailable, match="does not run here: .*GLIBC_2.38"):
             find_perf_analyzer(str(raw))
-    name, analyzer, why = choose_generator("auto", "/nonexistent/perf_analyzer")
-    assert name == "builtin" and analyzer is None and "no runnable perf_analyzer" in why
+    fallback = choose_generator("auto", "/nonexistent/perf_analyzer")
+    assert isinstance(fallback, BuiltinGenerator) and "no runnable perf_analyzer" in fallback.describe()
+    assert isinstance(choose_generator("auto", None), PerfAnalyzerGenerator)
     with pytest.raises(PerfAnalyzerUnavailable):
         choose_generator("perf_analyzer", "/nonexistent/perf_analyzer")
 
@@ -166,12 +190,12 @@ def test_perf_analyzer_from_a_container_image(server, docker_block):
         volumes={"/usr": "/usr", venv: venv},
         pull="never",
     )
-    analyzer = find_perf_analyzer(image.model_dump())
-    m = measure(server.endpoints, "grpc", WORKLOAD, 1, QUICK, analyzer)
+    analyzer = PerfAnalyzerGenerator(find_perf_analyzer(image.model_dump()))
+    m = analyzer.measure(server.endpoints, "grpc", WORKLOAD, 1, QUICK)
     assert m.generator == "perf_analyzer" and m.p50_ms > 0 and m.requests > 0
 
 
-def test_a_wrong_first_response_fails_instead_of_measuring(local_launcher, tmp_path):
+def test_a_wrong_first_response_fails_instead_of_measuring(local_launcher, tmp_path, generator):
     """A python model whose output arrives empty (the numpy 2 trap looks like this)."""
     folder = tmp_path / "repo" / "empty"
     (folder / "1").mkdir(parents=True)
@@ -190,7 +214,7 @@ def test_a_wrong_first_response_fails_instead_of_measuring(local_launcher, tmp_p
     with local_launcher.start(tmp_path / "repo", tmp_path / "server.log", {}, model_name="empty") as server:
         for protocol in ("http", "grpc"):
             with pytest.raises(TrialError, match=f"the first {protocol} response is wrong: output 'y' has shape"):
-                measure(server.endpoints, protocol, workload, 1, QUICK)
+                generator.measure(server.endpoints, protocol, workload, 1, QUICK)
 
 
 def test_served_outputs_match_the_model(server, mlp_file):
@@ -209,5 +233,5 @@ def test_request_timeout_is_a_clear_failure(delayed_server):
     )
     started = time.perf_counter()
     with pytest.raises(TrialError, match="no response within load.request_timeout_s"):
-        measure(delayed_server.endpoints, "http", WORKLOAD, 1, impatient)
+        BUILTIN.measure(delayed_server.endpoints, "http", WORKLOAD, 1, impatient)
     assert time.perf_counter() - started < 10

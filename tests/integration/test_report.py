@@ -106,7 +106,10 @@ def test_report_renders_in_a_real_browser(reported, tmp_path):
 def test_report_of_a_study_without_completed_trials(tmp_path, capsys):
     folder = tmp_path / "empty"
     folder.mkdir()
-    optuna.create_study(study_name="empty", storage=f"sqlite:///{folder / 'study.db'}", directions=["minimize"])
+    empty = optuna.create_study(study_name="empty", storage=f"sqlite:///{folder / 'study.db'}", directions=["minimize"])
+    assert main(["report", str(folder)]) == 2
+    assert "is not a triton-sweeper study" in capsys.readouterr().err, "a plain Optuna study is not read as one"
+    empty.set_user_attr("objectives", ["p50_ms@c1"])
     assert main(["report", str(folder)]) == 2
     assert "has no completed trial yet" in capsys.readouterr().err
 

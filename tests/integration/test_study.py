@@ -63,6 +63,92 @@ def test_run_writes_the_three_tables(swept):
     assert (directory / "samples.npz").is_file() and (directory / "models" / "fp32" / "model.onnx").is_file()
 
 
+def test_the_study_holds_typed_records_and_optunas_own_names(swept):
+    from sweeper.record import SCHEMA_VERSION, read_study
+    from sweeper.storage import open_stored_study
+
+    _, directory = swept
+    study = open_stored_study(directory)
+    assert study.metric_names == ["p50_ms@c1", "throughput@c2"], "optuna-dashboard shows objectives by name"
+    record = read_study(study)
+    assert record.schema == SCHEMA_VERSION and record.ranking.constraints[0].label == "p99_ms@c1<=5000"
+    trial = record.trial(0)
+    assert trial.baseline and trial.kind == "complete" and trial.reuse == "restart"
+    assert "max_queue_delay_microseconds: 20000" in trial.served_config
+    assert trial.served_config == (directory / "trials" / "0" / "config.pbtxt").read_text()
+    assert trial.generator.name == "builtin" and trial.generator.version
+    assert trial.machine["cpus"] >= 1 and trial.machine["cpu"]
+    assert [m.concurrency for m in trial.measurements] == [1, 2] and trial.timings.measure_s > 0
+    frozen = study.trials[0]
+    named = {k: v for k, v in frozen.constraints.items() if not k.isdigit()}  # Optuna also lists the unnamed ones
+    assert set(named) == {"cosine_similarity", "p99_ms@c1<=5000"} == set(trial.constraints)
+    assert frozen.system_attrs["constraints"] == list(named.values()), "the list optuna-dashboard reads"
+
+
+def _snapshot(folder):
+    """Every file under ``folder`` with its bytes."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize(
+    "change, words",
+    [
+        (
+            (
+                "- {metric: p50_ms, concurrency: 1, direction: minimize}",
+                "- {metric: p99_ms, concurrency: 1, direction: minimize}",
+            ),
+            "the stored study 'e2e' does not match: it optimizes p50_ms@c1, throughput@c2",
+        ),
+        (("direction: maximize", "direction: minimize"), "its directions are minimize, maximize"),
+        (("model:", "server: {backend: onnxruntime}\nmodel:"), "server.backend: onnxruntime is not among the backends"),
+        (("study: {", "study: {storage: 'nosuchdb://x', "), "unknown database kind 'nosuchdb'"),
+    ],
+)
+def test_a_refused_rerun_leaves_the_study_folder_byte_for_byte(swept, tmp_path, capsys, change, words):
+    import shutil
+
+    spec, original = swept
+    results = tmp_path / "results"
+    shutil.copytree(original, results / "e2e", symlinks=True)
+    changed = spec.read_text().replace(*change)
+    assert changed != spec.read_text()
+    refused = tmp_path / "spec.yaml"
+    refused.write_text(changed)
+    before = _snapshot(results)
+    assert main(["run", str(refused), "--results-dir", str(results)]) == 2
+    assert words in capsys.readouterr().err
+    after = _snapshot(results)
+    assert after.keys() == before.keys() and all(after[k] == before[k] for k in before), "nothing on disk changed"
+
+
+def test_a_finished_study_is_re_ranked_without_starting_a_server(swept, tmp_path):
+    """`sweeper report --objective/--constraint` in a process of its own: it ranks by p99 at
+    concurrency 2 and a throughput floor, writes elsewhere, and never imports what starts servers."""
+    _, directory = swept
+    out = tmp_path / "reranked"
+    probe = (
+        "import sys; from sweeper.cli import main; "
+        f"status = main(['report', {str(directory)!r}, '--out', {str(out)!r}, "
+        "'--objective', 'min:p99_ms@c2', '--constraint', 'throughput@c1 >= 1']); "
+        "loaded = [m for m in sys.modules if m.split('.')[0] == 'docker' or m.startswith(('sweeper.launchers', "
+        "'sweeper.load', 'sweeper.study', 'sweeper.sweep'))]; "
+        "print(json.dumps({'status': status, 'loaded': loaded}))"
+    )
+    done = subprocess.run([sys.executable, "-c", "import json; " + probe], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result == {"status": 0, "loaded": []}, "no launcher, load generator or study runtime was imported"
+    pareto = pd.read_csv(out / "pareto.csv")
+    trials = pd.read_csv(out / "trials.csv")
+    assert "p99_ms@c2" in trials.columns and "p50_ms@c1" not in trials.columns
+    assert list(pareto["number"]) == [int(trials.loc[trials["p99_ms@c2"].idxmin(), "number"])]
+    assert "re-ranked from the stored measurements" in (out / "summary.md").read_text()
+    assert "min p99_ms@c2; feasible when throughput@c1&gt;=1" in (out / "report.html").read_text()
+    own = pd.read_csv(directory / "trials.csv")
+    assert "p50_ms@c1" in own.columns, "the study's own tables are untouched"
+
+
 def test_rerun_resumes_the_study(swept, capsys, tmp_path):
     import shutil
 
@@ -149,7 +235,7 @@ def test_off_zero_and_a_delay_are_three_server_behaviours(tmp_path, mlp_file, ge
     exported = (tmp_path / "zero" / "mlp" / "config.pbtxt").read_text()
     assert "dynamic_batching {\n}" in exported
     record = json.loads((tmp_path / "zero" / "mlp" / "sweeper-export.json").read_text())
-    assert record["parameters"]["max_queue_delay_us"] == 0 and record["generator"] == generator
+    assert record["parameters"]["max_queue_delay_us"] == 0 and record["generator"]["name"] == generator
 
 
 RELOAD = """

@@ -7,7 +7,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from sweeper.artifacts import PRECISIONS, ArtifactBuilder, outside_tolerance
+from sweeper.artifacts import PRECISIONS, REFERENCE_PRECISIONS, ArtifactBuilder, outside_tolerance
 from sweeper.data import generate_samples
 from sweeper.errors import TrialError
 from sweeper.tensors import TensorSpec
@@ -66,5 +66,20 @@ def test_precision_table_is_the_one_place_precisions_live():
     assert {"fp32", "native", "fp16", "int8", "fp16_trt", "int8_trt"} == set(PRECISIONS)
     assert PRECISIONS["fp16_trt"].tensorrt == "FP16" and PRECISIONS["int8"].tensorrt is None
     assert PRECISIONS["fp32"].reference and not PRECISIONS["int8"].reference
-    produced = ArtifactBuilder.__init__  # the builder takes any name of the table
-    assert produced is not None and np.float32
+    conversions = [name for name, recipe in PRECISIONS.items() if not recipe.reference]
+    assert sorted(conversions) == ["fp16", "int8", "int8_trt"], "fp16_trt: TensorRT converts the FP32 file itself"
+    untouched = {name for name, recipe in PRECISIONS.items() if recipe.reference and recipe.tensorrt is None}
+    assert untouched == set(REFERENCE_PRECISIONS)
+
+
+def test_run_onnx_answers_every_feed_from_one_session(mlp_file, monkeypatch):
+    import sweeper.artifacts as artifacts
+
+    opened = []
+    real = artifacts._session
+    monkeypatch.setattr(artifacts, "_session", lambda path: opened.append(path) or real(path))
+    feeds = [SAMPLES.batch(i, 1, batched=True) for i in range(SAMPLES.count)]
+    outputs = artifacts.run_onnx(mlp_file, feeds)
+    assert len(opened) == 1 and len(outputs) == SAMPLES.count
+    assert outputs[0][0].shape == (1, 4) and outputs[0][0].dtype == np.float64
+    assert not np.allclose(outputs[0][0], outputs[1][0]), "each feed answered on its own"

@@ -1,23 +1,29 @@
-"""The package's import graph: no cycles, the vocabulary a leaf, the report apart from export."""
+"""The package's shape: no function over 60 lines, and its import graph, every edge counted (imports inside functions and under
+TYPE_CHECKING included, a package's ``__init__`` importing its own parts too): no cycles, the
+vocabulary a leaf, and the readers of a finished study (results, report, export) apart from the
+machinery that measures (study, launchers, load)."""
 
 from __future__ import annotations
 
 import ast
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import REPO
 
-PACKAGE = REPO / "sweeper"
+MEASURING = ("sweeper.study", "sweeper.launchers", "sweeper.load", "sweeper.sweep")
+READERS = ("sweeper.results", "sweeper.report", "sweeper.export", "sweeper.record")
 
 
-def _module_name(path: Path) -> str:
-    parts = path.relative_to(REPO).with_suffix("").parts
+def _module_name(root: Path, path: Path) -> str:
+    parts = path.relative_to(root).with_suffix("").parts
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def _graph() -> dict[str, set[str]]:
-    """Every import of the package (module level and inside functions) between its modules."""
-    modules = {_module_name(p): p for p in PACKAGE.rglob("*.py") if "python_backend" not in p.parts}
+def import_graph(root: Path) -> dict[str, set[str]]:
+    """Every import between the modules of ``root``/sweeper, wherever it is written."""
+    modules = {_module_name(root, p): p for p in (root / "sweeper").rglob("*.py") if "python_backend" not in p.parts}
     graph: dict[str, set[str]] = {name: set() for name in modules}
     for name, path in modules.items():
         for node in ast.walk(ast.parse(path.read_text())):
@@ -31,16 +37,15 @@ def _graph() -> dict[str, set[str]]:
     return graph
 
 
-def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle, as the modules along it, or None."""
     state: dict[str, int] = {}
 
     def visit(node: str, path: list[str]) -> list[str] | None:
         state[node] = 1
         for target in sorted(graph[node]):
-            if target.startswith(node + "."):  # a package importing its own parts is no cycle
-                continue
             if state.get(target) == 1:
-                return path + [target]
+                return path[path.index(target) :] + [target]
             if target not in state:
                 found = visit(target, path + [target])
                 if found:
@@ -56,17 +61,76 @@ def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
     return None
 
 
+def reachable(graph: dict[str, set[str]], start: str) -> set[str]:
+    """Every module ``start`` imports, directly or through others."""
+    seen, todo = set(), [start]
+    while todo:
+        for target in graph[todo.pop()]:
+            if target not in seen:
+                seen.add(target)
+                todo.append(target)
+    return seen
+
+
 def test_no_import_cycle():
-    assert _cycle(_graph()) is None
+    assert find_cycle(import_graph(REPO)) is None
+
+
+def test_the_check_sees_a_cycle_through_a_package_and_a_type_checking_import(tmp_path):
+    """The shape the tree had before this check: spec -> launchers (package) -> launchers._base
+    -> spec (under TYPE_CHECKING). An earlier check skipped package-to-part edges and missed it."""
+    for name, body in {
+        "sweeper/spec.py": "from sweeper.launchers import LAUNCHERS\n",
+        "sweeper/launchers/__init__.py": "from sweeper.launchers._base import Launcher\n",
+        "sweeper/launchers/_base.py": "from typing import TYPE_CHECKING\n\nif TYPE_CHECKING:\n"
+        "    from sweeper.spec import ServerSpec\n",
+    }.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(body)
+    assert find_cycle(import_graph(tmp_path)) == [
+        "sweeper.launchers",
+        "sweeper.launchers._base",
+        "sweeper.spec",
+        "sweeper.launchers",
+    ]
 
 
 def test_the_vocabulary_is_a_leaf_every_stage_shares():
-    graph = _graph()
+    graph = import_graph(REPO)
     assert graph["sweeper.vocabulary"] == set()
-    for stage in ("sweeper.spec", "sweeper.triton_config", "sweeper.study", "sweeper.results", "sweeper.export"):
+    for stage in (
+        "sweeper.spec._schema",
+        "sweeper.triton_config",
+        "sweeper.study",
+        "sweeper.results",
+        "sweeper.record",
+    ):
         assert "sweeper.vocabulary" in graph[stage], stage
 
 
+@pytest.mark.parametrize("reader", READERS)
+def test_readers_of_a_study_import_no_measuring_machinery(reader):
+    graph = import_graph(REPO)
+    modules = [m for m in graph if m == reader or m.startswith(reader + ".")]
+    for module in modules:
+        pulled = {t for t in reachable(graph, module) if t.startswith(MEASURING)}
+        assert not pulled, f"{module} imports {sorted(pulled)}"
+
+
+def test_spec_does_not_import_the_launchers():
+    graph = import_graph(REPO)
+    for module in [m for m in graph if m.startswith("sweeper.spec")]:
+        assert not any(t.startswith("sweeper.launchers") for t in reachable(graph, module)), module
+
+
 def test_export_does_not_depend_on_the_report():
-    graph = _graph()
-    assert not any(target.startswith("sweeper.report") for target in graph["sweeper.export"])
+    assert not any(target.startswith("sweeper.report") for target in reachable(import_graph(REPO), "sweeper.export"))
+
+
+def test_no_function_is_over_60_lines():
+    long = []
+    for path in (REPO / "sweeper").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 60:
+                long.append(f"{path.relative_to(REPO)}:{node.lineno} {node.name}")
+    assert not long, long

@@ -1,5 +1,6 @@
 """Tables, the Pareto/knee selection, the report's computed info and export's choice, on a stored
-study written here (no servers): what a finished sweep's study.db holds."""
+study written here (no servers) in the layout of a study.db from before trial-record schema
+versions (schema 1): what a finished sweep of that release holds, read through sweeper.record."""
 
 from __future__ import annotations
 
@@ -14,11 +15,12 @@ from optuna.trial import TrialState, create_trial
 
 from sweeper.errors import UsageError
 from sweeper.export import choose, closest, parse_condition
+from sweeper.record import SCHEMA_VERSION, read_study
 from sweeper.report import collect
 from sweeper.report._html import render_html
 from sweeper.report._summary import render_summary
-from sweeper.results import hypervolume, knee, pareto_front, reference_point, tables
-from sweeper.vocabulary import KNOBS
+from sweeper.results import hypervolume, knee, pareto_front, parse_ranking, reference_point, tables
+from sweeper.vocabulary import KNOBS, Bound, Objective, Ranking
 
 SPACE = {
     "max_batch_size": [8],
@@ -106,8 +108,14 @@ def study(tmp_path):
     return created
 
 
+def _info(study, ranking=None):
+    record = read_study(study)
+    result = tables(record, ranking)
+    return collect(result, study_name=record.name, in_process_ms=None, importances={}, reranked=ranking is not None)
+
+
 def test_tables_keep_off_and_zero_apart_and_leave_redraws_out(study, tmp_path):
-    result = tables(study)
+    result = tables(read_study(study))
     assert list(result.trials["number"]) == [0, 1, 2, 3, 4] and result.redraws == 1
     assert list(result.trials["max_queue_delay_us"]) == [500, "off", 0, 0, "off"]
     assert set(result.pareto["number"]) == {1, 2}, "the int8 trial is infeasible; 0 and 4 are dominated"
@@ -135,7 +143,7 @@ def test_front_knee_and_hypervolume():
 
 
 def test_report_info_explains_batching_and_the_gap(study, tmp_path):
-    info = collect(study, tmp_path)
+    info = _info(study)
     assert info.breakdown_concurrency == 1
     assert set(info.breakdown["number"]) == {0, 1, 2}, "the Pareto trials and the baseline"
     assert list(info.batching.columns) == ["c1", "c8"]
@@ -154,6 +162,7 @@ def test_report_info_explains_batching_and_the_gap(study, tmp_path):
 
 
 def test_export_choice_rules(study):
+    study = read_study(study)
     assert choose(study, "knee", [])["number"] in (1, 2)
     assert choose(study, "min:p50_ms@c1", [])["number"] == 1
     assert choose(study, "max:throughput@c8", [])["number"] == 2
@@ -183,6 +192,53 @@ def test_a_study_whose_trials_all_failed_has_an_empty_front_with_its_columns(tmp
         user_attrs={"failure": "no"},
     )
     created.add_trial(failed)
-    result = tables(created)
+    result = tables(read_study(created))
     assert result.pareto.empty and list(result.pareto.columns) == list(result.trials.columns)
     assert result.pareto.sort_values("number").empty
+
+
+def test_a_schema_1_study_reads_as_records(study):
+    record = read_study(study)
+    assert record.schema == 1 and record.ranking.columns == ["p50_ms@c1", "throughput@c8"]
+    assert record.ranking.directions == ["minimize", "maximize"] and record.ranking.constraints == ()
+    trial = record.trial(3)
+    assert trial.kind == "complete" and trial.config.precision == "int8" and trial.served_config is None
+    assert trial.generator.name == "perf_analyzer" and trial.generator.version is None
+    assert trial.accuracy.outside_tolerance.startswith("int8 cosine") and not trial.feasible(record.ranking)
+    assert trial.figures["throughput@c8"] == 1000.0 and trial.timings.start_s == 0.3
+    assert record.trial(5).kind == "duplicate" and record.trial(5).duplicate_of == 1
+
+
+def test_a_study_this_sweeper_cannot_read_is_refused_in_one_line(study, tmp_path):
+    study.set_user_attr("schema_version", SCHEMA_VERSION + 1)
+    with pytest.raises(UsageError, match="written by a newer triton-sweeper") as refused:
+        read_study(study)
+    assert "upgrade" in refused.value.hint
+    other = optuna.create_study(storage=f"sqlite:///{tmp_path / 'other.db'}", study_name="plain")
+    with pytest.raises(UsageError, match="not a triton-sweeper study"):
+        read_study(other)
+
+
+def test_a_finished_study_is_re_ranked_without_measuring(study):
+    record = read_study(study)
+    assert set(tables(record).pareto["number"]) == {1, 2}
+    latency_only = Ranking((Objective("p99_ms@c8", "minimize"),))
+    assert list(tables(record, latency_only).pareto["number"]) == [1], "p99 at c8 alone: trial 1 (0.5 ms * 3 * 1.5)"
+    capped = Ranking((Objective("throughput@c8", "maximize"),), (Bound("p50_ms@c1", "<=", 0.55),))
+    result = tables(record, capped)
+    assert list(result.pareto["number"]) == [1], "trial 2 (p50 0.6) is infeasible under the new bound"
+    assert "violates p50_ms@c1<=0.55" in result.trials.set_index("number").loc[2, "infeasible"]
+    assert choose(record, "knee", [], capped)["number"] == 1
+    info = _info(study, capped)
+    assert info.reranked and "max throughput@c8; feasible when p50_ms@c1<=0.55" in info.ranked_by
+    assert "re-ranked from the stored measurements" in render_summary(info)
+    parsed = parse_ranking(record, ["max:throughput@c8"], ["p50_ms@c1 <= 0.55"])
+    assert parsed == capped
+    assert parse_ranking(record, [], []) == record.ranking
+    with pytest.raises(UsageError, match="no measured column 'p99_ms@c4'") as refused:
+        parse_ranking(record, ["min:p99_ms@c4"], [])
+    assert "p99_ms@c8" in refused.value.hint
+    with pytest.raises(UsageError, match="expected min:<metric@cN>"):
+        parse_ranking(record, ["fastest:p50_ms@c1"], [])
+    with pytest.raises(UsageError, match="expected '<metric@cN> <= X'"):
+        parse_ranking(record, [], ["p50_ms@c1 < 3"])

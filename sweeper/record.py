@@ -1,0 +1,411 @@
+"""The trial record: one frozen, typed account of a trial, the only form in which a trial is read.
+
+Optuna keeps a trial as parameters, values, constraints and user attributes; this module is the
+one place that knows which attribute holds what. The study writes trials through
+``TrialWriter``; results, report, export and the command line read them through
+``read_study`` / ``read_trial``. The layout carries a schema version on the study
+(``SCHEMA_VERSION``): a study written before versions existed (schema 1) is read as it is, one
+written by a newer sweeper is refused with what to do.
+
+A trial's kinds: ``complete``; ``failed`` (its configuration failed: not run again);
+``interrupted`` (a signal, a killed sweeper, a lost worker: run again); ``duplicate`` (a
+redrawn proposal, kept for the sampler's history, in no table); ``running``; ``waiting``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import platform
+import subprocess
+import warnings
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from sweeper.errors import UsageError
+from sweeper.vocabulary import KNOBS, METRICS, Bound, Objective, Ranking, TrialConfig, metric_column
+
+SCHEMA_VERSION = 2
+"""1: the layout before versions (no served config, generator version or machine); 2: this one."""
+
+ACCURACY_CONSTRAINTS = ("cosine_similarity", "max_abs_error")
+"""Constraint names of the accuracy guard; every other constraint bounds a measured metric."""
+
+# The study's user attributes and the trial's, by what they hold.
+_SCHEMA = "schema_version"
+_STUDY_FACTS = ("backend", "gpu", "launcher", "model", "source", "spec", "generator", "server_version")
+
+
+@dataclasses.dataclass(frozen=True)
+class Measurement:
+    """One concurrency level of one trial. Times in milliseconds, throughput in inferences/s."""
+
+    concurrency: int
+    p50_ms: float
+    p90_ms: float
+    p95_ms: float
+    p99_ms: float
+    mean_ms: float
+    throughput: float
+    queue_ms: float
+    compute_input_ms: float
+    compute_infer_ms: float
+    compute_output_ms: float
+    server_ms: float
+    avg_batch_size: float
+    requests: int
+    windows: int
+    stable: bool
+    client_cpu: float
+    client_bound: bool
+    generator: str
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form, as stored on the trial."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, stored: dict[str, Any]) -> Measurement:
+        """A stored measurement (keys it does not know are a newer layout's: ignored)."""
+        return cls(**{field.name: stored.get(field.name) for field in dataclasses.fields(cls)})
+
+
+MEASUREMENT_FIELDS = tuple(field.name for field in dataclasses.fields(Measurement))
+
+
+def figures_of(measurements: tuple[Measurement, ...] | list[Measurement]) -> dict[str, float]:
+    """Every metric of a trial's measurements by column name (``p50_ms@c1``)."""
+    return {metric_column(metric, m.concurrency): getattr(m, metric) for m in measurements for metric in METRICS}
+
+
+@dataclasses.dataclass(frozen=True)
+class Timings:
+    """Seconds a trial spent building, starting, measuring and stopping (None: not reached)."""
+
+    build_s: float | None = None
+    start_s: float | None = None
+    measure_s: float | None = None
+    stop_s: float | None = None
+
+
+TIMINGS = tuple(field.name for field in dataclasses.fields(Timings))
+
+
+@dataclasses.dataclass(frozen=True)
+class Accuracy:
+    """The trial's precision against the reference model on the sweep's samples."""
+
+    max_abs_error: float
+    cosine_similarity: float
+    outside_tolerance: str | None = None
+    """Why it is outside the spec's tolerance, or None."""
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadGeneratorInfo:
+    """What measured a trial."""
+
+    name: str
+    version: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class TrialRecord:
+    """Everything a trial holds, as read from the study."""
+
+    number: int
+    kind: str
+    config: TrialConfig | None
+    baseline: bool = False
+    served_config: str | None = None
+    """The config.pbtxt the server loaded (schema 2); None in a schema 1 study."""
+    measurements: tuple[Measurement, ...] = ()
+    accuracy: Accuracy | None = None
+    constraints: dict[str, float] = dataclasses.field(default_factory=dict)
+    """Optuna's constraint values (<= 0 holds), accuracy and metric bounds alike."""
+    timings: Timings = Timings()
+    failure: str | None = None
+    interrupted: str | None = None
+    retry_of: int | None = None
+    duplicate_of: int | None = None
+    reuse: str | None = None
+    generator: LoadGeneratorInfo | None = None
+    machine: dict[str, Any] | None = None
+
+    @functools.cached_property
+    def figures(self) -> dict[str, float]:
+        """Every measured metric by column name (``p50_ms@c1``, ``throughput@c8``)."""
+        return figures_of(self.measurements)
+
+    @property
+    def stable(self) -> bool | None:
+        """Whether every level's windows agreed (None: nothing measured)."""
+        return all(m.stable for m in self.measurements) if self.measurements else None
+
+    @property
+    def client_bound(self) -> bool | None:
+        """Whether the load generator was the bottleneck at any level (None: nothing measured)."""
+        return any(m.client_bound for m in self.measurements) if self.measurements else None
+
+    def accuracy_violations(self) -> dict[str, float]:
+        """The accuracy guard's constraints that fail (name -> by how much)."""
+        return {k: v for k, v in self.constraints.items() if k in ACCURACY_CONSTRAINTS and v > 0}
+
+    def violations(self, ranking: Ranking) -> dict[str, float]:
+        """Constraints this trial breaks under ``ranking`` (its bounds, and the accuracy guard):
+        name -> by how much. Empty for a feasible trial."""
+        broken = self.accuracy_violations()
+        for bound in ranking.constraints:
+            value = self.figures.get(bound.column)
+            excess = bound.excess(value) if value is not None else float("inf")
+            if excess > 0:
+                broken[bound.label] = excess
+        return broken
+
+    def feasible(self, ranking: Ranking) -> bool:
+        """Complete, measured at every column the ranking names, and within every constraint."""
+        if self.kind != "complete" or any(o.column not in self.figures for o in ranking.objectives):
+            return False
+        return not self.violations(ranking)
+
+
+@dataclasses.dataclass(frozen=True)
+class StudyRecord:
+    """A sweep's study as read: its own ranking, the facts of how it was measured, its trials."""
+
+    name: str
+    schema: int
+    ranking: Ranking
+    facts: dict[str, Any]
+    """backend, gpu, launcher, model, source (ModelSource facts), spec, generator,
+    server_version: what report and export need (study.db is self-contained)."""
+    trials: tuple[TrialRecord, ...]
+
+    def trial(self, number: int) -> TrialRecord:
+        """The trial numbered ``number``."""
+        return next(t for t in self.trials if t.number == number)
+
+
+def kind_of(trial: FrozenTrial) -> str:
+    """What a stored trial is (see the module docstring)."""
+    attrs = trial.user_attrs
+    if "duplicate_of" in attrs:
+        return "duplicate"
+    if trial.state == TrialState.FAIL:
+        return "failed" if "failure" in attrs and not attrs.get("interrupted") else "interrupted"
+    return {TrialState.COMPLETE: "complete", TrialState.RUNNING: "running", TrialState.WAITING: "waiting"}.get(
+        trial.state, "failed"
+    )
+
+
+def read_trial(trial: FrozenTrial) -> TrialRecord:
+    """A stored trial as a record (schema 1 and 2 alike)."""
+    attrs = trial.user_attrs
+    params = trial.params
+    config = TrialConfig(**{k: params[k] for k in KNOBS}) if all(k in params for k in KNOBS) else None
+    accuracy = None
+    if attrs.get("cosine_similarity") is not None:
+        accuracy = Accuracy(attrs.get("max_abs_error"), attrs["cosine_similarity"], attrs.get("infeasible"))
+    generator = attrs.get("load_generator")
+    measurements = tuple(Measurement.from_dict(m) for m in attrs.get("measurements", []))
+    if generator is None and measurements:  # schema 1: the name on each measurement, no version
+        generator = {"name": measurements[0].generator}
+    return TrialRecord(
+        number=trial.number,
+        kind=kind_of(trial),
+        config=config,
+        baseline=bool(attrs.get("baseline", False)),
+        served_config=attrs.get("served_config"),
+        measurements=measurements,
+        accuracy=accuracy,
+        # Named constraints only: the unnamed list beside them is the same values, for optuna-dashboard.
+        constraints={k: v for k, v in trial.constraints.items() if not k.isdigit()},
+        timings=Timings(**{k: v for k, v in attrs.get("timings", {}).items() if k in TIMINGS}),
+        failure=attrs.get("failure"),
+        interrupted=attrs.get("interrupted"),
+        retry_of=attrs.get("retry_of"),
+        duplicate_of=attrs.get("duplicate_of"),
+        reuse=attrs.get("reuse"),
+        generator=LoadGeneratorInfo(**generator) if generator else None,
+        machine=attrs.get("machine"),
+    )
+
+
+def read_study(study: optuna.Study) -> StudyRecord:
+    """A sweep's study as records; UsageError (one line, what to do) for a study this sweeper
+    cannot read: not a sweep's, or written by a newer sweeper."""
+    attrs = study.user_attrs
+    schema = int(attrs.get(_SCHEMA, 1))
+    if schema > SCHEMA_VERSION:
+        raise UsageError(
+            f"study '{study.study_name}' was written by a newer triton-sweeper (trial record schema {schema}; "
+            f"this one reads up to {SCHEMA_VERSION})",
+            hint="upgrade triton-sweeper (pip install -U triton-sweeper) to read it",
+        )
+    if "objectives" not in attrs:
+        raise UsageError(
+            f"study '{study.study_name}' is not a triton-sweeper study (it has no objectives recorded)",
+            hint="give the folder or --storage of a study that 'sweeper run' wrote",
+        )
+    directions = [d.name.lower() for d in study.directions]
+    ranking = Ranking(
+        tuple(Objective(column, direction) for column, direction in zip(attrs["objectives"], directions)),
+        tuple(Bound.parse(text) for text in attrs.get("constraints", [])),
+    )
+    trials = tuple(read_trial(t) for t in study.get_trials(deepcopy=False))
+    if "constraints" not in attrs:  # schema 1 kept its bounds only on the trials, as Optuna constraints
+        ranking = dataclasses.replace(ranking, constraints=_bounds_from_trials(trials))
+    facts = {key: attrs.get(key) for key in _STUDY_FACTS}
+    return StudyRecord(study.study_name, schema, ranking, facts, trials)
+
+
+def _bounds_from_trials(trials: tuple[TrialRecord, ...]) -> tuple[Bound, ...]:
+    names = {name for t in trials for name in t.constraints if name not in ACCURACY_CONSTRAINTS}
+    return tuple(Bound.parse(name) for name in sorted(names))
+
+
+def write_study_facts(study: optuna.Study, ranking: Ranking, facts: dict[str, Any]) -> None:
+    """The study's schema version, ranking (metric names by Optuna's own API, so
+    optuna-dashboard and optuna.visualization name the objectives) and facts."""
+    wanted = {
+        _SCHEMA: SCHEMA_VERSION,
+        "objectives": [o.column for o in ranking.objectives],
+        "constraints": [b.label for b in ranking.constraints],
+        **{key: facts[key] for key in _STUDY_FACTS if key in facts},
+    }
+    for key, value in wanted.items():
+        if study.user_attrs.get(key) != value:
+            study.set_user_attr(key, value)
+    if study.metric_names != ranking.columns:
+        with warnings.catch_warnings():  # experimental since Optuna 3.2, and what its tools read
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(ranking.columns)
+
+
+def stored_ranking_conflict(study: optuna.Study, ranking: Ranking) -> str | None:
+    """Why a stored study cannot be resumed with ``ranking`` (other objectives or directions),
+    or None. Reads only."""
+    stored = list(study.user_attrs.get("objectives", []))
+    directions = [d.name.lower() for d in study.directions]
+    wanted = [o.column for o in ranking.objectives]
+    if stored and stored != wanted:
+        return f"it optimizes {', '.join(stored)}, the spec {', '.join(wanted)}"
+    if directions != ranking.directions:
+        return f"its directions are {', '.join(directions)}, the spec's {', '.join(ranking.directions)}"
+    return None
+
+
+def enqueued_attrs(*, baseline: bool = False, retry_of: int | None = None, picked: bool = False) -> dict[str, Any]:
+    """The user attributes an enqueued trial starts with."""
+    attrs: dict[str, Any] = {}
+    if baseline:
+        attrs["baseline"] = True
+    if retry_of is not None:
+        attrs["retry_of"] = retry_of
+    if picked:
+        attrs["picked_after_redraws"] = True
+    return attrs
+
+
+def mark_interrupted(storage: optuna.storages.BaseStorage, trial: FrozenTrial, reason: str) -> None:
+    """Fail a trial that a dead run left RUNNING, as interrupted (it is run again)."""
+    storage.set_trial_user_attr(trial._trial_id, "interrupted", reason)
+    storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+
+
+def write_server_version(study: optuna.Study, version: str | None) -> None:
+    """The Triton version that served the study's trials (recorded by the first)."""
+    if "server_version" not in study.user_attrs:
+        study.set_user_attr("server_version", version)
+
+
+class TrialWriter:
+    """The one writer of a running trial's record. Each part is stored as soon as it is known,
+    so a trial that fails or is interrupted keeps what it had."""
+
+    def __init__(self, trial: optuna.Trial) -> None:
+        self._trial = trial
+
+    def started(self, reuse: str, generator: LoadGeneratorInfo, machine: dict[str, Any]) -> None:
+        """How the trial is served and measured, and on what."""
+        self._trial.set_user_attr("reuse", reuse)
+        self._trial.set_user_attr("load_generator", dataclasses.asdict(generator))
+        self._trial.set_user_attr("machine", machine)
+
+    def served(self, config_text: str) -> None:
+        """The config.pbtxt the trial's server loads."""
+        self._trial.set_user_attr("served_config", config_text)
+
+    def accuracy(self, accuracy: Accuracy) -> None:
+        """Accuracy against the reference model."""
+        self._trial.set_user_attr("max_abs_error", accuracy.max_abs_error)
+        self._trial.set_user_attr("cosine_similarity", accuracy.cosine_similarity)
+        if accuracy.outside_tolerance is not None:
+            self._trial.set_user_attr("infeasible", accuracy.outside_tolerance)
+
+    def duplicate_of(self, number: int) -> None:
+        """A redrawn proposal: trial ``number`` has this configuration."""
+        self._trial.set_user_attr("duplicate_of", number)
+
+    def failed(self, reason: str) -> None:
+        """The configuration failed (not run again)."""
+        self._trial.set_user_attr("failure", reason)
+
+    def interrupted(self, reason: str) -> None:
+        """The trial was stopped from outside (run again)."""
+        self._trial.set_user_attr("interrupted", reason)
+
+    def timings(self, timings: dict[str, float]) -> None:
+        """Seconds per phase reached so far."""
+        self._trial.set_user_attr("timings", timings)
+
+    def measured(self, measurements: list[Measurement], constraints: dict[str, float]) -> None:
+        """The measurements and every constraint value (accuracy and bounds). Optuna's own
+        ``set_constraint`` per name (samplers, optuna.visualization) and the list that
+        optuna-dashboard reads as the trial's feasibility."""
+        self._trial.set_user_attr("measurements", [m.as_dict() for m in measurements])
+        for name, value in constraints.items():
+            self._trial.set_constraint(name, value)
+        # No public accessor for the id: Optuna's own samplers write this list the same way.
+        self._trial.storage.set_trial_system_attr(self._trial._trial_id, "constraints", list(constraints.values()))
+
+
+@functools.cache
+def machine_fingerprint() -> dict[str, Any]:
+    """The hardware and system a trial ran on (CPU model and count, GPUs and driver, OS)."""
+    return {
+        "cpu": _cpu_model(),
+        "cpus": os.cpu_count(),
+        "machine": platform.machine(),
+        "system": platform.platform(),
+        "python": platform.python_version(),
+        "gpus": _gpus(),
+    }
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _gpus() -> list[str]:
+    try:
+        listed = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return [line.strip() for line in listed.stdout.splitlines() if line.strip()] if listed.returncode == 0 else []

@@ -1,0 +1,280 @@
+"""A spec resolved: the model loaded (a PyTorch factory called and exported), its samples, the
+search space with every knob's choices, and the baseline. ``load_spec`` turns every problem
+into one ``SpecError`` naming the file, the key path and what is allowed."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from sweeper.artifacts import PRECISIONS, REFERENCE_PRECISIONS
+from sweeper.data import DataError, Samples, generate_samples, read_samples
+from sweeper.errors import SpecError
+from sweeper.samplers import SAMPLERS, missing_requirement
+from sweeper.source import ModelSource, SourceError, from_onnx, from_pytorch, from_repository
+from sweeper.spec._messages import describe
+from sweeper.spec._schema import Spec
+from sweeper.spec._yaml import echo, read_yaml
+from sweeper.tensors import TensorSpec
+from sweeper.triton_config import knobs_from_config, parse_pbtxt
+from sweeper.vocabulary import BATCHING_OFF, KNOBS, Ranking, TrialConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadedSpec:
+    """A validated spec and what was resolved from it: the model, its samples, the search
+    space (every knob's choices) and the baseline."""
+
+    spec: Spec
+    path: Path
+    model: ModelSource
+    samples: Samples
+    space: dict[str, list]
+    baseline: TrialConfig | None
+
+    @property
+    def name(self) -> str:
+        """The study's name."""
+        return self.spec.study.name
+
+    @property
+    def ranking(self) -> Ranking:
+        """The spec's objectives and constraints."""
+        return self.spec.ranking
+
+    @property
+    def space_size(self) -> int:
+        """How many distinct configurations the search space holds."""
+        return math.prod(len(choices) for choices in self.space.values())
+
+
+def load_spec(path: Path, *, study_name: str | None = None, trials: int | None = None) -> LoadedSpec:
+    """Read, validate and resolve a spec file; raise ``SpecError`` on any problem."""
+    path = Path(path)
+    raw = read_yaml(path)
+    if not isinstance(raw, dict):
+        raise SpecError(f"{path}: the spec must be a YAML mapping with keys {', '.join(Spec.model_fields)}")
+    if study_name is not None:
+        if not isinstance(raw.get("study"), dict):
+            raw["study"] = {}
+        raw["study"]["name"] = study_name
+    if trials is not None:
+        if trials < 1:
+            raise SpecError(f"--trials must be at least 1, got {trials}")
+        if isinstance(raw.get("study"), dict):
+            raw["study"]["trials"] = trials
+    try:
+        spec = Spec.model_validate(raw)
+    except ValidationError as exc:
+        raise SpecError(describe(path, exc)) from None
+    spec = _resolve_paths(spec, path.parent.resolve())
+    _check_paths(spec, path)
+    model = _model_source(spec, path)
+    samples = _samples(spec, model, path)
+    known = _model_knobs(spec, model, path)
+    space = _space(spec, model, known, path)
+    baseline = _baseline(spec, model, known, space, path)
+    if spec.model.example_inputs.batch_size > 1:
+        smallest = min(space["max_batch_size"])
+        if not model.batched or spec.model.example_inputs.batch_size > smallest:
+            raise SpecError(
+                f"{path}: model.example_inputs.batch_size: {spec.model.example_inputs.batch_size} samples a request "
+                f"exceed max_batch_size {smallest}, which the search space includes"
+            )
+    return LoadedSpec(spec, path.resolve(), model, samples, space, baseline)
+
+
+def _resolve_paths(spec: Spec, base: Path) -> Spec:
+    def absolute(p: Path | None) -> Path | None:
+        return None if p is None else (p if p.is_absolute() else base / p).resolve()
+
+    source = spec.model.source
+    source = source.model_copy(update={"onnx": absolute(source.onnx), "repository": absolute(source.repository)})
+    model = spec.model.model_copy(update={"source": source, "input_data": absolute(spec.model.input_data)})
+    server = spec.server.model_copy(
+        update={
+            "tritonserver": absolute(spec.server.tritonserver),
+            "backend_directory": absolute(spec.server.backend_directory),
+        }
+    )
+    update: dict[str, Any] = {"model": model, "server": server}
+    if spec.baseline is not None:
+        update["baseline"] = spec.baseline.model_copy(update={"config_pbtxt": absolute(spec.baseline.config_pbtxt)})
+    return spec.model_copy(update=update)
+
+
+def _check_paths(spec: Spec, path: Path) -> None:
+    source = spec.model.source
+    for key, value, kind in (
+        ("model.source.onnx", source.onnx, "file"),
+        ("model.source.repository", source.repository, "folder"),
+        ("model.input_data", spec.model.input_data, "file"),
+        ("baseline.config_pbtxt", spec.baseline.config_pbtxt if spec.baseline else None, "file"),
+        ("server.tritonserver", spec.server.tritonserver, "file"),
+        ("server.backend_directory", spec.server.backend_directory, "folder"),
+    ):
+        if value is None:
+            continue
+        present = value.is_file() if kind == "file" else value.is_dir()
+        if not present:
+            raise SpecError(f"{path}: {key}: no such {kind}: {value}")
+    missing = missing_requirement(spec.study.sampler)
+    if missing is not None:
+        raise SpecError(
+            f"{path}: study.sampler: '{spec.study.sampler}' needs {missing}, which is not installed",
+            hint="pip install scipy torch, or choose another sampler: " + ", ".join(SAMPLERS),
+        )
+
+
+def _given_inputs(spec: Spec) -> list[TensorSpec] | None:
+    given = spec.model.inputs
+    return None if given is None else [TensorSpec(i.name, i.datatype, tuple(i.shape)) for i in given]
+
+
+def _model_source(spec: Spec, path: Path) -> ModelSource:
+    source, given = spec.model.source, _given_inputs(spec)
+    key = "model.source." + next(k for k in ("onnx", "pytorch", "repository") if getattr(source, k) is not None)
+    try:
+        if source.pytorch is not None:
+            data = spec.model.example_inputs
+            example = generate_samples(given, 1, low=data.low, high=data.high, seed=data.seed).batch(0, 1, batched=True)
+            model = from_pytorch(source.pytorch, spec.model.name, given, path.parent.resolve(), example)
+        elif source.onnx is not None:
+            model = from_onnx(source.onnx, spec.model.name)
+        else:
+            model = from_repository(source.repository, spec.model.name)
+    except (SourceError, DataError) as exc:
+        raise SpecError(f"{path}: {key}: {exc}") from None
+    if given is None or source.pytorch is not None:
+        return model
+    declared = {t.name: t for t in model.inputs}
+    inputs = []
+    for tensor in given:
+        known = declared.get(tensor.name)
+        if known is None:
+            raise SpecError(
+                f"{path}: model.inputs: the model has no input '{tensor.name}' (its inputs: {', '.join(declared)})"
+            )
+        if (
+            known.datatype != tensor.datatype
+            or len(known.shape) != len(tensor.shape)
+            or any(d != -1 and d != s for s, d in zip(tensor.shape, known.shape))
+        ):
+            raise SpecError(
+                f"{path}: model.inputs: '{tensor.name}' is {tensor.datatype} {list(tensor.shape)} but the model "
+                f"declares {known.datatype} {list(known.shape)} (-1 = any size)"
+            )
+        inputs.append(tensor)
+    missing = [name for name in declared if name not in {t.name for t in given}]
+    if missing:
+        raise SpecError(f"{path}: model.inputs: give every input of the model; missing {missing}")
+    return dataclasses.replace(model, inputs=tuple(inputs))
+
+
+def _samples(spec: Spec, model: ModelSource, path: Path) -> Samples:
+    inputs = list(model.inputs)
+    try:
+        if spec.model.input_data is not None:
+            return read_samples(spec.model.input_data, inputs)
+        data = spec.model.example_inputs
+        return generate_samples(inputs, data.samples, low=data.low, high=data.high, seed=data.seed)
+    except DataError as exc:
+        key = "model.input_data" if spec.model.input_data is not None else "model.inputs"
+        raise SpecError(f"{path}: {key}: {exc}") from None
+
+
+def _model_knobs(spec: Spec, model: ModelSource, path: Path) -> dict[str, Any]:
+    """The baseline's knobs as far as the model folder, a config_pbtxt or the spec give them."""
+    knobs: dict[str, Any] = {}
+    config = None
+    if model.kind == "repository":
+        config = model.template
+    base = spec.baseline
+    if base is not None and base.config_pbtxt is not None:
+        try:
+            config = parse_pbtxt(base.config_pbtxt.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise SpecError(f"{path}: baseline.config_pbtxt: {str(exc)[:300]}") from None
+    if config is not None:
+        try:
+            knobs.update(knobs_from_config(config))
+        except ValueError as exc:
+            raise SpecError(
+                f"{path}: {'baseline.config_pbtxt' if base and base.config_pbtxt else 'model.source.repository'}: {exc}"
+            ) from None
+    if base is not None:
+        knobs.update({k: getattr(base, k) for k in KNOBS if getattr(base, k) is not None})
+    # Protocol and precision are no part of a config.pbtxt: by default the space's first protocol
+    # (http when it names none) and the model as given.
+    given = spec.search_space
+    knobs.setdefault("protocol", given.protocol[0] if given.protocol else "http")
+    reference = model.reference_precision
+    knobs.setdefault(
+        "precision", reference if not given.precision or reference in given.precision else given.precision[0]
+    )
+    if not model.batched:  # requests without a batch axis: nothing to batch, whatever the config says
+        knobs.update(max_batch_size=0, max_queue_delay_us=BATCHING_OFF)
+    return knobs
+
+
+def _space(spec: Spec, model: ModelSource, known: dict[str, Any], path: Path) -> dict[str, list]:
+    given = spec.search_space
+    if not model.batched:
+        fixed = [k for k in ("max_batch_size", "max_queue_delay_us") if getattr(given, k) is not None]
+        if fixed:
+            raise SpecError(
+                f"{path}: search_space.{fixed[0]}: the model has max_batch_size 0 (no batching): its requests have no "
+                "batch axis, so max_batch_size and max_queue_delay_us cannot be swept",
+                hint="sweep instance_count and protocol (and precision for an ONNX model)",
+            )
+    space: dict[str, list] = {}
+    for knob in KNOBS:
+        choices = getattr(given, knob)
+        if choices is None:
+            if knob not in known:
+                raise SpecError(
+                    f"{path}: search_space.{knob}: required for a {model.kind} source (the model has no config to keep "
+                    "it from); or give it in baseline"
+                )
+            choices = [known[knob]]
+        space[knob] = list(choices)
+    allowed = _allowed_precisions(model)
+    for precision in space["precision"]:
+        if precision not in allowed:
+            raise SpecError(
+                f"{path}: search_space.precision: '{precision}' is not available for this model; "
+                f"allowed: {', '.join(allowed)}",
+                hint="a model folder is swept as it is ('native'); FP16/INT8 versions can be made of ONNX models only"
+                if model.kind == "repository"
+                else "'native' is for a repository source; an ONNX or PyTorch source's reference is 'fp32'",
+            )
+    return space
+
+
+def _allowed_precisions(model: ModelSource) -> list[str]:
+    reference = model.reference_precision
+    conversions = [p for p in PRECISIONS if p not in REFERENCE_PRECISIONS] if model.convertible else []
+    return [reference, *conversions]
+
+
+def _baseline(
+    spec: Spec, model: ModelSource, knobs: dict[str, Any], space: dict[str, list], path: Path
+) -> TrialConfig | None:
+    if spec.baseline is None and model.kind != "repository":
+        return None
+    missing = [k for k in KNOBS if k not in knobs]
+    if missing:
+        raise SpecError(f"{path}: baseline: give {', '.join(missing)} (or config_pbtxt: PATH)")
+    config = TrialConfig(**{k: knobs[k] for k in KNOBS})
+    for knob, value in config.as_dict().items():
+        if value not in space[knob] or (isinstance(value, bool) != any(isinstance(c, bool) for c in space[knob])):
+            origin = "baseline" if spec.baseline is not None else "the model's config (the default baseline)"
+            raise SpecError(
+                f"{path}: baseline.{knob}: {echo(value)} from {origin} is not among search_space.{knob} {space[knob]}",
+                hint="add the baseline's value to the search space so it can be compared on the front",
+            )
+    return config

@@ -1,0 +1,319 @@
+"""The spec's schema: the pydantic models that are the user-facing contract documented in
+README.md. Strict scalars (a YAML boolean is not a number, a float is not an integer), unknown
+keys refused, every model frozen."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator, Strict, model_validator
+
+from sweeper.artifacts import PRECISIONS
+from sweeper.samplers import DEFAULT_SAMPLER, SAMPLERS
+from sweeper.tensors import DATATYPES
+from sweeper.vocabulary import (
+    BATCHING_OFF,
+    KNOBS,
+    LAUNCHER_NAMES,
+    METRICS,
+    PROTOCOLS,
+    REUSE_NAMES,
+    Bound,
+    Objective,
+    Ranking,
+    metric_column,
+)
+
+INT32_MAX = 2**31 - 1
+UINT64_MAX = 2**64 - 1
+
+# Strict scalars: a YAML boolean is not a number, a float is not an integer.
+Int = Annotated[int, Strict()]
+Float = Annotated[float, Strict()]
+Int32 = Annotated[int, Strict(), Field(le=INT32_MAX)]
+Metric = Literal[METRICS]  # type: ignore[valid-type]
+Protocol = Literal[PROTOCOLS]  # type: ignore[valid-type]
+Precision = Literal[tuple(PRECISIONS)]  # type: ignore[valid-type]
+Datatype = Literal[DATATYPES]  # type: ignore[valid-type]
+
+
+def _delay(value: Any) -> int | str:
+    if value == BATCHING_OFF or (isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= UINT64_MAX):
+        return value
+    hint = " (write off, not false)" if value is False else ""
+    raise ValueError(f"must be off (no dynamic batching) or microseconds from 0 (batching, no wait) to 2^64-1{hint}")
+
+
+Delay = Annotated[Union[int, str], PlainValidator(_delay)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StudySpec(_Strict):
+    """``study:``: the study's name, size, sampler, seed and storage."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", max_length=100)
+    trials: Int = Field(default=20, ge=1, le=100_000)
+    sampler: Literal[tuple(SAMPLERS)] = DEFAULT_SAMPLER  # type: ignore[valid-type]
+    seed: Int | None = 0
+    storage: str | None = None
+    heartbeat_s: Int = Field(default=10, ge=1, le=3600, description="a worker silent for 3x this is dead")
+
+
+class SourceSpec(_Strict):
+    """``model.source:``: exactly one of an ONNX file, a PyTorch factory or a model folder."""
+
+    onnx: Path | None = None
+    pytorch: str | None = Field(default=None, pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+    repository: Path | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> SourceSpec:
+        if sum(v is not None for v in (self.onnx, self.pytorch, self.repository)) != 1:
+            raise ValueError(
+                "give exactly one of 'onnx: PATH', 'pytorch: \"module.path:factory\"' or 'repository: MODEL_FOLDER'"
+            )
+        return self
+
+
+class InputSpec(_Strict):
+    """One of ``model.inputs``: a tensor's name, datatype and per-sample shape."""
+
+    name: str = Field(min_length=1)
+    datatype: Datatype
+    shape: list[Annotated[int, Strict(), Field(ge=1, le=INT32_MAX)]] = Field(
+        description="per-sample shape, without the batch axis"
+    )
+
+
+class ExampleInputsSpec(_Strict):
+    """``model.example_inputs:``: how requests are generated when no input data is given."""
+
+    batch_size: Int32 = Field(default=1, ge=1, description="samples per request")
+    low: Float = 0.0
+    high: Float = 1.0
+    seed: Int = 0
+    samples: Int = Field(default=8, ge=1, le=10_000, description="generated samples (requests cycle through them)")
+
+    @model_validator(mode="after")
+    def _range(self) -> ExampleInputsSpec:
+        if self.high <= self.low:
+            raise ValueError(f"high ({self.high}) must be greater than low ({self.low})")
+        return self
+
+
+class ModelSpec(_Strict):
+    """``model:``: the model, its inputs and the data requests carry."""
+
+    name: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)
+    source: SourceSpec
+    inputs: list[InputSpec] | None = Field(default=None, min_length=1)
+    input_data: Path | None = None
+    example_inputs: ExampleInputsSpec = ExampleInputsSpec()
+
+
+class DockerSpec(_Strict):
+    """``server.docker:``: the container each server runs in."""
+
+    image: str = "nvcr.io/nvidia/tritonserver:24.10-py3"
+    gpus: Literal["all", "none"] | list[Annotated[int, Strict(), Field(ge=0)]] = "none"
+    shm_size: str = "1g"
+    # NVIDIA's recommended limits for Triton (docker run --ulimit memlock=-1 --ulimit stack=67108864);
+    # -1 is unlimited. A host whose own hard limit is lower needs a value within it.
+    ulimits: dict[str, Int] = Field(default_factory=lambda: {"memlock": -1, "stack": 67108864})
+    volumes: dict[str, str] = Field(default_factory=dict, description="host path -> container path (read-only)")
+    env: dict[str, str] = Field(default_factory=dict)
+    network: Literal["host", "published"] = "published"
+    bridge: str | None = Field(default=None, description="Docker network for 'published'; default the engine's bridge")
+    pull: Literal["never", "missing", "always"] = "missing"
+    tritonserver: str = "tritonserver"
+    backend_directory: str | None = None
+    base_url: str | None = Field(default=None, description="Docker engine URL; default from DOCKER_HOST")
+
+
+class ServerSpec(_Strict):
+    """``server:``: how Triton is started and reused."""
+
+    launcher: Literal[LAUNCHER_NAMES] = "local"  # type: ignore[valid-type]
+    reuse: Literal[REUSE_NAMES] = "restart"  # type: ignore[valid-type]
+    tritonserver: Path | None = None
+    backend_directory: Path | None = None
+    backend: Literal["auto", "onnxruntime", "python"] = "auto"
+    address: str = "127.0.0.1"
+    startup_timeout_s: Float = Field(default=120.0, gt=0, le=86_400)
+    docker: DockerSpec | None = None
+
+    @model_validator(mode="after")
+    def _docker_block(self) -> ServerSpec:
+        if self.docker is not None and self.launcher != "docker":
+            raise ValueError("a 'docker' block needs 'launcher: docker'")
+        if self.launcher == "docker" and self.docker is None:
+            return self.model_copy(update={"docker": DockerSpec()})
+        return self
+
+
+class SearchSpaceSpec(_Strict):
+    """Each knob a list of choices; a knob left out keeps the baseline's (the model's own) value."""
+
+    max_batch_size: list[Annotated[int, Strict(), Field(ge=1, le=INT32_MAX)]] | None = Field(default=None, min_length=1)
+    max_queue_delay_us: list[Delay] | None = Field(default=None, min_length=1)
+    instance_count: list[Annotated[int, Strict(), Field(ge=1, le=INT32_MAX)]] | None = Field(default=None, min_length=1)
+    protocol: list[Protocol] | None = Field(default=None, min_length=1)
+    precision: list[Precision] | None = Field(default=None, min_length=1)
+
+    @model_validator(mode="after")
+    def _no_repeats(self) -> SearchSpaceSpec:
+        for knob in KNOBS:
+            values = getattr(self, knob)
+            if values is not None and len(set(map(str, values))) != len(values):
+                raise ValueError(f"{knob} lists a value twice: {values}")
+        return self
+
+
+class BaselineSpec(_Strict):
+    """The configuration the team runs today; unset knobs come from ``config_pbtxt`` or the
+    model folder's own config."""
+
+    config_pbtxt: Path | None = None
+    max_batch_size: Int32 | None = Field(default=None, ge=0)
+    max_queue_delay_us: Delay | None = None
+    instance_count: Int32 | None = Field(default=None, ge=1)
+    protocol: Protocol | None = None
+    precision: Precision | None = None
+
+    @model_validator(mode="after")
+    def _not_both(self) -> BaselineSpec:
+        server_knobs = (self.max_batch_size, self.max_queue_delay_us, self.instance_count)
+        if self.config_pbtxt is not None and any(v is not None for v in server_knobs):
+            raise ValueError("give either config_pbtxt or the three server knobs, not both")
+        return self
+
+
+class PerfAnalyzerImageSpec(_Strict):
+    """perf_analyzer in a container (e.g. NVIDIA's ``tritonserver:<yy.mm>-py3-sdk``), host network."""
+
+    image: str
+    command: list[str] = Field(default_factory=lambda: ["perf_analyzer"], min_length=1)
+    volumes: dict[str, str] = Field(default_factory=dict, description="host path -> container path (read-only)")
+    env: dict[str, str] = Field(default_factory=dict)
+    pull: Literal["never", "missing"] = "missing"
+    base_url: str | None = None
+
+
+class LoadSpec(_Strict):
+    """``load:``: the load generator and how it measures."""
+
+    generator: Literal["auto", "builtin", "perf_analyzer"] = "auto"
+    perf_analyzer: str | list[str] | PerfAnalyzerImageSpec | None = Field(
+        default=None, description="a binary, a command prefix, or {image: ...}; default: looked up"
+    )
+    concurrency: list[Annotated[int, Strict(), Field(ge=1, le=4096)]] = Field(default=[1], min_length=1)
+    warmup_s: Float = Field(default=0.5, ge=0, le=3600)
+    window_s: Float = Field(default=0.5, ge=0.05, le=3600)
+    stability_tolerance: Float = Field(default=0.15, gt=0, le=1)
+    max_windows: Int = Field(default=6, ge=3, le=1000)
+    request_timeout_s: Float = Field(default=60.0, gt=0, le=86_400)
+
+    @model_validator(mode="after")
+    def _levels(self) -> LoadSpec:
+        if len(set(self.concurrency)) != len(self.concurrency):
+            raise ValueError(f"concurrency lists a level twice: {self.concurrency}")
+        if isinstance(self.perf_analyzer, list) and not self.perf_analyzer:
+            raise ValueError("perf_analyzer: a command prefix needs at least one word")
+        return self
+
+
+class ObjectiveSpec(_Strict):
+    """One of ``objectives:``: a metric at a concurrency level, minimized or maximized."""
+
+    metric: Metric
+    concurrency: Int = Field(ge=1)
+    direction: Literal["minimize", "maximize"]
+
+    @property
+    def column(self) -> str:
+        """The table column it names (``p50_ms@c1``)."""
+        return metric_column(self.metric, self.concurrency)
+
+
+class ConstraintSpec(_Strict):
+    """One of ``constraints:``: a bound a feasible trial's metric must keep."""
+
+    metric: Metric
+    concurrency: Int = Field(ge=1)
+    max: Float | None = None
+    min: Float | None = None
+
+    @model_validator(mode="after")
+    def _one_bound(self) -> ConstraintSpec:
+        if (self.max is None) == (self.min is None):
+            raise ValueError("give exactly one of 'max' or 'min'")
+        return self
+
+    @property
+    def bound(self) -> Bound:
+        """The constraint as a bound on its column."""
+        return Bound(self.column, "<=", self.max) if self.max is not None else Bound(self.column, ">=", self.min)
+
+    @property
+    def column(self) -> str:
+        """The table column it names (``p50_ms@c1``)."""
+        return metric_column(self.metric, self.concurrency)
+
+
+class AccuracySpec(_Strict):
+    """How far FP16/INT8 outputs may drift from the reference model on the sweep's samples."""
+
+    min_cosine_similarity: Float = Field(default=0.999, ge=-1, le=1)
+    max_abs_error: Float | None = Field(default=None, gt=0)
+
+
+class Spec(_Strict):
+    """A whole spec file."""
+
+    study: StudySpec
+    model: ModelSpec
+    server: ServerSpec = ServerSpec()
+    search_space: SearchSpaceSpec = SearchSpaceSpec()
+    baseline: BaselineSpec | None = None
+    load: LoadSpec = LoadSpec()
+    objectives: list[ObjectiveSpec] = Field(min_length=1, max_length=8)
+    constraints: list[ConstraintSpec] = Field(default_factory=list)
+    accuracy: AccuracySpec = AccuracySpec()
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Spec:
+        levels = set(self.load.concurrency)
+        for key, entries in (("objectives", self.objectives), ("constraints", self.constraints)):
+            for entry in entries:
+                if entry.concurrency not in levels:
+                    raise ValueError(
+                        f"{key}: {entry.column} measures at concurrency {entry.concurrency}, "
+                        f"which load.concurrency {sorted(levels)} does not include"
+                    )
+        columns = [o.column for o in self.objectives]
+        if len(set(columns)) != len(columns):
+            raise ValueError(f"objectives repeat a metric: {columns}")
+        tensorrt = sorted(p for p in self.search_space.precision or [] if PRECISIONS[p].tensorrt)
+        if tensorrt and self.server.backend == "python":
+            raise ValueError(
+                f"search_space.precision {tensorrt} runs TensorRT inside Triton's onnxruntime backend; "
+                "server.backend must be auto or onnxruntime"
+            )
+        source = self.model.source
+        if source.pytorch is not None and self.model.inputs is None:
+            raise ValueError("model.inputs is required for a pytorch source (name, datatype, shape)")
+        if source.repository is None and self.model.name is None:
+            raise ValueError("model.name is required (it defaults to the folder's name only for a repository source)")
+        return self
+
+    @property
+    def ranking(self) -> Ranking:
+        """The objectives and the metric bounds of a feasible trial."""
+        return Ranking(
+            tuple(Objective(o.column, o.direction) for o in self.objectives),
+            tuple(c.bound for c in self.constraints),
+        )

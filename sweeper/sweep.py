@@ -1,0 +1,243 @@
+"""A sweep as one library call: the spec's launcher, load generator, backend, storage and study
+assembled, run, and closed.
+
+``plan_sweep`` makes every decision that can refuse the spec (the results folder, the storage
+URL, a stored study with other objectives, the load generator, the server and its backend)
+without writing or starting anything, so a refusal (exit status 2) leaves the study folder as
+it was. ``Sweep`` is the context manager that then owns the lock, the storage, the servers and
+the tables; ``run_sweep`` runs one to the end.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
+
+import optuna
+import sqlalchemy.exc
+
+from sweeper.artifacts import PRECISIONS
+from sweeper.errors import SpecError, SweeperError, UsageError
+from sweeper.launchers import LABEL_STUDY, LAUNCHERS, Launcher
+from sweeper.load import LoadGenerator, choose_generator
+from sweeper.record import StudyRecord, read_study, stored_ranking_conflict, write_study_facts
+from sweeper.results import StudyTables, tables, write_tables
+from sweeper.spec import LoadedSpec
+from sweeper.storage import default_storage, exclusive_run, existing_study, open_storage, storage_label
+from sweeper.study import TrialRunner, open_study, run_study
+
+TrialCallback = Callable[[optuna.Study, optuna.trial.FrozenTrial], None]
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepPlan:
+    """What a sweep will run, decided before anything is written or started."""
+
+    loaded: LoadedSpec
+    directory: Path
+    storage_url: str
+    launcher: Launcher
+    generator: LoadGenerator
+    backend: str
+
+    @property
+    def exclusive(self) -> bool:
+        """Whether one sweeper owns the study (SQLite) rather than workers sharing it."""
+        return self.storage_url.startswith("sqlite")
+
+
+def plan_sweep(loaded: LoadedSpec, *, results_dir: Path = Path("results"), storage: str | None = None) -> SweepPlan:
+    """Every check that can refuse the sweep, in order of cost; nothing is written or started
+    (a perf_analyzer is probed, a Docker image may be pulled). Raises SpecError / UsageError
+    (exit 2) or SweeperError (exit 1)."""
+    results_dir = Path(results_dir)
+    check_results_dir(results_dir)
+    directory = results_dir / loaded.name
+    storage_url = storage or loaded.spec.study.storage or default_storage(directory.resolve())
+    storage_label(storage_url)  # a malformed URL is bad input
+    _check_stored_study(loaded, storage_url)
+    launcher = LAUNCHERS[loaded.spec.server.launcher].from_spec(loaded.spec.server)
+    generator = choose_generator(loaded.spec.load.generator, _perf_analyzer_setting(loaded))
+    launcher.preflight()
+    backend = choose_backend(loaded, launcher)
+    return SweepPlan(loaded, directory, storage_url, launcher, generator, backend)
+
+
+def check_results_dir(results_dir: Path) -> None:
+    """Refuse a results folder that cannot hold the study, before anything is written."""
+    existing = results_dir
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UsageError(f"--results-dir {results_dir}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(
+            f"--results-dir {results_dir}: {existing} is not writable",
+            hint="choose a folder you can write to with --results-dir",
+        )
+
+
+def _check_stored_study(loaded: LoadedSpec, storage_url: str) -> None:
+    """A stored study of this name must rank by the spec's objectives (a resume); read only."""
+    stored = existing_study(storage_url, loaded.name)
+    if stored is None:
+        return
+    conflict = stored_ranking_conflict(stored, loaded.ranking)
+    if conflict is not None:
+        raise SpecError(
+            f"{loaded.path}: objectives: the stored study '{loaded.name}' does not match: {conflict}",
+            hint="use another study.name (or --study) for a different set of objectives; "
+            "'sweeper report --objective' re-ranks a finished study without measuring",
+        )
+
+
+def _perf_analyzer_setting(loaded: LoadedSpec) -> object:
+    value = loaded.spec.load.perf_analyzer
+    return value.model_dump() if hasattr(value, "model_dump") else value
+
+
+def choose_backend(loaded: LoadedSpec, launcher: Launcher) -> str:
+    """The backend that serves the model, or SpecError when the launcher's server lacks it."""
+    source, wanted = loaded.model, loaded.spec.server.backend
+    available = launcher.backends
+    if source.onnx_file is None:  # a folder of another format: its own backend, nothing else
+        needed = source.backend
+        if needed not in available:
+            raise SpecError(
+                f"{loaded.path}: model.source.repository: the model needs Triton's {needed} backend, which "
+                f"{launcher.describe()} lacks (it has: {', '.join(sorted(available)) or 'none'})",
+                hint=f"use server.launcher: docker with NVIDIA's image (nvcr.io/nvidia/tritonserver:<yy.mm>-py3), "
+                f"which has the {needed} backend, or a server.tritonserver built with it",
+            )
+        return needed
+    backend = wanted
+    if wanted == "auto":
+        backend = "onnxruntime" if "onnxruntime" in available else "python"
+    if backend not in available:
+        raise SpecError(
+            f"{loaded.path}: server.backend: {backend} is not among the backends of {launcher.describe()} "
+            f"({', '.join(sorted(available)) or 'none'})",
+            hint="use backend: auto, or a Triton build with the onnxruntime backend (NVIDIA's image)",
+        )
+    tensorrt = sorted(p for p in loaded.space["precision"] if PRECISIONS[p].tensorrt)
+    if tensorrt and (backend != "onnxruntime" or not launcher.has_gpu):
+        raise SweeperError(
+            f"search_space.precision {tensorrt} needs Triton's onnxruntime backend on a GPU "
+            f"(this server: {backend} backend, {'a' if launcher.has_gpu else 'no'} GPU)",
+            hint="use NVIDIA's Triton image with server.docker.gpus, or drop the _trt precisions",
+        )
+    return backend
+
+
+class Sweep:
+    """A planned sweep, running: entering takes the study's lock, removes what a crashed earlier
+    run left, opens the storage and the study and builds the reference model; leaving stops
+    every server and writes the tables (also after Ctrl-C or a failure), then lets go of the lock.
+
+        with Sweep(plan_sweep(loaded)) as sweep:
+            outcome = sweep.run()
+    """
+
+    def __init__(self, plan: SweepPlan) -> None:
+        self.plan = plan
+        self.removed_leftovers = 0
+        self.study: optuna.Study | None = None
+        self._runner: TrialRunner | None = None
+        self._lock = None
+
+    def __enter__(self) -> Sweep:
+        plan = self.plan
+        plan.directory.mkdir(parents=True, exist_ok=True)
+        self._lock = exclusive_run(plan.storage_url, plan.loaded.name)
+        self._lock.__enter__()
+        try:
+            self.removed_leftovers = plan.launcher.remove_leftovers({LABEL_STUDY: plan.loaded.name})
+            self._storage = open_storage(plan.storage_url, plan.loaded.spec.study.heartbeat_s)
+            self._runner = TrialRunner(plan.loaded, plan.launcher, plan.directory, plan.backend, plan.generator)
+            self._runner.prepare()
+            self.study = open_study(plan.loaded, self._storage)
+            write_study_facts(self.study, plan.loaded.ranking, self._facts())
+        except BaseException as exc:
+            self.__exit__(type(exc), exc, exc.__traceback__)
+            raise
+        return self
+
+    def _facts(self) -> dict:
+        plan = self.plan
+        return {
+            "backend": plan.backend,
+            "gpu": plan.launcher.has_gpu,
+            "launcher": plan.loaded.spec.server.launcher,
+            "model": plan.loaded.model.name,
+            "source": plan.loaded.model.facts(),
+            "spec": str(plan.loaded.path),
+            "generator": plan.generator.name,
+        }
+
+    def run(self, on_trial_end: TrialCallback | None = None) -> str:
+        """Run trials until the study has ``study.trials`` counted ones; ``done``, or
+        ``exhausted`` when every configuration of the space is taken. ``on_trial_end`` is called
+        after each trial, with the tables already rewritten."""
+
+        def after_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+            write_tables(tables(read_study(study)), self.plan.directory)
+            if on_trial_end is not None:
+                on_trial_end(study, trial)
+
+        _, outcome = run_study(
+            self.study,
+            self.plan.loaded,
+            self._runner,
+            self._storage,
+            exclusive=self.plan.exclusive,
+            on_trial_end=after_trial,
+        )
+        return outcome
+
+    def record(self) -> StudyRecord:
+        """The study's records as they stand."""
+        return read_study(self.study)
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        try:
+            if self._runner is not None:
+                self._runner.servers.close()
+            if self.study is not None:
+                try:
+                    write_tables(tables(read_study(self.study)), self.plan.directory)
+                except (OSError, sqlalchemy.exc.SQLAlchemyError):
+                    if exc is None:
+                        raise  # else the error that stopped the run is the one to report
+        finally:
+            if self._lock is not None:
+                self._lock.__exit__(exc_type, exc, traceback)
+                self._lock = None
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepResult:
+    """A finished sweep: why it stopped, its records and tables, and where they are."""
+
+    outcome: str
+    record: StudyRecord
+    tables: StudyTables
+    directory: Path
+
+
+def run_sweep(
+    loaded: LoadedSpec,
+    *,
+    results_dir: Path = Path("results"),
+    storage: str | None = None,
+    on_trial_end: TrialCallback | None = None,
+) -> SweepResult:
+    """Plan, run and close a sweep of ``loaded``; the tables are written, not the report."""
+    with Sweep(plan_sweep(loaded, results_dir=results_dir, storage=storage)) as sweep:
+        outcome = sweep.run(on_trial_end)
+        record = sweep.record()
+    return SweepResult(outcome, record, tables(record), sweep.plan.directory)
