@@ -44,13 +44,13 @@ class _Terminated(KeyboardInterrupt):
 
 
 def _raise_terminated(signum: int, frame: object) -> None:
-    request_stop(_Terminated)
-    raise _Terminated()
+    if request_stop(_Terminated):
+        raise _Terminated()
 
 
 def _raise_interrupted(signum: int, frame: object) -> None:
-    request_stop(KeyboardInterrupt)
-    raise KeyboardInterrupt()
+    if request_stop(KeyboardInterrupt):
+        raise KeyboardInterrupt()
 
 
 @contextlib.contextmanager

@@ -1,6 +1,11 @@
-"""The errors the CLI translates into one line plus a hint (exit status 2 or 1)."""
+"""The errors the CLI translates into one line plus a hint (exit status 2 or 1), and the record
+of a signal that is stopping the sweeper."""
 
 from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator
 
 
 class SweeperError(Exception):
@@ -30,11 +35,37 @@ class TrialError(SweeperError):
 
 
 _stop: list[type[BaseException]] = []
+_pending: list[type[BaseException]] = []
+_deferring = [0]  # how deep the main thread is in blocks that a signal must not cut
 
 
-def request_stop(exception: type[BaseException]) -> None:
-    """Record that a signal asked the sweeper to stop (the command line's handlers call this)."""
+def request_stop(exception: type[BaseException]) -> bool:
+    """Record that a signal asked the sweeper to stop (the command line's handlers call this).
+    Returns whether the handler may raise now; inside ``signals_deferred`` the exception is
+    raised when the block ends."""
     _stop[:] = [exception]
+    if _deferring[0]:
+        _pending[:] = [exception]
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def signals_deferred() -> Iterator[None]:
+    """A block a signal must not cut halfway (a database write: SQLite keeps its write lock for a
+    transaction that an exception left open, and every later write fails 'database is locked').
+    A signal inside it is raised when it ends. Signals reach only the main thread: elsewhere
+    this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    _deferring[0] += 1
+    try:
+        yield
+    finally:
+        _deferring[0] -= 1
+    if not _deferring[0] and _pending:
+        raise _pending.pop()()
 
 
 def stop_requested() -> type[BaseException] | None:
@@ -47,3 +78,4 @@ def stop_requested() -> type[BaseException] | None:
 def clear_stop() -> None:
     """Forget an earlier signal (each command starts without one)."""
     _stop.clear()
+    _pending.clear()

@@ -8,16 +8,39 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
+import inspect
 import os
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import optuna
 import sqlalchemy
 import sqlalchemy.exc
 
-from sweeper.errors import SweeperError, UsageError
+from sweeper.errors import SweeperError, UsageError, signals_deferred
+
+
+class SignalSafeStorage(optuna.storages.RDBStorage):
+    """Optuna's RDBStorage whose every call finishes before a signal unwinds the sweeper
+    (``signals_deferred``): a SIGTERM raised inside SQLAlchemy's commit left the SQLite database
+    locked, and the interrupted trial could not even be marked failed."""
+
+
+def _deferred(method: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(method)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        with signals_deferred():
+            return method(*args, **kwargs)
+
+    return call
+
+
+for _name, _method in list(vars(optuna.storages.RDBStorage).items()):
+    if inspect.isfunction(_method) and not _name.startswith("_"):
+        setattr(SignalSafeStorage, _name, _deferred(_method))
 
 
 def default_storage(directory: Path) -> str:
@@ -56,7 +79,7 @@ def open_storage(url: str, heartbeat_s: int | None = None) -> optuna.storages.RD
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(url, **options)
+            return SignalSafeStorage(url, **options)
     except ImportError:
         raise SweeperError(
             f"storage {shown}: the database driver is not installed",

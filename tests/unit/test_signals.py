@@ -1,0 +1,57 @@
+"""A signal is never raised halfway through a database write: the command line's handlers record
+it, and inside the storage it is raised once the write has finished. Real signals (sent by this
+process to itself from inside SQLAlchemy's commit), a real SQLite database."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import optuna
+import pytest
+import sqlalchemy
+
+from sweeper import cli
+from sweeper.errors import request_stop, signals_deferred, stop_requested
+from sweeper.storage import open_storage
+
+
+def _signal_at_first_commit(storage, signum: int) -> None:
+    sent = []
+
+    def on_commit(connection) -> None:
+        if not sent:
+            sent.append(True)
+            os.kill(os.getpid(), signum)
+
+    sqlalchemy.event.listen(storage.engine, "commit", on_commit)
+
+
+@pytest.mark.parametrize("signum, raised", [(signal.SIGTERM, cli._Terminated), (signal.SIGINT, KeyboardInterrupt)])
+def test_a_signal_inside_a_write_is_raised_after_it(tmp_path, signum, raised):
+    storage = open_storage(f"sqlite:///{tmp_path / 'study.db'}")
+    study = optuna.create_study(study_name="s", storage=storage)
+    _signal_at_first_commit(storage, signum)
+    with cli._signals_unwind():
+        with pytest.raises(raised):
+            study.set_user_attr("written", True)
+        assert stop_requested() is raised
+    again = optuna.load_study(study_name="s", storage=open_storage(f"sqlite:///{tmp_path / 'study.db'}"))
+    assert again.user_attrs["written"] is True, "the write finished before the signal was raised"
+    started = time.perf_counter()
+    again.set_user_attr("after", 1)  # no transaction was left open: the database is not locked
+    assert time.perf_counter() - started < 2
+
+
+def test_a_deferred_signal_is_raised_when_the_outermost_block_ends():
+    reached = []
+    with cli._signals_unwind():
+        assert request_stop(KeyboardInterrupt), "outside a block the handler raises at once"
+        with pytest.raises(KeyboardInterrupt):
+            with signals_deferred():
+                assert not request_stop(KeyboardInterrupt), "inside: recorded, not raised"
+                with signals_deferred():
+                    pass  # an inner block ends: the outer one is still writing
+                reached.append(True)
+    assert reached == [True]
