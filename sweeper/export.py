@@ -30,7 +30,7 @@ from sweeper.repository import write_model
 from sweeper.results import knee, measured_metrics, pareto_front, tables
 from sweeper.source import ModelSource
 from sweeper.triton_config import model_backend, parse_pbtxt, serve_as, to_pbtxt
-from sweeper.vocabulary import Ranking, TrialConfig
+from sweeper.vocabulary import TRIAL_METRICS, Ranking, TrialConfig
 
 _CONDITION = re.compile(r"^\s*([\w@.]+)\s*(<=|>=|<|>|==)\s*([-+]?[\d.]+(?:[eE][-+]?\d+)?)\s*$")
 _OPERATORS = {"<=": operator.le, ">=": operator.ge, "<": operator.lt, ">": operator.gt, "==": operator.eq}
@@ -65,7 +65,7 @@ def choose(study: StudyRecord, pick: str, where: list[str], ranking: Ranking | N
     frame = measured_metrics(result)
     if frame.empty:
         raise UsageError(f"study '{study.name}' has no completed trial to export")
-    metric_columns = [c for c in frame.columns if "@c" in c]
+    metric_columns = [c for c in frame.columns if "@c" in c or c in TRIAL_METRICS]
     conditions = [parse_condition(text, metric_columns) for text in where]
     trial_pick = re.fullmatch(r"trial\s+(\d+)", pick.strip())
     if trial_pick:
@@ -204,7 +204,7 @@ def _export_record(
         "client_protocol": config.protocol,
         "client_protocol_note": f"protocol is client-side: send requests over {config.protocol.upper()} "
         "(config.pbtxt does not set it)",
-        "metrics": {c: float(row[c]) for c in row.index if "@c" in c},
+        "metrics": {c: float(row[c]) for c in row.index if "@c" in c or (c in TRIAL_METRICS and not pd.isna(row[c]))},
         "accuracy": {
             "max_abs_error": _number(row["max_abs_error"]),
             "cosine_similarity": _number(row["cosine_similarity"]),

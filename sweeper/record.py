@@ -76,9 +76,11 @@ class Measurement:
 MEASUREMENT_FIELDS = tuple(field.name for field in dataclasses.fields(Measurement))
 
 
-def figures_of(measurements: tuple[Measurement, ...] | list[Measurement]) -> dict[str, float]:
-    """Every metric of a trial's measurements by column name (``p50_ms@c1``)."""
-    return {metric_column(metric, m.concurrency): getattr(m, metric) for m in measurements for metric in METRICS}
+def figures_of(measurements: tuple[Measurement, ...] | list[Measurement], memory: Memory) -> dict[str, float]:
+    """Every metric of a trial by column name: each level's (``p50_ms@c1``) and the trial's
+    memory (``server_memory_mb``)."""
+    levels = {metric_column(metric, m.concurrency): getattr(m, metric) for m in measurements for metric in METRICS}
+    return {**levels, **memory.figures()}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,6 +104,19 @@ class Accuracy:
     cosine_similarity: float
     outside_tolerance: str | None = None
     """Why it is outside the spec's tolerance, or None."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Memory:
+    """Peak memory over a trial's measurement, in MiB (None: not measurable there, e.g. no GPU)."""
+
+    server_mb: float | None = None
+    gpu_mb: float | None = None
+
+    def figures(self) -> dict[str, float]:
+        """The trial metrics it holds, by column name."""
+        found = {"server_memory_mb": self.server_mb, "gpu_memory_mb": self.gpu_mb}
+        return {name: value for name, value in found.items() if value is not None}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,11 +149,13 @@ class TrialRecord:
     reuse: str | None = None
     generator: LoadGeneratorInfo | None = None
     machine: dict[str, Any] | None = None
+    memory: Memory = Memory()
 
     @functools.cached_property
     def figures(self) -> dict[str, float]:
-        """Every measured metric by column name (``p50_ms@c1``, ``throughput@c8``)."""
-        return figures_of(self.measurements)
+        """Every measured metric by column name (``p50_ms@c1``, ``throughput@c8``,
+        ``server_memory_mb``)."""
+        return figures_of(self.measurements, self.memory)
 
     @property
     def stable(self) -> bool | None:
@@ -231,6 +248,7 @@ def read_trial(trial: FrozenTrial) -> TrialRecord:
         reuse=attrs.get("reuse"),
         generator=LoadGeneratorInfo(**generator) if generator else None,
         machine=attrs.get("machine"),
+        memory=Memory(**attrs.get("memory", {})),
     )
 
 
@@ -361,6 +379,10 @@ class TrialWriter:
     def timings(self, timings: dict[str, float]) -> None:
         """Seconds per phase reached so far."""
         self._trial.set_user_attr("timings", timings)
+
+    def memory(self, memory: Memory) -> None:
+        """The peak memory over the measurement."""
+        self._trial.set_user_attr("memory", dataclasses.asdict(memory))
 
     def measured(self, measurements: list[Measurement], constraints: dict[str, float]) -> None:
         """The measurements and every constraint value (accuracy and bounds). Optuna's own

@@ -69,6 +69,8 @@ def _trial_row(trial: TrialRecord, ranking: Ranking, retried_by: dict[int, int])
         "feasible": trial.feasible(ranking),
         "max_abs_error": accuracy.max_abs_error if accuracy else None,
         "cosine_similarity": accuracy.cosine_similarity if accuracy else None,
+        "server_memory_mb": trial.memory.server_mb,
+        "gpu_memory_mb": trial.memory.gpu_mb,
         **dataclasses.asdict(trial.timings),
         "reuse": trial.reuse,
         "generator": trial.generator.name if trial.generator else None,
@@ -130,8 +132,10 @@ def write_tables(result: StudyTables, directory: Path) -> None:
 
 
 def measured_metrics(result: StudyTables) -> pd.DataFrame:
-    """Completed trials with every measured metric at every level as a ``<metric>@c<N>`` column."""
-    trials = result.trials[result.trials["state"] == "COMPLETE"].drop(columns=result.objectives)
+    """Completed trials with every measured metric at every level as a ``<metric>@c<N>`` column
+    (beside the trial's own, such as ``server_memory_mb``)."""
+    levels = [column for column in result.objectives if "@c" in column]
+    trials = result.trials[result.trials["state"] == "COMPLETE"].drop(columns=levels)
     if result.measurements.empty:
         return trials
     wide = result.measurements.pivot(index="number", columns="concurrency", values=list(METRICS))

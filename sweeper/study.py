@@ -31,11 +31,12 @@ from tritonclient.grpc import model_config_pb2 as mc
 from sweeper.artifacts import PRECISIONS, ArtifactBuilder, outside_tolerance
 from sweeper.errors import TrialError, stop_requested
 from sweeper.files import write_atomic
-from sweeper.launchers import LABEL_STUDY, LABEL_TRIAL, REUSE, Launcher, Server, server_metadata
+from sweeper.launchers import LABEL_STUDY, LABEL_TRIAL, REUSE, Launcher, PeakMemory, Server, server_metadata
 from sweeper.load import LoadGenerator, Workload, served_outputs
 from sweeper.record import (
     Accuracy,
     Measurement,
+    Memory,
     TrialWriter,
     enqueued_attrs,
     figures_of,
@@ -250,7 +251,7 @@ class TrialRunner:
         timings: dict[str, float] = {}
         writer.started(self.servers.mode, self._generator.info, machine_fingerprint())
         try:
-            measurements, accuracy = self._run(trial, writer, config, timings)
+            measurements, accuracy, memory = self._run(trial, writer, config, timings)
         except TrialError as exc:
             stop = stop_requested()
             if stop is not None:  # a signal cut a library short (an import reads as ImportError): re-run it
@@ -265,7 +266,7 @@ class TrialRunner:
         finally:
             with contextlib.suppress(Exception):
                 writer.timings(timings)
-        figures = figures_of(measurements)
+        figures = figures_of(measurements, memory)
         constraints = self._accuracy_constraints(accuracy)
         constraints.update({b.label: b.excess(figures[b.column]) for b in self._loaded.ranking.constraints})
         writer.measured(measurements, constraints)
@@ -299,7 +300,7 @@ class TrialRunner:
 
     def _run(
         self, trial: optuna.Trial, writer: TrialWriter, config: TrialConfig, timings: dict[str, float]
-    ) -> tuple[list[Measurement], Accuracy | None]:
+    ) -> tuple[list[Measurement], Accuracy | None, Memory]:
         trial_dir = self._dir / "trials" / str(trial.number)
         trial_dir.mkdir(parents=True, exist_ok=True)
         with _timed(timings, "build_s"):
@@ -328,13 +329,14 @@ class TrialRunner:
             if artifact is not None and accuracy is None:  # TensorRT: measured as served
                 accuracy = self._served_accuracy(server, workload, config.precision)
                 writer.accuracy(accuracy)
-            with _timed(timings, "measure_s"):
+            with _timed(timings, "measure_s"), PeakMemory(server, gpu=self._gpu) as memory:
                 measurements = self._measure(server, workload, config.protocol)
+            writer.memory(memory.result)
             failed = False
         finally:
             with _timed(timings, "stop_s"):
                 self.servers.retire(server, trial_dir, served, failed)
-        return measurements, accuracy
+        return measurements, accuracy, memory.result
 
     def _served_accuracy(self, server: Server, workload: Workload, precision: str) -> Accuracy:
         produced = served_outputs(server.endpoints, workload, self.artifacts.accuracy_feeds())

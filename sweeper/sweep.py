@@ -63,6 +63,7 @@ def plan_sweep(loaded: LoadedSpec, *, results_dir: Path = Path("results"), stora
     generator = choose_generator(loaded.spec.load.generator, _perf_analyzer_setting(loaded))
     launcher.preflight()
     backend = choose_backend(loaded, launcher)
+    _check_measurable(loaded, launcher)
     return SweepPlan(loaded, directory, storage_url, launcher, generator, backend)
 
 
@@ -92,6 +93,17 @@ def _check_stored_study(loaded: LoadedSpec, storage_url: str) -> None:
             hint="use another study.name (or --study) for a different set of objectives; "
             "'sweeper report --objective' re-ranks a finished study without measuring",
         )
+
+
+def _check_measurable(loaded: LoadedSpec, launcher: Launcher) -> None:
+    """A metric the server cannot report (GPU memory without a GPU) is refused, not left blank."""
+    for key, entries in (("objectives", loaded.spec.objectives), ("constraints", loaded.spec.constraints)):
+        for index, entry in enumerate(entries):
+            if entry.metric == "gpu_memory_mb" and not launcher.has_gpu:
+                raise SpecError(
+                    f"{loaded.path}: {key}.{index}.metric: gpu_memory_mb needs a GPU; {launcher.describe()} has none",
+                    hint="use server_memory_mb (the server's resident memory), or server.docker.gpus on a GPU host",
+                )
 
 
 def _perf_analyzer_setting(loaded: LoadedSpec) -> object:

@@ -14,7 +14,11 @@ KNOBS = ("max_batch_size", "max_queue_delay_us", "instance_count", "protocol", "
 """The five knobs, in the order tables and labels show them."""
 
 METRICS = ("p50_ms", "p90_ms", "p95_ms", "p99_ms", "throughput")
-"""Metrics an objective or constraint can name (latencies in ms, throughput in inferences/s)."""
+"""Metrics of one concurrency level (latencies in ms, throughput in inferences/s)."""
+
+TRIAL_METRICS = ("server_memory_mb", "gpu_memory_mb")
+"""Metrics of a whole trial, named without a level: the peak resident memory of the server (its
+process group, or its container) and the GPU memory Triton reports, in MiB, over the measurement."""
 
 PROTOCOLS = ("http", "grpc")
 
@@ -59,7 +63,7 @@ def metric_column(metric: str, concurrency: int) -> str:
     return f"{metric}@c{concurrency}"
 
 
-_COLUMN = r"[A-Za-z_][\w]*@c\d+"
+_COLUMN = r"[A-Za-z_][\w]*(?:@c\d+)?"
 _BOUND = re.compile(rf"^\s*({_COLUMN})\s*(<=|>=)\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$")
 _OBJECTIVE = re.compile(rf"^\s*(min|max|minimize|maximize)\s*:\s*({_COLUMN})\s*$")
 
@@ -74,7 +78,7 @@ class Objective:
 
     @classmethod
     def parse(cls, text: str) -> Objective:
-        """``min:p50_ms@c1`` or ``max:throughput@c8``; ValueError otherwise."""
+        """``min:p50_ms@c1``, ``max:throughput@c8``, ``min:server_memory_mb``; ValueError otherwise."""
         match = _OBJECTIVE.match(text)
         if match is None:
             raise ValueError(f"'{text[:100]}': expected min:<metric@cN> or max:<metric@cN>")

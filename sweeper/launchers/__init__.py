@@ -13,12 +13,14 @@ from sweeper.launchers._base import (
     Server,
     describe_exit,
     error_lines,
+    gpu_memory_mb,
     model_config,
     server_metadata,
     server_statistics,
 )
 from sweeper.launchers._docker import DockerLauncher, run_to_completion
 from sweeper.launchers._local import LocalLauncher
+from sweeper.launchers._memory import PeakMemory
 from sweeper.launchers._reuse import REUSE, Reload, Restart
 
 LAUNCHERS: dict[str, type[Launcher]] = {"local": LocalLauncher, "docker": DockerLauncher}
@@ -35,9 +37,11 @@ __all__ = [
     "Endpoints",
     "Launcher",
     "LocalLauncher",
+    "PeakMemory",
     "Server",
     "describe_exit",
     "error_lines",
+    "gpu_memory_mb",
     "run_to_completion",
     "model_config",
     "server_metadata",

@@ -59,6 +59,11 @@ class Server(abc.ABC):
     def log_text(self) -> str:
         """The server's log so far."""
 
+    @abc.abstractmethod
+    def memory_mb(self) -> float | None:
+        """Resident memory of the server and everything it started (python-backend stubs), in
+        MiB, now; None when it cannot be read."""
+
     def __enter__(self) -> Server:
         return self
 
@@ -236,6 +241,18 @@ def server_statistics(endpoints: Endpoints, model_name: str) -> dict[str, Any]:
     url = f"http://{endpoints.http}/v2/models/{model_name}/stats"
     with urllib.request.urlopen(url, timeout=10) as response:
         return json.load(response)["model_stats"][0]
+
+
+def gpu_memory_mb(endpoints: Endpoints) -> float | None:
+    """GPU memory in use (MiB, all GPUs) from Triton's metrics endpoint
+    (``nv_gpu_memory_used_bytes``); None where Triton reports no GPU."""
+    try:
+        with urllib.request.urlopen(f"http://{endpoints.metrics}/metrics", timeout=5) as response:
+            text = response.read().decode(errors="replace")
+    except (urllib.error.URLError, OSError):
+        return None
+    used = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith("nv_gpu_memory_used_bytes")]
+    return sum(used) / 2**20 if used else None
 
 
 def model_config(endpoints: Endpoints, model_name: str) -> dict[str, Any]:

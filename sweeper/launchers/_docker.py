@@ -310,6 +310,19 @@ class _Container(Server):
         except docker.errors.DockerException:
             return self._log_path.read_text(errors="replace") if self._log_path.is_file() else ""
 
+    def memory_mb(self) -> float | None:
+        """The container's memory use as the engine reports it, less its page cache."""
+        try:
+            # one_shot: the engine answers at once instead of sampling CPU use for a second first
+            stats = self._container.stats(stream=False, one_shot=True).get("memory_stats", {})
+        except docker.errors.DockerException:
+            return None
+        if "usage" not in stats:
+            return None
+        details = stats.get("stats", {})
+        cache = details.get("inactive_file", details.get("total_inactive_file", details.get("cache", 0)))
+        return (stats["usage"] - cache) / 2**20
+
     def alive(self) -> bool:
         try:
             self._container.reload()

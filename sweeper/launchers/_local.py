@@ -224,6 +224,10 @@ class _LocalServer(Server):
     def log_text(self) -> str:
         return self._log_path.read_text(errors="replace") if self._log_path.is_file() else ""
 
+    def memory_mb(self) -> float | None:
+        """The resident set of every process in the server's group (server and stubs), from /proc."""
+        return group_rss_mb(self._process.pid)
+
     def stop(self) -> None:
         """SIGKILL to the whole group (server and python stubs), then its shared memory.
 
@@ -248,6 +252,26 @@ class _LocalServer(Server):
         guard.remove("group", str(group))
         guard.remove("shm", self.shm_prefix)
         self._stopped = True
+
+
+_PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
+
+
+def group_rss_mb(group: int) -> float | None:
+    """Resident memory (MiB) of the processes in process group ``group``; None if there are none."""
+    pages, found = 0, False
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as stat:
+                fields = stat.read().rsplit(b")", 1)[1].split()
+        except OSError:  # the process ended while the folder was read
+            continue
+        if int(fields[2]) == group:  # proc(5) fields 5 (pgrp) and 24 (rss), counted after the name
+            pages += int(fields[21])
+            found = True
+    return pages * _PAGE_BYTES / 2**20 if found else None
 
 
 def _signal_group(group: int, sig: int) -> bool:

@@ -19,6 +19,7 @@ from sweeper.vocabulary import (
     METRICS,
     PROTOCOLS,
     REUSE_NAMES,
+    TRIAL_METRICS,
     Bound,
     Objective,
     Ranking,
@@ -32,7 +33,7 @@ UINT64_MAX = 2**64 - 1
 Int = Annotated[int, Strict()]
 Float = Annotated[float, Strict()]
 Int32 = Annotated[int, Strict(), Field(le=INT32_MAX)]
-Metric = Literal[METRICS]  # type: ignore[valid-type]
+Metric = Literal[METRICS + TRIAL_METRICS]  # type: ignore[valid-type]
 Protocol = Literal[PROTOCOLS]  # type: ignore[valid-type]
 Precision = Literal[tuple(PRECISIONS)]  # type: ignore[valid-type]
 Datatype = Literal[DATATYPES]  # type: ignore[valid-type]
@@ -226,24 +227,36 @@ class LoadSpec(_Strict):
         return self
 
 
-class ObjectiveSpec(_Strict):
-    """One of ``objectives:``: a metric at a concurrency level, minimized or maximized."""
+class _MetricSpec(_Strict):
+    """A metric an objective or constraint names: of one concurrency level (``p50_ms`` at
+    ``concurrency: 1``), or of the whole trial (``server_memory_mb``, no concurrency)."""
 
     metric: Metric
-    concurrency: Int = Field(ge=1)
-    direction: Literal["minimize", "maximize"]
+    concurrency: Int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _level(self) -> _MetricSpec:
+        if self.metric in TRIAL_METRICS and self.concurrency is not None:
+            raise ValueError(f"{self.metric} is the peak over the whole trial: give no concurrency")
+        if self.metric not in TRIAL_METRICS and self.concurrency is None:
+            raise ValueError(f"{self.metric} is measured per level: give the concurrency it is taken at")
+        return self
 
     @property
     def column(self) -> str:
-        """The table column it names (``p50_ms@c1``)."""
-        return metric_column(self.metric, self.concurrency)
+        """The table column it names (``p50_ms@c1``, ``server_memory_mb``)."""
+        return self.metric if self.concurrency is None else metric_column(self.metric, self.concurrency)
 
 
-class ConstraintSpec(_Strict):
+class ObjectiveSpec(_MetricSpec):
+    """One of ``objectives:``: a metric minimized or maximized."""
+
+    direction: Literal["minimize", "maximize"]
+
+
+class ConstraintSpec(_MetricSpec):
     """One of ``constraints:``: a bound a feasible trial's metric must keep."""
 
-    metric: Metric
-    concurrency: Int = Field(ge=1)
     max: Float | None = None
     min: Float | None = None
 
@@ -257,11 +270,6 @@ class ConstraintSpec(_Strict):
     def bound(self) -> Bound:
         """The constraint as a bound on its column."""
         return Bound(self.column, "<=", self.max) if self.max is not None else Bound(self.column, ">=", self.min)
-
-    @property
-    def column(self) -> str:
-        """The table column it names (``p50_ms@c1``)."""
-        return metric_column(self.metric, self.concurrency)
 
 
 class AccuracySpec(_Strict):
@@ -289,7 +297,7 @@ class Spec(_Strict):
         levels = set(self.load.concurrency)
         for key, entries in (("objectives", self.objectives), ("constraints", self.constraints)):
             for entry in entries:
-                if entry.concurrency not in levels:
+                if entry.concurrency is not None and entry.concurrency not in levels:
                     raise ValueError(
                         f"{key}: {entry.column} measures at concurrency {entry.concurrency}, "
                         f"which load.concurrency {sorted(levels)} does not include"

@@ -37,6 +37,7 @@ def test_server_serves_the_model_with_the_trial_config(launcher, request, tmp_pa
         assert loaded["instance_group"][0]["count"] == 2
         np.testing.assert_allclose(infer_mlp(httpclient, server.endpoints.http, x), expected, rtol=1e-5, atol=1e-6)
         assert server.alive() and server.exit_reason() is None
+        assert 20 < server.memory_mb() < 4000, "the server's resident memory, stubs included"
     assert not server.alive()
     # Bound to the loopback; in a container of its own network, to the container's interfaces.
     address = "0.0.0.0" if request.node.callspec.params["launcher"] == "docker_published" else "127.0.0.1"

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from sweeper.cli import main
-from tests.conftest import fixed_batch_onnx, write_spec
+from tests.conftest import FAST_LOAD, fixed_batch_onnx, write_spec
 from tests.integration.conftest import E2E_SPEC as SPEC
 
 
@@ -83,6 +83,39 @@ def test_the_study_holds_typed_records_and_optunas_own_names(swept):
     named = {k: v for k, v in frozen.constraints.items() if not k.isdigit()}  # Optuna also lists the unnamed ones
     assert set(named) == {"cosine_similarity", "p99_ms@c1<=5000"} == set(trial.constraints)
     assert frozen.system_attrs["constraints"] == list(named.values()), "the list optuna-dashboard reads"
+
+
+MEMORY_SPEC = """
+study: {name: memory, trials: 2, sampler: grid}
+model: {name: mlp, source: {onnx: MODEL}}
+search_space: {max_batch_size: [8], max_queue_delay_us: [0], instance_count: [1, 2], protocol: [http], precision: [fp32]}
+objectives:
+  - {metric: throughput, concurrency: 2, direction: maximize}
+  - {metric: server_memory_mb, direction: minimize}
+constraints:
+  - {metric: server_memory_mb, max: 4000}
+""" + FAST_LOAD.replace("concurrency: [1]", "concurrency: [2]")
+
+
+def test_server_memory_is_an_objective_and_two_instances_take_more(tmp_path, mlp_file):
+    from sweeper.spec import load_spec
+    from sweeper.sweep import run_sweep
+
+    result = run_sweep(
+        load_spec(write_spec(tmp_path, MEMORY_SPEC.replace("MODEL", str(mlp_file)))), results_dir=tmp_path
+    )
+    trials = result.tables.trials.set_index("instance_count")
+    assert (trials["state"] == "COMPLETE").all() and trials["feasible"].all()
+    one, two = trials.loc[1, "server_memory_mb"], trials.loc[2, "server_memory_mb"]
+    assert 20 < one < two < 4000, "a second python-backend instance is a second stub process"
+    assert trials["gpu_memory_mb"].isna().all(), "no GPU here: nothing reported, not zero"
+    assert set(result.tables.pareto["instance_count"]) >= {1}, "one instance takes the least memory"
+    assert main(["report", str(result.directory)]) == 0
+    assert "server_memory_mb" in (result.directory / "report.html").read_text()
+    out = tmp_path / "export"
+    assert main(["export", str(result.directory), "--out", str(out), "--pick", "min:server_memory_mb"]) == 0
+    record = json.loads((out / "mlp" / "sweeper-export.json").read_text())
+    assert record["parameters"]["instance_count"] == 1 and record["metrics"]["server_memory_mb"] == pytest.approx(one)
 
 
 def _snapshot(folder):

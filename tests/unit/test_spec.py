@@ -47,6 +47,17 @@ def test_valid_spec_loads_and_resolves_the_baseline(tmp_path, mlp_file):
     assert loaded.space_size == 2 * 3 * 2
 
 
+def test_a_trial_metric_is_named_without_a_level(tmp_path, mlp_file):
+    body = VALID.replace(
+        "- {metric: p50_ms, concurrency: 1, direction: minimize}",
+        "- {metric: p50_ms, concurrency: 1, direction: minimize}\n  - {metric: server_memory_mb, direction: minimize}\n"
+        "constraints:\n  - {metric: server_memory_mb, max: 4000}",
+    )
+    loaded = load_spec(_spec(tmp_path, mlp_file, body))
+    assert loaded.ranking.columns == ["p50_ms@c1", "server_memory_mb"]
+    assert [b.label for b in loaded.ranking.constraints] == ["server_memory_mb<=4000"]
+
+
 def test_off_is_a_word_and_zero_is_a_delay(tmp_path, mlp_file):
     """YAML 1.2 booleans: a bare off (and on, yes, no) stays a string; false is refused."""
     loaded = load_spec(_spec(tmp_path, mlp_file))
@@ -86,6 +97,24 @@ def test_a_knob_left_out_keeps_the_baselines_value(tmp_path, mlp_file):
 
 # Bad inputs: (what to change in VALID, or a whole file), the words the message must have.
 BAD_SPECS = {
+    "memory-at-a-level": (
+        (
+            "- {metric: p50_ms, concurrency: 1, direction: minimize}",
+            "- {metric: server_memory_mb, concurrency: 1, direction: minimize}",
+        ),
+        "objectives.0: server_memory_mb is the peak over the whole trial: give no concurrency",
+    ),
+    "latency-without-level": (
+        ("- {metric: p50_ms, concurrency: 1, direction: minimize}", "- {metric: p50_ms, direction: minimize}"),
+        "p50_ms is measured per level: give the concurrency it is taken at",
+    ),
+    "gpu-memory-without-gpu": (
+        (
+            "- {metric: p50_ms, concurrency: 1, direction: minimize}",
+            "- {metric: p50_ms, concurrency: 1, direction: minimize}\nconstraints:\n  - {metric: gpu_memory_mb, max: 4000}",
+        ),
+        "constraints.0.metric: gpu_memory_mb needs a GPU; the local launcher's server",
+    ),
     "typo": (
         ("max_queue_delay_us: [off, 0, 100]", "max_queue_delay: [0, 100]"),
         "search_space.max_queue_delay: unknown key; did you mean 'max_queue_delay_us'?",
