@@ -141,6 +141,8 @@ def _print_plan(plan: SweepPlan) -> None:
     console.print(
         f"study '{loaded.name}': {total} trials over a space of {size} configurations, results in {plan.directory}"
     )
+    for knob, value in loaded.added_to_space.items():
+        console.print(f"the baseline's {knob} {value} is added to search_space.{knob}: the baseline is always trial 0")
     if total >= size:
         console.print(f"study.trials {total} >= the {size} configurations of the space: each is measured once")
     console.print(

@@ -6,7 +6,9 @@ runs against the real parts (``make test`` runs both).
 
 from __future__ import annotations
 
+import os
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +16,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
+from sweeper.cli import main
 from sweeper.examples import mlp_onnx
 
 REPO = Path(__file__).resolve().parent.parent
@@ -75,3 +78,40 @@ load:
   stability_tolerance: 1.0
   max_windows: 3
 """
+
+
+def child_processes() -> list[str]:
+    """The pids of this process's children."""
+    me = str(os.getpid())
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[1] == me:
+            children.append(stat.parent.name)
+    return children
+
+
+def refused(argv: list[str], capsys, results: Path, *expected: str) -> str:
+    """``sweeper ARGV`` exits 2 with every one of ``expected`` in one bounded message, no
+    traceback, nothing written under ``results`` and no child process started."""
+    started, children = time.perf_counter(), set(child_processes())
+    status = main(argv)
+    err = capsys.readouterr().err
+    assert status == 2, err
+    for words in expected:
+        assert words in err
+    assert "Traceback" not in err
+    assert len(err) < 2000, "messages are bounded"
+    assert not results.exists(), "nothing is written"
+    assert set(child_processes()) <= children, "nothing is started (no server, no watchdog, no perf_analyzer)"
+    assert time.perf_counter() - started < 30
+    return err
+
+
+def run_refused(spec: Path, capsys, *expected: str) -> str:
+    """``sweeper run`` of a spec written in a test's folder is refused (see ``refused``)."""
+    results = spec.parent / "results"
+    return refused(["run", str(spec), "--results-dir", str(results)], capsys, results, *expected)

@@ -18,7 +18,7 @@ from sweeper.samplers import SAMPLERS, missing_requirement
 from sweeper.source import ModelSource, SourceError, from_onnx, from_pytorch, from_repository
 from sweeper.spec._messages import describe
 from sweeper.spec._schema import Spec
-from sweeper.spec._yaml import echo, read_yaml
+from sweeper.spec._yaml import read_yaml
 from sweeper.tensors import TensorSpec
 from sweeper.triton_config import knobs_from_config, parse_pbtxt
 from sweeper.vocabulary import BATCHING_OFF, KNOBS, Ranking, TrialConfig
@@ -35,6 +35,8 @@ class LoadedSpec:
     samples: Samples
     space: dict[str, list]
     baseline: TrialConfig | None
+    added_to_space: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """Baseline values the spec's space left out, added so the baseline is measured."""
 
     @property
     def name(self) -> str:
@@ -77,7 +79,8 @@ def load_spec(path: Path, *, study_name: str | None = None, trials: int | None =
     samples = _samples(spec, model, path)
     known = _model_knobs(spec, model, path)
     space = _space(spec, model, known, path)
-    baseline = _baseline(spec, model, known, space, path)
+    baseline = _baseline(spec, model, known, path)
+    added = _with_baseline(space, baseline)
     if spec.model.example_inputs.batch_size > 1:
         smallest = min(space["max_batch_size"])
         if not model.batched or spec.model.example_inputs.batch_size > smallest:
@@ -85,7 +88,7 @@ def load_spec(path: Path, *, study_name: str | None = None, trials: int | None =
                 f"{path}: model.example_inputs.batch_size: {spec.model.example_inputs.batch_size} samples a request "
                 f"exceed max_batch_size {smallest}, which the search space includes"
             )
-    return LoadedSpec(spec, path.resolve(), model, samples, space, baseline)
+    return LoadedSpec(spec, path.resolve(), model, samples, space, baseline, added)
 
 
 def _resolve_paths(spec: Spec, base: Path) -> Spec:
@@ -261,20 +264,22 @@ def _allowed_precisions(model: ModelSource) -> list[str]:
     return [reference, *conversions]
 
 
-def _baseline(
-    spec: Spec, model: ModelSource, knobs: dict[str, Any], space: dict[str, list], path: Path
-) -> TrialConfig | None:
+def _baseline(spec: Spec, model: ModelSource, knobs: dict[str, Any], path: Path) -> TrialConfig | None:
     if spec.baseline is None and model.kind != "repository":
         return None
     missing = [k for k in KNOBS if k not in knobs]
     if missing:
         raise SpecError(f"{path}: baseline: give {', '.join(missing)} (or config_pbtxt: PATH)")
-    config = TrialConfig(**{k: knobs[k] for k in KNOBS})
-    for knob, value in config.as_dict().items():
-        if value not in space[knob] or (isinstance(value, bool) != any(isinstance(c, bool) for c in space[knob])):
-            origin = "baseline" if spec.baseline is not None else "the model's config (the default baseline)"
-            raise SpecError(
-                f"{path}: baseline.{knob}: {echo(value)} from {origin} is not among search_space.{knob} {space[knob]}",
-                hint="add the baseline's value to the search space so it can be compared on the front",
-            )
-    return config
+    return TrialConfig(**{k: knobs[k] for k in KNOBS})
+
+
+def _with_baseline(space: dict[str, list], baseline: TrialConfig | None) -> dict[str, Any]:
+    """The configuration a team runs today is always measured (trial 0): a baseline value the
+    space leaves out (``off`` beside ``[0, 100]``) joins that knob's choices. Returns what joined."""
+    added = {}
+    if baseline is not None:
+        for knob, value in baseline.as_dict().items():
+            if value not in space[knob]:
+                space[knob].append(value)
+                added[knob] = value
+    return added

@@ -97,6 +97,22 @@ def test_an_onnx_folder_with_int32_inputs_and_two_outputs(tmp_path, local_launch
     np.testing.assert_array_equal(result.as_numpy("difference"), a - b)
 
 
+def test_a_space_that_leaves_out_the_folders_own_config_measures_it_first(tmp_path, capsys):
+    """As a newcomer explores: the folder's own delay (100 us) and instance count (1) are not in
+    the space; they join it, trial 0 serves them, and the run says so."""
+    folder = add_sub_repository(tmp_path / "models")
+    directory, trials = _sweep(
+        tmp_path, "add_sub", folder, "search_space:\n  max_queue_delay_us: [0, 500]\n  instance_count: [2]", trials=2
+    )
+    printed = capsys.readouterr().out
+    assert "the baseline's max_queue_delay_us 100 is added to search_space.max_queue_delay_us" in printed
+    assert "the baseline's instance_count 1 is added" in printed
+    first = trials.set_index("number").loc[0]
+    assert first["baseline"] and first["max_queue_delay_us"] == "100" and first["instance_count"] == 1
+    served = parse_pbtxt((directory / "trials" / "0" / "config.pbtxt").read_text())
+    assert served.dynamic_batching.max_queue_delay_microseconds == 100 and served.instance_group[0].count == 1
+
+
 def test_a_python_model_without_batching(tmp_path, local_launcher):
     folder = unbatched_python_repository(tmp_path / "models")
     directory, trials = _sweep(

@@ -10,7 +10,7 @@ import pytest
 
 from sweeper.spec import load_spec
 from sweeper.vocabulary import TrialConfig
-from tests.conftest import write_spec
+from tests.conftest import run_refused, write_spec
 from tests.repositories import (
     REFUSED,
     add_sub_repository,
@@ -18,7 +18,6 @@ from tests.repositories import (
     string_python_repository,
     unbatched_python_repository,
 )
-from tests.unit.test_spec import _run_refused
 
 SPEC = """
 study: {name: repo, trials: 2}
@@ -76,25 +75,30 @@ REFUSALS = {
         "'fp16' is not available for this model; allowed: native",
     ),
     "fp32-for-a-folder": (add_sub_repository, "search_space: {precision: [fp32]}", "'fp32' is not available"),
-    "outside-the-space": (
-        add_sub_repository,
-        "search_space: {max_queue_delay_us: [off, 0]}",
-        "baseline.max_queue_delay_us: 100 from the model's config (the default baseline) is not among",
-    ),
 }
+
+
+def test_a_space_that_leaves_out_the_folders_own_values_keeps_them(tmp_path):
+    """NVIDIA's examples have configs the user's first space rarely names: the folder's own
+    delay (100 us here) joins the choices instead of the spec being refused."""
+    loaded = load_spec(
+        _spec(tmp_path, add_sub_repository(tmp_path / "models"), "search_space: {max_queue_delay_us: [off, 0]}")
+    )
+    assert loaded.baseline.max_queue_delay_us == 100 and loaded.space["max_queue_delay_us"] == ["off", 0, 100]
+    assert loaded.added_to_space == {"max_queue_delay_us": 100}
 
 
 @pytest.mark.parametrize("case", sorted(REFUSALS))
 def test_knobs_that_do_not_apply_are_refused(tmp_path, case, capsys):
     make, space, expected = REFUSALS[case]
     spec = _spec(tmp_path, make(tmp_path / "models"), space)
-    _run_refused(spec, capsys, str(spec), expected)
+    run_refused(spec, capsys, str(spec), expected)
 
 
 @pytest.mark.parametrize("case", sorted(REFUSED))
 def test_folders_the_sweeper_cannot_measure_are_refused(tmp_path, case, capsys):
     spec = _spec(tmp_path, refused_repository(tmp_path / "models", case))
-    _run_refused(spec, capsys, REFUSED[case][1])
+    run_refused(spec, capsys, REFUSED[case][1])
 
 
 DATA_PROBLEMS = {
@@ -116,11 +120,11 @@ def test_input_data_that_does_not_fit_the_model_is_refused(tmp_path, case, capsy
     data = tmp_path / "bad.json"
     data.write_text(json.dumps(DATA_PROBLEMS[case][0]))
     spec = _spec(tmp_path, folder, data=data)
-    _run_refused(spec, capsys, "model.input_data", DATA_PROBLEMS[case][1])
+    run_refused(spec, capsys, "model.input_data", DATA_PROBLEMS[case][1])
 
 
 def test_an_npz_with_the_wrong_dtype_is_refused(tmp_path, capsys):
     folder = unbatched_python_repository(tmp_path / "models")
     np.savez(tmp_path / "data.npz", x=np.ones((3, 16), np.int32))
     spec = _spec(tmp_path, folder, data=tmp_path / "data.npz")
-    _run_refused(spec, capsys, "dtype int32 does not match the model's FP32")
+    run_refused(spec, capsys, "dtype int32 does not match the model's FP32")

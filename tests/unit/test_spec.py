@@ -3,10 +3,8 @@ one message naming the file and the key, exit status 2, nothing written, nothing
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +13,7 @@ import pytest
 from sweeper.cli import main
 from sweeper.spec import load_spec
 from sweeper.vocabulary import TrialConfig
-from tests.conftest import REPO, write_spec
+from tests.conftest import REPO, refused, run_refused, write_spec
 
 VALID = """
 study: {name: s1, trials: 2}
@@ -45,6 +43,20 @@ def test_valid_spec_loads_and_resolves_the_baseline(tmp_path, mlp_file):
     assert loaded.spec.study.seed == 0 and loaded.spec.load.concurrency == [1]
     assert loaded.space["max_queue_delay_us"] == ["off", 0, 100]
     assert loaded.space_size == 2 * 3 * 2
+
+
+def test_a_baseline_outside_the_space_joins_it_and_is_trial_0(tmp_path, mlp_file):
+    body = VALID.replace(
+        "baseline: {max_batch_size: 8, max_queue_delay_us: 100",
+        "baseline: {max_batch_size: 16, max_queue_delay_us: 100",
+    )
+    body = body.replace("max_queue_delay_us: [off, 0, 100]", "max_queue_delay_us: [0, 500]")
+    loaded = load_spec(_spec(tmp_path, mlp_file, body))
+    assert loaded.baseline == TrialConfig(16, 100, 1, "http", "fp32")
+    assert loaded.space["max_batch_size"] == [1, 8, 16] and loaded.space["max_queue_delay_us"] == [0, 500, 100]
+    assert loaded.added_to_space == {"max_batch_size": 16, "max_queue_delay_us": 100}
+    assert loaded.space_size == 3 * 3 * 2
+    assert load_spec(_spec(tmp_path, mlp_file)).added_to_space == {}, "a baseline inside the space adds nothing"
 
 
 def test_a_trial_metric_is_named_without_a_level(tmp_path, mlp_file):
@@ -165,10 +177,6 @@ BAD_SPECS = {
         ),
         "objectives repeat a metric",
     ),
-    "baseline-outside": (
-        ("baseline: {max_batch_size: 8", "baseline: {max_batch_size: 16"),
-        "baseline.max_batch_size: 16 from baseline is not among search_space.max_batch_size",
-    ),
     "missing-key": (
         ("  - {metric: p50_ms, concurrency: 1, direction: minimize}\n", "  - {metric: p50_ms, concurrency: 1}\n"),
         "objectives.0.direction: required key is missing",
@@ -209,46 +217,12 @@ BAD_SPECS = {
 }
 
 
-def _child_processes() -> list[str]:
-    me = str(os.getpid())
-    children = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if fields[1] == me:
-            children.append(stat.parent.name)
-    return children
-
-
-def _refused(argv: list[str], capsys, results: Path, *expected: str) -> str:
-    started, children = time.perf_counter(), set(_child_processes())
-    status = main(argv)
-    err = capsys.readouterr().err
-    assert status == 2, err
-    for words in expected:
-        assert words in err
-    assert "Traceback" not in err
-    assert len(err) < 2000, "messages are bounded"
-    assert not results.exists(), "nothing is written"
-    assert set(_child_processes()) <= children, "nothing is started (no server, no watchdog, no perf_analyzer)"
-    assert time.perf_counter() - started < 30
-    return err
-
-
-def _run_refused(spec: Path, capsys, *expected: str) -> str:
-    """``sweeper run`` of a spec written in a test's folder is refused (see ``_refused``)."""
-    results = spec.parent / "results"
-    return _refused(["run", str(spec), "--results-dir", str(results)], capsys, results, *expected)
-
-
 @pytest.mark.parametrize("case", sorted(BAD_SPECS))
 def test_bad_spec_exits_2_naming_file_and_key(case, tmp_path, mlp_file, capsys):
     (old, new), expected = BAD_SPECS[case]
     assert old in VALID, case
     spec = _spec(tmp_path, mlp_file, VALID.replace(old, new))
-    _run_refused(spec, capsys, str(spec), expected)
+    run_refused(spec, capsys, str(spec), expected)
 
 
 def _module(folder: Path, name: str, body: str) -> None:
@@ -282,7 +256,7 @@ def test_pytorch_factory_problems_are_found_while_validating(case, tmp_path, cap
             f"source: {{pytorch: '{module}:make'}}\n  inputs: [{{name: x, datatype: FP32, shape: [16]}}]",
         ),
     )
-    err = _run_refused(spec, capsys, expected)
+    err = run_refused(spec, capsys, expected)
     assert "model.source.pytorch" in err
 
 
@@ -307,7 +281,7 @@ def test_a_file_that_is_no_spec_is_refused(case, tmp_path, capsys):
     content, expected = RAW_FILES[case]
     spec = tmp_path / "spec.yaml"
     spec.write_bytes(content)
-    _run_refused(spec, capsys, expected)
+    run_refused(spec, capsys, expected)
 
 
 ONNX_FILES = {
@@ -325,37 +299,37 @@ def test_a_broken_onnx_file_is_refused_while_validating(case, tmp_path, mlp_file
     broken.write_bytes(mlp_file.read_bytes())
     ONNX_FILES[case][0](broken)
     spec = _spec(tmp_path, broken)
-    _run_refused(spec, capsys, "model.source.onnx", ONNX_FILES[case][1])
+    run_refused(spec, capsys, "model.source.onnx", ONNX_FILES[case][1])
 
 
 def test_command_line_problems_exit_2(tmp_path, mlp_file, capsys):
     spec = _spec(tmp_path, mlp_file)
     results = tmp_path / "results"
-    _refused(
+    refused(
         ["run", str(spec), "--trials", "0", "--results-dir", str(results)],
         capsys,
         results,
         "--trials must be at least 1",
     )
-    _refused(
+    refused(
         ["run", str(spec), "--results-dir", str(results), "--storage", "not a url"],
         capsys,
         results,
         "not a database URL: 'not a url'",
     )
-    _refused(
+    refused(
         ["run", str(spec), "--results-dir", str(results), "--storage", "foodb://me@host/db"],
         capsys,
         results,
         "unknown database kind 'foodb'",
     )
     (tmp_path / "a-file").write_text("x")
-    _refused(["run", str(spec), "--results-dir", str(tmp_path / "a-file")], capsys, results, "is a file, not a folder")
-    _refused(
+    refused(["run", str(spec), "--results-dir", str(tmp_path / "a-file")], capsys, results, "is a file, not a folder")
+    refused(
         ["run", str(tmp_path / "absent.yaml"), "--results-dir", str(results)], capsys, results, "cannot read the spec"
     )
-    _refused(["run", str(tmp_path), "--results-dir", str(results)], capsys, results, "is a folder, not a spec file")
-    _refused(["report", str(tmp_path / "nowhere")], capsys, results, "no such study folder")
+    refused(["run", str(tmp_path), "--results-dir", str(results)], capsys, results, "is a folder, not a spec file")
+    refused(["report", str(tmp_path / "nowhere")], capsys, results, "no such study folder")
 
 
 def test_unknown_option_is_a_usage_error(capsys):
