@@ -1,4 +1,4 @@
-"""The command line: ``sweeper run | report | export``.
+"""The command line: ``sweeper run | check | report | export``.
 
 Strings from the spec become launcher classes here, and library errors are translated once,
 here, into one line plus a hint: exit status 2 for bad input (nothing was started or written),
@@ -13,6 +13,7 @@ import signal
 import sqlite3
 import sys
 from collections.abc import Iterator, Sequence
+from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -104,12 +105,28 @@ def _cell(value: object) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    """``sweeper run SPEC``: run (or resume) a sweep, then write its tables and report."""
-    from sweeper.sweep import Sweep, plan_sweep  # servers, containers and load: only a run needs them
+def _plan(args: argparse.Namespace) -> SweepPlan:
+    """Every check of ``run``, nothing written or started."""
+    from sweeper.sweep import plan_sweep  # servers, containers and load: only run and check need them
 
     loaded = load_spec(Path(args.spec), study_name=args.study, trials=args.trials)
-    plan = plan_sweep(loaded, results_dir=Path(args.results_dir), storage=args.storage)
+    return plan_sweep(loaded, results_dir=Path(args.results_dir), storage=args.storage)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """``sweeper check SPEC``: every check ``run`` makes before its first write; nothing more."""
+    plan = _plan(args)
+    _print_plan(plan)
+    console.print(f"{plan.loaded.path}: valid; nothing was started or written (sweeper run {args.spec} runs it)")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """``sweeper run SPEC``: run (or resume) a sweep, then write its tables and report."""
+    from sweeper.sweep import Sweep
+
+    plan = _plan(args)
+    loaded = plan.loaded
     _print_plan(plan)
     with Sweep(plan) as sweep:
         if sweep.removed_leftovers:
@@ -157,9 +174,15 @@ def _run_with_progress(sweep: Sweep) -> str:
     from sweeper.study import counted
 
     ranking, total = sweep.plan.loaded.ranking, sweep.plan.loaded.spec.study.trials
+    already = counted(sweep.study.get_trials(deepcopy=False))
+    if already >= total:
+        console.print(
+            f"study '{sweep.plan.loaded.name}' is finished: {already} of {total} trials measured; "
+            "nothing to run (raise --trials to measure more)"
+        )
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console) as progress:
-        task = progress.add_task("trials", total=total)
+        task = progress.add_task("trials", total=total, completed=min(already, total))
 
         def on_trial_end(study: optuna.Study, frozen: optuna.trial.FrozenTrial) -> None:
             done = counted(study.get_trials(deepcopy=False))
@@ -212,6 +235,21 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _spec_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("spec", help="the YAML spec")
+    parser.add_argument("--trials", type=int, help="total trials of the study (overrides study.trials)")
+    parser.add_argument("--study", help="study name (overrides study.name)")
+    parser.add_argument("--results-dir", default="results", help="where study folders go (default: results)")
+    parser.add_argument("--storage", help="Optuna storage URL (default: SQLite in the study folder)")
+
+
+def _version() -> str:
+    try:
+        return metadata.version("triton-sweeper")
+    except metadata.PackageNotFoundError:  # run from a source tree that was not installed
+        return "unknown"
+
+
 def _ranking_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--objective",
@@ -233,20 +271,24 @@ def _ranking_options(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line's parser (strict: unknown options are errors)."""
-    parser = argparse.ArgumentParser(prog="sweeper", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="sweeper",
+        description="Find the best NVIDIA Triton Inference Server configuration for a model by measuring it.",
+    )
+    parser.add_argument("--version", action="version", version=f"sweeper (triton-sweeper) {_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="run (or resume) a sweep from a YAML spec")
-    run.add_argument("spec", help="the YAML spec")
-    run.add_argument("--trials", type=int, help="total trials of the study (overrides study.trials)")
-    run.add_argument("--study", help="study name (overrides study.name)")
-    run.add_argument("--results-dir", default="results", help="where study folders go (default: results)")
-    run.add_argument("--storage", help="Optuna storage URL (default: SQLite in the study folder)")
+    _spec_options(run)
     run.add_argument(
         "--no-report",
         action="store_true",
         help="write the tables but not the report (e.g. on the workers of a shared study)",
     )
     run.set_defaults(handler=cmd_run)
+
+    check = commands.add_parser("check", help="check a spec as run would, starting and writing nothing")
+    _spec_options(check)
+    check.set_defaults(handler=cmd_check)
 
     report = commands.add_parser("report", help="write report.html, pareto.png, breakdown.png and summary.md")
     report.add_argument("study_dir", metavar="RESULTS_DIR/STUDY")

@@ -195,6 +195,17 @@ def test_rerun_resumes_the_study(swept, capsys, tmp_path):
     assert "Pareto front of 'e2e'" in capsys.readouterr().out
 
 
+def test_a_finished_study_says_so_on_a_rerun(swept, capsys, tmp_path):
+    import shutil
+
+    spec, original = swept
+    shutil.copytree(original, tmp_path / "e2e", ignore=shutil.ignore_patterns("trials", "backends"), symlinks=True)
+    assert main(["run", str(spec), "--results-dir", str(tmp_path), "--no-report"]) == 0
+    out = capsys.readouterr().out
+    assert "study 'e2e' is finished: 3 of 3 trials measured; nothing to run" in out
+    assert "0/3" not in out and not (tmp_path / "e2e" / "trials").exists(), "no trial ran"
+
+
 def test_failed_trial_is_recorded_with_its_reason_and_the_study_goes_on(tmp_path):
     """A model exported without a dynamic batch axis fails once the batcher groups requests."""
     model = fixed_batch_onnx(tmp_path / "fixed.onnx")

@@ -13,7 +13,7 @@ import pytest
 from sweeper.cli import main
 from sweeper.spec import load_spec
 from sweeper.vocabulary import TrialConfig
-from tests.conftest import REPO, refused, run_refused, write_spec
+from tests.conftest import REPO, child_processes, refused, run_refused, write_spec
 
 VALID = """
 study: {name: s1, trials: 2}
@@ -365,3 +365,28 @@ def test_input_data_shapes_come_from_the_file(tmp_path, mlp_file):
     body = VALID.replace("  name: mlp\n", "  name: mlp\n  input_data: requests.npz\n")
     loaded = load_spec(_spec(tmp_path, mlp_file, body))
     assert loaded.samples.count == 5
+
+
+def test_check_runs_every_check_and_starts_and_writes_nothing(tmp_path, mlp_file, capsys):
+    spec = _spec(tmp_path, mlp_file)
+    children = set(child_processes())
+    assert main(["check", str(spec), "--results-dir", str(tmp_path / "results")]) == 0
+    out = capsys.readouterr().out
+    assert "valid; nothing was started or written" in out and "study 's1': 2 trials over a space of 12" in out
+    assert not (tmp_path / "results").exists() and set(child_processes()) <= children
+    bad = _spec(tmp_path, mlp_file, VALID.replace("objectives:", "server: {backend: onnxruntime}\nobjectives:"))
+    refused(
+        ["check", str(bad), "--results-dir", str(tmp_path / "results")],
+        capsys,
+        tmp_path / "results",
+        "server.backend: onnxruntime",
+    )
+
+
+def test_version_and_help_read_as_plain_text(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out.startswith("sweeper (triton-sweeper) ")
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "``" not in capsys.readouterr().out
