@@ -49,7 +49,7 @@ from sweeper.repository import write_model
 from sweeper.samplers import make_sampler
 from sweeper.spec import LoadedSpec
 from sweeper.triton_config import apply_trial, to_pbtxt
-from sweeper.vocabulary import KNOBS, TrialConfig
+from sweeper.vocabulary import KNOBS, TrialConfig, serving_key
 
 _REDRAWS_BEFORE_PICKING = 25
 
@@ -64,8 +64,9 @@ def planned_params(trial: FrozenTrial) -> dict[str, Any]:
 
 
 def config_key(params: dict[str, Any]) -> tuple:
-    """A configuration as a hashable key (``off`` and 0 stay distinct)."""
-    return tuple((knob, type(params.get(knob)).__name__, params.get(knob)) for knob in KNOBS)
+    """A configuration as a hashable key: configurations that serve alike share one
+    (``sweeper.vocabulary.serving_key``)."""
+    return serving_key(params)
 
 
 def taken_configs(trials: list[FrozenTrial], before: int | None = None) -> dict[tuple, int]:

@@ -58,6 +58,31 @@ class TrialConfig:
         return dataclasses.asdict(self)
 
 
+def serving_key(knobs: dict[str, Any]) -> tuple:
+    """A configuration as a hashable key of how it serves: ``off`` and 0 stay distinct, and with
+    ``max_batch_size`` 1 every queue delay serves alike (a batch of one is full at once, so the
+    batcher never waits): they are one configuration, ``off`` another."""
+    values = dict(knobs)
+    if values.get("max_batch_size") == 1 and values.get("max_queue_delay_us", BATCHING_OFF) != BATCHING_OFF:
+        values["max_queue_delay_us"] = 0
+    return tuple((knob, type(values.get(knob)).__name__, values.get(knob)) for knob in KNOBS)
+
+
+def distinct_configurations(space: dict[str, list]) -> int:
+    """How many configurations of a space serve differently (see ``serving_key``)."""
+    delays = space["max_queue_delay_us"]
+    batched = [d for d in delays if d != BATCHING_OFF]
+    per_size = sum(
+        len(delays) if size != 1 else (len(delays) - len(batched)) + min(1, len(batched))
+        for size in space["max_batch_size"]
+    )
+    others = 1
+    for knob in KNOBS:
+        if knob not in ("max_batch_size", "max_queue_delay_us"):
+            others *= len(space[knob])
+    return per_size * others
+
+
 def metric_column(metric: str, concurrency: int) -> str:
     """A measured metric's column name: ``<metric>@c<concurrency>`` (``p50_ms@c1``)."""
     return f"{metric}@c{concurrency}"

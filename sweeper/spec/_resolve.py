@@ -5,7 +5,6 @@ into one ``SpecError`` naming the file, the key path and what is allowed."""
 from __future__ import annotations
 
 import dataclasses
-import math
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,7 @@ from sweeper.spec._schema import Spec
 from sweeper.spec._yaml import read_yaml
 from sweeper.tensors import TensorSpec
 from sweeper.triton_config import knobs_from_config, parse_pbtxt
-from sweeper.vocabulary import BATCHING_OFF, KNOBS, Ranking, TrialConfig
+from sweeper.vocabulary import BATCHING_OFF, KNOBS, Ranking, TrialConfig, distinct_configurations
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,8 +49,9 @@ class LoadedSpec:
 
     @property
     def space_size(self) -> int:
-        """How many distinct configurations the search space holds."""
-        return math.prod(len(choices) for choices in self.space.values())
+        """How many configurations of the search space serve differently (with max_batch_size 1
+        every queue delay serves alike: ``sweeper.vocabulary.serving_key``)."""
+        return distinct_configurations(self.space)
 
 
 def load_spec(path: Path, *, study_name: str | None = None, trials: int | None = None) -> LoadedSpec:

@@ -48,6 +48,6 @@ def test_the_search_replay_reads_the_recorded_grid():
         timeout=300,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "grid: 144 configurations" in done.stdout
+    assert "grid: 120 configurations" in done.stdout, "144 combinations; with max_batch_size 1 the delays serve alike"
     rows = [line for line in done.stdout.splitlines() if line.startswith("| random") or line.startswith("| grid")]
     assert len(rows) == 2

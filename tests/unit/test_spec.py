@@ -42,7 +42,7 @@ def test_valid_spec_loads_and_resolves_the_baseline(tmp_path, mlp_file):
     assert loaded.baseline == TrialConfig(8, 100, 1, "http", "fp32")
     assert loaded.spec.study.seed == 0 and loaded.spec.load.concurrency == [1]
     assert loaded.space["max_queue_delay_us"] == ["off", 0, 100]
-    assert loaded.space_size == 2 * 3 * 2
+    assert loaded.space_size == (2 + 3) * 2, "mbs 1: off and one delay (every delay serves alike); mbs 8: three"
 
 
 def test_a_baseline_outside_the_space_joins_it_and_is_trial_0(tmp_path, mlp_file):
@@ -55,7 +55,7 @@ def test_a_baseline_outside_the_space_joins_it_and_is_trial_0(tmp_path, mlp_file
     assert loaded.baseline == TrialConfig(16, 100, 1, "http", "fp32")
     assert loaded.space["max_batch_size"] == [1, 8, 16] and loaded.space["max_queue_delay_us"] == [0, 500, 100]
     assert loaded.added_to_space == {"max_batch_size": 16, "max_queue_delay_us": 100}
-    assert loaded.space_size == 3 * 3 * 2
+    assert loaded.space_size == (1 + 3 + 3) * 2, "with mbs 1 the two delays serve alike"
     assert load_spec(_spec(tmp_path, mlp_file)).added_to_space == {}, "a baseline inside the space adds nothing"
 
 
@@ -372,7 +372,7 @@ def test_check_runs_every_check_and_starts_and_writes_nothing(tmp_path, mlp_file
     children = set(child_processes())
     assert main(["check", str(spec), "--results-dir", str(tmp_path / "results")]) == 0
     out = capsys.readouterr().out
-    assert "valid; nothing was started or written" in out and "study 's1': 2 trials over a space of 12" in out
+    assert "valid; nothing was started or written" in out and "study 's1': 2 trials over a space of 10" in out
     assert not (tmp_path / "results").exists() and set(child_processes()) <= children
     bad = _spec(tmp_path, mlp_file, VALID.replace("objectives:", "server: {backend: onnxruntime}\nobjectives:"))
     refused(

@@ -149,3 +149,24 @@ def test_every_sampler_name_builds_its_sampler(mlp_file, tmp_path):
     for name, cls in expected.items():
         assert type(make_sampler(name, 0, 6)).__name__ == cls
     assert isinstance(make_sampler("tpe", None, 6), optuna.samplers.TPESampler)
+
+
+def test_with_max_batch_size_1_the_delays_are_one_configuration(tmp_path, mlp_file):
+    """A batch of one is full at once: mbs 1 with delay 0 or 100 serve alike and count once;
+    off stays apart. 2 sizes x 3 delays x 2 protocols = 12 combinations, 10 distinct."""
+    body = SPEC.replace("max_batch_size: [8]", "max_batch_size: [1, 8]")
+    body = body.replace("MODEL", str(mlp_file)).replace("SAMPLER", "random").replace("SEED", "0")
+    loaded = load_spec(write_spec(tmp_path, body.replace("TRIALS", "20")))
+    assert loaded.space_size == 10
+    study, outcome = _replay(loaded)
+    measured = [t.params for t in study.trials if t.state == TrialState.COMPLETE]
+    assert outcome == "exhausted" and len(measured) == 10
+    single = [(p["max_queue_delay_us"], p["protocol"]) for p in measured if p["max_batch_size"] == 1]
+    assert sorted(p for d, p in single if d == "off") == ["grpc", "http"]
+    assert sorted(p for d, p in single if d != "off") == ["grpc", "http"], "one delay per protocol, not two"
+    assert config_key({**measured[0], "max_batch_size": 1, "max_queue_delay_us": 0}) == config_key(
+        {**measured[0], "max_batch_size": 1, "max_queue_delay_us": 100}
+    )
+    assert config_key({**measured[0], "max_batch_size": 8, "max_queue_delay_us": 0}) != config_key(
+        {**measured[0], "max_batch_size": 8, "max_queue_delay_us": 100}
+    )
