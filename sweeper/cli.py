@@ -13,7 +13,6 @@ import signal
 import sqlite3
 import sys
 from collections.abc import Iterator, Sequence
-from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,7 +25,7 @@ from rich.table import Table
 
 from sweeper.errors import SweeperError, clear_stop, request_stop
 from sweeper.export import export
-from sweeper.record import TrialRecord, read_study, read_trial
+from sweeper.record import TrialRecord, read_study, read_trial, sweeper_version
 from sweeper.results import StudyTables, parse_ranking, tables, write_tables
 from sweeper.spec import load_spec
 from sweeper.storage import open_stored_study
@@ -243,13 +242,6 @@ def _spec_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--storage", help="Optuna storage URL (default: SQLite in the study folder)")
 
 
-def _version() -> str:
-    try:
-        return metadata.version("triton-sweeper")
-    except metadata.PackageNotFoundError:  # run from a source tree that was not installed
-        return "unknown"
-
-
 def _ranking_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--objective",
@@ -275,7 +267,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="sweeper",
         description="Find the best NVIDIA Triton Inference Server configuration for a model by measuring it.",
     )
-    parser.add_argument("--version", action="version", version=f"sweeper (triton-sweeper) {_version()}")
+    parser.add_argument(
+        "--version", action="version", version=f"sweeper (triton-sweeper) {sweeper_version() or 'unknown'}"
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="run (or resume) a sweep from a YAML spec")
     _spec_options(run)

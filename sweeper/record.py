@@ -20,6 +20,7 @@ import os
 import platform
 import subprocess
 import warnings
+from importlib import metadata
 from typing import Any
 
 import optuna
@@ -268,9 +269,8 @@ def read_study(study: optuna.Study) -> StudyRecord:
             f"study '{study.study_name}' is not a triton-sweeper study (it has no objectives recorded)",
             hint="give the folder or --storage of a study that 'sweeper run' wrote",
         )
-    directions = [d.name.lower() for d in study.directions]
     ranking = Ranking(
-        tuple(Objective(column, direction) for column, direction in zip(attrs["objectives"], directions)),
+        tuple(Objective(column, direction) for column, direction in zip(attrs["objectives"], _directions(study))),
         tuple(Bound.parse(text) for text in attrs.get("constraints", [])),
     )
     trials = tuple(read_trial(t) for t in study.get_trials(deepcopy=False))
@@ -278,6 +278,10 @@ def read_study(study: optuna.Study) -> StudyRecord:
         ranking = dataclasses.replace(ranking, constraints=_bounds_from_trials(trials))
     facts = {key: attrs.get(key) for key in _STUDY_FACTS}
     return StudyRecord(study.study_name, schema, ranking, facts, trials)
+
+
+def _directions(study: optuna.Study) -> list[str]:
+    return [d.name.lower() for d in study.directions]
 
 
 def _bounds_from_trials(trials: tuple[TrialRecord, ...]) -> tuple[Bound, ...]:
@@ -290,7 +294,7 @@ def write_study_facts(study: optuna.Study, ranking: Ranking, facts: dict[str, An
     optuna-dashboard and optuna.visualization name the objectives) and facts."""
     wanted = {
         _SCHEMA: SCHEMA_VERSION,
-        "objectives": [o.column for o in ranking.objectives],
+        "objectives": ranking.columns,
         "constraints": [b.label for b in ranking.constraints],
         **{key: facts[key] for key in _STUDY_FACTS if key in facts},
     }
@@ -307,10 +311,9 @@ def stored_ranking_conflict(study: optuna.Study, ranking: Ranking) -> str | None
     """Why a stored study cannot be resumed with ``ranking`` (other objectives or directions),
     or None. Reads only."""
     stored = list(study.user_attrs.get("objectives", []))
-    directions = [d.name.lower() for d in study.directions]
-    wanted = [o.column for o in ranking.objectives]
-    if stored and stored != wanted:
-        return f"it optimizes {', '.join(stored)}, the spec {', '.join(wanted)}"
+    directions = _directions(study)
+    if stored and stored != ranking.columns:
+        return f"it optimizes {', '.join(stored)}, the spec {', '.join(ranking.columns)}"
     if directions != ranking.directions:
         return f"its directions are {', '.join(directions)}, the spec's {', '.join(ranking.directions)}"
     return None
@@ -393,6 +396,14 @@ class TrialWriter:
             self._trial.set_constraint(name, value)
         # No public accessor for the id: Optuna's own samplers write this list the same way.
         self._trial.storage.set_trial_system_attr(self._trial._trial_id, "constraints", list(constraints.values()))
+
+
+def sweeper_version() -> str | None:
+    """This package's version (None when run from a source tree that was not installed)."""
+    try:
+        return metadata.version("triton-sweeper")
+    except metadata.PackageNotFoundError:
+        return None
 
 
 @functools.cache

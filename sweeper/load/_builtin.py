@@ -11,7 +11,6 @@ import dataclasses
 import threading
 import time
 from collections.abc import Callable
-from importlib import metadata
 from typing import Any
 
 import numpy as np
@@ -22,7 +21,7 @@ from sweeper.load._base import LoadGenerator, Workload, server_times, statistics
 from sweeper.load._client import connect, describe_failure
 from sweeper.load._grpc import GrpcConnection
 from sweeper.load._http import HttpConnection
-from sweeper.record import LoadGeneratorInfo, Measurement
+from sweeper.record import LoadGeneratorInfo, Measurement, sweeper_version
 
 STABLE_WINDOWS = 3
 # A Python process whose threads used this much of a core is limited by its interpreter lock.
@@ -186,13 +185,6 @@ def _close_quietly(connection: HttpConnection | GrpcConnection) -> None:
         pass
 
 
-def _package_version() -> str | None:
-    try:
-        return metadata.version("triton-sweeper")
-    except metadata.PackageNotFoundError:
-        return None
-
-
 class BuiltinGenerator(LoadGenerator):
     """The built-in closed-loop client, held to perf_analyzer (benchmarks/load_fidelity.py)."""
 
@@ -203,7 +195,7 @@ class BuiltinGenerator(LoadGenerator):
 
     @property
     def info(self) -> LoadGeneratorInfo:
-        return LoadGeneratorInfo(self.name, _package_version())
+        return LoadGeneratorInfo(self.name, sweeper_version())
 
     def describe(self) -> str:
         return self._why
