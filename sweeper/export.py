@@ -30,9 +30,9 @@ from sweeper.repository import write_model
 from sweeper.results import knee, measured_metrics, pareto_front, tables
 from sweeper.source import ModelSource
 from sweeper.triton_config import model_backend, parse_pbtxt, serve_as, to_pbtxt
-from sweeper.vocabulary import TRIAL_METRICS, Ranking, TrialConfig
+from sweeper.vocabulary import COLUMN_PATTERN, NUMBER_PATTERN, Ranking, TrialConfig, is_metric
 
-_CONDITION = re.compile(r"^\s*([\w@.]+)\s*(<=|>=|<|>|==)\s*([-+]?[\d.]+(?:[eE][-+]?\d+)?)\s*$")
+_CONDITION = re.compile(rf"^\s*({COLUMN_PATTERN})\s*(<=|>=|<|>|==)\s*({NUMBER_PATTERN})\s*$")
 _OPERATORS = {"<=": operator.le, ">=": operator.ge, "<": operator.lt, ">": operator.gt, "==": operator.eq}
 
 
@@ -65,7 +65,7 @@ def choose(study: StudyRecord, pick: str, where: list[str], ranking: Ranking | N
     frame = measured_metrics(result)
     if frame.empty:
         raise UsageError(f"study '{study.name}' has no completed trial to export")
-    metric_columns = [c for c in frame.columns if "@c" in c or c in TRIAL_METRICS]
+    metric_columns = [c for c in frame.columns if is_metric(c)]
     conditions = [parse_condition(text, metric_columns) for text in where]
     trial_pick = re.fullmatch(r"trial\s+(\d+)", pick.strip())
     if trial_pick:
@@ -92,7 +92,7 @@ def choose(study: StudyRecord, pick: str, where: list[str], ranking: Ranking | N
     if pick == "knee":
         front = pareto_front(passing, objectives, directions)
         return passing[passing["number"] == knee(front, objectives, directions)].iloc[0]
-    extreme = re.fullmatch(r"(min|max):([\w@.]+)", pick.strip())
+    extreme = re.fullmatch(rf"(min|max):({COLUMN_PATTERN})", pick.strip())
     if extreme is None:
         raise UsageError(f"--pick '{pick[:100]}': expected knee, 'trial N', min:<metric@cN> or max:<metric@cN>")
     column = extreme.group(2)
@@ -204,7 +204,8 @@ def _export_record(
         "client_protocol": config.protocol,
         "client_protocol_note": f"protocol is client-side: send requests over {config.protocol.upper()} "
         "(config.pbtxt does not set it)",
-        "metrics": {c: float(row[c]) for c in row.index if "@c" in c or (c in TRIAL_METRICS and not pd.isna(row[c]))},
+        "metrics": {c: float(row[c]) for c in row.index if is_metric(c) and not pd.isna(row[c])},
+        "capacity": [c.as_dict() for c in trial.capacities],
         "accuracy": {
             "max_abs_error": _number(row["max_abs_error"]),
             "cosine_similarity": _number(row["cosine_similarity"]),

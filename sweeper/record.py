@@ -27,7 +27,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from sweeper.errors import UsageError
-from sweeper.vocabulary import KNOBS, METRICS, Bound, Objective, Ranking, TrialConfig, metric_column
+from sweeper.vocabulary import KNOBS, METRICS, Bound, Objective, Ranking, TrialConfig, level_label, metric_column
 
 SCHEMA_VERSION = 2
 """1: the layout before versions (no served config, generator version or machine); 2: this one."""
@@ -42,9 +42,14 @@ _STUDY_FACTS = ("backend", "gpu", "launcher", "model", "source", "spec", "genera
 
 @dataclasses.dataclass(frozen=True)
 class Measurement:
-    """One concurrency level of one trial. Times in milliseconds, throughput in inferences/s."""
+    """One load level of one trial. Times in milliseconds, throughput in inferences/s.
 
-    concurrency: int
+    The level is a ``concurrency`` (closed loop) or a ``request_rate`` (open loop: requests/s on
+    a schedule, latency counted from each request's scheduled send, ``send_rate`` what was sent
+    and ``behind_schedule`` when the generator could not keep up). ``search`` names the capacity
+    search (its column) that chose this load; None for a level the spec lists."""
+
+    concurrency: int | None
     p50_ms: float
     p90_ms: float
     p95_ms: float
@@ -63,6 +68,16 @@ class Measurement:
     client_cpu: float
     client_bound: bool
     generator: str
+    request_rate: float | None = None
+    arrival: str | None = None
+    send_rate: float | None = None
+    behind_schedule: bool = False
+    search: str | None = None
+
+    @property
+    def level(self) -> str:
+        """The level's label in column names: ``c8``, ``r500``."""
+        return level_label(self.concurrency, self.request_rate)
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form, as stored on the trial."""
@@ -70,18 +85,61 @@ class Measurement:
 
     @classmethod
     def from_dict(cls, stored: dict[str, Any]) -> Measurement:
-        """A stored measurement (keys it does not know are a newer layout's: ignored)."""
-        return cls(**{field.name: stored.get(field.name) for field in dataclasses.fields(cls)})
+        """A stored measurement (keys it does not know are a newer layout's: ignored; those an
+        older layout lacks take their defaults)."""
+        return cls(
+            **{
+                field.name: stored.get(field.name)
+                for field in dataclasses.fields(cls)
+                if field.name in stored or field.default is dataclasses.MISSING
+            }
+        )
 
 
 MEASUREMENT_FIELDS = tuple(field.name for field in dataclasses.fields(Measurement))
 
 
-def figures_of(measurements: tuple[Measurement, ...] | list[Measurement], memory: Memory) -> dict[str, float]:
-    """Every metric of a trial by column name: each level's (``p50_ms@c1``) and the trial's
-    memory (``server_memory_mb``)."""
-    levels = {metric_column(metric, m.concurrency): getattr(m, metric) for m in measurements for metric in METRICS}
-    return {**levels, **memory.figures()}
+@dataclasses.dataclass(frozen=True)
+class Capacity:
+    """What a capacity search found: the highest load whose latency percentile stayed within the
+    budget, and the throughput measured there (0 and 0 when even the lowest load broke it)."""
+
+    column: str
+    """``capacity@p99_ms<=20``."""
+    load: float
+    """The highest load within the budget (concurrency, or requests/s); 0: none."""
+    throughput: float
+    """Inferences/s at that load: the capacity's figure."""
+    tried: tuple[float, ...]
+    """Every load the search measured, in the order it did."""
+    note: str | None = None
+    """Why the capacity is 0, or that the search reached its upper bound (at least this much)."""
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form, as stored on the trial."""
+        return {**dataclasses.asdict(self), "tried": list(self.tried)}
+
+    @classmethod
+    def from_dict(cls, stored: dict[str, Any]) -> Capacity:
+        """A stored capacity."""
+        return cls(**{**stored, "tried": tuple(stored.get("tried", ()))})
+
+
+def figures_of(
+    measurements: tuple[Measurement, ...] | list[Measurement],
+    memory: Memory,
+    capacities: tuple[Capacity, ...] | list[Capacity] = (),
+) -> dict[str, float]:
+    """Every metric of a trial by column name: each listed level's (``p50_ms@c1``), each
+    capacity (``capacity@p99_ms<=20``) and the trial's memory (``server_memory_mb``). The
+    loads a capacity search chose are rows of measurements.csv, not columns."""
+    levels = {
+        metric_column(metric, m.level): getattr(m, metric)
+        for m in measurements
+        if m.search is None
+        for metric in METRICS
+    }
+    return {**levels, **{c.column: c.throughput for c in capacities}, **memory.figures()}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,22 +209,33 @@ class TrialRecord:
     generator: LoadGeneratorInfo | None = None
     machine: dict[str, Any] | None = None
     memory: Memory = Memory()
+    capacities: tuple[Capacity, ...] = ()
 
     @functools.cached_property
     def figures(self) -> dict[str, float]:
         """Every measured metric by column name (``p50_ms@c1``, ``throughput@c8``,
-        ``server_memory_mb``)."""
-        return figures_of(self.measurements, self.memory)
+        ``capacity@p99_ms<=20``, ``server_memory_mb``)."""
+        return figures_of(self.measurements, self.memory, self.capacities)
+
+    @property
+    def figure_measurements(self) -> tuple[Measurement, ...]:
+        """The measurements its figures come from: the listed levels, and the load each capacity
+        was found at (not the loads a search tried beyond it)."""
+        found = {c.load for c in self.capacities}
+        return tuple(m for m in self.measurements if m.search is None or (m.concurrency or m.request_rate) in found)
 
     @property
     def stable(self) -> bool | None:
-        """Whether every level's windows agreed (None: nothing measured)."""
-        return all(m.stable for m in self.measurements) if self.measurements else None
+        """Whether the windows agreed at every load its figures come from (None: nothing measured)."""
+        counted = self.figure_measurements
+        return all(m.stable for m in counted) if counted else None
 
     @property
     def client_bound(self) -> bool | None:
-        """Whether the load generator was the bottleneck at any level (None: nothing measured)."""
-        return any(m.client_bound for m in self.measurements) if self.measurements else None
+        """Whether the load generator was the bottleneck at a load its figures come from (None:
+        nothing measured)."""
+        counted = self.figure_measurements
+        return any(m.client_bound for m in counted) if counted else None
 
     def accuracy_violations(self) -> dict[str, float]:
         """The accuracy guard's constraints that fail (name -> by how much)."""
@@ -250,6 +319,7 @@ def read_trial(trial: FrozenTrial) -> TrialRecord:
         generator=LoadGeneratorInfo(**generator) if generator else None,
         machine=attrs.get("machine"),
         memory=Memory(**attrs.get("memory", {})),
+        capacities=tuple(Capacity.from_dict(c) for c in attrs.get("capacities", [])),
     )
 
 
@@ -387,11 +457,14 @@ class TrialWriter:
         """The peak memory over the measurement."""
         self._trial.set_user_attr("memory", dataclasses.asdict(memory))
 
-    def measured(self, measurements: list[Measurement], constraints: dict[str, float]) -> None:
-        """The measurements and every constraint value (accuracy and bounds). Optuna's own
-        ``set_constraint`` per name (samplers, optuna.visualization) and the list that
-        optuna-dashboard reads as the trial's feasibility."""
+    def measured(
+        self, measurements: list[Measurement], capacities: list[Capacity], constraints: dict[str, float]
+    ) -> None:
+        """The measurements, the capacities found and every constraint value (accuracy and
+        bounds). Optuna's own ``set_constraint`` per name (samplers, optuna.visualization) and
+        the list that optuna-dashboard reads as the trial's feasibility."""
         self._trial.set_user_attr("measurements", [m.as_dict() for m in measurements])
+        self._trial.set_user_attr("capacities", [c.as_dict() for c in capacities])
         for name, value in constraints.items():
             self._trial.set_constraint(name, value)
         # No public accessor for the id: Optuna's own samplers write this list the same way.

@@ -20,7 +20,9 @@ from sweeper.files import atomic_path
 from sweeper.record import MEASUREMENT_FIELDS, StudyRecord, TrialRecord
 from sweeper.vocabulary import KNOBS, METRICS, Bound, Objective, Ranking, metric_column
 
-MEASUREMENT_COLUMNS = ["number", *MEASUREMENT_FIELDS]
+MEASUREMENT_COLUMNS = ["number", "level", *MEASUREMENT_FIELDS]
+"""measurements.csv: one row per trial and load measured (``level`` ``c8`` or ``r500``; ``search``
+names the capacity search that chose a load, empty for the levels the spec lists)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,7 +49,7 @@ def tables(study: StudyRecord, ranking: Ranking | None = None) -> StudyTables:
     for trial in study.trials:
         if trial.kind == "duplicate":
             continue
-        measurement_rows += [{"number": trial.number, **m.as_dict()} for m in trial.measurements]
+        measurement_rows += [{"number": trial.number, "level": m.level, **m.as_dict()} for m in trial.measurements]
         trial_rows.append(_trial_row(trial, ranking, retried_by))
     trials = pd.DataFrame(trial_rows)
     measurements = pd.DataFrame(measurement_rows, columns=MEASUREMENT_COLUMNS)
@@ -67,6 +69,7 @@ def _trial_row(trial: TrialRecord, ranking: Ranking, retried_by: dict[int, int])
         **{knob: config.get(knob) for knob in KNOBS},
         **{column: trial.figures.get(column) for column in ranking.columns},
         "feasible": trial.feasible(ranking),
+        **_capacity_columns(trial),
         "max_abs_error": accuracy.max_abs_error if accuracy else None,
         "cosine_similarity": accuracy.cosine_similarity if accuracy else None,
         "server_memory_mb": trial.memory.server_mb,
@@ -80,6 +83,17 @@ def _trial_row(trial: TrialRecord, ranking: Ranking, retried_by: dict[int, int])
         "failure": _failure(trial, retried_by),
         "retry_of": trial.retry_of,
     }
+
+
+def _capacity_columns(trial: TrialRecord) -> dict:
+    """Each capacity found: its figure (inferences/s), the load it was found at and why it is 0
+    or a lower bound (``capacity@p99_ms<=20``, ``...:load``, ``...:note``)."""
+    columns = {}
+    for capacity in trial.capacities:
+        columns[capacity.column] = capacity.throughput
+        columns[f"{capacity.column}:load"] = capacity.load
+        columns[f"{capacity.column}:note"] = capacity.note
+    return columns
 
 
 def _failure(trial: TrialRecord, retried_by: dict[int, int]) -> str | None:
@@ -132,15 +146,22 @@ def write_tables(result: StudyTables, directory: Path) -> None:
 
 
 def measured_metrics(result: StudyTables) -> pd.DataFrame:
-    """Completed trials with every measured metric at every level as a ``<metric>@c<N>`` column
-    (beside the trial's own, such as ``server_memory_mb``)."""
-    levels = [column for column in result.objectives if "@c" in column]
+    """Completed trials with every measured metric at every listed level as a ``<metric>@<level>``
+    column (``p50_ms@c1``, ``p99_ms@r500``), beside the trial's own (``server_memory_mb``,
+    capacities)."""
+    levels = [column for column in result.objectives if "@c" in column or "@r" in column]
     trials = result.trials[result.trials["state"] == "COMPLETE"].drop(columns=levels)
-    if result.measurements.empty:
+    listed = listed_levels(result.measurements)
+    if listed.empty:
         return trials
-    wide = result.measurements.pivot(index="number", columns="concurrency", values=list(METRICS))
+    wide = listed.pivot(index="number", columns="level", values=list(METRICS))
     wide.columns = [metric_column(metric, level) for metric, level in wide.columns]
     return trials.merge(wide, left_on="number", right_index=True)
+
+
+def listed_levels(measurements: pd.DataFrame) -> pd.DataFrame:
+    """The rows of the levels the spec lists (not the loads a capacity search chose)."""
+    return measurements[measurements["search"].isna()]
 
 
 def pareto_front(frame: pd.DataFrame, objectives: list[str], directions: list[str]) -> pd.DataFrame:

@@ -32,9 +32,10 @@ from sweeper.artifacts import PRECISIONS, ArtifactBuilder, outside_tolerance
 from sweeper.errors import TrialError, stop_requested
 from sweeper.files import write_atomic
 from sweeper.launchers import LABEL_STUDY, LABEL_TRIAL, REUSE, Launcher, PeakMemory, Server, server_metadata
-from sweeper.load import LoadGenerator, Workload, served_outputs
+from sweeper.load import CapacityTarget, LoadGenerator, Workload, served_outputs
 from sweeper.record import (
     Accuracy,
+    Capacity,
     Measurement,
     Memory,
     TrialWriter,
@@ -197,8 +198,18 @@ class Proposer:
         self._in_a_row = 0
 
 
+@dataclasses.dataclass(frozen=True)
+class Measured:
+    """What a trial's run found: every load measured, the capacities, accuracy and memory."""
+
+    measurements: list[Measurement]
+    capacities: list[Capacity]
+    accuracy: Accuracy | None
+    memory: Memory
+
+
 class TrialRunner:
-    """The objective: serve one configuration, measure every concurrency level, record it all."""
+    """The objective: serve one configuration, measure every level and capacity, record it all."""
 
     def __init__(
         self, loaded: LoadedSpec, launcher: Launcher, directory: Path, backend: str, generator: LoadGenerator
@@ -252,7 +263,7 @@ class TrialRunner:
         timings: dict[str, float] = {}
         writer.started(self.servers.mode, self._generator.info, machine_fingerprint())
         try:
-            measurements, accuracy, memory = self._run(trial, writer, config, timings)
+            measured = self._run(trial, writer, config, timings)
         except TrialError as exc:
             stop = stop_requested()
             if stop is not None:  # a signal cut a library short (an import reads as ImportError): re-run it
@@ -267,10 +278,10 @@ class TrialRunner:
         finally:
             with contextlib.suppress(Exception):
                 writer.timings(timings)
-        figures = figures_of(measurements, memory)
-        constraints = self._accuracy_constraints(accuracy)
+        figures = figures_of(measured.measurements, measured.memory, measured.capacities)
+        constraints = self._accuracy_constraints(measured.accuracy)
         constraints.update({b.label: b.excess(figures[b.column]) for b in self._loaded.ranking.constraints})
-        writer.measured(measurements, constraints)
+        writer.measured(measured.measurements, measured.capacities, constraints)
         return tuple(figures[column] for column in self._loaded.ranking.columns)
 
     def _accuracy(self, precision: str, error: float, cosine: float) -> Accuracy:
@@ -301,7 +312,7 @@ class TrialRunner:
 
     def _run(
         self, trial: optuna.Trial, writer: TrialWriter, config: TrialConfig, timings: dict[str, float]
-    ) -> tuple[list[Measurement], Accuracy | None, Memory]:
+    ) -> Measured:
         trial_dir = self._dir / "trials" / str(trial.number)
         trial_dir.mkdir(parents=True, exist_ok=True)
         with _timed(timings, "build_s"):
@@ -331,25 +342,24 @@ class TrialRunner:
                 accuracy = self._served_accuracy(server, workload, config.precision)
                 writer.accuracy(accuracy)
             with _timed(timings, "measure_s"), PeakMemory(server, gpu=self._gpu) as memory:
-                measurements = self._measure(server, workload, config.protocol)
+                measured = self._measure(server, workload, config.protocol)
             writer.memory(memory.result)
             failed = False
         finally:
             with _timed(timings, "stop_s"):
                 self.servers.retire(server, trial_dir, served, failed)
-        return measurements, accuracy, memory.result
+        return Measured(*measured, accuracy, memory.result)
 
     def _served_accuracy(self, server: Server, workload: Workload, precision: str) -> Accuracy:
         produced = served_outputs(server.endpoints, workload, self.artifacts.accuracy_feeds())
         return self._accuracy(precision, *self.artifacts.compare(produced))
 
-    def _measure(self, server: Server, workload: Workload, protocol: str) -> list[Measurement]:
-        """Every concurrency level of the spec; a failure while the server died is the server's."""
+    def _measure(self, server: Server, workload: Workload, protocol: str) -> tuple[list[Measurement], list[Capacity]]:
+        """Every level of the spec and every capacity it ranks by; a failure while the server
+        died is the server's."""
+        targets = [CapacityTarget(c.column, c.percentile, c.budget_ms) for c in self._spec.capacities]
         try:
-            return [
-                self._generator.measure(server.endpoints, protocol, workload, level, self._spec.load)
-                for level in self._spec.load.concurrency
-            ]
+            return self._generator.measure_trial(server.endpoints, protocol, workload, self._spec.load, targets)
         except TrialError as exc:
             if _ended(server, within_s=1.0):
                 raise server.failure(str(exc)) from None

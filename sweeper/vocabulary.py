@@ -13,8 +13,21 @@ from typing import Any, Literal, Union
 KNOBS = ("max_batch_size", "max_queue_delay_us", "instance_count", "protocol", "precision")
 """The five knobs, in the order tables and labels show them."""
 
-METRICS = ("p50_ms", "p90_ms", "p95_ms", "p99_ms", "throughput")
-"""Metrics of one concurrency level (latencies in ms, throughput in inferences/s)."""
+PERCENTILES = ("p50_ms", "p90_ms", "p95_ms", "p99_ms")
+"""The latency percentiles measured at every load (ms): what a capacity's budget may bound."""
+
+METRICS = (*PERCENTILES, "throughput")
+"""Metrics of one load level (latencies in ms, throughput in inferences/s)."""
+
+CAPACITY = "capacity"
+"""The metric of a capacity search: the throughput (inferences/s) at the highest load whose
+latency percentile stays within a budget (``capacity_column``)."""
+
+LOAD_MODES = ("concurrency", "request_rate")
+"""``load.mode``: closed loop (N requests in flight) or open loop (requests sent on a schedule)."""
+
+ARRIVALS = ("constant", "poisson")
+"""``load.arrival``: the gaps between scheduled sends in request_rate mode."""
 
 TRIAL_METRICS = ("server_memory_mb", "gpu_memory_mb")
 """Metrics of a whole trial, named without a level: the peak resident memory of the server (its
@@ -83,13 +96,76 @@ def distinct_configurations(space: dict[str, list]) -> int:
     return per_size * others
 
 
-def metric_column(metric: str, concurrency: int) -> str:
-    """A measured metric's column name: ``<metric>@c<concurrency>`` (``p50_ms@c1``)."""
-    return f"{metric}@c{concurrency}"
+@dataclasses.dataclass(frozen=True)
+class Level:
+    """One load a measurement is taken at: ``concurrency`` requests in flight (closed loop), or
+    ``request_rate`` requests/s sent on a ``constant`` or ``poisson`` schedule (open loop)."""
+
+    concurrency: int | None = None
+    request_rate: float | None = None
+    arrival: str = "constant"
+
+    def __post_init__(self) -> None:
+        if (self.concurrency is None) == (self.request_rate is None):
+            raise ValueError("a level is a concurrency or a request rate")
+
+    @property
+    def mode(self) -> str:
+        """``concurrency`` or ``request_rate``."""
+        return "concurrency" if self.concurrency is not None else "request_rate"
+
+    @property
+    def value(self) -> float:
+        """The load as one number: requests in flight, or requests/s."""
+        return self.concurrency if self.concurrency is not None else self.request_rate
+
+    @property
+    def label(self) -> str:
+        """How columns name it: ``c8`` (concurrency 8) or ``r500`` (500 requests/s)."""
+        return level_label(self.concurrency, self.request_rate)
+
+    def describe(self) -> str:
+        """In words: ``concurrency 8``, ``500 requests/s (poisson)``."""
+        if self.concurrency is not None:
+            return f"concurrency {self.concurrency}"
+        return f"{self.request_rate:g} requests/s ({self.arrival})"
+
+    def with_value(self, value: float) -> Level:
+        """The same kind of load at another value."""
+        if self.concurrency is not None:
+            return Level(concurrency=int(value))
+        return Level(request_rate=float(value), arrival=self.arrival)
 
 
-_COLUMN = r"[A-Za-z_][\w]*(?:@c\d+)?"
-_BOUND = re.compile(rf"^\s*({_COLUMN})\s*(<=|>=)\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$")
+def level_label(concurrency: int | None, request_rate: float | None) -> str:
+    """``c8`` for concurrency 8, ``r500`` for 500 requests/s: the two never read alike."""
+    return f"c{concurrency}" if concurrency is not None else f"r{request_rate:g}"
+
+
+def metric_column(metric: str, level: str) -> str:
+    """A measured metric's column name: ``<metric>@<level>`` (``p50_ms@c1``, ``p99_ms@r500``)."""
+    return f"{metric}@{level}"
+
+
+def capacity_column(percentile: str, budget_ms: float) -> str:
+    """A capacity's column name: ``capacity@p99_ms<=20``."""
+    return f"{CAPACITY}@{percentile}<={budget_ms:g}"
+
+
+_NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
+_COLUMN = rf"(?:{CAPACITY}@p\d+_ms<={_NUMBER}|[A-Za-z_][\w]*(?:@(?:c\d+|r{_NUMBER}))?)"
+COLUMN_PATTERN = _COLUMN
+"""A metric column as a regular expression (for parsers of command-line conditions)."""
+NUMBER_PATTERN = _NUMBER
+_BOUND = re.compile(rf"^\s*({_COLUMN})\s*(<=|>=)\s*({_NUMBER})\s*$")
+
+
+def is_metric(column: str) -> bool:
+    """Whether a table column holds a measured metric: a level's (``p50_ms@c1``,
+    ``p99_ms@r500``), a capacity (``capacity@p99_ms<=20``) or a trial's (``server_memory_mb``)."""
+    return re.fullmatch(_COLUMN, column) is not None and ("@" in column or column in TRIAL_METRICS)
+
+
 _OBJECTIVE = re.compile(rf"^\s*(min|max|minimize|maximize)\s*:\s*({_COLUMN})\s*$")
 
 

@@ -1,8 +1,10 @@
 """Stage 5: load on a running server, and what it measured.
 
 One interface (``LoadGenerator``), two implementations that fill the same ``Measurement``:
-NVIDIA's perf_analyzer (the ecosystem's standard) and a built-in closed-loop client held to it
-(benchmarks/load_fidelity.py). ``choose_generator`` resolves the spec's ``auto``.
+NVIDIA's perf_analyzer (the ecosystem's standard) and a built-in client held to it
+(benchmarks/load_fidelity.py), each at a concurrency (closed loop) or a request rate (open
+loop). A trial's capacity searches (``_capacity``) run on either. ``choose_generator`` resolves
+the spec's ``auto``.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from sweeper.errors import TrialError
 from sweeper.launchers import Endpoints
 from sweeper.load._base import LoadGenerator, Workload, batch_average, server_times
 from sweeper.load._builtin import STABLE_WINDOWS, BuiltinGenerator, windows_agree
+from sweeper.load._capacity import CapacityTarget, SearchBounds, capacity_of, search_capacity
 from sweeper.load._perf_analyzer import (
     PerfAnalyzer,
     PerfAnalyzerGenerator,
@@ -30,15 +33,19 @@ __all__ = [
     "GENERATORS",
     "STABLE_WINDOWS",
     "BuiltinGenerator",
+    "CapacityTarget",
     "LoadGenerator",
     "Measurement",
     "PerfAnalyzer",
     "PerfAnalyzerGenerator",
     "PerfAnalyzerUnavailable",
+    "SearchBounds",
     "Workload",
     "batch_average",
+    "capacity_of",
     "choose_generator",
     "find_perf_analyzer",
+    "search_capacity",
     "served_outputs",
     "server_times",
     "windows_agree",

@@ -13,10 +13,12 @@ import numpy as np
 from sweeper.data import Samples
 from sweeper.errors import TrialError
 from sweeper.launchers import Endpoints, server_statistics
+from sweeper.load._capacity import CapacityTarget, SearchBounds, search_capacity
 from sweeper.load._client import describe_failure, send_once
 from sweeper.load._wire import InferenceError, check_outputs, grpc_message, http_request
-from sweeper.record import LoadGeneratorInfo, Measurement
+from sweeper.record import Capacity, LoadGeneratorInfo, Measurement
 from sweeper.tensors import TensorSpec
+from sweeper.vocabulary import Level
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,11 +47,11 @@ class Workload:
 
 
 class LoadGenerator(abc.ABC):
-    """A way of driving closed-loop load at one concurrency level and measuring it.
+    """A way of driving load at one level (a concurrency, or a request rate) and measuring it.
 
-    ``measure`` checks one response against the model's declared outputs first (an empty or
-    mis-shaped output fails the trial instead of producing fast-looking numbers), then hands the
-    level to the implementation."""
+    ``measure`` and ``measure_trial`` check one response against the model's declared outputs
+    first (an empty or mis-shaped output fails the trial instead of producing fast-looking
+    numbers), then hand each level to the implementation."""
 
     name: ClassVar[str]
 
@@ -69,19 +71,52 @@ class LoadGenerator(abc.ABC):
         protocol: str,
         workload: Workload,
         requests: list[bytes],
-        concurrency: int,
+        level: Level,
         load: Any,
     ) -> Measurement:
-        """Warm up, then measure ``concurrency`` requests in flight under the spec's ``load``
-        settings; raise TrialError when a request fails."""
+        """Warm up, then measure ``level`` under the spec's ``load`` settings; raise TrialError
+        when a request fails."""
 
     def measure(
-        self, endpoints: Endpoints, protocol: str, workload: Workload, concurrency: int, load: Any
+        self, endpoints: Endpoints, protocol: str, workload: Workload, level: Level | int, load: Any
     ) -> Measurement:
-        """Measure one concurrency level (``load`` is the spec's ``load:`` block)."""
+        """Measure one level (an int: that concurrency; ``load`` is the spec's ``load:`` block)."""
+        level = Level(concurrency=level) if isinstance(level, int) else level
         requests = workload.encoded(protocol, endpoints)
         check_first_response(protocol, endpoints, workload, requests[0], load.request_timeout_s)
-        return self.measure_level(endpoints, protocol, workload, requests, concurrency, load)
+        return self.measure_level(endpoints, protocol, workload, requests, level, load)
+
+    def measure_trial(
+        self, endpoints: Endpoints, protocol: str, workload: Workload, load: Any, targets: list[CapacityTarget]
+    ) -> tuple[list[Measurement], list[Capacity]]:
+        """Every level ``load`` lists, then each capacity search over ``load.mode``'s loads
+        (a load measured once serves every search and level that names it)."""
+        requests = workload.encoded(protocol, endpoints)
+        check_first_response(protocol, endpoints, workload, requests[0], load.request_timeout_s)
+        measured: dict[str, Measurement] = {}
+
+        def at(level: Level, search: str | None = None) -> Measurement:
+            if level.label not in measured:
+                found = self.measure_level(endpoints, protocol, workload, requests, level, load)
+                measured[level.label] = dataclasses.replace(found, search=search)
+            return measured[level.label]
+
+        for level in load.levels:
+            at(level)
+        template = load.levels[0]
+        bounds = SearchBounds(
+            *load.capacity_bounds,
+            integer=load.mode == "concurrency",
+            unit="concurrency" if load.mode == "concurrency" else "requests/s",
+        )
+        capacities = []
+        for target in targets:
+            measure = functools.partial(
+                lambda value, column: at(template.with_value(value), column), column=target.column
+            )
+            found, _ = search_capacity(measure, target, bounds)
+            capacities.append(found)
+        return list(measured.values()), capacities
 
 
 def check_first_response(

@@ -1,5 +1,6 @@
-"""NVIDIA's perf_analyzer as the load generator: found, probed, driven once per concurrency
-level, and its CSV (``-f --verbose-csv``) and summary read back into a Measurement.
+"""NVIDIA's perf_analyzer as the load generator: found, probed, driven once per level (a
+concurrency, or a request rate with ``--request-rate-range`` and ``--request-distribution``),
+and its CSV (``-f --verbose-csv``) and summary read back into a Measurement.
 
 Where it runs: a binary, a command prefix (e.g. a wrapper), or a container image run through
 the Docker engine with the host network. The spec's load settings map onto its options:
@@ -32,8 +33,9 @@ from typing import Any
 from sweeper.errors import SweeperError, TrialError
 from sweeper.launchers import Endpoints, describe_exit, run_to_completion
 from sweeper.load._base import LoadGenerator, Workload, batch_average, statistics_of
-from sweeper.load._builtin import CLIENT_BOUND_CORES, warm_up
+from sweeper.load._builtin import CLIENT_BOUND_CORES, MAX_IN_FLIGHT, warm_up
 from sweeper.record import LoadGeneratorInfo, Measurement
+from sweeper.vocabulary import Level
 
 # Options the sweeper relies on; a perf_analyzer without one of them is too old.
 _REQUIRED_OPTIONS = (
@@ -51,6 +53,8 @@ _SERVER_LATENCY = re.compile(r"Avg request latency: (\d+) usec")
 _REQUEST_COUNT = re.compile(r"Request count: (\d+)")
 _US = 1e-3  # perf_analyzer reports microseconds; measurements are in milliseconds
 _VERSION = re.compile(r"Perf Analyzer Version ([^\n]+)")
+_SEND_RATE = re.compile(r"Avg send request rate: ([\d.]+)")
+_BEHIND = "not able to keep up with the desired request rate"
 
 
 class PerfAnalyzerUnavailable(SweeperError):
@@ -191,7 +195,7 @@ def arguments(
     model_name: str,
     protocol: str,
     endpoints: Endpoints,
-    concurrency: int,
+    level: Level,
     batch_size: int | None,
     *,
     window_s: float,
@@ -200,7 +204,18 @@ def arguments(
     data_file: Path,
     csv_file: Path,
 ) -> list[str]:
-    """perf_analyzer's options for one concurrency level."""
+    """perf_analyzer's options for one level. A request rate runs on as many threads as the
+    built-in generator's open loop keeps requests in flight (``MAX_IN_FLIGHT``; its default of
+    4 caps an overloaded server's queue at 4). Not ``--async``: overloaded, perf_analyzer 2.60's
+    asynchronous rate mode does not come back."""
+    if level.concurrency is not None:
+        load = [f"--concurrency-range={level.concurrency}:{level.concurrency}"]
+    else:
+        load = [
+            f"--request-rate-range={level.request_rate:g}",
+            f"--request-distribution={level.arrival}",
+            f"--max-threads={MAX_IN_FLIGHT}",
+        ]
     args = [
         "-m",
         model_name,
@@ -208,7 +223,7 @@ def arguments(
         endpoints.grpc if protocol == "grpc" else endpoints.http,
         "-i",
         protocol,
-        f"--concurrency-range={concurrency}:{concurrency}",
+        *load,
         f"--measurement-interval={max(1, round(window_s * 1000))}",
         f"--stability-percentage={tolerance * 100:g}",
         f"--max-trials={max_windows}",
@@ -284,6 +299,10 @@ def parse(table: str, output: str) -> Report:
     figures["server_ms"] = float(latency.group(1)) * _US if latency else 0.0
     requests = _REQUEST_COUNT.search(output)
     figures["requests"] = int(requests.group(1)) if requests else 0
+    sent = _SEND_RATE.search(output)
+    if sent is not None:  # a request rate: what it sent, and its own word on keeping up
+        figures["send_rate"] = float(sent.group(1))
+        figures["behind_schedule"] = _BEHIND in output
     return Report(figures, windows=len(_PASS.findall(output)), stable=True)
 
 
@@ -314,11 +333,11 @@ class PerfAnalyzerGenerator(LoadGenerator):
         protocol: str,
         workload: Workload,
         requests: list[bytes],
-        concurrency: int,
+        level: Level,
         load: Any,
     ) -> Measurement:
         if load.warmup_s > 0:
-            warm_up(protocol, endpoints, requests, concurrency, load.warmup_s, load.request_timeout_s)
+            warm_up(protocol, endpoints, requests, level, load.warmup_s, load.request_timeout_s)
         with tempfile.TemporaryDirectory(prefix="sweeper-pa-") as folder:
             data_file, csv_file = Path(folder) / "input-data.json", Path(folder) / "result.csv"
             data_file.write_text(json.dumps(workload.samples.perf_analyzer_json()))
@@ -326,7 +345,7 @@ class PerfAnalyzerGenerator(LoadGenerator):
                 workload.model_name,
                 protocol,
                 endpoints,
-                concurrency,
+                level,
                 workload.batch_size if workload.batched else None,
                 window_s=load.window_s,
                 tolerance=load.stability_tolerance,
@@ -339,13 +358,16 @@ class PerfAnalyzerGenerator(LoadGenerator):
             report, cpu, wall = run_level(self.analyzer, args, csv_file, timeout_s=limit, max_windows=load.max_windows)
             batch = batch_average(before, statistics_of(endpoints, workload))
         client_cpu = cpu / wall if wall > 0 else 0.0
+        behind = bool(report.figures.get("behind_schedule"))
         return Measurement(
-            concurrency=concurrency,
+            concurrency=level.concurrency,
             **report.figures,
             avg_batch_size=batch,
             windows=report.windows,
             stable=report.stable,
             client_cpu=client_cpu,
-            client_bound=client_cpu >= CLIENT_BOUND_CORES * (os.cpu_count() or 1),
+            client_bound=client_cpu >= CLIENT_BOUND_CORES * (os.cpu_count() or 1) or behind,
             generator=self.name,
+            request_rate=level.request_rate,
+            arrival=level.arrival if level.request_rate is not None else None,
         )

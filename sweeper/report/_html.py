@@ -8,7 +8,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 
-from sweeper.report._info import BREAKDOWN_LABELS, BREAKDOWN_PARTS, PARETO_GROUPS, ReportInfo
+from sweeper.report._info import BREAKDOWN_LABELS, BREAKDOWN_PARTS, PARETO_GROUPS, SIZING_NOTE, ReportInfo
 from sweeper.vocabulary import KNOBS, compute_ms
 
 _STYLE = """
@@ -33,10 +33,14 @@ def render_html(info: ReportInfo) -> str:
     sections.append("<h2>Pareto front</h2>")
     if len(info.objectives) >= 2:
         sections.append(_figure(_pareto_figure(info), "pareto"))
-    sections.append(f"<h2>Where the latency goes (concurrency {info.breakdown_concurrency}, mean per request)</h2>")
+    sections.append(f"<h2>Where the latency goes ({info.breakdown_load}, mean per request)</h2>")
     sections.append(_figure(breakdown_figure(info), "breakdown"))
     sections.append("<h2>Batching: measured average batch size (inferences per model execution)</h2>")
     sections.append(_table(info.batching.reset_index(names="trial"), knobs_first=False))
+    if not info.sizing.empty:
+        sections.append("<h2>Capacity and memory</h2>")
+        sections.append(f"<p>{html.escape(SIZING_NOTE)}</p>")
+        sections.append(_table(info.sizing.reset_index(names="trial"), knobs_first=False))
     sections.append("<h2>Pareto trials</h2>")
     sections.append(_table(info.pareto.drop(columns=["state"], errors="ignore")))
     if info.hypervolume_history is not None:
@@ -61,8 +65,8 @@ def _summary_paragraph(info: ReportInfo) -> str:
     for name, row in (("Baseline", info.baseline), ("Lowest served p50", info.best_latency)):
         if row is not None:
             parts.append(
-                f"{name} {html.escape(row['label'])}: p50 <b>{row['p50_ms']:.3g} ms</b> at concurrency "
-                f"{info.breakdown_concurrency} (queue {row['queue_ms']:.3g}, compute "
+                f"{name} {html.escape(row['label'])}: p50 <b>{row['p50_ms']:.3g} ms</b> at "
+                f"{info.breakdown_load} (queue {row['queue_ms']:.3g}, compute "
                 f"{compute_ms(row):.3g}, client/network {row['network_ms']:.3g} ms mean; "
                 f"average batch {row['avg_batch_size']:.2f})."
             )

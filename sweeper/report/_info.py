@@ -14,8 +14,8 @@ import pandas as pd
 
 from sweeper.errors import UsageError
 from sweeper.record import read_trial
-from sweeper.results import StudyTables, hypervolume, reference_point
-from sweeper.vocabulary import COMPUTE_PARTS, KNOBS, Ranking, knob_label
+from sweeper.results import StudyTables, hypervolume, listed_levels, reference_point
+from sweeper.vocabulary import CAPACITY, COMPUTE_PARTS, KNOBS, TRIAL_METRICS, Ranking, knob_label
 
 # The stacked latency breakdown, bottom to top; "network" is the client's mean latency minus
 # the time Triton accounts for (serialization, transfer, client overhead).
@@ -38,6 +38,13 @@ PARETO_GROUPS = {
 }
 
 
+SIZING_NOTE = (
+    "capacity@<percentile><=<budget>: inferences/s at the highest load whose latency percentile stayed within the "
+    "budget (':load' is that load, ':note' says when none met it or the search reached its upper bound); "
+    "server_memory_mb: the peak resident memory of the server's processes (or container) over the measurement."
+)
+
+
 @dataclasses.dataclass(frozen=True)
 class ReportInfo:
     """Everything the report shows, computed by ``collect``."""
@@ -52,18 +59,25 @@ class ReportInfo:
     points: pd.DataFrame
     """Completed trials with their objectives, a ``label`` and a ``group`` from PARETO_GROUPS
     (the baseline, drawn as a star on top, is the row whose ``baseline`` is true)."""
-    breakdown_concurrency: int
+    breakdown_level: str
+    """The listed level with the lowest load (``c1``, ``r100``), where the breakdown is taken."""
+    breakdown_load: str
+    """That level in words (``concurrency 1``, ``100 requests/s (poisson)``)."""
     breakdown: pd.DataFrame
     """One row per Pareto trial and the baseline: number, label, the BREAKDOWN_PARTS, mean_ms,
-    p50_ms, avg_batch_size (at the breakdown concurrency)."""
+    p50_ms, avg_batch_size (at the breakdown level)."""
     batching: pd.DataFrame
     """Measured average batch size: one row per Pareto trial and the baseline (by label), one
-    column per concurrency level (``c1``, ``c8``, ...)."""
+    column per listed level (``c1``, ``c8``, ``r500``, ...)."""
     pareto: pd.DataFrame
     """Pareto trials with each objective's ratio to the baseline (``<objective> / baseline``)."""
+    sizing: pd.DataFrame
+    """What a deployment is sized by, for the Pareto trials and the baseline (by label): each
+    capacity (inferences/s within its latency budget), the load it was found at and its note,
+    and the peak server (and GPU) memory; only the columns the study measured."""
     baseline: dict | None
     best_latency: dict | None
-    """The feasible trial with the lowest p50 at the breakdown concurrency, with its breakdown."""
+    """The feasible trial with the lowest p50 at the breakdown level, with its breakdown."""
     in_process_ms: float | None
     hypervolume_history: pd.DataFrame | None
     """number, hypervolume of the feasible trials up to it (None with one objective)."""
@@ -81,6 +95,15 @@ class ReportInfo:
         return self.points[chosen].sort_values(self.objectives[0])
 
 
+def _lowest_level(measurements: pd.DataFrame) -> tuple[str, str]:
+    """The listed level with the lowest load, and it in words."""
+    row = measurements.assign(load=measurements["concurrency"].fillna(measurements["request_rate"])).sort_values("load")
+    first = row.iloc[0]
+    if pd.notna(first["concurrency"]):
+        return str(first["level"]), f"concurrency {int(first['concurrency'])}"
+    return str(first["level"]), f"{float(first['request_rate']):g} requests/s ({first['arrival']})"
+
+
 def collect(
     result: StudyTables,
     *,
@@ -96,9 +119,9 @@ def collect(
             f"study '{study_name}' has no completed trial yet",
             hint="run more trials ('sweeper run SPEC'), or look at trials.csv for the failures",
         )
-    measurements = result.measurements
-    level = int(measurements["concurrency"].min())
-    at_level = measurements[measurements["concurrency"] == level].set_index("number")
+    measurements = listed_levels(result.measurements)
+    level, load = _lowest_level(measurements)
+    at_level = measurements[measurements["level"] == level].set_index("number")
     at_level = at_level.assign(
         network_ms=(at_level["mean_ms"] - at_level[list(BREAKDOWN_PARTS[:-1])].sum(axis=1)).clip(lower=0)
     )
@@ -112,9 +135,8 @@ def collect(
     ]
     breakdown = breakdown.assign(label=[label(n) for n in breakdown.index]).reset_index()
     batching = measurements[measurements["number"].isin(shown)].pivot(
-        index="number", columns="concurrency", values="avg_batch_size"
+        index="number", columns="level", values="avg_batch_size"
     )
-    batching.columns = [f"c{c}" for c in batching.columns]
     batching.index = [label(n) for n in batching.index]
     feasible = trials[trials["feasible"]]
     completed = result.trials[result.trials["state"] == "COMPLETE"]
@@ -126,10 +148,12 @@ def collect(
         reranked=reranked,
         tables=result,
         points=_points(completed, result.pareto),
-        breakdown_concurrency=level,
+        breakdown_level=level,
+        breakdown_load=load,
         breakdown=breakdown,
         batching=batching,
         pareto=_pareto_against_baseline(result, trials, baseline_number),
+        sizing=_sizing(trials, shown, label),
         baseline=_baseline_row(at_level, trials, baseline_number, result.objectives, label),
         best_latency=_best_latency(at_level, feasible, label),
         in_process_ms=in_process_ms,
@@ -171,6 +195,15 @@ def _pareto_against_baseline(result: StudyTables, trials: pd.DataFrame, baseline
             reference = trials.loc[baseline_number, objective]
             pareto[f"{objective} / baseline"] = pareto[objective] / reference if reference else math.nan
     return pareto
+
+
+def _sizing(trials: pd.DataFrame, shown: list[int], label: Callable[[int], str]) -> pd.DataFrame:
+    capacity = [c for c in trials.columns if c.startswith(f"{CAPACITY}@")]
+    memory = [c for c in TRIAL_METRICS if c in trials.columns and trials[c].notna().any()]
+    rows = trials.loc[[n for n in shown if n in trials.index], capacity + memory]
+    rows = rows.dropna(axis=1, how="all")
+    rows.index = [label(n) for n in rows.index]
+    return rows
 
 
 def _best_latency(at_level: pd.DataFrame, feasible: pd.DataFrame, label: Callable[[int], str]) -> dict | None:

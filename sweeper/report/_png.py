@@ -64,7 +64,7 @@ def render_breakdown(info: ReportInfo, path: Path) -> Path:
     for index, size in enumerate(info.breakdown["avg_batch_size"]):
         axes.annotate(f"batch {size:.2f}", (index, bottom[index]), ha="center", va="bottom", fontsize=7)
     axes.set_ylabel("ms per request (mean)")
-    axes.set_title(f"Where the latency goes at concurrency {info.breakdown_concurrency}")
+    axes.set_title(f"Where the latency goes at {info.breakdown_load}")
     axes.tick_params(axis="x", labelrotation=20, labelsize=7)
     axes.legend(fontsize=8)
     figure.tight_layout()

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from sweeper.report._info import ReportInfo
+import pandas as pd
+
+from sweeper.report._info import SIZING_NOTE, ReportInfo
 from sweeper.vocabulary import KNOBS, compute_ms
 
 
 def render_summary(info: ReportInfo) -> str:
     """summary.md."""
-    level = info.breakdown_concurrency
+    level = info.breakdown_load
     lines = [f"# {info.study_name}: where the latency goes", ""]
     if info.running:
         lines += [f"> {info.running} trial(s) still running: this summary covers the finished ones.", ""]
@@ -24,7 +26,7 @@ def render_summary(info: ReportInfo) -> str:
         f"Ranked by {info.ranked_by}"
         + (" (re-ranked from the stored measurements, not the study's own objectives)." if info.reranked else "."),
         "",
-        f"Latency at concurrency {level} (mean per request, ms):",
+        f"Latency at {level} (mean per request, ms):",
         "",
         "| | p50 | mean | queue | compute (input + infer + output) | client / network / serialization | avg batch |",
         "|---|---|---|---|---|---|---|",
@@ -50,6 +52,8 @@ def render_summary(info: ReportInfo) -> str:
         "",
         _batching_table(info),
     ]
+    if not info.sizing.empty:
+        lines += ["", "## Capacity and memory", "", SIZING_NOTE, "", _sizing_table(info)]
     lines += ["", "## Pareto front", "", _markdown_table(info)]
     return "\n".join(lines) + "\n"
 
@@ -94,6 +98,15 @@ def _markdown_table(info: ReportInfo) -> str:
     rows = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for record in info.pareto[columns].to_dict("records"):
         rows.append("| " + " | ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in record.values()) + " |")
+    return "\n".join(rows)
+
+
+def _sizing_table(info: ReportInfo) -> str:
+    columns = list(info.sizing.columns)
+    rows = ["| trial | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
+    for label, values in info.sizing.iterrows():
+        cells = ["" if pd.isna(v) else f"{v:.4g}" if isinstance(v, float) else str(v) for v in values]
+        rows.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
 

@@ -9,6 +9,7 @@ from sweeper.spec._resolve import LoadedSpec, load_spec
 from sweeper.spec._schema import (
     AccuracySpec,
     BaselineSpec,
+    CapacitySearchSpec,
     ConstraintSpec,
     DockerSpec,
     LoadSpec,
@@ -25,6 +26,7 @@ from sweeper.spec._yaml import read_yaml
 __all__ = [
     "AccuracySpec",
     "BaselineSpec",
+    "CapacitySearchSpec",
     "ConstraintSpec",
     "DockerSpec",
     "LoadSpec",

@@ -64,7 +64,7 @@ def describe(path: Path, exc: ValidationError) -> str:
     for error in exc.errors():
         # A union reports each alternative: name the key once.
         loc = _key_path(tuple(error["loc"]), error["type"] == "extra_forbidden")
-        key = ".".join(str(p) for p in loc) or "(top level)"
+        key = ".".join(str(p) for p in loc)
         if key in seen:
             continue
         seen.add(key)
@@ -80,7 +80,8 @@ def describe(path: Path, exc: ValidationError) -> str:
             message = error["msg"].removeprefix("Value error, ")
             given = error.get("input")
             shown = "" if isinstance(given, (dict, list)) or given is None else f" (got {echo(given)})"
-            lines.append(f"{key}: {message[:300]}{shown}")
+            # A check across keys (no location of its own) names its keys in its message.
+            lines.append(f"{key}: {message[:300]}{shown}" if key else f"{message[:300]}{shown}")
     more = len(lines) - _MAX_PROBLEMS
     lines = lines[:_MAX_PROBLEMS] + ([f"... and {more} more problem(s)"] if more > 0 else [])
     return f"{path}: invalid spec:\n  " + "\n  ".join(lines)

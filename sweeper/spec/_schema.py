@@ -13,16 +13,23 @@ from sweeper.artifacts import PRECISIONS
 from sweeper.samplers import DEFAULT_SAMPLER, SAMPLERS
 from sweeper.tensors import DATATYPES
 from sweeper.vocabulary import (
+    ARRIVALS,
     BATCHING_OFF,
+    CAPACITY,
     KNOBS,
     LAUNCHER_NAMES,
+    LOAD_MODES,
     METRICS,
+    PERCENTILES,
     PROTOCOLS,
     REUSE_NAMES,
     TRIAL_METRICS,
     Bound,
+    Level,
     Objective,
     Ranking,
+    capacity_column,
+    level_label,
     metric_column,
 )
 
@@ -33,7 +40,9 @@ UINT64_MAX = 2**64 - 1
 Int = Annotated[int, Strict()]
 Float = Annotated[float, Strict()]
 Int32 = Annotated[int, Strict(), Field(le=INT32_MAX)]
-Metric = Literal[METRICS + TRIAL_METRICS]  # type: ignore[valid-type]
+Metric = Literal[(*METRICS, *TRIAL_METRICS, CAPACITY)]  # type: ignore[valid-type]
+Percentile = Literal[PERCENTILES]  # type: ignore[valid-type]
+Rate = Annotated[float, Strict(), Field(gt=0, le=1e7, description="requests/s")]
 Protocol = Literal[PROTOCOLS]  # type: ignore[valid-type]
 Precision = Literal[tuple(PRECISIONS)]  # type: ignore[valid-type]
 Datatype = Literal[DATATYPES]  # type: ignore[valid-type]
@@ -204,14 +213,31 @@ class PerfAnalyzerImageSpec(_Strict):
     base_url: str | None = None
 
 
+_CAPACITY_DEFAULTS = {"concurrency": (1, 64, 1), "request_rate": (10, 5000, 10)}
+"""``load.capacity`` low, high and resolution when the spec leaves them out, per ``load.mode``."""
+
+
+class CapacitySearchSpec(_Strict):
+    """``load.capacity:``: the loads a capacity search may try (concurrency, or requests/s in
+    request_rate mode) and how close it bisects (defaults: ``_CAPACITY_DEFAULTS``)."""
+
+    low: Float | None = Field(default=None, gt=0)
+    high: Float | None = Field(default=None, gt=0)
+    resolution: Float | None = Field(default=None, gt=0)
+
+
 class LoadSpec(_Strict):
-    """``load:``: the load generator and how it measures."""
+    """``load:``: the load generator, the loads it measures at and how it measures."""
 
     generator: Literal["auto", "builtin", "perf_analyzer"] = "auto"
     perf_analyzer: str | list[str] | PerfAnalyzerImageSpec | None = Field(
         default=None, description="a binary, a command prefix, or {image: ...}; default: looked up"
     )
+    mode: Literal[LOAD_MODES] = "concurrency"  # type: ignore[valid-type]
     concurrency: list[Annotated[int, Strict(), Field(ge=1, le=4096)]] = Field(default=[1], min_length=1)
+    request_rates: list[Rate] | None = Field(default=None, min_length=1)
+    arrival: Literal[ARRIVALS] = "constant"  # type: ignore[valid-type]
+    capacity: CapacitySearchSpec = CapacitySearchSpec()
     warmup_s: Float = Field(default=0.5, ge=0, le=3600)
     window_s: Float = Field(default=0.5, ge=0.05, le=3600)
     stability_tolerance: Float = Field(default=0.15, gt=0, le=1)
@@ -222,30 +248,87 @@ class LoadSpec(_Strict):
     def _levels(self) -> LoadSpec:
         if len(set(self.concurrency)) != len(self.concurrency):
             raise ValueError(f"concurrency lists a level twice: {self.concurrency}")
+        if self.request_rates is not None and len(set(self.request_rates)) != len(self.request_rates):
+            raise ValueError(f"request_rates lists a rate twice: {self.request_rates}")
         if isinstance(self.perf_analyzer, list) and not self.perf_analyzer:
             raise ValueError("perf_analyzer: a command prefix needs at least one word")
-        return self
-
-
-class _MetricSpec(_Strict):
-    """A metric an objective or constraint names: of one concurrency level (``p50_ms`` at
-    ``concurrency: 1``), or of the whole trial (``server_memory_mb``, no concurrency)."""
-
-    metric: Metric
-    concurrency: Int | None = Field(default=None, ge=1)
-
-    @model_validator(mode="after")
-    def _level(self) -> _MetricSpec:
-        if self.metric in TRIAL_METRICS and self.concurrency is not None:
-            raise ValueError(f"{self.metric} is the peak over the whole trial: give no concurrency")
-        if self.metric not in TRIAL_METRICS and self.concurrency is None:
-            raise ValueError(f"{self.metric} is measured per level: give the concurrency it is taken at")
+        if self.mode == "request_rate" and self.request_rates is None:
+            raise ValueError("request_rates: mode request_rate needs the rates to measure at (requests/s)")
+        if self.mode == "concurrency" and self.request_rates is not None:
+            raise ValueError("request_rates: rates are measured in mode request_rate (load.mode)")
+        low, high, resolution = self.capacity_bounds
+        if self.mode == "concurrency" and not all(float(v).is_integer() for v in (low, high, resolution)):
+            raise ValueError("capacity: low, high and resolution are whole numbers of requests in flight")
+        if high <= low:
+            raise ValueError(f"capacity: high ({high:g}) must be greater than low ({low:g})")
+        if self.mode == "concurrency" and high > 4096:
+            raise ValueError(f"capacity.high: at most 4096 requests in flight (got {high:g})")
         return self
 
     @property
+    def capacity_bounds(self) -> tuple[float, float, float]:
+        """``load.capacity``'s low, high and resolution, the mode's defaults where unset."""
+        given = (self.capacity.low, self.capacity.high, self.capacity.resolution)
+        return tuple(v if v is not None else d for v, d in zip(given, _CAPACITY_DEFAULTS[self.mode]))
+
+    @property
+    def levels(self) -> list[Level]:
+        """The loads every trial measures, in the spec's order."""
+        if self.mode == "request_rate":
+            return [Level(request_rate=rate, arrival=self.arrival) for rate in self.request_rates or []]
+        return [Level(concurrency=level) for level in self.concurrency]
+
+    @property
+    def level_labels(self) -> list[str]:
+        """The levels as columns name them (``c1``, ``r500``)."""
+        return [level.label for level in self.levels]
+
+
+class _MetricSpec(_Strict):
+    """A metric an objective or constraint names: of one load level (``p50_ms`` at
+    ``concurrency: 1`` or at ``request_rate: 500``), of the whole trial (``server_memory_mb``),
+    or a capacity (``capacity`` with a latency ``percentile`` and its ``budget_ms``)."""
+
+    metric: Metric
+    concurrency: Int | None = Field(default=None, ge=1)
+    request_rate: Rate | None = None
+    percentile: Percentile | None = None
+    budget_ms: Float | None = Field(default=None, gt=0, description="the latency budget of a capacity")
+
+    @model_validator(mode="after")
+    def _level(self) -> _MetricSpec:
+        level = self.concurrency is not None or self.request_rate is not None
+        if self.metric == CAPACITY:
+            if self.percentile is None or self.budget_ms is None:
+                raise ValueError("capacity needs the latency 'percentile' (p99_ms, ...) and its 'budget_ms'")
+            if level:
+                raise ValueError("capacity searches the load itself (load.capacity): give no concurrency or rate")
+            return self
+        if self.percentile is not None or self.budget_ms is not None:
+            raise ValueError(f"'percentile' and 'budget_ms' belong to metric capacity, not {self.metric}")
+        if self.metric in TRIAL_METRICS and level:
+            raise ValueError(f"{self.metric} is the peak over the whole trial: give no concurrency or rate")
+        if self.metric not in TRIAL_METRICS and not level:
+            raise ValueError(
+                f"{self.metric} is measured per level: give the concurrency (or request_rate) it is taken at"
+            )
+        if self.concurrency is not None and self.request_rate is not None:
+            raise ValueError(f"{self.metric}: give a concurrency or a request_rate, not both")
+        return self
+
+    @property
+    def level(self) -> str | None:
+        """The level it is taken at (``c1``, ``r500``), or None."""
+        if self.concurrency is None and self.request_rate is None:
+            return None
+        return level_label(self.concurrency, self.request_rate)
+
+    @property
     def column(self) -> str:
-        """The table column it names (``p50_ms@c1``, ``server_memory_mb``)."""
-        return self.metric if self.concurrency is None else metric_column(self.metric, self.concurrency)
+        """The table column it names (``p50_ms@c1``, ``capacity@p99_ms<=20``, ``server_memory_mb``)."""
+        if self.metric == CAPACITY:
+            return capacity_column(self.percentile, self.budget_ms)
+        return self.metric if self.level is None else metric_column(self.metric, self.level)
 
 
 class ObjectiveSpec(_MetricSpec):
@@ -294,14 +377,7 @@ class Spec(_Strict):
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Spec:
-        levels = set(self.load.concurrency)
-        for key, entries in (("objectives", self.objectives), ("constraints", self.constraints)):
-            for entry in entries:
-                if entry.concurrency is not None and entry.concurrency not in levels:
-                    raise ValueError(
-                        f"{key}: {entry.column} measures at concurrency {entry.concurrency}, "
-                        f"which load.concurrency {sorted(levels)} does not include"
-                    )
+        self._levels_measured()
         columns = [o.column for o in self.objectives]
         if len(set(columns)) != len(columns):
             raise ValueError(f"objectives repeat a metric: {columns}")
@@ -317,6 +393,34 @@ class Spec(_Strict):
         if source.repository is None and self.model.name is None:
             raise ValueError("model.name is required (it defaults to the folder's name only for a repository source)")
         return self
+
+    def _levels_measured(self) -> None:
+        """Each objective's and constraint's level is one that load measures."""
+        listed = "load.request_rates" if self.load.mode == "request_rate" else "load.concurrency"
+        levels = self.load.level_labels
+        for key, entries in (("objectives", self.objectives), ("constraints", self.constraints)):
+            for index, entry in enumerate(entries):
+                if entry.level is None or entry.level in levels:
+                    continue
+                if (entry.concurrency is not None) != (self.load.mode == "concurrency"):
+                    given = "concurrency" if entry.concurrency is not None else "request_rate"
+                    raise ValueError(
+                        f"{key}.{index}.{given}: load.mode is {self.load.mode}; "
+                        f"name a level of {listed} {self.load.level_labels}"
+                    )
+                raise ValueError(
+                    f"{key}.{index}: {entry.column} is measured at {entry.level}, which {listed} "
+                    f"{[level.value for level in self.load.levels]} does not include"
+                )
+
+    @property
+    def capacities(self) -> list[_MetricSpec]:
+        """The capacity searches the objectives and constraints name, each once."""
+        found: dict[str, _MetricSpec] = {}
+        for entry in [*self.objectives, *self.constraints]:
+            if entry.metric == CAPACITY:
+                found.setdefault(entry.column, entry)
+        return list(found.values())
 
     @property
     def ranking(self) -> Ranking:

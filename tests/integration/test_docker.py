@@ -30,6 +30,10 @@ def _containers(name: str) -> list:
 
 def test_three_trial_sweep_in_containers(tmp_path, mlp_file, docker_block):
     spec = _spec(tmp_path, mlp_file, docker_block, name="docker-e2e")
+    body = spec.read_text().replace(  # a capacity over the levels measured anyway: no load is measured twice
+        "constraints:\n", "constraints:\n  - {metric: capacity, percentile: p99_ms, budget_ms: 5000, min: 1}\n"
+    )
+    spec.write_text(body.replace("load:\n", "load:\n  capacity: {low: 1, high: 2}\n"))
     assert main(["run", str(spec), "--results-dir", str(tmp_path / "results")]) == 0
     directory = tmp_path / "results" / "docker-e2e"
     trials = pd.read_csv(directory / "trials.csv")
@@ -37,6 +41,7 @@ def test_three_trial_sweep_in_containers(tmp_path, mlp_file, docker_block):
     assert (trials["p50_ms@c1"] > 0).all() and (trials["throughput@c2"] > 0).all()
     measurements = pd.read_csv(directory / "measurements.csv")
     assert len(measurements) == 6 and (measurements["requests"] > 0).all()
+    assert (trials["capacity@p99_ms<=5000:load"] == 2).all() and (trials["capacity@p99_ms<=5000"] > 0).all()
     log = (directory / "trials" / "0" / "server.log").read_text()
     assert "Started GRPCInferenceService at 127.0.0.1" in log  # streamed from the container
     assert _containers("docker-e2e") == []

@@ -15,6 +15,7 @@ from sweeper.data import generate_samples
 from sweeper.errors import TrialError
 from sweeper.load import (
     BuiltinGenerator,
+    CapacityTarget,
     PerfAnalyzerGenerator,
     PerfAnalyzerUnavailable,
     Workload,
@@ -22,9 +23,9 @@ from sweeper.load import (
     find_perf_analyzer,
     served_outputs,
 )
-from sweeper.spec import LoadSpec, PerfAnalyzerImageSpec
+from sweeper.spec import CapacitySearchSpec, LoadSpec, PerfAnalyzerImageSpec
 from sweeper.tensors import TensorSpec
-from sweeper.vocabulary import TrialConfig
+from sweeper.vocabulary import Level, TrialConfig
 from tests.integration.conftest import keep
 from tests.repositories import make_repository
 
@@ -122,6 +123,77 @@ def test_queue_delay_shows_up_as_queue_time(delayed_server, generator):
     m = generator.measure(delayed_server.endpoints, "http", WORKLOAD, 1, QUICK)
     assert m.p50_ms >= 45 and m.queue_ms >= 40 and m.queue_ms > 10 * m.compute_infer_ms
     assert m.avg_batch_size == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("arrival", ["constant", "poisson"])
+def test_a_request_rate_is_kept_on_schedule_below_capacity(server, generator, arrival):
+    m = generator.measure(server.endpoints, "http", WORKLOAD, Level(request_rate=100, arrival=arrival), QUICK)
+    assert m.concurrency is None and m.request_rate == 100 and m.arrival == arrival and m.level == "r100"
+    assert m.throughput == pytest.approx(100, rel=0.3), "an open loop sends at its rate, not as fast as it can"
+    assert not m.behind_schedule and not m.client_bound
+    if m.send_rate is not None:  # perf_analyzer prints its send rate only when it falls behind
+        assert m.send_rate == pytest.approx(100, rel=0.3)
+
+
+def test_above_capacity_a_request_rate_queues_and_falls_behind(server, generator):
+    """An open loop does not wait for responses: past the server's capacity the queue, and p99
+    with it, grows beyond what a closed loop of 8 requests in flight ever sees; a schedule the
+    generator cannot keep is flagged."""
+    closed = generator.measure(server.endpoints, "grpc", WORKLOAD, 8, QUICK)
+    flooded = generator.measure(server.endpoints, "grpc", WORKLOAD, Level(request_rate=40_000), QUICK)
+    assert flooded.p99_ms > 3 * closed.p99_ms, (flooded.p99_ms, closed.p99_ms)
+    assert flooded.throughput < 0.9 * 40_000
+    assert flooded.behind_schedule and flooded.client_bound
+
+
+def test_capacity_is_the_highest_load_within_the_budget(server, generator):
+    """Grow then bisect over concurrency 1..8; every load tried is a measurement; the answer is
+    within the budget and one resolution step below a load that broke it (or the upper bound)."""
+    level_1 = generator.measure(server.endpoints, "grpc", WORKLOAD, 1, QUICK)
+    budget = round(level_1.p99_ms * 2.5, 3)
+    search = QUICK.model_copy(update={"capacity": CapacitySearchSpec(low=1, high=8, resolution=1)})
+    target = CapacityTarget(f"capacity@p99_ms<={budget:g}", "p99_ms", budget)
+    measurements, (capacity,) = generator.measure_trial(server.endpoints, "grpc", WORKLOAD, search, [target])
+    by_load = {m.concurrency: m for m in measurements}
+    assert set(capacity.tried) <= set(by_load) and capacity.tried[0] == 1
+    assert all(by_load[load].search == target.column for load in capacity.tried if load != 1), "c1 is listed"
+    if capacity.load == 0:
+        assert by_load[1].p99_ms > budget and "no load tried meets it" in capacity.note
+        return
+    found = by_load[capacity.load]
+    assert found.p99_ms <= budget and capacity.throughput == found.throughput
+    above = [load for load in capacity.tried if load > capacity.load]
+    if capacity.load < 8:
+        assert min(above) - capacity.load <= 1 and by_load[min(above)].p99_ms > budget
+    else:
+        assert "at least this" in capacity.note
+
+
+def test_a_budget_no_load_meets_and_one_every_load_meets(server):
+    search = QUICK.model_copy(update={"capacity": CapacitySearchSpec(low=1, high=4, resolution=1)})
+    never = CapacityTarget("capacity@p50_ms<=0.001", "p50_ms", 0.001)
+    always = CapacityTarget("capacity@p99_ms<=10000", "p99_ms", 10_000)
+    _, (none, bounded) = BUILTIN.measure_trial(server.endpoints, "http", WORKLOAD, search, [never, always])
+    assert (none.load, none.throughput, none.tried) == (0, 0, (1,))
+    assert "over the budget of 0.001 ms: no load tried meets it" in none.note
+    assert bounded.load == 4 and bounded.tried == (1, 2, 4) and "at least this" in bounded.note
+
+
+def test_capacity_over_request_rates(server):
+    rates = LoadSpec(
+        mode="request_rate",
+        request_rates=[50],
+        warmup_s=0.2,
+        window_s=0.4,
+        stability_tolerance=1.0,
+        max_windows=3,
+        capacity=CapacitySearchSpec(low=50, high=400, resolution=50),
+    )
+    always = CapacityTarget("capacity@p99_ms<=10000", "p99_ms", 10_000)
+    measurements, (capacity,) = BUILTIN.measure_trial(server.endpoints, "http", WORKLOAD, rates, [always])
+    assert capacity.tried == (50, 100, 200, 400) and capacity.load == 400
+    assert capacity.throughput == pytest.approx(400, rel=0.3)
+    assert [m.level for m in measurements] == ["r50", "r100", "r200", "r400"]
 
 
 def test_an_unstable_perf_analyzer_measurement_is_kept_and_marked(server, perf_analyzer):

@@ -85,37 +85,58 @@ def test_the_study_holds_typed_records_and_optunas_own_names(swept):
     assert frozen.system_attrs["constraints"] == list(named.values()), "the list optuna-dashboard reads"
 
 
-MEMORY_SPEC = """
-study: {name: memory, trials: 2, sampler: grid}
+SIZING_SPEC = (
+    """
+study: {name: sizing, trials: 2, sampler: grid}
 model: {name: mlp, source: {onnx: MODEL}}
 search_space: {max_batch_size: [8], max_queue_delay_us: [0], instance_count: [1, 2], protocol: [http], precision: [fp32]}
 objectives:
-  - {metric: throughput, concurrency: 2, direction: maximize}
+  - {metric: capacity, percentile: p99_ms, budget_ms: 200, direction: maximize}
   - {metric: server_memory_mb, direction: minimize}
 constraints:
   - {metric: server_memory_mb, max: 4000}
-""" + FAST_LOAD.replace("concurrency: [1]", "concurrency: [2]")
+  - {metric: capacity, percentile: p50_ms, budget_ms: 0.001, min: 0}
+"""
+    + FAST_LOAD
+    + """
+  capacity: {low: 1, high: 4}
+"""
+)
 
 
-def test_server_memory_is_an_objective_and_two_instances_take_more(tmp_path, mlp_file):
-    from sweeper.spec import load_spec
-    from sweeper.sweep import run_sweep
-
-    result = run_sweep(
-        load_spec(write_spec(tmp_path, MEMORY_SPEC.replace("MODEL", str(mlp_file)))), results_dir=tmp_path
-    )
-    trials = result.tables.trials.set_index("instance_count")
+def test_capacity_and_server_memory_size_a_front_a_report_and_an_export(tmp_path, mlp_file):
+    """Capacity within a budget and memory as the objectives; a budget no load meets is a
+    result (capacity 0, the reason), not a failure."""
+    spec = write_spec(tmp_path, SIZING_SPEC.replace("MODEL", str(mlp_file)))
+    assert main(["run", str(spec), "--results-dir", str(tmp_path / "results")]) == 0
+    folder = tmp_path / "results" / "sizing"
+    trials = pd.read_csv(folder / "trials.csv").set_index("instance_count")
     assert (trials["state"] == "COMPLETE").all() and trials["feasible"].all()
     one, two = trials.loc[1, "server_memory_mb"], trials.loc[2, "server_memory_mb"]
     assert 20 < one < two < 4000, "a second python-backend instance is a second stub process"
     assert trials["gpu_memory_mb"].isna().all(), "no GPU here: nothing reported, not zero"
-    assert set(result.tables.pareto["instance_count"]) >= {1}, "one instance takes the least memory"
-    assert main(["report", str(result.directory)]) == 0
-    assert "server_memory_mb" in (result.directory / "report.html").read_text()
+    capacity = "capacity@p99_ms<=200"
+    assert (trials[f"{capacity}:load"] == 4).all(), "200 ms holds up to the search's upper bound"
+    assert trials[f"{capacity}:note"].str.contains("at least this").all()
+    assert (trials[capacity] > 0).all()
+    never = "capacity@p50_ms<=0.001"
+    assert (trials[never] == 0).all() and (trials[f"{never}:load"] == 0).all()
+    assert trials[f"{never}:note"].str.contains("over the budget of 0.001 ms: no load tried meets it").all()
+    rows = pd.read_csv(folder / "measurements.csv")
+    searched = rows[rows["search"] == capacity]
+    assert set(searched["level"]) == {"c2", "c4"}, "c1 is a listed level; the search measured 2 and 4 besides"
+    assert set(rows[rows["search"].isna()]["level"]) == {"c1"}
+    pareto = pd.read_csv(folder / "pareto.csv")
+    assert {capacity, "server_memory_mb"} <= set(pareto.columns) and not pareto.empty
+    assert main(["report", str(folder)]) == 0
+    assert "Capacity and memory" in (folder / "report.html").read_text()
+    assert capacity in (folder / "summary.md").read_text()
     out = tmp_path / "export"
-    assert main(["export", str(result.directory), "--out", str(out), "--pick", "min:server_memory_mb"]) == 0
+    assert main(["export", str(folder), "--out", str(out), "--pick", "min:server_memory_mb"]) == 0
     record = json.loads((out / "mlp" / "sweeper-export.json").read_text())
     assert record["parameters"]["instance_count"] == 1 and record["metrics"]["server_memory_mb"] == pytest.approx(one)
+    assert record["metrics"][capacity] == pytest.approx(trials.loc[1, capacity])
+    assert {c["column"] for c in record["capacity"]} == {capacity, never}
 
 
 def _snapshot(folder):
@@ -292,9 +313,19 @@ search_space:
   protocol: [http]
   precision: [fp32, int8]
 baseline: {max_batch_size: 8, max_queue_delay_us: 0, instance_count: 1, protocol: http}
-load: {generator: builtin, concurrency: [1], warmup_s: 0.2, window_s: 0.3, stability_tolerance: 1.0, max_windows: 3}
+load:
+  generator: builtin
+  mode: request_rate
+  request_rates: [50]
+  capacity: {low: 50, high: 100, resolution: 50}
+  warmup_s: 0.2
+  window_s: 0.3
+  stability_tolerance: 1.0
+  max_windows: 3
 objectives:
-  - {metric: p50_ms, concurrency: 1, direction: minimize}
+  - {metric: p50_ms, request_rate: 50, direction: minimize}
+constraints:
+  - {metric: capacity, percentile: p99_ms, budget_ms: 5000, min: 0}
 """
 
 
@@ -310,6 +341,9 @@ def test_reload_mode_serves_every_trial_from_one_server(tmp_path, mlp_file, laun
     assert len(trials) == 5 and (trials["state"] == "COMPLETE").all() and set(trials["reuse"]) == {"reload"}
     assert {"fp32", "int8"} == set(trials["precision"]), "a precision change brings its model file"
     assert len(list((directory / "reload").glob("server-*.log"))) == 1, "one server for the study"
+    assert (trials["capacity@p99_ms<=5000:load"] == 100).all(), "open-loop capacity, up to the search's bound"
+    levels = pd.read_csv(directory / "measurements.csv").groupby("number")["level"].apply(set)
+    assert all(found == {"r50", "r100"} for found in levels), "the listed rate and the one the search tried"
     assert trials["start_s"].max() < 10 and trials["stop_s"].max() < 2
     for number in trials["number"]:
         assert f"mlp__t{number}" in (directory / "trials" / str(number) / "server.log").read_text()

@@ -13,10 +13,12 @@ from tritonclient.grpc import service_pb2
 
 from sweeper.launchers import Endpoints
 from sweeper.load import server_times, windows_agree
+from sweeper.load._builtin import MAX_IN_FLIGHT
 from sweeper.load._grpc import METHOD, request_headers
 from sweeper.load._perf_analyzer import arguments, parse
 from sweeper.load._wire import InferenceError, check_outputs, grpc_message, grpc_outputs, http_request
 from sweeper.tensors import TensorSpec
+from sweeper.vocabulary import Level
 
 FIXTURES = Path(__file__).with_name("fixtures")
 INPUTS = [TensorSpec("x", "FP32", (3,)), TensorSpec("s", "BYTES", (1,))]
@@ -120,7 +122,7 @@ def test_perf_analyzer_arguments_map_the_spec():
         "m",
         "grpc",
         endpoints,
-        4,
+        Level(concurrency=4),
         2,
         window_s=1.5,
         tolerance=0.15,
@@ -139,3 +141,18 @@ def test_perf_analyzer_arguments_map_the_spec():
         "-b2",
     ):
         assert option in args
+    rate = arguments(
+        "m",
+        "http",
+        endpoints,
+        Level(request_rate=250.5, arrival="poisson"),
+        None,
+        window_s=1.5,
+        tolerance=0.15,
+        max_windows=6,
+        data_file=Path("/d.json"),
+        csv_file=Path("/r.csv"),
+    )
+    assert "--request-rate-range=250.5" in rate and "--request-distribution=poisson" in rate
+    assert f"--max-threads={MAX_IN_FLIGHT}" in rate, "its default of 4 threads caps what is in flight at 4"
+    assert not any(a.startswith("--concurrency-range") for a in rate)

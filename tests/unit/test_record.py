@@ -14,6 +14,7 @@ from optuna.distributions import CategoricalDistribution
 
 from sweeper.record import (
     Accuracy,
+    Capacity,
     LoadGeneratorInfo,
     Measurement,
     TrialWriter,
@@ -64,7 +65,8 @@ def _sweep(tmp_path) -> optuna.Study:
         writer.served('name: "m"\nmax_batch_size: 8\n')
         writer.accuracy(Accuracy(1 - cosine, cosine, None if cosine == 1.0 else "int8 cosine similarity 0.9 < 0.999"))
         measured = [_measurement(p50, 1000 / p50)]
-        writer.measured(measured, {"cosine_similarity": 0.999 - cosine, "p99_ms@c1<=5": p50 * 2 - 5})
+        capacity = Capacity("capacity@p99_ms<=5", 4.0, 4000 / p50, (1.0, 2.0, 4.0, 8.0, 6.0, 5.0), None)
+        writer.measured(measured, [capacity], {"cosine_similarity": 0.999 - cosine, "p99_ms@c1<=5": p50 * 2 - 5})
         writer.timings({"build_s": 0.1, "start_s": 0.2, "measure_s": 1.0, "stop_s": 0.0})
         study.tell(trial, [p50, 1000 / p50])
     return study
@@ -94,6 +96,8 @@ def test_what_the_writer_stores_reads_back_as_a_record(tmp_path):
     tight = Ranking(RANKING.objectives, (Bound("p99_ms@c1", "<=", 1.5),))
     assert not first.feasible(tight) and first.violations(tight) == {"p99_ms@c1<=1.5": 0.5}
     assert set(KNOBS) == set(first.config.as_dict())
+    assert first.capacities[0].tried == (1.0, 2.0, 4.0, 8.0, 6.0, 5.0) and first.capacities[0].load == 4.0
+    assert first.figures["capacity@p99_ms<=5"] == 4000.0, "a capacity's figure is its throughput"
 
 
 def test_optunas_own_tools_see_names_and_feasibility(tmp_path):

@@ -118,7 +118,7 @@ BAD_SPECS = {
     ),
     "latency-without-level": (
         ("- {metric: p50_ms, concurrency: 1, direction: minimize}", "- {metric: p50_ms, direction: minimize}"),
-        "p50_ms is measured per level: give the concurrency it is taken at",
+        "p50_ms is measured per level: give the concurrency (or request_rate) it is taken at",
     ),
     "gpu-memory-without-gpu": (
         (
@@ -127,6 +127,74 @@ BAD_SPECS = {
         ),
         "constraints.0.metric: gpu_memory_mb needs a GPU; the local launcher's server",
     ),
+    "capacity-negative-budget": (
+        (
+            "- {metric: p50_ms, concurrency: 1, direction: minimize}",
+            "- {metric: capacity, percentile: p99_ms, budget_ms: -5, direction: maximize}",
+        ),
+        "objectives.0.budget_ms: Input should be greater than 0",
+    ),
+    "capacity-unmeasured-percentile": (
+        (
+            "- {metric: p50_ms, concurrency: 1, direction: minimize}",
+            "- {metric: capacity, percentile: p999_ms, budget_ms: 20, direction: maximize}",
+        ),
+        "objectives.0.percentile: Input should be 'p50_ms', 'p90_ms', 'p95_ms' or 'p99_ms'",
+    ),
+    "capacity-without-budget": (
+        (
+            "- {metric: p50_ms, concurrency: 1, direction: minimize}",
+            "- {metric: capacity, percentile: p99_ms, direction: maximize}",
+        ),
+        "objectives.0: capacity needs the latency 'percentile' (p99_ms, ...) and its 'budget_ms'",
+    ),
+    "capacity-at-a-level": (
+        (
+            "- {metric: p50_ms, concurrency: 1, direction: minimize}",
+            "- {metric: capacity, percentile: p99_ms, budget_ms: 20, concurrency: 8, direction: maximize}",
+        ),
+        "objectives.0: capacity searches the load itself (load.capacity): give no concurrency or rate",
+    ),
+    "budget-on-a-latency": (
+        (
+            "- {metric: p50_ms, concurrency: 1, direction: minimize}",
+            "- {metric: p50_ms, concurrency: 1, budget_ms: 20, direction: minimize}",
+        ),
+        "objectives.0: 'percentile' and 'budget_ms' belong to metric capacity, not p50_ms",
+    ),
+    "rate-zero": (
+        ("objectives:", "load: {mode: request_rate, request_rates: [0]}\nobjectives:"),
+        "load.request_rates.0: Input should be greater than 0",
+    ),
+    "rate-mode-without-rates": (
+        ("objectives:", "load: {mode: request_rate}\nobjectives:"),
+        "load: request_rates: mode request_rate needs the rates to measure at (requests/s)",
+    ),
+    "rates-in-concurrency-mode": (
+        ("objectives:", "load: {request_rates: [100]}\nobjectives:"),
+        "load: request_rates: rates are measured in mode request_rate (load.mode)",
+    ),
+    "concurrency-objective-in-rate-mode": (
+        ("objectives:", "load: {mode: request_rate, request_rates: [100]}\nobjectives:"),
+        "objectives.0.concurrency: load.mode is request_rate; name a level of load.request_rates ['r100']",
+    ),
+    "rate-not-measured": (
+        (
+            "objectives:\n  - {metric: p50_ms, concurrency: 1, direction: minimize}",
+            "load: {mode: request_rate, request_rates: [100]}\nobjectives:\n"
+            "  - {metric: p50_ms, request_rate: 200, direction: minimize}",
+        ),
+        "objectives.0: p50_ms@r200 is measured at r200, which load.request_rates [100.0] does not include",
+    ),
+    "capacity-bounds-reversed": (
+        ("objectives:", "load: {capacity: {low: 8, high: 4}}\nobjectives:"),
+        "load: capacity: high (4) must be greater than low (8)",
+    ),
+    "capacity-fractional-concurrency": (
+        ("objectives:", "load: {capacity: {resolution: 0.5}}\nobjectives:"),
+        "load: capacity: low, high and resolution are whole numbers of requests in flight",
+    ),
+    "unknown-arrival": (("objectives:", "load: {arrival: bursty}\nobjectives:"), "load.arrival"),
     "typo": (
         ("max_queue_delay_us: [off, 0, 100]", "max_queue_delay: [0, 100]"),
         "search_space.max_queue_delay: unknown key; did you mean 'max_queue_delay_us'?",

@@ -144,7 +144,7 @@ def test_front_knee_and_hypervolume():
 
 def test_report_info_explains_batching_and_the_gap(study, tmp_path):
     info = _info(study)
-    assert info.breakdown_concurrency == 1
+    assert info.breakdown_level == "c1" and info.breakdown_load == "concurrency 1"
     assert set(info.breakdown["number"]) == {0, 1, 2}, "the Pareto trials and the baseline"
     assert list(info.batching.columns) == ["c1", "c8"]
     batched = info.batching.loc[[label for label in info.batching.index if label.startswith("#2 ")][0]]

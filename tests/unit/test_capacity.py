@@ -1,0 +1,60 @@
+"""The capacity search's logic on latency curves given as numbers: where it grows, where it
+bisects, how it reads noise, and the notes it writes (the real servers: tests/integration)."""
+
+from __future__ import annotations
+
+import pytest
+
+from sweeper.load import CapacityTarget, SearchBounds, capacity_of, search_capacity
+from sweeper.record import Measurement
+
+TARGET = CapacityTarget("capacity@p99_ms<=10", "p99_ms", 10.0)
+CONCURRENCY = SearchBounds(1, 64, 1, integer=True, unit="concurrency")
+
+
+def _at(load: float, p99: float) -> Measurement:
+    return Measurement(
+        int(load), p99 / 2, p99, p99, p99, p99 / 2, load * 100, 0, 0, 0, 0, 0, 1, 100, 3, True, 0.1, False, "x"
+    )
+
+
+def _search(curve, bounds=CONCURRENCY):
+    return search_capacity(lambda load: _at(load, curve(load)), TARGET, bounds)
+
+
+def test_it_grows_then_bisects_to_the_resolution():
+    capacity, tried = _search(lambda c: c * 0.4)  # p99 = 0.4 ms per request in flight: 10 ms at 25
+    assert capacity.load == 25 and capacity.throughput == 2500
+    assert capacity.tried == (1, 2, 4, 8, 16, 32, 24, 28, 26, 25)
+    assert capacity.note is None
+
+
+def test_a_budget_broken_at_the_lowest_load_is_capacity_zero_with_the_reason():
+    capacity, _ = _search(lambda c: 12.0)
+    assert (capacity.load, capacity.throughput, capacity.tried) == (0, 0, (1,))
+    assert capacity.note == (
+        "p99_ms 12 ms at concurrency 1 (load.capacity.low) is over the budget of 10 ms: no load tried meets it"
+    )
+
+
+def test_a_search_that_reaches_its_upper_bound_says_the_capacity_is_at_least_that():
+    capacity, _ = _search(lambda c: 1.0)
+    assert capacity.load == 64 and capacity.tried == (1, 2, 4, 8, 16, 32, 64)
+    assert "up to load.capacity.high (concurrency 64): the capacity is at least this" in capacity.note
+
+
+def test_a_load_within_the_budget_above_one_that_broke_it_does_not_count():
+    """A long queue delay: slow at light load, fast once batches fill. Traffic passes through the
+    light loads, so the capacity is 0; and noise above a broken load is not capacity."""
+    tried = {1.0: _at(1, 11), 2.0: _at(2, 4), 4.0: _at(4, 5)}
+    assert capacity_of(tried, TARGET, CONCURRENCY).load == 0
+    tried = {1.0: _at(1, 2), 2.0: _at(2, 3), 4.0: _at(4, 12), 3.0: _at(3, 9), 8.0: _at(8, 9)}
+    assert capacity_of(tried, TARGET, CONCURRENCY).load == 3
+
+
+def test_request_rates_bisect_on_the_resolutions_grid():
+    rates = SearchBounds(10, 5000, 10, integer=False, unit="requests/s")
+    capacity, _ = _search(lambda r: r / 100, rates)  # 10 ms at 1000 requests/s
+    assert capacity.load == pytest.approx(1000, abs=10)
+    assert all(round(load / 10) * 10 == pytest.approx(load) for load in capacity.tried)
+    assert "1e+03" not in (capacity.note or "")
