@@ -112,21 +112,18 @@ def windows_agree(throughputs: list[float], latencies: list[float], tolerance: f
     return all(min(values) > 0 and max(values) / min(values) <= 1 + tolerance for values in (throughputs, latencies))
 
 
-class _ClosedLoop:
-    """``concurrency`` workers, each on its own connection, from ``start`` to ``close``."""
+class _Loop:
+    """Threads driving one level, each on its own connection, until ``close``."""
 
-    def __init__(self, protocol: str, endpoints: Endpoints, requests: list[bytes], level: Level, timeout_s: float):
-        self.protocol, self.level, self.timeout_s = protocol, level, timeout_s
-        self.stop = threading.Event()
-        self.connections = [connect(protocol, endpoints, timeout_s) for _ in range(level.concurrency)]
-        sends = [c.call if protocol == "grpc" else c.infer for c in self.connections]
-        # Workers start at different samples, so concurrent requests carry different data.
-        self.workers: list[Any] = [_Worker(send, requests, index, self.stop) for index, send in enumerate(sends)]
-        for worker in self.workers:
-            worker.start()
+    protocol: str
+    level: Level
+    timeout_s: float
+    stop: threading.Event
+    connections: list[HttpConnection | GrpcConnection]
+    workers: list[Any]
 
     def counts(self) -> tuple[int, int]:
-        """Requests sent and due so far: a closed loop has no schedule."""
+        """Requests sent and due so far (a closed loop has no schedule: 0, 0)."""
         return 0, 0
 
     def check(self) -> None:
@@ -142,6 +139,20 @@ class _ClosedLoop:
             _close_quietly(connection)
         for worker in list(self.workers):
             worker.join(timeout=self.timeout_s)
+
+
+class _ClosedLoop(_Loop):
+    """``level.concurrency`` workers, each keeping one request in flight."""
+
+    def __init__(self, protocol: str, endpoints: Endpoints, requests: list[bytes], level: Level, timeout_s: float):
+        self.protocol, self.level, self.timeout_s = protocol, level, timeout_s
+        self.stop = threading.Event()
+        self.connections = [connect(protocol, endpoints, timeout_s) for _ in range(level.concurrency)]
+        sends = [c.call if protocol == "grpc" else c.infer for c in self.connections]
+        # Workers start at different samples, so concurrent requests carry different data.
+        self.workers = [_Worker(send, requests, index, self.stop) for index, send in enumerate(sends)]
+        for worker in self.workers:
+            worker.start()
 
 
 class _Schedule:
@@ -213,7 +224,7 @@ class _ScheduledWorker(threading.Thread):
             loop.stop.set()
 
 
-class _OpenLoop(_ClosedLoop):
+class _OpenLoop(_Loop):
     """Requests sent at ``level.request_rate`` on its schedule, by a pool that grows while they
     go out late (up to ``MAX_IN_FLIGHT`` threads, each with its own connection)."""
 
@@ -222,7 +233,7 @@ class _OpenLoop(_ClosedLoop):
         self.endpoints, self.requests = endpoints, requests
         self.stop = threading.Event()
         self.schedule = _Schedule(level)
-        self.connections: list[HttpConnection | GrpcConnection] = []
+        self.connections = []
         self.workers = []
         self._pool = threading.Lock()
         for _ in range(2):
@@ -244,7 +255,7 @@ class _OpenLoop(_ClosedLoop):
         return sum(w.sent for w in list(self.workers)), self.schedule.due()
 
 
-def _loop(protocol: str, endpoints: Endpoints, requests: list[bytes], level: Level, timeout_s: float) -> _ClosedLoop:
+def _loop(protocol: str, endpoints: Endpoints, requests: list[bytes], level: Level, timeout_s: float) -> _Loop:
     kind = _ClosedLoop if level.concurrency is not None else _OpenLoop
     return kind(protocol, endpoints, requests, level, timeout_s)
 
