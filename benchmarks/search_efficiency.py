@@ -98,7 +98,7 @@ def replay(loaded: LoadedSpec, grid: dict[tuple, pd.Series], sampler: str, seed:
         if row["state"] != "COMPLETE":
             writer.failed(str(row["failure"]))
             raise TrialError(str(row["failure"]))
-        writer.measured([], _constraints(replayed, row))
+        writer.measured([], [], _constraints(replayed, row))
         return tuple(float(row[o.column]) for o in spec.objectives)
 
     run_study(study, replayed, None, storage, exclusive=True, objective=objective)

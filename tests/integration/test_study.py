@@ -303,17 +303,8 @@ def test_off_zero_and_a_delay_are_three_server_behaviours(tmp_path, mlp_file, ge
     assert record["parameters"]["max_queue_delay_us"] == 0 and record["generator"]["name"] == generator
 
 
-RELOAD = """
-study: {name: reload, trials: 5, sampler: grid}
-model: {name: mlp, source: {onnx: MODEL}}
-server: SERVER
-search_space:
-  max_batch_size: [1, 8]
-  max_queue_delay_us: [off, 0]
-  protocol: [http]
-  precision: [fp32, int8]
-baseline: {max_batch_size: 8, max_queue_delay_us: 0, instance_count: 1, protocol: http}
-load:
+# Open-loop load and a capacity over rates: reload mode on both launchers measures them too.
+RELOAD_LOAD = """load:
   generator: builtin
   mode: request_rate
   request_rates: [50]
@@ -327,6 +318,20 @@ objectives:
 constraints:
   - {metric: capacity, percentile: p99_ms, budget_ms: 5000, min: 0}
 """
+RELOAD = (
+    """
+study: {name: reload, trials: 5, sampler: grid}
+model: {name: mlp, source: {onnx: MODEL}}
+server: SERVER
+search_space:
+  max_batch_size: [1, 8]
+  max_queue_delay_us: [off, 0]
+  protocol: [http]
+  precision: [fp32, int8]
+baseline: {max_batch_size: 8, max_queue_delay_us: 0, instance_count: 1, protocol: http}
+"""
+    + RELOAD_LOAD
+)
 
 
 @pytest.mark.parametrize("launcher", ["local", "docker"])
@@ -358,8 +363,8 @@ def test_reload_mode_restarts_after_a_failed_load(tmp_path, mlp_file):
         tmp_path,
         body.replace("precision: [fp32, int8]", "precision: [fp32]")
         .replace("max_queue_delay_us: [off, 0]", "max_queue_delay_us: [0]")
-        .replace("load: {generator: builtin, concurrency: [1]", "load: {generator: builtin, concurrency: [2]")
-        .replace("concurrency: 1, direction", "concurrency: 2, direction"),
+        .replace(RELOAD_LOAD, FAST_LOAD.replace("concurrency: [1]", "concurrency: [2]").lstrip())
+        + "objectives:\n  - {metric: p50_ms, concurrency: 2, direction: minimize}\n",
     )
     assert main(["run", str(spec), "--results-dir", str(tmp_path / "results")]) == 0
     trials = pd.read_csv(tmp_path / "results" / "reload" / "trials.csv").set_index("max_batch_size")
