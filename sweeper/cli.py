@@ -61,9 +61,20 @@ def _signals_unwind() -> Iterator[None]:
     previous_term = signal.signal(signal.SIGTERM, _raise_terminated)
     ours = signal.getsignal(signal.SIGINT) is signal.default_int_handler  # an ignored SIGINT stays ignored
     previous_int = signal.signal(signal.SIGINT, _raise_interrupted) if ours else None
+    previous_hook = sys.unraisablehook
+
+    def quiet_about_signals(unraisable: sys.UnraisableHookArgs) -> None:
+        # A signal raised inside a callback Python cannot raise from (a garbage collector's weakref
+        # callback in SQLAlchemy) is printed as "Exception ignored". It is recorded: the trial's
+        # phase raises it when it ends (sweeper.study._timed), so it needs no traceback.
+        if not isinstance(unraisable.exc_value, KeyboardInterrupt):
+            previous_hook(unraisable)
+
+    sys.unraisablehook = quiet_about_signals
     try:
         yield
     finally:
+        sys.unraisablehook = previous_hook
         signal.signal(signal.SIGTERM, previous_term)
         if ours:
             signal.signal(signal.SIGINT, previous_int)

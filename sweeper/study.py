@@ -396,6 +396,9 @@ def run_study(
     callbacks = [on_trial_end] if on_trial_end is not None else []
     heartbeat = loaded.spec.study.heartbeat_s
     while True:
+        stop = stop_requested()
+        if stop is not None:  # a signal a library swallowed between trials still stops the sweep
+            raise stop()
         trials = study.get_trials(deepcopy=False)
         done = counted(trials)
         if done >= target:
