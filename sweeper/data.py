@@ -14,6 +14,7 @@ import dataclasses
 import json
 import math
 import struct
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -261,12 +262,22 @@ def read_samples(path: Path, inputs: list[TensorSpec]) -> Samples:
     raise DataError(f"{path}: input data must be a .json (perf_analyzer's --input-data format) or an .npz file")
 
 
-def generate_samples(inputs: list[TensorSpec], count: int, *, low: float, high: float, seed: int) -> Samples:
-    """``count`` random samples: uniform numbers in [low, high) (integers clipped to their type),
-    random booleans, random 16-letter strings for BYTES."""
+def generate_samples(
+    inputs: list[TensorSpec],
+    count: int,
+    *,
+    low: float,
+    high: float,
+    seed: int,
+    ranges: Mapping[str, tuple[float, float]] | None = None,
+) -> Samples:
+    """``count`` random samples: uniform numbers in [low, high) (integers clipped to their type;
+    ``ranges`` gives an input its own low and high), random booleans, random 16-letter strings
+    for BYTES."""
     rng = np.random.default_rng(seed)
     arrays = {}
     for tensor in inputs:
+        lowest, highest = (ranges or {}).get(tensor.name, (low, high))
         if tensor.variable:
             raise DataError(
                 f"input '{tensor.name}' has a variable shape {list(tensor.shape)}: give its shape in model.inputs "
@@ -282,9 +293,10 @@ def generate_samples(inputs: list[TensorSpec], count: int, *, low: float, high: 
             dtype = dtype_of(tensor.datatype)
             if np.issubdtype(dtype, np.integer):
                 info = np.iinfo(dtype)
-                lowest, highest = max(int(low), info.min), min(max(int(high), int(low) + 1), info.max)
-                batch = rng.integers(lowest, max(highest, lowest + 1), shape).astype(dtype)
+                first = max(int(lowest), info.min)
+                last = min(max(int(highest), int(lowest) + 1), info.max)
+                batch = rng.integers(first, max(last, first + 1), shape).astype(dtype)
             else:
-                batch = rng.uniform(low, high, shape).astype(dtype)
+                batch = rng.uniform(lowest, highest, shape).astype(dtype)
         arrays[tensor.name] = tuple(batch[i] for i in range(count))
     return Samples(tuple(inputs), arrays)

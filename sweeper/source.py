@@ -16,6 +16,7 @@ import sys
 import tempfile
 import warnings
 from pathlib import Path
+from typing import Any
 
 import onnx
 from tritonclient.grpc import model_config_pb2 as mc
@@ -28,6 +29,15 @@ ONNX_PLATFORM = "onnxruntime_onnx"
 
 class SourceError(ValueError):
     """The model source cannot be used; the message says why."""
+
+
+class InputsError(SourceError):
+    """The model ran but not on the inputs the spec describes (a datatype, a shape, a value
+    outside what it accepts): ``model.inputs`` or ``model.example_inputs`` is to change."""
+
+    def __init__(self, message: str, key: str) -> None:
+        super().__init__(message)
+        self.key = key
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,9 +137,55 @@ def _remove_exports() -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def from_pytorch(reference: str, name: str, inputs: list[TensorSpec], import_root: Path, example: dict) -> ModelSource:
-    """Import ``module:factory``, call it and export its module to ONNX (dynamic batch axis)."""
+def from_pytorch(
+    reference: str,
+    name: str,
+    inputs: list[TensorSpec],
+    import_root: Path,
+    example: dict,
+    output_names: list[str] | None = None,
+) -> ModelSource:
+    """Import ``module:factory``, call it and export its module to ONNX (dynamic batch axis),
+    its outputs named ``output_names`` (default ``output``, or ``output0``, ``output1``, ...)."""
     import torch  # only a pytorch source needs torch
+
+    network = _network(reference, import_root)
+    folder = Path(tempfile.mkdtemp(prefix="sweeper-export-"))
+    _EXPORTS.append(folder)
+    path = folder / "model.onnx"
+    args = tuple(torch.from_numpy(example[t.name]) for t in inputs)
+    produced = _run_on_examples(network, args, reference, inputs)
+    count = len(produced) if isinstance(produced, (tuple, list)) else 1
+    if output_names is None:
+        output_names = [f"output{i}" for i in range(count)] if count > 1 else ["output"]
+    elif len(output_names) != count:
+        raise InputsError(
+            f"{reference}() returns {count} output(s); the spec names {len(output_names)}", "model.outputs"
+        )
+    names = [t.name for t in inputs] + output_names
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
+            torch.onnx.export(
+                network,
+                args,
+                str(path),
+                input_names=[t.name for t in inputs],
+                output_names=output_names,
+                dynamic_axes={name: {0: "batch"} for name in names},
+                dynamo=False,
+            )
+    except SystemExit as exc:
+        raise SourceError(f"running {reference}() on the example inputs called sys.exit({exc.code!r})") from None
+    except Exception as exc:
+        raise SourceError(f"exporting {reference}() to ONNX failed: {type(exc).__name__}: {exc}"[:400]) from None
+    source = from_onnx(path, name)
+    return dataclasses.replace(source, kind="pytorch", inputs=tuple(inputs))
+
+
+def _network(reference: str, import_root: Path) -> Any:
+    """The torch.nn.Module that ``module:factory`` makes."""
+    import torch
 
     module_name, _, attribute = reference.partition(":")
     if str(import_root) not in sys.path:
@@ -151,34 +207,33 @@ def from_pytorch(reference: str, name: str, inputs: list[TensorSpec], import_roo
         raise SourceError(f"{reference}() raised {type(exc).__name__}: {exc}"[:400]) from None
     if not isinstance(network, torch.nn.Module):
         raise SourceError(f"{reference}() returned {type(network).__name__}, not a torch.nn.Module")
-    folder = Path(tempfile.mkdtemp(prefix="sweeper-export-"))
-    _EXPORTS.append(folder)
-    path = folder / "model.onnx"
-    args = tuple(torch.from_numpy(example[t.name]) for t in inputs)
+    return network
+
+
+def _run_on_examples(network: Any, args: tuple, reference: str, inputs: list[TensorSpec]) -> Any:
+    """The network's outputs on the example inputs; InputsError naming the spec's key when the
+    inputs are not what it takes."""
+    import torch
+
+    described = ", ".join(f"model.inputs.{i} {t.name} {t.datatype} {list(t.shape)}" for i, t in enumerate(inputs))
     try:
         network.eval()
         with torch.no_grad():
-            produced = network(*args)
-        count = len(produced) if isinstance(produced, (tuple, list)) else 1
-        output_names = [f"output{i}" for i in range(count)] if count > 1 else ["output"]
-        names = [t.name for t in inputs] + output_names
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
-            torch.onnx.export(
-                network,
-                args,
-                str(path),
-                input_names=[t.name for t in inputs],
-                output_names=output_names,
-                dynamic_axes={name: {0: "batch"} for name in names},
-                dynamo=False,
-            )
+            return network(*args)
     except SystemExit as exc:
         raise SourceError(f"running {reference}() on the example inputs called sys.exit({exc.code!r})") from None
+    except IndexError as exc:  # an embedding's lookup of an id beyond its size
+        raise InputsError(
+            f"{reference}() on the generated inputs ({described}) raised IndexError: {exc}: a value is out of "
+            "range for the model (token ids above an embedding's size?): give that input its own range in "
+            "model.example_inputs.ranges ({name: {low: 0, high: N}})"[:600],
+            "model.example_inputs",
+        ) from None
     except Exception as exc:
-        raise SourceError(f"exporting {reference}() to ONNX failed: {type(exc).__name__}: {exc}"[:400]) from None
-    source = from_onnx(path, name)
-    return dataclasses.replace(source, kind="pytorch", inputs=tuple(inputs))
+        raise InputsError(
+            f"{reference}() does not run on the inputs described ({described}): {type(exc).__name__}: {exc}"[:600],
+            "model.inputs",
+        ) from None
 
 
 def _version_folder(folder: Path, model: mc.ModelConfig) -> str:

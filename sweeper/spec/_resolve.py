@@ -14,7 +14,7 @@ from sweeper.artifacts import PRECISIONS, REFERENCE_PRECISIONS
 from sweeper.data import DataError, Samples, generate_samples, read_samples
 from sweeper.errors import SpecError
 from sweeper.samplers import SAMPLERS, missing_requirement
-from sweeper.source import ModelSource, SourceError, from_onnx, from_pytorch, from_repository
+from sweeper.source import InputsError, ModelSource, SourceError, from_onnx, from_pytorch, from_repository
 from sweeper.spec._messages import describe
 from sweeper.spec._schema import Spec
 from sweeper.spec._yaml import read_yaml
@@ -144,12 +144,19 @@ def _model_source(spec: Spec, path: Path) -> ModelSource:
     try:
         if source.pytorch is not None:
             data = spec.model.example_inputs
-            example = generate_samples(given, 1, low=data.low, high=data.high, seed=data.seed).batch(0, 1, batched=True)
-            model = from_pytorch(source.pytorch, spec.model.name, given, path.parent.resolve(), example)
+            _check_ranges(given, data.ranges, path)
+            example = generate_samples(
+                given, 1, low=data.low, high=data.high, seed=data.seed, ranges=data.input_ranges
+            ).batch(0, 1, batched=True)
+            model = from_pytorch(
+                source.pytorch, spec.model.name, given, path.parent.resolve(), example, spec.model.outputs
+            )
         elif source.onnx is not None:
             model = from_onnx(source.onnx, spec.model.name)
         else:
             model = from_repository(source.repository, spec.model.name)
+    except InputsError as exc:
+        raise SpecError(f"{path}: {exc.key}: {exc}") from None
     except (SourceError, DataError) as exc:
         raise SpecError(f"{path}: {key}: {exc}") from None
     if given is None or source.pytorch is not None:
@@ -178,13 +185,25 @@ def _model_source(spec: Spec, path: Path) -> ModelSource:
     return dataclasses.replace(model, inputs=tuple(inputs))
 
 
+def _check_ranges(inputs: list[TensorSpec], ranges: dict[str, Any], path: Path) -> None:
+    unknown = sorted(set(ranges) - {t.name for t in inputs})
+    if unknown:
+        raise SpecError(
+            f"{path}: model.example_inputs.ranges: the model has no input {', '.join(map(repr, unknown))} "
+            f"(its inputs: {', '.join(t.name for t in inputs)})"
+        )
+
+
 def _samples(spec: Spec, model: ModelSource, path: Path) -> Samples:
     inputs = list(model.inputs)
     try:
         if spec.model.input_data is not None:
             return read_samples(spec.model.input_data, inputs)
         data = spec.model.example_inputs
-        return generate_samples(inputs, data.samples, low=data.low, high=data.high, seed=data.seed)
+        _check_ranges(inputs, data.ranges, path)
+        return generate_samples(
+            inputs, data.samples, low=data.low, high=data.high, seed=data.seed, ranges=data.input_ranges
+        )
     except DataError as exc:
         key = "model.input_data" if spec.model.input_data is not None else "model.inputs"
         raise SpecError(f"{path}: {key}: {exc}") from None

@@ -99,12 +99,28 @@ class InputSpec(_Strict):
     )
 
 
+class InputRangeSpec(_Strict):
+    """One input's own range in ``model.example_inputs.ranges``."""
+
+    low: Float
+    high: Float
+
+    @model_validator(mode="after")
+    def _range(self) -> InputRangeSpec:
+        if self.high <= self.low:
+            raise ValueError(f"high ({self.high}) must be greater than low ({self.low})")
+        return self
+
+
 class ExampleInputsSpec(_Strict):
-    """``model.example_inputs:``: how requests are generated when no input data is given."""
+    """``model.example_inputs:``: how requests are generated when no input data is given:
+    uniform in [low, high), or an input's own range (``ranges: {input_ids: {low: 0, high: 30522}}``:
+    token ids below an embedding's size, an attention mask in [0, 2))."""
 
     batch_size: Int32 = Field(default=1, ge=1, description="samples per request")
     low: Float = 0.0
     high: Float = 1.0
+    ranges: dict[str, InputRangeSpec] = Field(default_factory=dict)
     seed: Int = 0
     samples: Int = Field(default=8, ge=1, le=10_000, description="generated samples (requests cycle through them)")
 
@@ -114,6 +130,11 @@ class ExampleInputsSpec(_Strict):
             raise ValueError(f"high ({self.high}) must be greater than low ({self.low})")
         return self
 
+    @property
+    def input_ranges(self) -> dict[str, tuple[float, float]]:
+        """Each input's own (low, high)."""
+        return {name: (r.low, r.high) for name, r in self.ranges.items()}
+
 
 class ModelSpec(_Strict):
     """``model:``: the model, its inputs and the data requests carry."""
@@ -121,6 +142,9 @@ class ModelSpec(_Strict):
     name: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)
     source: SourceSpec
     inputs: list[InputSpec] | None = Field(default=None, min_length=1)
+    outputs: list[Annotated[str, Field(min_length=1)]] | None = Field(
+        default=None, min_length=1, description="a PyTorch factory's output names, in the order it returns them"
+    )
     input_data: Path | None = None
     example_inputs: ExampleInputsSpec = ExampleInputsSpec()
 
@@ -390,6 +414,12 @@ class Spec(_Strict):
         source = self.model.source
         if source.pytorch is not None and self.model.inputs is None:
             raise ValueError("model.inputs is required for a pytorch source (name, datatype, shape)")
+        if source.pytorch is None and self.model.outputs is not None:
+            raise ValueError(
+                "model.outputs names a PyTorch factory's outputs; an ONNX file or a model folder names its own"
+            )
+        if self.model.outputs is not None and len(set(self.model.outputs)) != len(self.model.outputs):
+            raise ValueError(f"model.outputs names an output twice: {self.model.outputs}")
         if source.repository is None and self.model.name is None:
             raise ValueError("model.name is required (it defaults to the folder's name only for a repository source)")
         return self

@@ -304,10 +304,11 @@ FACTORIES = {
     ),
     "not-a-module": ("def make():\n    return 42\n", "returned int, not a torch.nn.Module"),
     "exits-on-import": ("import sys\nsys.exit(5)\ndef make():\n    pass\n", "called sys.exit(5)"),
-    "export-fails": (
+    "forward-fails": (
         "import torch\nclass M(torch.nn.Module):\n    def forward(self, x):\n        raise ValueError('bad shape')\n"
         "def make():\n    return M()\n",
-        "exporting",
+        "model.inputs: factory_forward_fails:make() does not run on the inputs described "
+        "(model.inputs.0 x FP32 [16]): ValueError: bad shape",
     ),
 }
 
@@ -325,7 +326,87 @@ def test_pytorch_factory_problems_are_found_while_validating(case, tmp_path, cap
         ),
     )
     err = run_refused(spec, capsys, expected)
-    assert "model.source.pytorch" in err
+    assert "model.source.pytorch" in err or case == "forward-fails", "a factory that ran is not the source's fault"
+
+
+EMBEDDING = """
+import torch
+
+
+class Tagger(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.embed = torch.nn.Embedding(10, 4)
+
+    def forward(self, ids, mask):
+        hidden = self.embed(ids) * mask.unsqueeze(-1)
+        return hidden.sum(1), hidden.mean(1)
+
+
+def make():
+    return Tagger()
+"""
+
+
+def _embedding_spec(folder: Path, model: str = "", outputs: str = "") -> Path:
+    _module(folder, "tagger", EMBEDDING)
+    source = (
+        "source: {pytorch: 'tagger:make'}\n"
+        "  inputs: [{name: ids, datatype: INT64, shape: [5]}, {name: mask, datatype: FP32, shape: [5]}]\n" + model
+    )
+    return write_spec(
+        folder, VALID.replace("name: mlp\n  source: {onnx: MODEL}", "name: tagger\n  " + source + outputs)
+    )
+
+
+@pytest.mark.parametrize(
+    "model, words",
+    [
+        (
+            "  example_inputs: {low: 0, high: 50}\n",
+            "model.example_inputs: tagger:make() on the generated inputs (model.inputs.0 ids INT64 [5], "
+            "model.inputs.1 mask FP32 [5]) raised IndexError: index out of range in self",
+        ),
+        (
+            "  example_inputs: {ranges: {input_id: {low: 0, high: 10}}}\n",
+            "model.example_inputs.ranges: the model has no input 'input_id' (its inputs: ids, mask)",
+        ),
+        ("  outputs: [pooled]\n", "model.outputs: tagger:make() returns 2 output(s); the spec names 1"),
+    ],
+)
+def test_a_factorys_inputs_and_outputs_are_named_where_they_go_wrong(tmp_path, capsys, model, words):
+    run_refused(_embedding_spec(tmp_path, model), capsys, words)
+
+
+def test_each_input_has_its_own_range_and_a_factorys_outputs_their_names(tmp_path):
+    model = "  example_inputs: {low: 0, high: 50, ranges: {ids: {low: 0, high: 10}}}\n  outputs: [pooled, mean]\n"
+    loaded = load_spec(_embedding_spec(tmp_path, model))
+    ids = np.stack(loaded.samples.arrays["ids"])
+    assert ids.min() >= 0 and ids.max() < 10, "token ids below the embedding's size"
+    mask = np.stack(loaded.samples.arrays["mask"])
+    assert mask.max() > 10, "the other input keeps the general range"
+    assert [t.name for t in loaded.model.outputs] == ["pooled", "mean"]
+
+
+def test_a_datatype_the_factory_cannot_take_names_model_inputs(tmp_path, capsys):
+    spec = write_spec(
+        tmp_path,
+        VALID.replace(
+            "source: {onnx: MODEL}",
+            "source: {pytorch: 'sweeper.examples:mlp'}\n  inputs: [{name: features, datatype: INT64, shape: [256]}]",
+        ),
+    )
+    run_refused(
+        spec,
+        capsys,
+        "model.inputs: sweeper.examples:mlp() does not run on the inputs described "
+        "(model.inputs.0 features INT64 [256])",
+    )
+
+
+def test_outputs_belong_to_a_pytorch_source(tmp_path, mlp_file, capsys):
+    body = VALID.replace("  source: {onnx: MODEL}\n", "  source: {onnx: MODEL}\n  outputs: [y]\n")
+    run_refused(_spec(tmp_path, mlp_file, body), capsys, "model.outputs names a PyTorch factory's outputs")
 
 
 RAW_FILES = {
