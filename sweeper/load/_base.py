@@ -111,11 +111,11 @@ class LoadGenerator(abc.ABC):
         )
         capacities = []
         for target in targets:
-            measure = functools.partial(
-                lambda value, column: at(template.with_value(value), column), column=target.column
-            )
-            found, _ = search_capacity(measure, target, bounds)
-            capacities.append(found)
+
+            def measure(value: float, column: str = target.column) -> Measurement:
+                return at(template.with_value(value), column)
+
+            capacities.append(search_capacity(measure, target, bounds))
         return list(measured.values()), capacities
 
 

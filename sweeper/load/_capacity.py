@@ -58,11 +58,9 @@ def _midpoint(low: float, high: float, bounds: SearchBounds) -> float | None:
     return middle if low < middle < high else None
 
 
-def search_capacity(
-    measure: Callable[[float], Measurement], target: CapacityTarget, bounds: SearchBounds
-) -> tuple[Capacity, dict[float, Measurement]]:
-    """Grow from ``bounds.low`` while within the budget, then bisect; the capacity and every
-    load tried with its measurement (``measure`` may answer from loads measured already)."""
+def search_capacity(measure: Callable[[float], Measurement], target: CapacityTarget, bounds: SearchBounds) -> Capacity:
+    """Grow from ``bounds.low`` while within the budget, then bisect; the capacity, with every
+    load tried in ``tried`` (``measure`` may answer from loads measured already)."""
     tried: dict[float, Measurement] = {}
 
     def within(load: float) -> bool:
@@ -88,7 +86,7 @@ def search_capacity(
             good = middle
         else:
             over = middle
-    return capacity_of(tried, target, bounds), tried
+    return capacity_of(tried, target, bounds)
 
 
 def capacity_of(tried: dict[float, Measurement], target: CapacityTarget, bounds: SearchBounds) -> Capacity:

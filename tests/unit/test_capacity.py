@@ -23,14 +23,14 @@ def _search(curve, bounds=CONCURRENCY):
 
 
 def test_it_grows_then_bisects_to_the_resolution():
-    capacity, tried = _search(lambda c: c * 0.4)  # p99 = 0.4 ms per request in flight: 10 ms at 25
+    capacity = _search(lambda c: c * 0.4)  # p99 = 0.4 ms per request in flight: 10 ms at 25
     assert capacity.load == 25 and capacity.throughput == 2500
     assert capacity.tried == (1, 2, 4, 8, 16, 32, 24, 28, 26, 25)
     assert capacity.note is None
 
 
 def test_a_budget_broken_at_the_lowest_load_is_capacity_zero_with_the_reason():
-    capacity, _ = _search(lambda c: 12.0)
+    capacity = _search(lambda c: 12.0)
     assert (capacity.load, capacity.throughput, capacity.tried) == (0, 0, (1,))
     assert capacity.note == (
         "p99_ms 12 ms at concurrency 1 (load.capacity.low) is over the budget of 10 ms: no load tried meets it"
@@ -38,7 +38,7 @@ def test_a_budget_broken_at_the_lowest_load_is_capacity_zero_with_the_reason():
 
 
 def test_a_search_that_reaches_its_upper_bound_says_the_capacity_is_at_least_that():
-    capacity, _ = _search(lambda c: 1.0)
+    capacity = _search(lambda c: 1.0)
     assert capacity.load == 64 and capacity.tried == (1, 2, 4, 8, 16, 32, 64)
     assert "up to load.capacity.high (concurrency 64): the capacity is at least this" in capacity.note
 
@@ -54,7 +54,7 @@ def test_a_load_within_the_budget_above_one_that_broke_it_does_not_count():
 
 def test_request_rates_bisect_on_the_resolutions_grid():
     rates = SearchBounds(10, 5000, 10, integer=False, unit="requests/s")
-    capacity, _ = _search(lambda r: r / 100, rates)  # 10 ms at 1000 requests/s
+    capacity = _search(lambda r: r / 100, rates)  # 10 ms at 1000 requests/s
     assert capacity.load == pytest.approx(1000, abs=10)
     assert all(round(load / 10) * 10 == pytest.approx(load) for load in capacity.tried)
     assert "1e+03" not in (capacity.note or "")
