@@ -79,6 +79,11 @@ class Measurement:
         """The level's label in column names: ``c8``, ``r500``."""
         return level_label(self.concurrency, self.request_rate)
 
+    @property
+    def load(self) -> float:
+        """The load as one number: requests in flight, or requests/s (as a Capacity's ``load``)."""
+        return self.concurrency if self.concurrency is not None else self.request_rate
+
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form, as stored on the trial."""
         return dataclasses.asdict(self)
@@ -222,7 +227,7 @@ class TrialRecord:
         """The measurements its figures come from: the listed levels, and the load each capacity
         was found at (not the loads a search tried beyond it)."""
         found = {c.load for c in self.capacities}
-        return tuple(m for m in self.measurements if m.search is None or (m.concurrency or m.request_rate) in found)
+        return tuple(m for m in self.measurements if m.search is None or m.load in found)
 
     @property
     def stable(self) -> bool | None:

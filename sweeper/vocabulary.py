@@ -110,11 +110,6 @@ class Level:
             raise ValueError("a level is a concurrency or a request rate")
 
     @property
-    def mode(self) -> str:
-        """``concurrency`` or ``request_rate``."""
-        return "concurrency" if self.concurrency is not None else "request_rate"
-
-    @property
     def value(self) -> float:
         """The load as one number: requests in flight, or requests/s."""
         return self.concurrency if self.concurrency is not None else self.request_rate
