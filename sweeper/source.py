@@ -176,7 +176,7 @@ def from_pytorch(
                 dynamo=False,
             )
     except SystemExit as exc:
-        raise SourceError(f"running {reference}() on the example inputs called sys.exit({exc.code!r})") from None
+        raise SourceError(f"exporting {reference}() to ONNX called sys.exit({exc.code!r})") from None
     except Exception as exc:
         raise SourceError(f"exporting {reference}() to ONNX failed: {type(exc).__name__}: {exc}"[:400]) from None
     source = from_onnx(path, name)
