@@ -27,9 +27,10 @@ from sweeper.errors import SweeperError, clear_stop, request_stop
 from sweeper.export import export
 from sweeper.record import TrialRecord, read_study, read_trial, sweeper_version
 from sweeper.results import StudyTables, parse_ranking, tables, write_tables
+from sweeper.server_options import server_argv
 from sweeper.spec import load_spec
 from sweeper.storage import open_stored_study
-from sweeper.vocabulary import KNOBS, Ranking, knob_label
+from sweeper.vocabulary import Ranking, knob_label, parameter_columns
 
 if TYPE_CHECKING:
     from sweeper.sweep import Sweep, SweepPlan
@@ -98,7 +99,7 @@ def _trial_line(trial: TrialRecord, ranking: Ranking, total: int, done: int) -> 
 def print_pareto(study_name: str, result: StudyTables) -> None:
     """The Pareto front as a table on the console."""
     table = Table(title=f"Pareto front of '{study_name}' ({len(result.pareto)} of {len(result.trials)} trials)")
-    columns = ["number", *KNOBS, *result.objectives]
+    columns = ["number", *parameter_columns(result.trials.columns), *result.objectives]
     for column in columns:
         table.add_column(column, justify="right")
     for values in result.pareto.sort_values("number").to_dict("records"):
@@ -112,6 +113,8 @@ def print_pareto(study_name: str, result: StudyTables) -> None:
 
 
 def _cell(value: object) -> str:
+    if value is None or (isinstance(value, float) and value != value):  # unset, or NaN
+        return ""
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
@@ -168,8 +171,14 @@ def _print_plan(plan: SweepPlan) -> None:
     console.print(
         f"study '{loaded.name}': {total} trials over a space of {size} configurations, results in {plan.directory}"
     )
-    for knob, value in loaded.added_to_space.items():
-        console.print(f"the baseline's {knob} {value} is added to search_space.{knob}: the baseline is always trial 0")
+    added = loaded.added_to_space
+    if added:
+        shown = ", ".join(f"{name} {'unset' if value is None else value}" for name, value in added.items())
+        console.print(
+            f"the baseline's own values join the search space ({shown}): the baseline is always trial 0 "
+            "(unset: the model's config lacks the field, or Triton's default option)",
+            markup=False,
+        )
     if total >= size:
         console.print(f"study.trials {total} >= the {size} configurations of the space: each is measured once")
     console.print(
@@ -241,6 +250,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     console.print(f"  {knob_label(exported.config)}  backend={exported.backend}")
     protocol = exported.config.protocol.upper()
     console.print(f"  clients should use [bold]{protocol}[/bold]: the protocol is client-side, not in config.pbtxt")
+    options = server_argv(exported.config.server_options)
+    if options:
+        console.print(f"  start tritonserver with {' '.join(options)} (measured with them; not in config.pbtxt)")
     console.print(exported.pbtxt, markup=False)
     return 0
 

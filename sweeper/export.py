@@ -28,6 +28,7 @@ from sweeper.files import atomic_folder, write_atomic
 from sweeper.record import StudyRecord, TrialRecord, machine_fingerprint
 from sweeper.repository import write_model
 from sweeper.results import knee, measured_metrics, pareto_front, tables
+from sweeper.server_options import server_argv
 from sweeper.source import ModelSource
 from sweeper.triton_config import model_backend, parse_pbtxt, serve_as, to_pbtxt
 from sweeper.vocabulary import COLUMN_PATTERN, NUMBER_PATTERN, Ranking, TrialConfig, is_metric
@@ -204,6 +205,11 @@ def _export_record(
         "client_protocol": config.protocol,
         "client_protocol_note": f"protocol is client-side: send requests over {config.protocol.upper()} "
         "(config.pbtxt does not set it)",
+        "server_options": server_argv(config.server_options),
+        "server_options_note": "tritonserver options of the measured server: start yours with them "
+        "(config.pbtxt does not hold them)"
+        if config.server_options
+        else None,
         "metrics": {c: float(row[c]) for c in row.index if is_metric(c) and not pd.isna(row[c])},
         "capacity": [c.as_dict() for c in trial.capacities],
         "accuracy": {

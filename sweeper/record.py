@@ -297,7 +297,7 @@ def read_trial(trial: FrozenTrial) -> TrialRecord:
     """A stored trial as a record (schema 1 and 2 alike)."""
     attrs = trial.user_attrs
     params = trial.params
-    config = TrialConfig(**{k: params[k] for k in KNOBS}) if all(k in params for k in KNOBS) else None
+    config = TrialConfig.from_params(params) if all(k in params for k in KNOBS) else None
     accuracy = None
     if attrs.get("cosine_similarity") is not None:
         accuracy = Accuracy(attrs.get("max_abs_error"), attrs["cosine_similarity"], attrs.get("infeasible"))

@@ -18,7 +18,7 @@ import pandas as pd
 from sweeper.errors import UsageError
 from sweeper.files import atomic_path
 from sweeper.record import MEASUREMENT_FIELDS, StudyRecord, TrialRecord
-from sweeper.vocabulary import KNOBS, METRICS, Bound, Objective, Ranking, metric_column
+from sweeper.vocabulary import KNOBS, METRICS, Bound, Objective, Ranking, metric_column, parameter_columns
 
 MEASUREMENT_COLUMNS = ["number", "level", *MEASUREMENT_FIELDS]
 """measurements.csv: one row per trial and load measured (``level`` ``c8`` or ``r500``; ``search``
@@ -52,6 +52,8 @@ def tables(study: StudyRecord, ranking: Ranking | None = None) -> StudyTables:
         measurement_rows += [{"number": trial.number, "level": m.level, **m.as_dict()} for m in trial.measurements]
         trial_rows.append(_trial_row(trial, ranking, retried_by))
     trials = pd.DataFrame(trial_rows)
+    for column in parameter_columns(trials.columns)[len(KNOBS) :]:  # 2 stays 2 beside an unset value
+        trials[column] = pd.Series([row.get(column) for row in trial_rows], index=trials.index, dtype=object)
     measurements = pd.DataFrame(measurement_rows, columns=MEASUREMENT_COLUMNS)
     pareto = pareto_front(trials[trials["feasible"]], objectives, ranking.directions) if not trials.empty else trials
     redraws = sum(t.kind == "duplicate" for t in study.trials)
@@ -67,6 +69,7 @@ def _trial_row(trial: TrialRecord, ranking: Ranking, retried_by: dict[int, int])
         "state": {"complete": "COMPLETE", "running": "RUNNING", "waiting": "WAITING"}.get(trial.kind, "FAIL"),
         "baseline": trial.baseline,
         **{knob: config.get(knob) for knob in KNOBS},
+        **{name: value for name, value in config.items() if name not in KNOBS},
         **{column: trial.figures.get(column) for column in ranking.columns},
         "feasible": trial.feasible(ranking),
         **_capacity_columns(trial),

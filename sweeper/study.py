@@ -48,6 +48,7 @@ from sweeper.record import (
 )
 from sweeper.repository import write_model
 from sweeper.samplers import make_sampler
+from sweeper.server_options import server_argv
 from sweeper.spec import LoadedSpec
 from sweeper.triton_config import apply_trial, to_pbtxt
 from sweeper.vocabulary import KNOBS, TrialConfig, serving_key
@@ -77,7 +78,8 @@ def taken_configs(trials: list[FrozenTrial], before: int | None = None) -> dict[
     for trial in trials:
         if before is not None and trial.number >= before:
             continue
-        if kind_of(trial) in ("complete", "failed", "running") and len(trial.params) == len(KNOBS):
+        # The knobs are suggested last: a trial that has them all was proposed whole.
+        if kind_of(trial) in ("complete", "failed", "running") and all(k in trial.params for k in KNOBS):
             taken.setdefault(config_key(trial.params), trial.number)
     return taken
 
@@ -171,8 +173,10 @@ class Proposer:
         self._in_a_row = 0
 
     def __call__(self, trial: optuna.Trial) -> TrialConfig:
-        """Suggest the five knobs; raise DuplicateProposal when another trial has them."""
-        config = TrialConfig(**{knob: trial.suggest_categorical(knob, self._space[knob]) for knob in KNOBS})
+        """Suggest every parameter; raise DuplicateProposal when another trial has the configuration."""
+        names = [*(name for name in self._space if name not in KNOBS), *KNOBS]
+        params = {name: trial.suggest_categorical(name, self._space[name]) for name in names}
+        config = TrialConfig.from_params({name: params[name] for name in self._space})
         trials = trial.study.get_trials(deepcopy=False)
         earlier = taken_configs(trials, before=trial.number).get(config_key(trial.params))
         if earlier is None:
@@ -188,11 +192,12 @@ class Proposer:
         taken = set(taken_configs(trials))
         rng = random.Random(f"{self._seed}-{len(taken)}")
         if self._size <= 100_000:
-            configs = (dict(zip(KNOBS, values)) for values in itertools.product(*(self._space[k] for k in KNOBS)))
+            names = list(self._space)
+            configs = (dict(zip(names, values)) for values in itertools.product(*self._space.values()))
             free = [c for c in configs if config_key(c) not in taken]
             pick = rng.choice(free) if free else None
         else:
-            pick = {k: rng.choice(self._space[k]) for k in KNOBS}
+            pick = {name: rng.choice(choices) for name, choices in self._space.items()}
         if pick is not None:
             study.enqueue_trial(pick, user_attrs=enqueued_attrs(picked=True))
         self._in_a_row = 0
@@ -333,7 +338,8 @@ class TrialRunner:
 
         labels = {LABEL_STUDY: self._loaded.name, LABEL_TRIAL: str(trial.number)}
         with _timed(timings, "start_s"):
-            server, served = self.servers.serve(write, trial_dir, labels, self._source.name)
+            options = server_argv(config.server_options)
+            server, served = self.servers.serve(write, trial_dir, labels, self._source.name, options)
         failed = True
         try:
             write_server_version(trial.study, server_metadata(server.endpoints).get("version"))

@@ -7,11 +7,24 @@ report and export can all share it without cycles.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import re
 from typing import Any, Literal, Union
 
 KNOBS = ("max_batch_size", "max_queue_delay_us", "instance_count", "protocol", "precision")
 """The five knobs, in the order tables and labels show them."""
+
+CONFIG_FIELD = "config."
+"""The parameter (and column) name prefix of a swept ModelConfig field (``search_space.config``):
+``config.dynamic_batching.preferred_batch_size``."""
+
+SERVER_OPTION = "server."
+"""The parameter (and column) name prefix of a swept tritonserver option (``search_space.server``):
+``server.buffer-manager-thread-count``."""
+
+MODEL_DEFAULT = None
+"""A swept field's or option's value meaning "as the baseline has it": the model's config keeps
+the field (or lacks it), the server gets no such option."""
 
 PERCENTILES = ("p50_ms", "p90_ms", "p95_ms", "p99_ms")
 """The latency percentiles measured at every load (ms): what a capacity's budget may bound."""
@@ -51,49 +64,85 @@ COMPUTE_PARTS = ("compute_input_ms", "compute_infer_ms", "compute_output_ms")
 """Triton's compute time of a request, in the order the server spends it."""
 
 
+def is_parameter(name: str) -> bool:
+    """Whether a table column is a trial's parameter: a knob, a config field or a server option."""
+    return name in KNOBS or name.startswith((CONFIG_FIELD, SERVER_OPTION))
+
+
+def parameter_columns(columns: Any) -> list[str]:
+    """The parameter columns among ``columns``: the five knobs, then swept fields and options."""
+    columns = list(columns)
+    return [*KNOBS, *(c for c in columns if is_parameter(c) and c not in KNOBS)]
+
+
 @dataclasses.dataclass(frozen=True)
 class TrialConfig:
-    """One point of the search space: the five knobs of a trial."""
+    """One point of the search space: the five knobs of a trial, and the value of each swept
+    config field and server option (``extra``: parameter name -> value, as Optuna stores it)."""
 
     max_batch_size: int
     max_queue_delay_us: Delay
     instance_count: int
     protocol: str
     precision: str
+    extra: tuple[tuple[str, Any], ...] = ()
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> TrialConfig:
+        """The configuration Optuna's parameters name (the five knobs, then the rest)."""
+        extra = tuple((name, value) for name, value in params.items() if name not in KNOBS)
+        return cls(**{knob: params[knob] for knob in KNOBS}, extra=extra)
 
     @property
     def dynamic_batching(self) -> bool:
         """Whether config.pbtxt has a ``dynamic_batching`` block."""
         return self.max_queue_delay_us != BATCHING_OFF
 
+    @property
+    def config_fields(self) -> dict[str, Any]:
+        """Swept ModelConfig fields (path -> value as stored; ``MODEL_DEFAULT`` leaves it)."""
+        return {name[len(CONFIG_FIELD) :]: value for name, value in self.extra if name.startswith(CONFIG_FIELD)}
+
+    @property
+    def server_options(self) -> dict[str, Any]:
+        """Swept tritonserver options (name without dashes -> value; ``MODEL_DEFAULT``: not passed)."""
+        return {name[len(SERVER_OPTION) :]: value for name, value in self.extra if name.startswith(SERVER_OPTION)}
+
     def as_dict(self) -> dict[str, Any]:
-        """The knobs by name, as Optuna stores them as parameters."""
-        return dataclasses.asdict(self)
+        """The parameters by name, as Optuna stores them."""
+        knobs = {knob: getattr(self, knob) for knob in KNOBS}
+        return {**knobs, **dict(self.extra)}
 
 
-def serving_key(knobs: dict[str, Any]) -> tuple:
+def serving_key(params: dict[str, Any]) -> tuple:
     """A configuration as a hashable key of how it serves: ``off`` and 0 stay distinct, and with
     ``max_batch_size`` 1 every queue delay serves alike (a batch of one is full at once, so the
-    batcher never waits): they are one configuration, ``off`` another."""
-    values = dict(knobs)
-    if values.get("max_batch_size") == 1 and values.get("max_queue_delay_us", BATCHING_OFF) != BATCHING_OFF:
+    batcher never waits): they are one configuration, ``off`` another. Without a
+    ``dynamic_batching`` block, its swept fields (``config.dynamic_batching.*``) are not applied."""
+    values = dict(params)
+    batching = values.get("max_queue_delay_us", BATCHING_OFF) != BATCHING_OFF
+    if values.get("max_batch_size") == 1 and batching:
         values["max_queue_delay_us"] = 0
-    return tuple((knob, type(values.get(knob)).__name__, values.get(knob)) for knob in KNOBS)
+    if not batching:
+        values = {k: v for k, v in values.items() if not k.startswith(f"{CONFIG_FIELD}dynamic_batching.")}
+    extra = sorted((k, type(v).__name__, v) for k, v in values.items() if k not in KNOBS)
+    return (*((knob, type(values.get(knob)).__name__, values.get(knob)) for knob in KNOBS), *extra)
+
+
+_ENUMERATED = 200_000
+"""Up to this many combinations a space's distinct configurations are counted one by one."""
 
 
 def distinct_configurations(space: dict[str, list]) -> int:
-    """How many configurations of a space serve differently (see ``serving_key``)."""
-    delays = space["max_queue_delay_us"]
-    batched = [d for d in delays if d != BATCHING_OFF]
-    per_size = sum(
-        len(delays) if size != 1 else (len(delays) - len(batched)) + min(1, len(batched))
-        for size in space["max_batch_size"]
-    )
-    others = 1
-    for knob in KNOBS:
-        if knob not in ("max_batch_size", "max_queue_delay_us"):
-            others *= len(space[knob])
-    return per_size * others
+    """How many configurations of a space serve differently (see ``serving_key``); beyond
+    ``_ENUMERATED`` combinations, their number (an upper bound)."""
+    names = list(space)
+    total = 1
+    for name in names:
+        total *= len(space[name])
+    if total > _ENUMERATED:
+        return total
+    return len({serving_key(dict(zip(names, values))) for values in itertools.product(*space.values())})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -230,13 +279,19 @@ def delay_label(delay: Delay) -> str:
     return str(delay) if delay == BATCHING_OFF else f"{delay}us"
 
 
-def knob_label(knobs: dict[str, Any] | TrialConfig) -> str:
-    """The five knobs on one line: ``mbs=8 delay=500us x1 grpc fp16``."""
-    values = knobs.as_dict() if isinstance(knobs, TrialConfig) else knobs
-    return (
+def knob_label(knobs: Any) -> str:
+    """A configuration on one line: ``mbs=8 delay=500us x1 grpc fp16``, then each swept field and
+    option that is set (``preferred_batch_size=[4, 8] buffer-manager-thread-count=4``), by its last
+    name. ``knobs``: a TrialConfig, a mapping or a table row."""
+    values = knobs.as_dict() if isinstance(knobs, TrialConfig) else dict(knobs)
+    label = (
         f"mbs={values['max_batch_size']} delay={delay_label(values['max_queue_delay_us'])} "
         f"x{values['instance_count']} {values['protocol']} {values['precision']}"
     )
+    for name, value in values.items():
+        if name.startswith((CONFIG_FIELD, SERVER_OPTION)) and value is not None and value == value:  # NaN: unset
+            label += f" {re.split(r'[.]', name)[-1]}={value}"
+    return label
 
 
 def compute_ms(row: Any) -> float:

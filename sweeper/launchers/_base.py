@@ -10,6 +10,7 @@ import socket
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -145,12 +146,14 @@ class Launcher(abc.ABC):
         *,
         model_name: str | None,
         complete_config: bool = False,
+        options: Sequence[str] = (),
     ) -> Server:
         """Start a server on ``repository`` and return it once ready.
 
         With ``model_name`` the repository's models load at start and the server is ready when
         that model is; with None the server starts empty (explicit model control) for ``load``.
         ``complete_config``: the configs declare everything, Triton need not auto-complete them.
+        ``options``: tritonserver arguments of the trial (``--buffer-manager-thread-count=4``).
         Raises ``TrialError`` with how the server ended and its log's error lines when it dies
         or is not ready in time; nothing is left running in that case.
         """

@@ -8,6 +8,7 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -240,15 +241,17 @@ class DockerLauncher(Launcher):
         *,
         model_name: str | None,
         complete_config: bool = False,
+        options: Sequence[str] = (),
     ) -> Server:
         argv = [
             self._spec.tritonserver,
             f"--model-repository={_CONTAINER_REPOSITORY}",
             *server_options(model_name, complete_config),
+            *options,
         ]
         if self._spec.backend_directory:
             argv.append(f"--backend-directory={self._spec.backend_directory}")
-        host, ports, options = self._network(argv)
+        host, ports, container_options = self._network(argv)
         volumes = read_only_volumes(self._spec.volumes)
         volumes[str(repository.resolve())] = {"bind": _CONTAINER_REPOSITORY, "mode": "ro"}
         study, trial = labels.get(LABEL_STUDY, "x"), labels.get(LABEL_TRIAL, "x")
@@ -261,7 +264,7 @@ class DockerLauncher(Launcher):
             environment=self._spec.env,
             shm_size=self._spec.shm_size,
             ulimits=[docker.types.Ulimit(name=k, soft=v, hard=v) for k, v in self._spec.ulimits.items()],
-            **options,
+            **container_options,
         )
         guarded = f"{container.id} {self._spec.base_url or '-'}"
         watchdog().add("container", guarded)

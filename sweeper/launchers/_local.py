@@ -13,6 +13,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -157,6 +158,7 @@ class LocalLauncher(Launcher):
         *,
         model_name: str | None,
         complete_config: bool = False,
+        options: Sequence[str] = (),
     ) -> Server:
         ports = [free_port(self._address) for _ in range(3)]
         host = connect_address(self._address)
@@ -175,6 +177,7 @@ class LocalLauncher(Launcher):
             f"--metrics-address={self._address}",
             f"--metrics-port={ports[2]}",
             *server_options(model_name, complete_config),
+            *options,
         ]
         env = dict(os.environ)
         # The python-backend stub embeds Python: it finds this venv's packages through PATH.

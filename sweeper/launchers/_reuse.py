@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import abc
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from sweeper.errors import TrialError
@@ -26,9 +26,12 @@ class ServerReuse(abc.ABC):
         """``directory`` is the study folder; ``complete_config``: see ``Launcher.start``."""
 
     @abc.abstractmethod
-    def serve(self, write: Writer, trial_dir: Path, labels: dict[str, str], model_name: str) -> tuple[Server, str]:
-        """A ready server with the trial's model (``write`` lays it out), and the name it is
-        served under. Raises TrialError when the server or the model fails."""
+    def serve(
+        self, write: Writer, trial_dir: Path, labels: dict[str, str], model_name: str, options: Sequence[str] = ()
+    ) -> tuple[Server, str]:
+        """A ready server with the trial's model (``write`` lays it out) and tritonserver
+        ``options``, and the name the model is served under. Raises TrialError when the server or
+        the model fails."""
 
     @abc.abstractmethod
     def retire(self, server: Server, trial_dir: Path, served: str, failed: bool) -> None:
@@ -48,11 +51,18 @@ class Restart(ServerReuse):
         self._launcher = launcher
         self._complete = complete_config
 
-    def serve(self, write: Writer, trial_dir: Path, labels: dict[str, str], model_name: str) -> tuple[Server, str]:
+    def serve(
+        self, write: Writer, trial_dir: Path, labels: dict[str, str], model_name: str, options: Sequence[str] = ()
+    ) -> tuple[Server, str]:
         repository = trial_dir / "repository"
         write(repository, model_name)
         server = self._launcher.start(
-            repository, trial_dir / "server.log", labels, model_name=model_name, complete_config=self._complete
+            repository,
+            trial_dir / "server.log",
+            labels,
+            model_name=model_name,
+            complete_config=self._complete,
+            options=options,
         )
         return server, model_name
 
@@ -66,7 +76,7 @@ class Restart(ServerReuse):
 class Reload(ServerReuse):
     """One server for the study (explicit model control): each trial's model is loaded into it
     through Triton's repository API, and unloaded after. It is restarted when it died or a
-    load failed.
+    load failed, and when a trial's tritonserver options differ from those it runs with.
 
     Each trial's model is served under a name of its own (``<model>__t<trial>``): reloading the
     same name would wait for the previous instances' unload, which the python backend spends
@@ -81,14 +91,18 @@ class Reload(ServerReuse):
         self._repository = self._folder / "repository"
         self._timeout = startup_timeout_s
         self._server: Server | None = None
+        self._options: list[str] = []
         self._log_from = 0
         self._starts = 0
         self._retired: list[str] = []
 
-    def serve(self, write: Writer, trial_dir: Path, labels: dict[str, str], model_name: str) -> tuple[Server, str]:
-        if self._server is not None and not self._server.alive():
+    def serve(
+        self, write: Writer, trial_dir: Path, labels: dict[str, str], model_name: str, options: Sequence[str] = ()
+    ) -> tuple[Server, str]:
+        if self._server is not None and (not self._server.alive() or list(options) != self._options):
             self.close()
         if self._server is None:
+            self._options = list(options)
             self._starts += 1
             if self._repository.exists():
                 shutil.rmtree(self._repository)
@@ -100,6 +114,7 @@ class Reload(ServerReuse):
                 {**labels, LABEL_TRIAL: "reload"},
                 model_name=None,
                 complete_config=self._complete,
+                options=self._options,
             )
         while len(self._retired) > 1:  # unloaded a trial ago: Triton is done with its files
             shutil.rmtree(self._repository / self._retired.pop(0), ignore_errors=True)

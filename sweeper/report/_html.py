@@ -9,7 +9,7 @@ import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 
 from sweeper.report._info import BREAKDOWN_LABELS, BREAKDOWN_PARTS, PARETO_GROUPS, SIZING_NOTE, ReportInfo
-from sweeper.vocabulary import KNOBS, compute_ms
+from sweeper.vocabulary import compute_ms, parameter_columns
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 1200px; color: #222; }
@@ -133,7 +133,7 @@ def _figure(figure: go.Figure, element_id: str) -> str:
 
 
 def _table(frame: pd.DataFrame, knobs_first: bool = True) -> str:
-    first = ["number", *[c for c in KNOBS if c in frame.columns]] if knobs_first else []
+    first = ["number", *[c for c in parameter_columns(frame.columns) if c in frame.columns]] if knobs_first else []
     columns = [*first, *[c for c in frame.columns if c not in first]]
     table = frame[columns].to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="", border=0)
     return f'<div style="overflow-x:auto">{table}</div>'

@@ -15,7 +15,7 @@ import pandas as pd
 from sweeper.errors import UsageError
 from sweeper.record import read_trial
 from sweeper.results import StudyTables, hypervolume, listed_levels, reference_point
-from sweeper.vocabulary import CAPACITY, COMPUTE_PARTS, KNOBS, TRIAL_METRICS, Ranking, knob_label
+from sweeper.vocabulary import CAPACITY, COMPUTE_PARTS, TRIAL_METRICS, Ranking, knob_label, parameter_columns
 
 # The stacked latency breakdown, bottom to top; "network" is the client's mean latency minus
 # the time Triton accounts for (serialization, transfer, client overhead).
@@ -161,7 +161,7 @@ def collect(
         importances=importances,
         generators={str(k): int(v) for k, v in completed["generator"].value_counts().items()},
         running=int((result.trials["state"] == "RUNNING").sum()),
-        problems=problems[["number", "state", *KNOBS, "infeasible", "failure"]],
+        problems=problems[["number", "state", *parameter_columns(problems.columns), "infeasible", "failure"]],
     )
 
 

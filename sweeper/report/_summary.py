@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 from sweeper.report._info import SIZING_NOTE, ReportInfo
-from sweeper.vocabulary import KNOBS, compute_ms
+from sweeper.vocabulary import compute_ms, parameter_columns
 
 
 def render_summary(info: ReportInfo) -> str:
@@ -90,7 +90,7 @@ def _largest_part(row: dict) -> str:
 def _markdown_table(info: ReportInfo) -> str:
     columns = [
         "number",
-        *KNOBS,
+        *parameter_columns(info.pareto.columns),
         *info.objectives,
         *[c for c in info.pareto.columns if c.endswith("/ baseline")],
         "cosine_similarity",

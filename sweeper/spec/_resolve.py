@@ -9,18 +9,29 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
+from tritonclient.grpc import model_config_pb2 as mc
 
 from sweeper.artifacts import PRECISIONS, REFERENCE_PRECISIONS
 from sweeper.data import DataError, Samples, generate_samples, read_samples
 from sweeper.errors import SpecError
 from sweeper.samplers import SAMPLERS, missing_requirement
+from sweeper.server_options import check_option_value, option_name
 from sweeper.source import InputsError, ModelSource, SourceError, from_onnx, from_pytorch, from_repository
 from sweeper.spec._messages import describe
 from sweeper.spec._schema import Spec
 from sweeper.spec._yaml import read_yaml
 from sweeper.tensors import TensorSpec
-from sweeper.triton_config import knobs_from_config, parse_pbtxt
-from sweeper.vocabulary import BATCHING_OFF, KNOBS, Ranking, TrialConfig, distinct_configurations
+from sweeper.triton_config import config_field, knobs_from_config, parse_pbtxt
+from sweeper.vocabulary import (
+    BATCHING_OFF,
+    CONFIG_FIELD,
+    KNOBS,
+    MODEL_DEFAULT,
+    SERVER_OPTION,
+    Ranking,
+    TrialConfig,
+    distinct_configurations,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,21 +85,65 @@ def load_spec(path: Path, *, study_name: str | None = None, trials: int | None =
     except ValidationError as exc:
         raise SpecError(describe(path, exc)) from None
     spec = _resolve_paths(spec, path.parent.resolve())
+    # What the spec alone decides is checked before the model is loaded (a PyTorch export takes seconds).
     _check_paths(spec, path)
+    _check_precision_names(spec, path)
+    _check_request_size(spec, spec.search_space.max_batch_size, path)
+    fields = _swept_fields(spec, path)
     model = _model_source(spec, path)
     samples = _samples(spec, model, path)
-    known = _model_knobs(spec, model, path)
+    config = _baseline_config(spec, model, path)
+    known = _model_knobs(spec, model, config, path)
     space = _space(spec, model, known, path)
-    baseline = _baseline(spec, model, known, path)
+    _check_request_size(spec, space["max_batch_size"] if model.batched else [0], path)
+    _check_batching_fields(fields, space, path)
+    space.update(fields)
+    baseline = _baseline(spec, model, known, config, fields, path)
     added = _with_baseline(space, baseline)
-    if spec.model.example_inputs.batch_size > 1:
-        smallest = min(space["max_batch_size"])
-        if not model.batched or spec.model.example_inputs.batch_size > smallest:
-            raise SpecError(
-                f"{path}: model.example_inputs.batch_size: {spec.model.example_inputs.batch_size} samples a request "
-                f"exceed max_batch_size {smallest}, which the search space includes"
-            )
     return LoadedSpec(spec, path.resolve(), model, samples, space, baseline, added)
+
+
+def _check_request_size(spec: Spec, sizes: list[int] | None, path: Path) -> None:
+    size = spec.model.example_inputs.batch_size
+    if size > 1 and sizes and size > min(sizes):
+        raise SpecError(
+            f"{path}: model.example_inputs.batch_size: {size} samples a request exceed max_batch_size "
+            f"{min(sizes)}, which the search space includes"
+        )
+
+
+def _swept_fields(spec: Spec, path: Path) -> dict[str, list]:
+    """``search_space.config`` and ``search_space.server`` as parameters (name -> stored values),
+    each path checked against ModelConfig's descriptor and each option against Triton's."""
+    space: dict[str, list] = {}
+    for key, values in spec.search_space.config.items():
+        try:
+            field = config_field(key)
+            space[CONFIG_FIELD + key] = [field.encode(value) for value in values]
+        except ValueError as exc:
+            raise SpecError(f"{path}: search_space.config.{key}: {exc}") from None
+    for key, values in spec.search_space.server.items():
+        try:
+            name = option_name(key)
+            for value in values:
+                check_option_value(name, value)
+        except ValueError as exc:
+            raise SpecError(f"{path}: search_space.server.{key}: {exc}") from None
+        if SERVER_OPTION + name in space:
+            raise SpecError(f"{path}: search_space.server.{key}: --{name} is listed twice")
+        space[SERVER_OPTION + name] = list(values)
+    return space
+
+
+def _check_batching_fields(fields: dict[str, list], space: dict[str, list], path: Path) -> None:
+    """A swept dynamic_batching field needs a delay that turns batching on."""
+    batching = [name for name in fields if name.startswith(CONFIG_FIELD + "dynamic_batching.")]
+    if batching and all(delay == BATCHING_OFF for delay in space["max_queue_delay_us"]):
+        raise SpecError(
+            f"{path}: search_space.{batching[0]}: applies only with dynamic batching on, and every "
+            f"max_queue_delay_us of the space is off",
+            hint="add a delay (0 turns batching on without waiting) to search_space.max_queue_delay_us",
+        )
 
 
 def _resolve_paths(spec: Spec, base: Path) -> Spec:
@@ -209,18 +264,21 @@ def _samples(spec: Spec, model: ModelSource, path: Path) -> Samples:
         raise SpecError(f"{path}: {key}: {exc}") from None
 
 
-def _model_knobs(spec: Spec, model: ModelSource, path: Path) -> dict[str, Any]:
-    """The baseline's knobs as far as the model folder, a config_pbtxt or the spec give them."""
-    knobs: dict[str, Any] = {}
-    config = None
-    if model.kind == "repository":
-        config = model.template
+def _baseline_config(spec: Spec, model: ModelSource, path: Path) -> mc.ModelConfig | None:
+    """The config the baseline runs: ``baseline.config_pbtxt``, or a model folder's own."""
     base = spec.baseline
     if base is not None and base.config_pbtxt is not None:
         try:
-            config = parse_pbtxt(base.config_pbtxt.read_text(encoding="utf-8"))
+            return parse_pbtxt(base.config_pbtxt.read_text(encoding="utf-8"))
         except (UnicodeDecodeError, ValueError) as exc:
             raise SpecError(f"{path}: baseline.config_pbtxt: {str(exc)[:300]}") from None
+    return model.template if model.kind == "repository" else None
+
+
+def _model_knobs(spec: Spec, model: ModelSource, config: mc.ModelConfig | None, path: Path) -> dict[str, Any]:
+    """The baseline's knobs as far as its config (``_baseline_config``) or the spec give them."""
+    knobs: dict[str, Any] = {}
+    base = spec.baseline
     if config is not None:
         try:
             knobs.update(knobs_from_config(config))
@@ -264,32 +322,59 @@ def _space(spec: Spec, model: ModelSource, known: dict[str, Any], path: Path) ->
                 )
             choices = [known[knob]]
         space[knob] = list(choices)
-    allowed = _allowed_precisions(model)
-    for precision in space["precision"]:
-        if precision not in allowed:
-            raise SpecError(
-                f"{path}: search_space.precision: '{precision}' is not available for this model; "
-                f"allowed: {', '.join(allowed)}",
-                hint="a model folder is swept as it is ('native'); FP16/INT8 versions can be made of ONNX models only"
-                if model.kind == "repository"
-                else "'native' is for a repository source; an ONNX or PyTorch source's reference is 'fp32'",
-            )
+    _check_precisions(space["precision"], model.kind, model.convertible, path)
     return space
 
 
-def _allowed_precisions(model: ModelSource) -> list[str]:
-    reference = model.reference_precision
-    conversions = [p for p in PRECISIONS if p not in REFERENCE_PRECISIONS] if model.convertible else []
-    return [reference, *conversions]
+def _check_precision_names(spec: Spec, path: Path) -> None:
+    """The precisions a source of this kind can have at all (a folder's conversions wait until
+    it is known whether it holds ONNX)."""
+    source = spec.model.source
+    kind = "repository" if source.repository is not None else "onnx"
+    _check_precisions(spec.search_space.precision or [], kind, kind != "repository", path, early=True)
+    if spec.baseline is not None and spec.baseline.precision is not None:
+        _check_precisions([spec.baseline.precision], kind, kind != "repository", path, early=True, key="baseline")
 
 
-def _baseline(spec: Spec, model: ModelSource, knobs: dict[str, Any], path: Path) -> TrialConfig | None:
+def _check_precisions(
+    precisions: list[str], kind: str, convertible: bool, path: Path, *, early: bool = False, key: str = "search_space"
+) -> None:
+    reference = "native" if kind == "repository" else "fp32"
+    conversions = [p for p in PRECISIONS if p not in REFERENCE_PRECISIONS]
+    allowed = [reference, *(conversions if convertible or early else [])]
+    for precision in precisions:
+        if precision not in allowed:
+            raise SpecError(
+                f"{path}: {key}.precision: '{precision}' is not available for this model; "
+                f"allowed: {', '.join([reference, *conversions] if early else allowed)}",
+                hint="a model folder is swept as it is ('native'); FP16/INT8 versions can be made of ONNX models only"
+                if kind == "repository"
+                else "'native' is for a repository source; an ONNX or PyTorch source's reference is 'fp32'",
+            )
+
+
+def _baseline(
+    spec: Spec,
+    model: ModelSource,
+    knobs: dict[str, Any],
+    config: mc.ModelConfig | None,
+    fields: dict[str, list],
+    path: Path,
+) -> TrialConfig | None:
+    """The baseline's knobs, and its value of each swept field (from its config; None where the
+    config leaves it unset) and server option (None: Triton's default)."""
     if spec.baseline is None and model.kind != "repository":
         return None
     missing = [k for k in KNOBS if k not in knobs]
     if missing:
         raise SpecError(f"{path}: baseline: give {', '.join(missing)} (or config_pbtxt: PATH)")
-    return TrialConfig(**{k: knobs[k] for k in KNOBS})
+    extra = []
+    for name in fields:
+        value = MODEL_DEFAULT
+        if name.startswith(CONFIG_FIELD) and config is not None:
+            value = config_field(name[len(CONFIG_FIELD) :]).read(config)
+        extra.append((name, value))
+    return TrialConfig(**{k: knobs[k] for k in KNOBS}, extra=tuple(extra))
 
 
 def _with_baseline(space: dict[str, list], baseline: TrialConfig | None) -> dict[str, Any]:

@@ -4,6 +4,7 @@ keys refused, every model frozen."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
@@ -46,6 +47,9 @@ Rate = Annotated[float, Strict(), Field(gt=0, le=1e7, description="requests/s")]
 Protocol = Literal[PROTOCOLS]  # type: ignore[valid-type]
 Precision = Literal[tuple(PRECISIONS)]  # type: ignore[valid-type]
 Datatype = Literal[DATATYPES]  # type: ignore[valid-type]
+OptionValue = Union[Annotated[bool, Strict()], Int, Float, str]
+ConfigValue = Union[OptionValue, list[Any], dict[str, Any]]
+"""A config field's value: checked against the field's type by ``sweeper.triton_config``."""
 
 
 def _delay(value: Any) -> int | str:
@@ -197,6 +201,12 @@ class SearchSpaceSpec(_Strict):
     instance_count: list[Annotated[int, Strict(), Field(ge=1, le=INT32_MAX)]] | None = Field(default=None, min_length=1)
     protocol: list[Protocol] | None = Field(default=None, min_length=1)
     precision: list[Precision] | None = Field(default=None, min_length=1)
+    config: dict[str, list[ConfigValue]] = Field(
+        default_factory=dict, description="ModelConfig field path -> values (checked against model_config.proto)"
+    )
+    server: dict[str, list[OptionValue]] = Field(
+        default_factory=dict, description="tritonserver option -> values (checked against Triton 2.51's options)"
+    )
 
     @model_validator(mode="after")
     def _no_repeats(self) -> SearchSpaceSpec:
@@ -204,6 +214,12 @@ class SearchSpaceSpec(_Strict):
             values = getattr(self, knob)
             if values is not None and len(set(map(str, values))) != len(values):
                 raise ValueError(f"{knob} lists a value twice: {values}")
+        for key, table in (("config", self.config), ("server", self.server)):
+            for name, values in table.items():
+                if not values:
+                    raise ValueError(f"{key}.{name}: give at least one value")
+                if len({json.dumps(v, sort_keys=True) for v in values}) != len(values):
+                    raise ValueError(f"{key}.{name} lists a value twice: {values}")
         return self
 
 

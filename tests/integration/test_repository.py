@@ -105,18 +105,80 @@ def test_a_space_that_leaves_out_the_folders_own_config_measures_it_first(tmp_pa
         tmp_path, "add_sub", folder, "search_space:\n  max_queue_delay_us: [0, 500]\n  instance_count: [2]", trials=2
     )
     printed = capsys.readouterr().out
-    assert "the baseline's max_queue_delay_us 100 is added to search_space.max_queue_delay_us" in printed
-    assert "the baseline's instance_count 1 is added" in printed
+    assert "the baseline's own values join the search space (max_queue_delay_us 100, instance_count 1)" in printed
     first = trials.set_index("number").loc[0]
     assert first["baseline"] and first["max_queue_delay_us"] == "100" and first["instance_count"] == 1
     served = parse_pbtxt((directory / "trials" / "0" / "config.pbtxt").read_text())
     assert served.dynamic_batching.max_queue_delay_microseconds == 100 and served.instance_group[0].count == 1
 
 
+FIELDS_SPACE = """search_space:
+  max_queue_delay_us: [100]
+  config:
+    dynamic_batching.preferred_batch_size: [[2, 4]]
+    parameters.intra_op_thread_count: ["2"]
+  server:
+    --pinned-memory-pool-byte-size: [1048576]
+server: {reuse: reload}"""
+
+
+def test_config_fields_and_a_server_option_reach_the_served_config_the_server_and_the_export(
+    tmp_path, local_launcher, capsys
+):
+    """Fields no named knob covers, each beside the folder's own value (preferred sizes [4],
+    one thread) or Triton's default (no option): every combination is served as its row says,
+    a changed option restarts the reload server, and the export carries both."""
+    folder = add_sub_repository(tmp_path / "models")
+    directory, trials = _sweep(tmp_path, "add_sub", folder, FIELDS_SPACE, trials=8)
+    assert "the baseline's own values join the search space" in capsys.readouterr().out
+    sizes, threads, pinned = (
+        "config.dynamic_batching.preferred_batch_size",
+        "config.parameters.intra_op_thread_count",
+        "server.pinned-memory-pool-byte-size",
+    )
+    trials = pd.read_csv(directory / "trials.csv", dtype={threads: str, pinned: str})  # as written: 2, not 2.0
+    combos = {(r[sizes], r[threads], str(r[pinned])) for _, r in trials.iterrows()}
+    assert combos == {(s, t, p) for s in ("[2, 4]", "[4]") for t in ("1", "2") for p in ("1048576", "nan")}
+    for _, row in trials.iterrows():
+        served = parse_pbtxt((directory / "trials" / str(row["number"]) / "config.pbtxt").read_text())
+        assert list(served.dynamic_batching.preferred_batch_size) == json.loads(row[sizes])
+        assert served.parameters["intra_op_thread_count"].string_value == row[threads]
+        assert served.dynamic_batching.max_queue_delay_microseconds == 100
+    logs = [log.read_text() for log in sorted((directory / "reload").glob("server-*.log"))]
+    pools = {
+        line.split("|")[2].strip() for log in logs for line in log.splitlines() if "pinned_memory_pool_byte" in line
+    }
+    assert pools == {"1048576", "268435456"}, "each option value had a server of its own (Triton's default 256 MiB)"
+    assert len(logs) >= 2
+    chosen = trials[(trials[sizes] == "[2, 4]") & (trials[threads] == "2") & (trials[pinned] == "1048576")]
+    number = int(chosen["number"].iloc[0])
+    a, b = np.arange(4, dtype=np.int32).reshape(1, 4), np.ones((1, 4), np.int32)
+    result, exported = _export_and_ask(
+        tmp_path,
+        directory,
+        local_launcher,
+        "add_sub",
+        [("a", a, "INT32"), ("b", b, "INT32")],
+        "--pick",
+        f"trial {number}",
+        "--backend",
+        "python",
+    )
+    np.testing.assert_array_equal(result.as_numpy("sum"), a + b)
+    config = parse_pbtxt((exported / "config.pbtxt").read_text())
+    assert list(config.dynamic_batching.preferred_batch_size) == [2, 4]
+    assert config.parameters["intra_op_thread_count"].string_value == "2"
+    record = json.loads((exported / "sweeper-export.json").read_text())
+    assert record["server_options"] == ["--pinned-memory-pool-byte-size=1048576"]
+    assert record["parameters"][sizes] == "[2, 4]"
+    assert "preferred_batch_size=[2, 4]" in (directory / "report.html").read_text()
+
+
 def test_a_python_model_without_batching(tmp_path, local_launcher):
+    """Its own instance count (1) is left out of the space: it joins, as the baseline."""
     folder = unbatched_python_repository(tmp_path / "models")
     directory, trials = _sweep(
-        tmp_path, "doubler", folder, "search_space:\n  instance_count: [1, 2]\n  protocol: [http, grpc]", trials=4
+        tmp_path, "doubler", folder, "search_space:\n  instance_count: [2]\n  protocol: [http, grpc]", trials=4
     )
     assert set(trials["max_batch_size"]) == {0} and set(trials["max_queue_delay_us"]) == {"off"}
     assert sorted(zip(trials["instance_count"], trials["protocol"])) == [
@@ -139,7 +201,7 @@ def test_a_string_input_fed_from_request_data(tmp_path, local_launcher, generato
         tmp_path,
         "lengths",
         folder,
-        "search_space:\n  max_queue_delay_us: [off, 0]",
+        "search_space:\n  max_queue_delay_us: [off]",  # its own 0 joins
         trials=2,
         data=data,
         generator=generator,

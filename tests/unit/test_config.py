@@ -6,7 +6,15 @@ import pytest
 from tritonclient.grpc import model_config_pb2 as mc
 
 from sweeper.tensors import TensorSpec, config_io
-from sweeper.triton_config import apply_trial, knobs_from_config, model_backend, parse_pbtxt, template_from_io, to_pbtxt
+from sweeper.triton_config import (
+    apply_trial,
+    config_field,
+    knobs_from_config,
+    model_backend,
+    parse_pbtxt,
+    template_from_io,
+    to_pbtxt,
+)
 from sweeper.vocabulary import TrialConfig
 
 INPUTS = [TensorSpec("x", "FP32", (16,)), TensorSpec("tokens", "BYTES", (-1,))]
@@ -101,3 +109,44 @@ def test_knobs_from_an_existing_config():
 def test_invalid_pbtxt_is_a_value_error_naming_the_field():
     with pytest.raises(ValueError, match="max_batch_sise"):
         parse_pbtxt("max_batch_sise: 8")
+
+
+def test_swept_fields_are_set_on_top_of_the_knobs_and_an_unset_one_keeps_the_template():
+    template = parse_pbtxt(
+        'name: "m"\nmax_batch_size: 8\ndynamic_batching { preferred_batch_size: [8] }\n'
+        'parameters { key: "intra_op_thread_count" value { string_value: "3" } }\n'
+        "response_cache { enable: false }\n"
+    )
+    fields = (
+        ("config.dynamic_batching.preferred_batch_size", "[2, 4]"),
+        ("config.instance_group[0].kind", "KIND_CPU"),
+        ("config.parameters.inter_op_thread_count", "2"),
+        ("config.response_cache", None),
+        ("config.optimization.execution_accelerators.cpu_execution_accelerator", '[{"name": "openvino"}]'),
+    )
+    model = apply_trial(template, TrialConfig(8, 100, 2, "http", "fp32", extra=fields))
+    assert list(model.dynamic_batching.preferred_batch_size) == [2, 4]
+    assert model.dynamic_batching.max_queue_delay_microseconds == 100
+    assert model.instance_group[0].kind == mc.ModelInstanceGroup.KIND_CPU and model.instance_group[0].count == 2
+    assert model.parameters["intra_op_thread_count"].string_value == "3", "the template's other entries stay"
+    assert model.parameters["inter_op_thread_count"].string_value == "2"
+    assert model.HasField("response_cache") and not model.response_cache.enable, "None keeps the template's"
+    assert model.optimization.execution_accelerators.cpu_execution_accelerator[0].name == "openvino"
+    off = apply_trial(template, TrialConfig(8, "off", 1, "http", "fp32", extra=fields))
+    assert not off.HasField("dynamic_batching"), "a batching field does not turn batching on"
+
+
+def test_a_field_reads_back_as_the_parameter_it_was_stored_as():
+    for path, value in (
+        ("dynamic_batching.preferred_batch_size", [4, 8]),
+        ("instance_group[1].kind", "KIND_GPU"),
+        ("parameters.intra_op_thread_count", "2"),
+        ("response_cache", {"enable": True}),
+        ("dynamic_batching.preserve_ordering", True),
+    ):
+        field = config_field(path)
+        stored = field.encode(value)
+        model = mc.ModelConfig()
+        assert field.read(model) is None, "unset"
+        field.apply(model, stored)
+        assert field.read(model) == stored and field.decode(stored) == value

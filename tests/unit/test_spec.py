@@ -282,6 +282,60 @@ BAD_SPECS = {
     "unknown-generator": (("objectives:", "load: {generator: locust}\nobjectives:"), "load.generator"),
     "unknown-sampler": (("trials: 2}", "trials: 2, sampler: cmaes}"), "study.sampler"),
     "bad-reuse": (("objectives:", "server: {reuse: sometimes}\nobjectives:"), "server.reuse"),
+    "config-field-misspelt": (
+        ("precision: [fp32]", "precision: [fp32]\n  config:\n    dynamic_batching.prefered_batch_size: [[4]]"),
+        "search_space.config.dynamic_batching.prefered_batch_size: dynamic_batching has no field "
+        "'prefered_batch_size'; closest: dynamic_batching.preferred_batch_size",
+    ),
+    "config-field-at-the-wrong-level": (
+        ("precision: [fp32]", "precision: [fp32]\n  config:\n    preferred_batch_size: [[4]]"),
+        "closest: max_batch_size, dynamic_batching.preferred_batch_size",
+    ),
+    "config-field-needs-an-index": (
+        ("precision: [fp32]", "precision: [fp32]\n  config:\n    instance_group.kind: [KIND_CPU]"),
+        "search_space.config.instance_group.kind: instance_group is a list of ModelInstanceGroup: "
+        "name one element, instance_group[0]",
+    ),
+    "config-field-wrong-type": (
+        ("precision: [fp32]", "precision: [fp32]\n  config:\n    dynamic_batching.preferred_batch_size: [4]"),
+        "search_space.config.dynamic_batching.preferred_batch_size: 4 is not a list of integers",
+    ),
+    "config-parameter-unquoted": (
+        ("precision: [fp32]", "precision: [fp32]\n  config:\n    parameters.intra_op_thread_count: [1, 2]"),
+        'search_space.config.parameters.intra_op_thread_count: 1 is not a string (quote numbers: "2")',
+    ),
+    "config-enum-value": (
+        ("precision: [fp32]", "precision: [fp32]\n  config:\n    instance_group[0].kind: [CPU]"),
+        "'CPU' is not a Kind (KIND_AUTO, KIND_GPU, KIND_CPU, KIND_MODEL)",
+    ),
+    "config-field-a-knob-sets": (
+        ("precision: [fp32]", "precision: [fp32]\n  config:\n    instance_group[0].count: [2]"),
+        "search_space.config.instance_group[0].count: instance_group[0].count is set by search_space.instance_count",
+    ),
+    "config-batching-field-without-batching": (
+        (
+            "max_queue_delay_us: [off, 0, 100]",
+            "max_queue_delay_us: [off]\n  config:\n    dynamic_batching.preferred_batch_size: [[4]]",
+        ),
+        "applies only with dynamic batching on",
+    ),
+    "config-value-twice": (
+        ("precision: [fp32]", "precision: [fp32]\n  config:\n    response_cache: [{enable: true}, {enable: true}]"),
+        "search_space: config.response_cache lists a value twice",
+    ),
+    "server-option-misspelt": (
+        ("precision: [fp32]", "precision: [fp32]\n  server:\n    --buffer-manager-threads: [2]"),
+        "search_space.server.--buffer-manager-threads: --buffer-manager-threads is not an option of tritonserver "
+        "2.51; closest: --buffer-manager-thread-count",
+    ),
+    "server-option-the-sweeper-sets": (
+        ("precision: [fp32]", "precision: [fp32]\n  server:\n    --http-port: [8000]"),
+        "--http-port is set by the launcher",
+    ),
+    "server-option-wrong-type": (
+        ("precision: [fp32]", "precision: [fp32]\n  server:\n    pinned-memory-pool-byte-size: ['1g']"),
+        "search_space.server.pinned-memory-pool-byte-size: --pinned-memory-pool-byte-size takes an integer, not '1g'",
+    ),
 }
 
 
@@ -539,3 +593,67 @@ def test_version_and_help_read_as_plain_text(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])
     assert "``" not in capsys.readouterr().out
+
+
+def test_cheap_checks_run_before_the_model_is_loaded(tmp_path, capsys):
+    """A factory that fails on import is never reached: the misspelt field, the unavailable
+    precision and the reserved server option are found from the spec alone."""
+    _module(tmp_path, "slow_factory", "raise RuntimeError('imported')\n")
+    base = (
+        "study: {name: cheap}\nmodel:\n  name: m\n  source: {pytorch: 'slow_factory:make'}\n"
+        "  inputs: [{name: x, datatype: FP32, shape: [4]}]\nsearch_space:\n  SPACE\n"
+        "objectives:\n  - {metric: p50_ms, concurrency: 1, direction: minimize}\n"
+    )
+    for space, expected in (
+        ("config: {dynamic_batching.prefered_batch_size: [[4]]}", "closest: dynamic_batching.preferred_batch_size"),
+        ("precision: [native]", "search_space.precision: 'native' is not available"),
+        ("server: {--model-control-mode: [poll]}", "--model-control-mode is set by server.reuse"),
+    ):
+        spec = write_spec(tmp_path, base.replace("SPACE", space), "cheap.yaml")
+        err = run_refused(spec, capsys, expected)
+        assert "imported" not in err
+
+
+def test_config_fields_and_server_options_are_categorical_parameters_with_the_baselines_values(tmp_path, mlp_file):
+    body = VALID.replace(
+        "precision: [fp32]",
+        "precision: [fp32]\n  config:\n    dynamic_batching.preferred_batch_size: [[4], [4, 8]]\n"
+        "    parameters.intra_op_thread_count: ['1', '2']\n  server:\n    --buffer-manager-thread-count: [2, 4]",
+    )
+    loaded = load_spec(_spec(tmp_path, mlp_file, body))
+    space = loaded.space
+    assert space["config.dynamic_batching.preferred_batch_size"] == ["[4]", "[4, 8]", None]
+    assert space["config.parameters.intra_op_thread_count"] == ["1", "2", None]
+    assert space["server.buffer-manager-thread-count"] == [2, 4, None]
+    assert loaded.baseline.config_fields == {
+        "dynamic_batching.preferred_batch_size": None,
+        "parameters.intra_op_thread_count": None,
+    }
+    # mbs 1: off + one batched; mbs 8: off, 0, 100. Without batching the preferred sizes are not applied.
+    off, batched = 1 * 3 * 3, 3 * 3 * 3
+    assert loaded.space_size == 2 * ((off + 1 * batched) + (off + 2 * batched)), "two protocols"
+
+
+def test_the_baselines_own_field_values_come_from_its_config(tmp_path, mlp_file):
+    pbtxt = tmp_path / "today.pbtxt"
+    pbtxt.write_text(
+        "max_batch_size: 8\ndynamic_batching { preferred_batch_size: [8] }\n"
+        'parameters { key: "intra_op_thread_count" value { string_value: "3" } }\n'
+    )
+    body = VALID.replace(
+        "baseline: {max_batch_size: 8, max_queue_delay_us: 100, instance_count: 1, protocol: http}",
+        f"baseline: {{config_pbtxt: {pbtxt}, protocol: http}}",
+    ).replace(
+        "precision: [fp32]",
+        "precision: [fp32]\n  config:\n    dynamic_batching.preferred_batch_size: [[4]]\n"
+        "    parameters.intra_op_thread_count: ['1']",
+    )
+    loaded = load_spec(_spec(tmp_path, mlp_file, body))
+    assert loaded.baseline.config_fields == {
+        "dynamic_batching.preferred_batch_size": "[8]",
+        "parameters.intra_op_thread_count": "3",
+    }
+    assert loaded.added_to_space == {
+        "config.dynamic_batching.preferred_batch_size": "[8]",
+        "config.parameters.intra_op_thread_count": "3",
+    }
