@@ -23,8 +23,9 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from sweeper.errors import SweeperError, clear_stop, request_stop
+from sweeper.errors import SweeperError, UsageError, clear_stop, request_stop
 from sweeper.export import export
+from sweeper.files import write_atomic
 from sweeper.record import TrialRecord, read_study, read_trial, sweeper_version
 from sweeper.results import StudyTables, parse_ranking, tables, write_tables
 from sweeper.server_options import server_argv
@@ -131,6 +132,29 @@ def cmd_check(args: argparse.Namespace) -> int:
     plan = _plan(args)
     _print_plan(plan)
     console.print(f"{plan.loaded.path}: valid; nothing was started or written (sweeper run {args.spec} runs it)")
+    return 0
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    """``sweeper init SOURCE [-o SPEC]``: a first spec for a model, checked as ``check`` would."""
+    from sweeper.starter import draft, spec_text
+
+    out = Path(args.output) if args.output else None
+    if out is not None and out.exists() and not args.force:
+        raise UsageError(f"{out} exists; sweeper init does not overwrite it", hint="--force to replace it")
+    if args.trials is not None and args.trials < 1:
+        raise UsageError(f"--trials must be at least 1, got {args.trials}")
+    model = draft(args.source, out.parent if out is not None else Path.cwd())
+    text = spec_text(model, str(out) if out is not None else "spec.yaml", args.trials)
+    if out is None:
+        print(text, end="")
+        return 0
+    write_atomic(out, text)
+    console.print(f"wrote {out} for {model.name} ({model.kind} source)", markup=False)
+    for check in model.checks:
+        errors.print(f"  CHECK: {check}", markup=False)
+    load_spec(out)  # the spec runs as it is: every check run makes (a PyTorch factory is exported once)
+    console.print(f"{out}: valid; sweeper run {out}", markup=False)
     return 0
 
 
@@ -294,6 +318,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--version", action="version", version=f"sweeper (triton-sweeper) {sweeper_version() or 'unknown'}"
     )
     commands = parser.add_subparsers(dest="command", required=True)
+    init = commands.add_parser(
+        "init", help="write a first spec for a model (an ONNX file, a model folder or module:factory)"
+    )
+    init.add_argument("source", help="model.onnx, a Triton model folder (config.pbtxt and 1/) or module.path:factory")
+    init.add_argument("-o", "--output", help="the spec to write (default: print it)")
+    init.add_argument("--trials", type=int, help="trials of the study (default: what finishes in about 3 minutes here)")
+    init.add_argument("--force", action="store_true", help="replace an existing --output")
+    init.set_defaults(handler=cmd_init)
+
     run = commands.add_parser("run", help="run (or resume) a sweep from a YAML spec")
     _spec_options(run)
     run.add_argument(

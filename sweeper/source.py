@@ -149,7 +149,7 @@ def from_pytorch(
     its outputs named ``output_names`` (default ``output``, or ``output0``, ``output1``, ...)."""
     import torch  # only a pytorch source needs torch
 
-    network = _network(reference, import_root)
+    network = network_of(reference, import_root)
     folder = Path(tempfile.mkdtemp(prefix="sweeper-export-"))
     _EXPORTS.append(folder)
     path = folder / "model.onnx"
@@ -183,7 +183,7 @@ def from_pytorch(
     return dataclasses.replace(source, kind="pytorch", inputs=tuple(inputs))
 
 
-def _network(reference: str, import_root: Path) -> Any:
+def network_of(reference: str, import_root: Path) -> Any:
     """The torch.nn.Module that ``module:factory`` makes."""
     import torch
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import time
 import urllib.request
@@ -29,7 +30,8 @@ def test_server_serves_the_model_with_the_trial_config(launcher, request, tmp_pa
     repository = make_repository(tmp_path / "repo", mlp_file, TrialConfig(8, 200, 2, "http", "fp32"))
     x = np.random.default_rng(1).random((3, 16), dtype=np.float32)
     expected = ort.InferenceSession(str(mlp_file), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
-    with launcher.start(repository, tmp_path / "server.log", {"triton-sweeper.study": "t"}, model_name="mlp") as server:
+    labels, options = {"triton-sweeper.study": "t"}, ["--exit-timeout-secs=7"]  # a trial's server option
+    with launcher.start(repository, tmp_path / "server.log", labels, model_name="mlp", options=options) as server:
         assert server.endpoints.http.startswith("127.0.0.1:")
         loaded = _config(server.endpoints, "mlp")
         assert loaded["max_batch_size"] == 8
@@ -41,7 +43,9 @@ def test_server_serves_the_model_with_the_trial_config(launcher, request, tmp_pa
     assert not server.alive()
     # Bound to the loopback; in a container of its own network, to the container's interfaces.
     address = "0.0.0.0" if request.node.callspec.params["launcher"] == "docker_published" else "127.0.0.1"
-    assert f"Started HTTPService at {address}" in (tmp_path / "server.log").read_text()
+    log = (tmp_path / "server.log").read_text()
+    assert f"Started HTTPService at {address}" in log
+    assert re.search(r"\|\s*exit_timeout\s*\|\s*7\s*\|", log), "the option reached tritonserver"
 
 
 def test_model_that_fails_to_load_is_a_trial_error_with_the_log_lines(launcher, tmp_path, mlp_file):

@@ -657,3 +657,12 @@ def test_the_baselines_own_field_values_come_from_its_config(tmp_path, mlp_file)
         "config.dynamic_batching.preferred_batch_size": "[8]",
         "config.parameters.intra_op_thread_count": "3",
     }
+
+
+def test_the_readmes_spec_is_valid(tmp_path):
+    """The annotated spec of README.md ("The spec") is one that runs, with its config and server knobs."""
+    text = (REPO / "README.md").read_text()
+    block = next(b for b in text.split("```yaml\n")[1:] if b.startswith("study:"))
+    loaded = load_spec(write_spec(tmp_path, block.split("```")[0]))
+    assert loaded.space["config.dynamic_batching.preferred_batch_size"][:3] == ["[4]", "[8]", "[4, 8]"]
+    assert loaded.space["server.buffer-manager-thread-count"] == [0, 4, None]

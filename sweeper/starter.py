@@ -1,0 +1,332 @@
+"""``sweeper init SOURCE``: a first spec for a model, commented, that runs as it is.
+
+SOURCE is an ONNX file, a Triton model folder (config.pbtxt and 1/) or a PyTorch factory
+(``module:factory``). The model is read, never served: its inputs (shapes the graph leaves
+dynamic are guessed and marked ``CHECK``), its own config as the baseline, the knobs that apply
+to it (no batching knobs for max_batch_size 0, conversions only for ONNX), and a trial budget
+sized from one in-process inference on this machine.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import inspect
+import json
+import re
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sweeper.data import generate_samples
+from sweeper.errors import UsageError
+from sweeper.source import SourceError, from_onnx, from_repository, network_of
+from sweeper.tensors import TensorSpec
+from sweeper.vocabulary import distinct_configurations
+
+_FACTORY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+_GUESSED_SIZE = 16
+"""A dimension the model leaves open (-1) gets this size, marked for the user to check."""
+_BUDGET_S = 180.0
+"""The sweep ``init`` sizes: about three minutes on this machine."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Draft:
+    """What ``init`` learnt of a model: enough to write its spec."""
+
+    kind: str
+    """``onnx``, ``pytorch`` or ``repository``."""
+    source: str
+    """The value of ``model.source.<kind>``."""
+    name: str
+    inputs: tuple[TensorSpec, ...]
+    batched: bool
+    convertible: bool
+    ranges: dict[str, tuple[float, float]] = dataclasses.field(default_factory=dict)
+    checks: tuple[str, ...] = ()
+    """Guesses the user should check, each said in the spec."""
+    latency_s: float | None = None
+    """One in-process inference of one sample, where it could be timed."""
+
+
+def draft(source: str, spec_folder: Path) -> Draft:
+    """Read the model SOURCE names; UsageError when SOURCE is none of the three kinds."""
+    path = Path(source)
+    try:
+        if path.is_dir():
+            return _draft_folder(path, spec_folder)
+        if path.is_file() and path.suffix == ".onnx":
+            return _draft_onnx(path, spec_folder)
+        if _FACTORY.match(source) and not path.exists():
+            return _draft_factory(source)
+    except SourceError as exc:
+        raise UsageError(f"{source}: {exc}") from None
+    raise UsageError(
+        f"{source}: not an ONNX file (.onnx), a Triton model folder (config.pbtxt and 1/) or a PyTorch "
+        "factory (module.path:factory)",
+        hint="sweeper init model.onnx | sweeper init models/my_model | sweeper init my_package.models:make",
+    )
+
+
+def _relative(path: Path, spec_folder: Path) -> str:
+    """A path as the spec names it: relative to the spec's folder where it can be."""
+    try:
+        return str(path.resolve().relative_to(spec_folder.resolve()))
+    except ValueError:
+        return str(path.resolve())
+
+
+def _concrete(inputs: tuple[TensorSpec, ...]) -> tuple[tuple[TensorSpec, ...], list[str]]:
+    """Open dimensions (-1) given ``_GUESSED_SIZE``; the guesses said."""
+    concrete, checks = [], []
+    for tensor in inputs:
+        if tensor.variable:
+            shape = tuple(_GUESSED_SIZE if d == -1 else d for d in tensor.shape)
+            checks.append(
+                f"{tensor.name}: the model leaves its shape open {list(tensor.shape)}; {list(shape)} is a guess"
+            )
+            tensor = dataclasses.replace(tensor, shape=shape)
+        concrete.append(tensor)
+    return tuple(concrete), checks
+
+
+def _draft_onnx(path: Path, spec_folder: Path) -> Draft:
+    model = from_onnx(path, _model_name(path.stem))
+    inputs, checks = _concrete(model.inputs)
+    return Draft(
+        "onnx",
+        _relative(path, spec_folder),
+        model.name,
+        inputs,
+        batched=True,
+        convertible=True,
+        checks=tuple(checks),
+        latency_s=_onnx_latency(path, inputs),
+    )
+
+
+def _draft_folder(folder: Path, spec_folder: Path) -> Draft:
+    if not (folder / "config.pbtxt").is_file():
+        models = sorted(p.name for p in folder.iterdir() if (p / "config.pbtxt").is_file())
+        if models:
+            raise UsageError(
+                f"{folder} is a model repository: give one model's folder",
+                hint=", ".join(str(folder / m) for m in models[:5]),
+            )
+    model = from_repository(folder, None)
+    inputs, checks = _concrete(model.inputs)
+    latency = _onnx_latency(model.onnx_file, inputs) if model.onnx_file is not None else None
+    return Draft(
+        "repository",
+        _relative(folder, spec_folder),
+        model.name,
+        inputs,
+        batched=model.batched,
+        convertible=model.convertible,
+        checks=tuple(checks),
+        latency_s=latency,
+    )
+
+
+def _draft_factory(reference: str) -> Draft:
+    network = network_of(reference, Path.cwd())
+    inputs, ranges, checks = _guess_inputs(network)
+    latency, failure = _torch_latency(network, inputs, ranges)
+    if failure is not None:
+        checks.append(f"the model did not run on these guessed inputs ({failure}): give its real inputs")
+    name = _model_name(reference.rpartition(":")[2])
+    return Draft("pytorch", reference, name, inputs, True, True, ranges, tuple(checks), latency)
+
+
+def _model_name(text: str) -> str:
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", text).lstrip("._-")
+    return name[:100] or "model"
+
+
+def _guess_inputs(network: Any) -> tuple[tuple[TensorSpec, ...], dict[str, tuple[float, float]], list[str]]:
+    """A factory's inputs from its forward's parameters and its first layer: an embedding takes
+    INT64 token ids below its size (masks and token types 0 or 1), a linear layer its
+    in_features, a convolution its channels over a guessed extent."""
+    import torch
+
+    parameters = inspect.signature(network.forward).parameters.values()
+    names = [
+        p.name for p in parameters if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+    ] or ["input"]
+    first = next((m for m in network.modules() if not list(m.children()) and list(m.parameters())), None)
+    ranges: dict[str, tuple[float, float]] = {}
+    if isinstance(first, (torch.nn.Embedding, torch.nn.EmbeddingBag)):
+        shape, datatype, layer = (128,), "INT64", f"Embedding of {first.num_embeddings}"
+        for name in names:
+            binary = any(word in name for word in ("mask", "type"))
+            ranges[name] = (0.0, 2.0) if binary else (0.0, float(first.num_embeddings))
+    elif isinstance(first, torch.nn.Linear):
+        shape, datatype, layer = (first.in_features,), "FP32", f"Linear({first.in_features}, ...)"
+    elif isinstance(first, (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d)):
+        extent = {torch.nn.Conv1d: (128,), torch.nn.Conv2d: (224, 224), torch.nn.Conv3d: (16, 112, 112)}[type(first)]
+        shape, datatype, layer = (
+            (first.in_channels, *extent),
+            "FP32",
+            f"{type(first).__name__}({first.in_channels}, ...)",
+        )
+    elif isinstance(first, (torch.nn.LSTM, torch.nn.GRU, torch.nn.RNN)):
+        shape, datatype, layer = (
+            (_GUESSED_SIZE, first.input_size),
+            "FP32",
+            f"{type(first).__name__}({first.input_size}), batch first",
+        )
+    else:
+        shape, datatype, layer = (_GUESSED_SIZE,), "FP32", "no layer it could read"
+    inputs = tuple(TensorSpec(name, datatype, shape) for name in names)
+    checks = [f"model.inputs are guessed from forward({', '.join(names)}) and the first layer ({layer})"]
+    return inputs, ranges, checks
+
+
+def _example(inputs: tuple[TensorSpec, ...], ranges: dict[str, tuple[float, float]]) -> dict[str, np.ndarray]:
+    samples = generate_samples(list(inputs), 1, low=0.0, high=1.0, seed=0, ranges=ranges)
+    return samples.batch(0, 1, batched=True)
+
+
+def _timed(call: Any) -> float:
+    """The median of five calls, after one warm-up (seconds)."""
+    call()
+    times = []
+    for _ in range(5):
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def _onnx_latency(path: Path, inputs: tuple[TensorSpec, ...]) -> float | None:
+    import onnxruntime
+
+    try:
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        feeds = _example(inputs, {})
+        return _timed(lambda: session.run(None, feeds))
+    except Exception:  # a graph ORT's CPU provider cannot run: the budget falls back to a default
+        return None
+
+
+def _torch_latency(
+    network: Any, inputs: tuple[TensorSpec, ...], ranges: dict[str, tuple[float, float]]
+) -> tuple[float | None, str | None]:
+    import torch
+
+    args = tuple(torch.from_numpy(a) for a in _example(inputs, ranges).values())
+    try:
+        with torch.no_grad():
+            return _timed(lambda: network(*args)), None
+    except Exception as exc:  # the guess is wrong: said in the spec, not raised
+        return None, f"{type(exc).__name__}: {str(exc).splitlines()[0][:150] if str(exc) else ''}"
+
+
+def space_of(model: Draft) -> dict[str, list]:
+    """The knobs that apply to the model, with values that tell configurations apart."""
+    space: dict[str, list] = {}
+    if model.batched:
+        space["max_batch_size"] = [1, 8, 32]
+        space["max_queue_delay_us"] = ["off", 0, 500, 2000]
+    space["instance_count"] = [1, 2]
+    space["protocol"] = ["http", "grpc"]
+    if model.convertible:
+        reference = "native" if model.kind == "repository" else "fp32"
+        space["precision"] = [reference, "fp16", "int8"]
+    return space
+
+
+def trial_budget(model: Draft, space: dict[str, list]) -> tuple[int, float]:
+    """Trials that finish in about ``_BUDGET_S`` here, and the seconds one is expected to take:
+    a server start (about 4 s), and per load level its warm-up and three to six windows, each
+    long enough for a few dozen requests of the in-process latency (5 ms where it was not timed)."""
+    latency = model.latency_s if model.latency_s is not None else 0.005
+    window = max(0.5, 30 * latency)
+    per_trial = 4.0 + 2 * (0.5 + 4 * window)
+    return max(3, min(distinct_configurations(space), int(_BUDGET_S // per_trial))), per_trial
+
+
+def launcher_block() -> str:
+    """``server:``: the local launcher where a tritonserver is installed, else Docker."""
+    if importlib.util.find_spec("pytriton") is not None or shutil.which("tritonserver"):
+        return "server:\n  launcher: local             # nvidia-pytriton's tritonserver, or server.tritonserver: PATH\n"
+    return (
+        "server:\n  launcher: docker            # no local tritonserver here (pip install nvidia-pytriton for one)\n"
+        "  docker: {image: nvcr.io/nvidia/tritonserver:24.10-py3}\n"
+    )
+
+
+def spec_text(model: Draft, spec_name: str, trials: int | None = None) -> str:
+    """The commented spec of a model, to be written as ``spec_name``."""
+    space = space_of(model)
+    budget, per_trial = trial_budget(model, space)
+    size = distinct_configurations(space)
+    trials = trials if trials is not None else budget
+    timed = f"{model.latency_s * 1000:.3g} ms in-process" if model.latency_s is not None else "not timed in-process"
+    lines = [
+        f"# A first sweep of {model.name}, written by `sweeper init` ({model.kind} source).",
+        f"#   sweeper check {spec_name}   # every check, nothing started",
+        f"#   sweeper run {spec_name}     # about {trials * per_trial / 60:.0f} min here ({per_trial:.0f} s a trial; "
+        f"one inference {timed})",
+    ]
+    lines += [f"# CHECK: {check}" for check in model.checks]
+    lines += [
+        "study:",
+        f"  name: {model.name}",
+        f"  trials: {trials}                # configurations to measure, of the {size} the space has",
+        "  sampler: tpe",
+        "  seed: 0",
+        "model:",
+        *([] if model.kind == "repository" else [f"  name: {model.name}"]),
+        f"  source: {{{model.kind}: {json.dumps(model.source)}}}",
+        "  inputs:                  # name, datatype and per-sample shape (no batch axis)",
+        *(
+            f"    - {{name: {json.dumps(t.name)}, datatype: {t.datatype}, shape: {list(t.shape)}}}"
+            for t in model.inputs
+        ),
+    ]
+    if model.ranges:
+        lines.append("  example_inputs:          # generated requests: each input's own range [low, high)")
+        lines.append("    ranges:")
+        lines += [f"      {json.dumps(n)}: {{low: {lo:g}, high: {hi:g}}}" for n, (lo, hi) in model.ranges.items()]
+    lines.append(launcher_block().rstrip("\n"))
+    lines += _space_lines(model, space)
+    lines += [
+        "load:",
+        "  concurrency: [1, 8]      # requests in flight: 1 for latency, 8 for throughput",
+        "objectives:",
+        "  - {metric: p50_ms, concurrency: 1, direction: minimize}",
+        "  - {metric: throughput, concurrency: 8, direction: maximize}",
+        "# constraints:             # a feasible trial keeps them, e.g. a latency budget:",
+        "#   - {metric: p99_ms, concurrency: 8, max: 50}",
+    ]
+    if model.convertible:
+        lines += [
+            "accuracy:                 # FP16/INT8 trials whose outputs drift further are infeasible",
+            "  min_cosine_similarity: 0.999",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def _space_lines(model: Draft, space: dict[str, list]) -> list[str]:
+    lines = ["search_space:"]
+    if not model.batched:
+        lines.append("  # max_batch_size 0: requests have no batch axis, so no batching knobs")
+    notes = {
+        "max_queue_delay_us": "   # off: no dynamic_batching block; 0: batching without waiting",
+        "precision": "   # converted with ONNX Runtime's tools",
+    }
+    for knob, values in space.items():
+        lines.append(f"  {knob}: [{', '.join(map(str, values))}]{notes.get(knob, '')}")
+    if model.kind == "repository":
+        lines.append("# The baseline is the folder's own config.pbtxt: always trial 0.")
+    else:
+        lines.append("# The baseline, what a plain deployment runs: always trial 0.")
+        lines.append(
+            "baseline: {max_batch_size: 8, max_queue_delay_us: off, instance_count: 1, protocol: http, precision: fp32}"
+        )
+    return lines
