@@ -308,16 +308,8 @@ def _ranking_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The command line's parser (strict: unknown options are errors)."""
-    parser = argparse.ArgumentParser(
-        prog="sweeper",
-        description="Find the best NVIDIA Triton Inference Server configuration for a model by measuring it.",
-    )
-    parser.add_argument(
-        "--version", action="version", version=f"sweeper (triton-sweeper) {sweeper_version() or 'unknown'}"
-    )
-    commands = parser.add_subparsers(dest="command", required=True)
+def _init_parser(commands: argparse._SubParsersAction) -> None:
+    """``sweeper init``."""
     init = commands.add_parser(
         "init", help="write a first spec for a model (an ONNX file, a model folder or module:factory)"
     )
@@ -327,26 +319,9 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--force", action="store_true", help="replace an existing --output")
     init.set_defaults(handler=cmd_init)
 
-    run = commands.add_parser("run", help="run (or resume) a sweep from a YAML spec")
-    _spec_options(run)
-    run.add_argument(
-        "--no-report",
-        action="store_true",
-        help="write the tables but not the report (e.g. on the workers of a shared study)",
-    )
-    run.set_defaults(handler=cmd_run)
 
-    check = commands.add_parser("check", help="check a spec as run would, starting and writing nothing")
-    _spec_options(check)
-    check.set_defaults(handler=cmd_check)
-
-    report = commands.add_parser("report", help="write report.html, pareto.png, breakdown.png and summary.md")
-    report.add_argument("study_dir", metavar="RESULTS_DIR/STUDY")
-    report.add_argument("--storage", help="Optuna storage URL (default: the folder's study.db)")
-    report.add_argument("--out", help="folder for the tables and report (default: the study folder)")
-    _ranking_options(report)
-    report.set_defaults(handler=cmd_report)
-
+def _export_parser(commands: argparse._SubParsersAction) -> None:
+    """``sweeper export``."""
     exporter = commands.add_parser("export", help="write the chosen trial as a Triton model repository")
     exporter.add_argument("study_dir", metavar="RESULTS_DIR/STUDY")
     exporter.add_argument("--out", required=True, help="model repository folder to write")
@@ -375,6 +350,41 @@ def build_parser() -> argparse.ArgumentParser:
     exporter.add_argument("--storage", help="Optuna storage URL (default: the folder's study.db)")
     _ranking_options(exporter)
     exporter.set_defaults(handler=cmd_export)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line's parser (strict: unknown options are errors)."""
+    parser = argparse.ArgumentParser(
+        prog="sweeper",
+        description="Find the best NVIDIA Triton Inference Server configuration for a model by measuring it.",
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"sweeper (triton-sweeper) {sweeper_version() or 'unknown'}"
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    _init_parser(commands)
+
+    run = commands.add_parser("run", help="run (or resume) a sweep from a YAML spec")
+    _spec_options(run)
+    run.add_argument(
+        "--no-report",
+        action="store_true",
+        help="write the tables but not the report (e.g. on the workers of a shared study)",
+    )
+    run.set_defaults(handler=cmd_run)
+
+    check = commands.add_parser("check", help="check a spec as run would, starting and writing nothing")
+    _spec_options(check)
+    check.set_defaults(handler=cmd_check)
+
+    report = commands.add_parser("report", help="write report.html, pareto.png, breakdown.png and summary.md")
+    report.add_argument("study_dir", metavar="RESULTS_DIR/STUDY")
+    report.add_argument("--storage", help="Optuna storage URL (default: the folder's study.db)")
+    report.add_argument("--out", help="folder for the tables and report (default: the study folder)")
+    _ranking_options(report)
+    report.set_defaults(handler=cmd_report)
+
+    _export_parser(commands)
     return parser
 
 
