@@ -26,8 +26,16 @@ from rich.table import Table
 from sweeper.errors import SweeperError, UsageError, clear_stop, request_stop
 from sweeper.export import export
 from sweeper.files import write_atomic
-from sweeper.record import TrialRecord, read_study, read_trial, sweeper_version
-from sweeper.results import StudyTables, parse_ranking, tables, write_tables
+from sweeper.record import StudyRecord, TrialRecord, read_study, read_trial, sweeper_version
+from sweeper.results import (
+    StudyTables,
+    drift,
+    indistinguishable,
+    knee_choice,
+    parse_ranking,
+    tables,
+    write_tables,
+)
 from sweeper.server_options import server_argv
 from sweeper.spec import load_spec
 from sweeper.storage import open_stored_study
@@ -84,6 +92,8 @@ def _signals_unwind() -> Iterator[None]:
 
 def _trial_line(trial: TrialRecord, ranking: Ranking, total: int, done: int) -> str:
     head = f"trial {trial.number} [{done}/{total}]{' (baseline)' if trial.baseline else ''}  "
+    if trial.repeat_of is not None:
+        head = f"trial {trial.number}: {'anchor' if trial.anchor else 'repeat'} of trial {trial.repeat_of}  "
     head += knob_label(trial.config) if trial.config is not None else ""
     if trial.kind != "complete":
         reason = trial.failure if trial.kind == "failed" else f"interrupted ({trial.interrupted or 'stopped'})"
@@ -124,7 +134,12 @@ def _plan(args: argparse.Namespace) -> SweepPlan:
     from sweeper.sweep import plan_sweep  # servers, containers and load: only run and check need them
 
     loaded = load_spec(Path(args.spec), study_name=args.study, trials=args.trials)
-    return plan_sweep(loaded, results_dir=Path(args.results_dir), storage=args.storage)
+    return plan_sweep(
+        loaded,
+        results_dir=Path(args.results_dir),
+        storage=args.storage,
+        allow_other_machine=args.allow_other_machine,
+    )
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -179,6 +194,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if result.redraws:
         console.print(f"{result.redraws} proposal(s) repeated a configuration already taken and were asked again")
     print_pareto(loaded.name, result)
+    _print_confidence(record, result, sweep.confirmed, loaded.spec.study.confirm_repeats)
     console.print(f"wrote {plan.directory / 'trials.csv'}, measurements.csv, pareto.csv")
     if args.no_report:
         console.print(f"no report (--no-report): sweeper report {plan.directory} writes it")
@@ -187,6 +203,29 @@ def cmd_run(args: argparse.Namespace) -> int:
     else:
         console.print("[yellow]no completed trial, so no report: trials.csv says why each failed[/yellow]")
     return 0
+
+
+def _print_confidence(record: StudyRecord, result: StudyTables, confirmed: list[int], repeats: int) -> None:
+    """What confirmation found: the trials measured again, ties on the front and at the knee, drift."""
+    if confirmed:
+        console.print(
+            f"confirmed {len(confirmed)} trial(s) ({', '.join(map(str, confirmed))}) on {repeats} more fresh "
+            "server(s) each: the front ranks them by their medians, each figure with its lowest and highest"
+        )
+    front, objectives = result.pareto, result.objectives
+    if not front.empty:
+        for a, b in indistinguishable(front, objectives):
+            console.print(f"trials {a} and {b} are indistinguishable: their spreads overlap on every objective")
+        choice = knee_choice(result.trials[result.trials["feasible"]], objectives, result.ranking.directions)
+        if choice.tied:
+            others = ", ".join(str(n) for n in choice.tied if n != choice.number)
+            console.print(
+                f"knee: trial {choice.number}, tied with trial(s) {others} within the spread; broken by: {choice.rule}"
+            )
+    moved = drift(record, result.ranking)
+    if moved is not None:
+        style = "yellow" if moved.beyond else "default"
+        console.print(f"[{style}]drift: {escape(moved.describe())}[/{style}]")
 
 
 def _print_plan(plan: SweepPlan) -> None:
@@ -287,6 +326,11 @@ def _spec_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--study", help="study name (overrides study.name)")
     parser.add_argument("--results-dir", default="results", help="where study folders go (default: results)")
     parser.add_argument("--storage", help="Optuna storage URL (default: SQLite in the study folder)")
+    parser.add_argument(
+        "--allow-other-machine",
+        action="store_true",
+        help="join (or resume) a study measured on another machine (other CPU, GPU, server or load generator)",
+    )
 
 
 def _ranking_options(parser: argparse.ArgumentParser) -> None:

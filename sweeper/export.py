@@ -27,7 +27,7 @@ from sweeper.errors import UsageError
 from sweeper.files import atomic_folder, write_atomic
 from sweeper.record import StudyRecord, TrialRecord, machine_fingerprint
 from sweeper.repository import write_model
-from sweeper.results import knee, measured_metrics, pareto_front, tables
+from sweeper.results import knee_choice, measured_metrics, tables
 from sweeper.server_options import server_argv
 from sweeper.source import ModelSource
 from sweeper.triton_config import model_backend, parse_pbtxt, serve_as, to_pbtxt
@@ -90,9 +90,8 @@ def choose(study: StudyRecord, pick: str, where: list[str], ranking: Ranking | N
     if trial_pick:
         return passing.iloc[0]
     objectives, directions = result.ranking.columns, result.ranking.directions
-    if pick == "knee":
-        front = pareto_front(passing, objectives, directions)
-        return passing[passing["number"] == knee(front, objectives, directions)].iloc[0]
+    if pick == "knee":  # on confirmed figures; a tie within the spread is broken by TIE_RULE
+        return passing[passing["number"] == knee_choice(passing, objectives, directions).number].iloc[0]
     extreme = re.fullmatch(rf"(min|max):({COLUMN_PATTERN})", pick.strip())
     if extreme is None:
         raise UsageError(f"--pick '{pick[:100]}': expected knee, 'trial N', min:<metric@cN> or max:<metric@cN>")
@@ -155,7 +154,14 @@ def export(
     model.name = source.name
     if onnx:
         serve_as(model, backend, source.template)
+    tie = None
+    if pick == "knee":
+        feasible = measured_metrics(tables(study, ranking)).query("feasible")
+        choice = knee_choice(feasible, ranking.columns, ranking.directions)
+        if choice.tied and not where:
+            tie = {"trials": list(choice.tied), "knee_by_figures": choice.knee, "rule": choice.rule}
     record = _export_record(study, trial, row, ranking, pick, where, (model_backend(model), measured))
+    record["tie"] = tie
     with atomic_folder(out / model.name) as staging:
         written = write_model(staging.parent, source, model, model_file, link=False, folder=staging)
         write_atomic(written / "sweeper-export.json", json.dumps(record, indent=2) + "\n")
@@ -211,6 +217,18 @@ def _export_record(
         if config.server_options
         else None,
         "metrics": {c: float(row[c]) for c in row.index if is_metric(c) and not pd.isna(row[c])},
+        "measured": int(row["measured"]),
+        "spread": {c: [_number(row[f"{c}:lo"]), _number(row[f"{c}:hi"])] for c in ranking.columns},
+        "spread_note": "the lowest and highest of the trial's measurements on fresh servers (its figures are "
+        "their medians)"
+        if row["measured"] > 1
+        else "measured once: no spread (study.confirm_repeats measures the front again)",
+        "measured_by": {
+            "launcher": study.facts.get("launcher"),
+            "server": (study.facts.get("fingerprint") or {}).get("server"),
+            "tritonserver": study.facts.get("server_version"),
+            "backend": measured,
+        },
         "capacity": [c.as_dict() for c in trial.capacities],
         "accuracy": {
             "max_abs_error": _number(row["max_abs_error"]),

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import os
 import platform
 import subprocess
@@ -37,7 +38,19 @@ ACCURACY_CONSTRAINTS = ("cosine_similarity", "max_abs_error")
 
 # The study's user attributes and the trial's, by what they hold.
 _SCHEMA = "schema_version"
-_STUDY_FACTS = ("backend", "gpu", "launcher", "model", "source", "spec", "generator", "server_version")
+_STUDY_FACTS = (
+    "backend",
+    "gpu",
+    "launcher",
+    "model",
+    "source",
+    "spec",
+    "generator",
+    "server_version",
+    "server",
+    "fingerprint",
+    "confirm_repeats",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -215,6 +228,10 @@ class TrialRecord:
     machine: dict[str, Any] | None = None
     memory: Memory = Memory()
     capacities: tuple[Capacity, ...] = ()
+    repeat_of: int | None = None
+    """A confirmation repeat (or drift anchor) of that trial's configuration on a fresh server."""
+    anchor: bool = False
+    """A repeat of the baseline taken during the search, to see drift over time."""
 
     @functools.cached_property
     def figures(self) -> dict[str, float]:
@@ -246,22 +263,26 @@ class TrialRecord:
         """The accuracy guard's constraints that fail (name -> by how much)."""
         return {k: v for k, v in self.constraints.items() if k in ACCURACY_CONSTRAINTS and v > 0}
 
-    def violations(self, ranking: Ranking) -> dict[str, float]:
+    def violations(self, ranking: Ranking, figures: dict[str, float] | None = None) -> dict[str, float]:
         """Constraints this trial breaks under ``ranking`` (its bounds, and the accuracy guard):
-        name -> by how much. Empty for a feasible trial."""
+        name -> by how much. Empty for a feasible trial. ``figures`` replaces its own (the
+        medians of its confirmation repeats)."""
+        figures = self.figures if figures is None else figures
         broken = self.accuracy_violations()
         for bound in ranking.constraints:
-            value = self.figures.get(bound.column)
+            value = figures.get(bound.column)
             excess = bound.excess(value) if value is not None else float("inf")
             if excess > 0:
                 broken[bound.label] = excess
         return broken
 
-    def feasible(self, ranking: Ranking) -> bool:
-        """Complete, measured at every column the ranking names, and within every constraint."""
-        if self.kind != "complete" or any(o.column not in self.figures for o in ranking.objectives):
+    def feasible(self, ranking: Ranking, figures: dict[str, float] | None = None) -> bool:
+        """Complete, measured at every column the ranking names, and within every constraint
+        (on ``figures`` where given, see ``violations``)."""
+        figures = self.figures if figures is None else figures
+        if self.kind != "complete" or any(o.column not in figures for o in ranking.objectives):
             return False
-        return not self.violations(ranking)
+        return not self.violations(ranking, figures)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -325,6 +346,8 @@ def read_trial(trial: FrozenTrial) -> TrialRecord:
         machine=attrs.get("machine"),
         memory=Memory(**attrs.get("memory", {})),
         capacities=tuple(Capacity.from_dict(c) for c in attrs.get("capacities", [])),
+        repeat_of=attrs.get("repeat_of"),
+        anchor=bool(attrs.get("anchor", False)),
     )
 
 
@@ -394,9 +417,20 @@ def stored_ranking_conflict(study: optuna.Study, ranking: Ranking) -> str | None
     return None
 
 
-def enqueued_attrs(*, baseline: bool = False, retry_of: int | None = None, picked: bool = False) -> dict[str, Any]:
+def enqueued_attrs(
+    *,
+    baseline: bool = False,
+    retry_of: int | None = None,
+    picked: bool = False,
+    repeat_of: int | None = None,
+    anchor: bool = False,
+) -> dict[str, Any]:
     """The user attributes an enqueued trial starts with."""
     attrs: dict[str, Any] = {}
+    if repeat_of is not None:
+        attrs["repeat_of"] = repeat_of
+    if anchor:
+        attrs["anchor"] = True
     if baseline:
         attrs["baseline"] = True
     if retry_of is not None:
@@ -484,9 +518,25 @@ def sweeper_version() -> str | None:
         return None
 
 
-@functools.cache
+FINGERPRINT_ENV = "SWEEPER_FINGERPRINT"
+"""A JSON object whose keys replace this machine's fingerprint (tests fake another machine)."""
+
+COMPARED = ("cpu", "cpus", "machine", "gpus")
+"""The fingerprint's keys that make figures comparable: a worker that differs in one does not
+join a study unless told it may (the OS and Python versions are recorded, not compared)."""
+
+
 def machine_fingerprint() -> dict[str, Any]:
     """The hardware and system a trial ran on (CPU model and count, GPUs and driver, OS)."""
+    found = {**_hardware()}
+    fake = os.environ.get(FINGERPRINT_ENV)
+    if fake:
+        found.update(json.loads(fake))
+    return found
+
+
+@functools.cache
+def _hardware() -> dict[str, Any]:
     return {
         "cpu": _cpu_model(),
         "cpus": os.cpu_count(),
@@ -495,6 +545,16 @@ def machine_fingerprint() -> dict[str, Any]:
         "python": platform.python_version(),
         "gpus": _gpus(),
     }
+
+
+def fingerprint_difference(stored: dict[str, Any], here: dict[str, Any]) -> str | None:
+    """How two fingerprints differ where it matters (``COMPARED``, and the server and load
+    generator), or None."""
+    keys = [*COMPARED, "server", "generator"]
+    different = [k for k in keys if k in stored and k in here and stored[k] != here[k]]
+    if not different:
+        return None
+    return "; ".join(f"{k}: {stored[k]} (the study) vs {here[k]} (here)" for k in different)
 
 
 def _cpu_model() -> str:

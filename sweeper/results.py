@@ -20,9 +20,10 @@ from sweeper.files import atomic_path
 from sweeper.record import MEASUREMENT_FIELDS, StudyRecord, TrialRecord
 from sweeper.vocabulary import KNOBS, METRICS, Bound, Objective, Ranking, metric_column, parameter_columns
 
-MEASUREMENT_COLUMNS = ["number", "level", *MEASUREMENT_FIELDS]
+MEASUREMENT_COLUMNS = ["number", "repeat_of", "level", *MEASUREMENT_FIELDS]
 """measurements.csv: one row per trial and load measured (``level`` ``c8`` or ``r500``; ``search``
-names the capacity search that chose a load, empty for the levels the spec lists)."""
+names the capacity search that chose a load, empty for the levels the spec lists;
+``repeat_of`` the trial a confirmation repeat or anchor measured again)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,19 +39,61 @@ class StudyTables:
     ranking: Ranking
 
 
-def tables(study: StudyRecord, ranking: Ranking | None = None) -> StudyTables:
+SPREAD_SUFFIXES = (":lo", ":hi")
+"""A confirmed objective's spread: the lowest and highest of its measurements (``p50_ms@c1:lo``)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Confirmed:
+    """A trial's figures over its first measurement and its fresh-server repeats: the median of
+    each figure, and the lowest and highest measured (min-max: with three measurements a MAD or
+    a bootstrap interval says no more)."""
+
+    figures: dict[str, float]
+    low: dict[str, float]
+    high: dict[str, float]
+    measurements: int
+
+
+def confirmed_figures(trial: TrialRecord, repeats: list[TrialRecord]) -> Confirmed:
+    """``trial``'s figures with those of its completed ``repeats``."""
+    runs = [trial.figures, *(r.figures for r in repeats)]
+    columns = [c for c in trial.figures if all(c in run for run in runs)]
+    values = {c: [run[c] for run in runs] for c in columns}
+    return Confirmed(
+        {c: float(np.median(v)) for c, v in values.items()},
+        {c: float(min(v)) for c, v in values.items()},
+        {c: float(max(v)) for c, v in values.items()},
+        len(runs),
+    )
+
+
+def tables(study: StudyRecord, ranking: Ranking | None = None, *, confirmed: bool = True) -> StudyTables:
     """The tables of a study as it stands (running trials included, as RUNNING rows), ranked by
     the study's own objectives and constraints or by ``ranking`` (a re-rank: nothing is
-    measured again, every figure is in the records)."""
+    measured again, every figure is in the records). A trial measured again on fresh servers
+    (``study.confirm_repeats``, the baseline's anchors) is ranked by its medians, with their
+    spread; ``confirmed=False`` ranks every trial by its first measurement. Repeats are no rows of
+    trials.csv; measurements.csv keeps each of their measurements (``repeat_of``)."""
     ranking = ranking or study.ranking
     objectives = ranking.columns
     retried_by = {t.retry_of: t.number for t in study.trials if t.retry_of is not None}
+    repeats: dict[int, list[TrialRecord]] = {}
+    for trial in study.trials:
+        if trial.repeat_of is not None and trial.kind == "complete":
+            repeats.setdefault(trial.repeat_of, []).append(trial)
     trial_rows, measurement_rows = [], []
     for trial in study.trials:
         if trial.kind == "duplicate":
             continue
-        measurement_rows += [{"number": trial.number, "level": m.level, **m.as_dict()} for m in trial.measurements]
-        trial_rows.append(_trial_row(trial, ranking, retried_by))
+        measurement_rows += [
+            {"number": trial.number, "repeat_of": trial.repeat_of, "level": m.level, **m.as_dict()}
+            for m in trial.measurements
+        ]
+        if trial.repeat_of is None:
+            found = repeats.get(trial.number, []) if confirmed and trial.kind == "complete" else []
+            summary = confirmed_figures(trial, found) if found else None
+            trial_rows.append(_trial_row(trial, ranking, retried_by, summary))
     trials = pd.DataFrame(trial_rows)
     for column in parameter_columns(trials.columns)[len(KNOBS) :]:  # 2 stays 2 beside an unset value
         trials[column] = pd.Series([row.get(column) for row in trial_rows], index=trials.index, dtype=object)
@@ -60,29 +103,38 @@ def tables(study: StudyRecord, ranking: Ranking | None = None) -> StudyTables:
     return StudyTables(trials, measurements, pareto, objectives, redraws, ranking)
 
 
-def _trial_row(trial: TrialRecord, ranking: Ranking, retried_by: dict[int, int]) -> dict:
+def _trial_row(trial: TrialRecord, ranking: Ranking, retried_by: dict[int, int], summary: Confirmed | None) -> dict:
     config = trial.config.as_dict() if trial.config is not None else {}
     accuracy = trial.accuracy
     complete = trial.kind == "complete"
+    figures = summary.figures if summary is not None else trial.figures
+    spread = {}
+    for column in ranking.columns:
+        value = figures.get(column)
+        low = summary.low.get(column) if summary is not None else value
+        high = summary.high.get(column) if summary is not None else value
+        spread.update({f"{column}:lo": low, f"{column}:hi": high})
     return {
         "number": trial.number,
         "state": {"complete": "COMPLETE", "running": "RUNNING", "waiting": "WAITING"}.get(trial.kind, "FAIL"),
         "baseline": trial.baseline,
         **{knob: config.get(knob) for knob in KNOBS},
         **{name: value for name, value in config.items() if name not in KNOBS},
-        **{column: trial.figures.get(column) for column in ranking.columns},
-        "feasible": trial.feasible(ranking),
+        **{column: figures.get(column) for column in ranking.columns},
+        "feasible": trial.feasible(ranking, figures),
+        "measured": summary.measurements if summary is not None else (1 if complete else 0),
+        **spread,
         **_capacity_columns(trial),
         "max_abs_error": accuracy.max_abs_error if accuracy else None,
         "cosine_similarity": accuracy.cosine_similarity if accuracy else None,
-        "server_memory_mb": trial.memory.server_mb,
-        "gpu_memory_mb": trial.memory.gpu_mb,
+        "server_memory_mb": figures.get("server_memory_mb", trial.memory.server_mb),
+        "gpu_memory_mb": figures.get("gpu_memory_mb", trial.memory.gpu_mb),
         **dataclasses.asdict(trial.timings),
         "reuse": trial.reuse,
         "generator": trial.generator.name if trial.generator else None,
         "stable": trial.stable,
         "client_bound": trial.client_bound,
-        "infeasible": _infeasible_reason(trial, ranking) if complete else None,
+        "infeasible": _infeasible_reason(trial, ranking, figures) if complete else None,
         "failure": _failure(trial, retried_by),
         "retry_of": trial.retry_of,
     }
@@ -109,8 +161,8 @@ def _failure(trial: TrialRecord, retried_by: dict[int, int]) -> str | None:
     return f"interrupted ({why}); " + (f"re-run as trial {again}" if again is not None else "re-run on resume")
 
 
-def _infeasible_reason(trial: TrialRecord, ranking: Ranking) -> str | None:
-    violated = trial.violations(ranking)
+def _infeasible_reason(trial: TrialRecord, ranking: Ranking, figures: dict[str, float]) -> str | None:
+    violated = trial.violations(ranking, figures)
     if not violated:
         return None
     accuracy = [trial.accuracy.outside_tolerance] if trial.accuracy and trial.accuracy.outside_tolerance else []
@@ -152,13 +204,14 @@ def measured_metrics(result: StudyTables) -> pd.DataFrame:
     """Completed trials with every measured metric at every listed level as a ``<metric>@<level>``
     column (``p50_ms@c1``, ``p99_ms@r500``), beside the trial's own (``server_memory_mb``,
     capacities)."""
-    levels = [column for column in result.objectives if "@c" in column or "@r" in column]
-    trials = result.trials[result.trials["state"] == "COMPLETE"].drop(columns=levels)
+    trials = result.trials[result.trials["state"] == "COMPLETE"]
     listed = listed_levels(result.measurements)
     if listed.empty:
         return trials
     wide = listed.pivot(index="number", columns="level", values=list(METRICS))
     wide.columns = [metric_column(metric, level) for metric, level in wide.columns]
+    # The objectives stay as ranked (the medians of a confirmed trial); the rest as first measured.
+    wide = wide.drop(columns=[column for column in wide.columns if column in trials.columns])
     return trials.merge(wide, left_on="number", right_index=True)
 
 
@@ -208,3 +261,150 @@ def reference_point(values: pd.DataFrame, directions: list[str]) -> list[float]:
         margin = 0.1 * abs(worst) + 1e-9
         point.append(float(worst + margin if direction == "minimize" else worst - margin))
     return point
+
+
+TIE_RULE = (
+    "fewer instances, then the smaller max_batch_size, then the model's own precision over a reduced one, "
+    "then the smaller spread, then the earlier trial"
+)
+"""How a tie at the knee is broken: the configuration that costs least to run and to trust."""
+
+
+@dataclasses.dataclass(frozen=True)
+class KneeChoice:
+    """The knee of a front, and the trials it cannot be told apart from."""
+
+    number: int
+    """The trial picked: the knee, or the first of its tie under ``TIE_RULE``."""
+    knee: int
+    """The trial nearest the ideal point by its figures (``knee``)."""
+    tied: tuple[int, ...] = ()
+    """Feasible trials whose spread overlaps the knee's on every objective (the knee among them),
+    in the rule's order; empty when the knee stands alone."""
+
+    @property
+    def rule(self) -> str | None:
+        """The rule that broke the tie, or None."""
+        return TIE_RULE if self.tied else None
+
+
+def overlaps(a: pd.Series, b: pd.Series, objectives: list[str]) -> bool:
+    """Whether two trials' spreads (``<objective>:lo`` .. ``:hi``) overlap on every objective: no
+    lead of one over the other is larger than what was measured between fresh servers."""
+    return all(max(a[f"{c}:lo"], b[f"{c}:lo"]) <= min(a[f"{c}:hi"], b[f"{c}:hi"]) for c in objectives)
+
+
+def _tie_order(row: pd.Series, objectives: list[str]) -> tuple:
+    spread = sum((row[f"{c}:hi"] - row[f"{c}:lo"]) / (abs(row[c]) or 1.0) for c in objectives)
+    reduced = row["precision"] not in ("fp32", "native")
+    return (row["instance_count"], row["max_batch_size"], reduced, spread, row["number"])
+
+
+def knee_choice(feasible: pd.DataFrame, objectives: list[str], directions: list[str]) -> KneeChoice:
+    """The knee of the feasible trials' front, with a tie declared and broken (``TIE_RULE``)
+    where other feasible trials overlap it: a lead smaller than the spread is no lead."""
+    number = knee(pareto_front(feasible, objectives, directions), objectives, directions)
+    rows = feasible.set_index("number", drop=False)
+    tied = [n for n in rows.index if overlaps(rows.loc[n], rows.loc[number], objectives)]
+    if len(tied) < 2:
+        return KneeChoice(number, number)
+    ordered = sorted(tied, key=lambda n: _tie_order(rows.loc[n], objectives))
+    return KneeChoice(int(ordered[0]), number, tuple(int(n) for n in ordered))
+
+
+def indistinguishable(front: pd.DataFrame, objectives: list[str]) -> list[tuple[int, int]]:
+    """Pairs of front trials whose spreads overlap on every objective."""
+    rows = [row for _, row in front.sort_values("number").iterrows()]
+    return [
+        (int(a["number"]), int(b["number"]))
+        for i, a in enumerate(rows)
+        for b in rows[i + 1 :]
+        if overlaps(a, b, objectives)
+    ]
+
+
+def confirmation_candidates(study: StudyRecord, ranking: Ranking, margin: float) -> list[int]:
+    """The trials to measure again, by their first measurements: the knee, the Pareto trials,
+    every feasible trial that a relative ``margin`` on each objective would put on the front,
+    and the baseline."""
+    result = tables(study, ranking, confirmed=False)
+    trials = result.trials
+    feasible = trials[trials["feasible"]]
+    chosen: list[int] = []
+    if not feasible.empty:
+        objectives, directions = ranking.columns, ranking.directions
+        front = result.pareto
+        chosen.append(knee(front, objectives, directions))
+        chosen += sorted(int(n) for n in front["number"])
+        signs = np.array([1.0 if d == "minimize" else -1.0 for d in directions])
+        best = front[objectives].to_numpy(dtype=float) * signs
+        for _, row in feasible.sort_values("number").iterrows():
+            point = row[objectives].to_numpy(dtype=float) * signs
+            improved = point - np.abs(point) * margin
+            if not any((other <= improved).all() and (other < improved).any() for other in best):
+                chosen.append(int(row["number"]))
+    baseline = trials[(trials["baseline"]) & (trials["state"] == "COMPLETE")]
+    chosen += [int(n) for n in baseline["number"]]
+    return list(dict.fromkeys(chosen))
+
+
+@dataclasses.dataclass(frozen=True)
+class Drift:
+    """The baseline measured again through the study (anchors), per objective: its first value,
+    each anchor's, and the spread its confirmation repeats showed side by side at the end."""
+
+    baseline: int
+    anchors: pd.DataFrame
+    """One row per anchor: ``number``, then each objective's value and its change from the first
+    measurement (``<objective>:change``, a fraction)."""
+    spread: dict[str, float]
+    """Per objective, (highest - lowest) / median over the baseline's first measurement and its
+    confirmation repeats; empty without repeats."""
+
+    @property
+    def beyond(self) -> list[str]:
+        """Objectives whose anchors moved further than the repeats' spread (none without repeats)."""
+        return [
+            column for column, spread in self.spread.items() if (self.anchors[f"{column}:change"].abs() > spread).any()
+        ]
+
+    def describe(self) -> str:
+        """One line: the largest move of each objective, and whether it is beyond the spread."""
+        parts = []
+        for column in [c for c in self.anchors.columns if c.endswith(":change")]:
+            name = column.removesuffix(":change")
+            largest = self.anchors[column].loc[self.anchors[column].abs().idxmax()]
+            spread = f" (repeats' spread {self.spread[name]:.1%})" if name in self.spread else ""
+            parts.append(f"{name} {largest:+.1%}{spread}")
+        flag = "; beyond the spread: " + ", ".join(self.beyond) if self.beyond else ""
+        return f"baseline (trial {self.baseline}) re-measured {len(self.anchors)}x: " + ", ".join(parts) + flag
+
+
+def drift(study: StudyRecord, ranking: Ranking | None = None) -> Drift | None:
+    """The baseline's drift over the study, or None without a completed baseline and anchor."""
+    ranking = ranking or study.ranking
+    baseline = next((t for t in study.trials if t.baseline and t.repeat_of is None and t.kind == "complete"), None)
+    if baseline is None:
+        return None
+    repeats = [t for t in study.trials if t.repeat_of == baseline.number and t.kind == "complete"]
+    anchors = [t for t in repeats if t.anchor]
+    if not anchors:
+        return None
+    rows = []
+    for anchor in anchors:
+        row: dict = {"number": anchor.number}
+        for column in ranking.columns:
+            first, value = baseline.figures.get(column), anchor.figures.get(column)
+            row[column] = value
+            row[f"{column}:change"] = (value - first) / first if first and value is not None else float("nan")
+        rows.append(row)
+    confirming = [t for t in repeats if not t.anchor]
+    spread = {}
+    if confirming:
+        summary = confirmed_figures(baseline, confirming)
+        spread = {
+            c: (summary.high[c] - summary.low[c]) / abs(summary.figures[c])
+            for c in ranking.columns
+            if c in summary.figures and summary.figures[c]
+        }
+    return Drift(baseline.number, pd.DataFrame(rows), spread)

@@ -44,9 +44,11 @@ from sweeper.record import (
     kind_of,
     machine_fingerprint,
     mark_interrupted,
+    read_study,
     write_server_version,
 )
 from sweeper.repository import write_model
+from sweeper.results import confirmation_candidates
 from sweeper.samplers import make_sampler
 from sweeper.server_options import server_argv
 from sweeper.spec import LoadedSpec
@@ -101,11 +103,71 @@ def requeue_interrupted(study: optuna.Study) -> list[int]:
         key = config_key(trial.params)
         if kind_of(trial) != "interrupted" or trial.number in retried or key in taken or key in pending:
             continue
+        if trial.user_attrs.get("repeat_of") is not None:  # repeats are planned again by confirm()
+            continue
         attrs = enqueued_attrs(baseline=bool(trial.user_attrs.get("baseline")), retry_of=trial.number)
         study.enqueue_trial(dict(trial.params), user_attrs=attrs, skip_if_exists=False)
         pending.add(key)
         requeued.append(trial.number)
     return requeued
+
+
+def repeats_of(trials: list[FrozenTrial]) -> dict[int, list[FrozenTrial]]:
+    """Confirmation repeats and anchors that were measured, are being measured or wait, by the
+    trial they repeat (an interrupted one is planned again)."""
+    found: dict[int, list[FrozenTrial]] = {}
+    for trial in trials:
+        original = trial.user_attrs.get("repeat_of")
+        if original is not None and kind_of(trial) in ("complete", "failed", "running", "waiting"):
+            found.setdefault(original, []).append(trial)
+    return found
+
+
+def baseline_trial(trials: list[FrozenTrial]) -> FrozenTrial | None:
+    """The completed baseline trial (not a repeat of it), or None."""
+    for trial in trials:
+        attrs = trial.user_attrs
+        if attrs.get("baseline") and attrs.get("repeat_of") is None and kind_of(trial) == "complete":
+            return trial
+    return None
+
+
+def enqueue_anchor(study: optuna.Study, every: int) -> bool:
+    """After every ``every`` counted trials the baseline is measured again on a fresh server (an
+    anchor: drift over the study shows against it). Returns whether one was enqueued."""
+    if every <= 0:
+        return False
+    trials = study.get_trials(deepcopy=False)
+    baseline = baseline_trial(trials)
+    if baseline is None:
+        return False
+    anchors = sum(t.user_attrs.get("anchor", False) for t in repeats_of(trials).get(baseline.number, []))
+    if anchors >= counted(trials) // every:
+        return False
+    study.enqueue_trial(dict(baseline.params), user_attrs=enqueued_attrs(repeat_of=baseline.number, anchor=True))
+    return True
+
+
+def enqueue_repeats(study: optuna.Study, candidates: list[int], repeats: int) -> int:
+    """Enqueue the repeats the candidates still lack, interleaved (A B C A B C: drift spreads
+    over every candidate rather than landing on one); returns how many."""
+    trials = study.get_trials(deepcopy=False)
+    by_number = {t.number: t for t in trials}
+    have = {number: sum(not t.user_attrs.get("anchor") for t in found) for number, found in repeats_of(trials).items()}
+    enqueued = 0
+    for round_ in range(1, repeats + 1):
+        for number in candidates:
+            if have.get(number, 0) < round_:
+                study.enqueue_trial(dict(by_number[number].params), user_attrs=enqueued_attrs(repeat_of=number))
+                have[number] = have.get(number, 0) + 1
+                enqueued += 1
+    return enqueued
+
+
+def waiting_repeats(study: optuna.Study) -> int:
+    """Repeats enqueued and not yet started."""
+    waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+    return sum(t.user_attrs.get("repeat_of") is not None for t in waiting)
 
 
 def fail_abandoned(study: optuna.Study, storage: optuna.storages.RDBStorage, exclusive: bool) -> None:
@@ -177,6 +239,8 @@ class Proposer:
         names = [*(name for name in self._space if name not in KNOBS), *KNOBS]
         params = {name: trial.suggest_categorical(name, self._space[name]) for name in names}
         config = TrialConfig.from_params({name: params[name] for name in self._space})
+        if trial.user_attrs.get("repeat_of") is not None:  # a repeat measures a taken configuration again
+            return config
         trials = trial.study.get_trials(deepcopy=False)
         earlier = taken_configs(trials, before=trial.number).get(config_key(trial.params))
         if earlier is None:
@@ -432,3 +496,30 @@ def run_study(
             gc_after_trial=False,
         )
         requeue_interrupted(study)
+        enqueue_anchor(study, loaded.spec.study.anchor_every)
+
+
+def confirm_study(
+    study: optuna.Study,
+    loaded: LoadedSpec,
+    runner: TrialRunner | Callable[[optuna.Trial], Any],
+    *,
+    on_trial_end: Callable[[optuna.Study, FrozenTrial], None] | None = None,
+) -> list[int]:
+    """After the search: the front's candidates (``sweeper.results.confirmation_candidates``)
+    measured ``study.confirm_repeats`` more times on fresh servers, interleaved, and every anchor
+    still waiting; resumable (what is measured stays, what is missing is enqueued again).
+    Returns the candidates."""
+    repeats = loaded.spec.study.confirm_repeats
+    candidates = []
+    if repeats > 0:
+        margin = loaded.spec.load.stability_tolerance / 2
+        candidates = confirmation_candidates(read_study(study), loaded.ranking, margin)
+        enqueue_repeats(study, candidates, repeats)
+    callbacks = [on_trial_end] if on_trial_end is not None else []
+    while waiting_repeats(study):
+        stop = stop_requested()
+        if stop is not None:
+            raise stop()
+        study.optimize(runner, n_trials=1, catch=(TrialError,), callbacks=callbacks, gc_after_trial=False)
+    return candidates

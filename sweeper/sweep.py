@@ -23,11 +23,18 @@ from sweeper.artifacts import PRECISIONS
 from sweeper.errors import SpecError, SweeperError, UsageError
 from sweeper.launchers import LABEL_STUDY, LAUNCHERS, Launcher
 from sweeper.load import LoadGenerator, choose_generator
-from sweeper.record import StudyRecord, read_study, stored_ranking_conflict, write_study_facts
+from sweeper.record import (
+    StudyRecord,
+    fingerprint_difference,
+    machine_fingerprint,
+    read_study,
+    stored_ranking_conflict,
+    write_study_facts,
+)
 from sweeper.results import StudyTables, tables, write_tables
 from sweeper.spec import LoadedSpec
 from sweeper.storage import default_storage, exclusive_run, existing_study, open_storage, storage_label
-from sweeper.study import TrialRunner, open_study, run_study
+from sweeper.study import TrialRunner, confirm_study, open_study, run_study
 
 TrialCallback = Callable[[optuna.Study, optuna.trial.FrozenTrial], None]
 
@@ -49,10 +56,17 @@ class SweepPlan:
         return self.storage_url.startswith("sqlite")
 
 
-def plan_sweep(loaded: LoadedSpec, *, results_dir: Path = Path("results"), storage: str | None = None) -> SweepPlan:
+def plan_sweep(
+    loaded: LoadedSpec,
+    *,
+    results_dir: Path = Path("results"),
+    storage: str | None = None,
+    allow_other_machine: bool = False,
+) -> SweepPlan:
     """Every check that can refuse the sweep, in order of cost; nothing is written or started
-    (a perf_analyzer is probed, a Docker image may be pulled). Raises SpecError / UsageError
-    (exit 2) or SweeperError (exit 1)."""
+    (a perf_analyzer is probed, a Docker image may be pulled). A stored study measured on
+    another machine (``sweeper.record.fingerprint_difference``) is refused unless
+    ``allow_other_machine``. Raises SpecError / UsageError (exit 2) or SweeperError (exit 1)."""
     results_dir = Path(results_dir)
     check_results_dir(results_dir)
     directory = results_dir / loaded.name
@@ -64,7 +78,30 @@ def plan_sweep(loaded: LoadedSpec, *, results_dir: Path = Path("results"), stora
     launcher.preflight()
     backend = choose_backend(loaded, launcher)
     _check_measurable(loaded, launcher)
-    return SweepPlan(loaded, directory, storage_url, launcher, generator, backend)
+    plan = SweepPlan(loaded, directory, storage_url, launcher, generator, backend)
+    if not allow_other_machine:
+        _check_same_machine(plan)
+    return plan
+
+
+def study_fingerprint(plan: SweepPlan) -> dict:
+    """What the study's figures are measured on: this machine, the server and the load generator."""
+    return {**machine_fingerprint(), "server": plan.launcher.describe(), "generator": plan.generator.name}
+
+
+def _check_same_machine(plan: SweepPlan) -> None:
+    """A worker joins (or resumes) a study only where its figures compare with the study's."""
+    stored = existing_study(plan.storage_url, plan.loaded.name)
+    recorded = stored.user_attrs.get("fingerprint") if stored is not None else None
+    if not recorded:
+        return
+    difference = fingerprint_difference(recorded, study_fingerprint(plan))
+    if difference is not None:
+        raise UsageError(
+            f"study '{plan.loaded.name}' was measured on another machine ({difference}); its figures and "
+            "this machine's do not compare",
+            hint="use another study name, or --allow-other-machine to join it anyway (the report lists each machine)",
+        )
 
 
 def check_results_dir(results_dir: Path) -> None:
@@ -159,6 +196,8 @@ class Sweep:
         self.study: optuna.Study | None = None
         self._runner: TrialRunner | None = None
         self._lock = None
+        self.confirmed: list[int] = []
+        """The trials measured again after the search (``sweeper.study.confirm_study``)."""
 
     def __enter__(self) -> Sweep:
         plan = self.plan
@@ -187,7 +226,14 @@ class Sweep:
             "source": plan.loaded.model.facts(),
             "spec": str(plan.loaded.path),
             "generator": plan.generator.name,
+            "fingerprint": self._stored_fingerprint(),
+            "confirm_repeats": plan.loaded.spec.study.confirm_repeats,
         }
+
+    def _stored_fingerprint(self) -> dict:
+        """The study's fingerprint: the first machine's (a worker allowed to join keeps it)."""
+        stored = self.study.user_attrs.get("fingerprint") if self.study is not None else None
+        return stored or study_fingerprint(self.plan)
 
     def run(self, on_trial_end: TrialCallback | None = None) -> str:
         """Run trials until the study has ``study.trials`` counted ones; ``done``, or
@@ -207,6 +253,7 @@ class Sweep:
             exclusive=self.plan.exclusive,
             on_trial_end=after_trial,
         )
+        self.confirmed = confirm_study(self.study, self.plan.loaded, self._runner, on_trial_end=after_trial)
         return outcome
 
     def record(self) -> StudyRecord:

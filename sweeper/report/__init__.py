@@ -11,15 +11,27 @@ from pathlib import Path
 import optuna
 
 from sweeper.files import atomic_path, write_atomic
-from sweeper.record import read_study
+from sweeper.record import StudyRecord, read_study
 from sweeper.report._html import render_html
 from sweeper.report._info import ReportInfo, collect, in_process_ms, param_importances
 from sweeper.report._png import render_breakdown, render_pareto
 from sweeper.report._summary import render_summary
-from sweeper.results import tables
+from sweeper.results import drift, tables
 from sweeper.vocabulary import Ranking
 
-__all__ = ["ReportInfo", "collect", "write_report"]
+__all__ = ["ReportInfo", "collect", "machines", "write_report"]
+
+
+def machines(record: StudyRecord) -> list[dict]:
+    """The distinct machines (and load generators) the study's trials were measured on."""
+    found: list[dict] = []
+    for trial in record.trials:
+        if trial.machine is None:
+            continue
+        machine = {**trial.machine, "generator": trial.generator.name if trial.generator else None}
+        if machine not in found:
+            found.append(machine)
+    return found
 
 
 def write_report(
@@ -36,6 +48,8 @@ def write_report(
         in_process_ms=in_process_ms(directory, record.facts),
         importances=param_importances(study, result.ranking),
         reranked=result.ranking != record.ranking,
+        drift=drift(record, result.ranking),
+        machines=machines(record),
     )
     directory = out or directory
     directory.mkdir(parents=True, exist_ok=True)

@@ -33,6 +33,10 @@ def render_html(info: ReportInfo) -> str:
     sections.append("<h2>Pareto front</h2>")
     if len(info.objectives) >= 2:
         sections.append(_figure(_pareto_figure(info), "pareto"))
+    sections.append("<h2>How far the front can be trusted</h2>")
+    sections.append(
+        "<ul>" + "".join(f'<li class="confidence">{html.escape(s)}</li>' for s in info.confidence) + "</ul>"
+    )
     sections.append(f"<h2>Where the latency goes ({info.breakdown_load}, mean per request)</h2>")
     sections.append(_figure(breakdown_figure(info), "breakdown"))
     sections.append("<h2>Batching: measured average batch size (inferences per model execution)</h2>")
@@ -50,6 +54,8 @@ def render_html(info: ReportInfo) -> str:
     sections.extend(_importance_sections(info))
     sections.append("<h2>Failed and infeasible trials</h2>")
     sections.append(_table(info.problems) if not info.problems.empty else "<p>None.</p>")
+    sections.append("<h2>Measured on</h2>")
+    sections.append("<ul>" + "".join(f'<li class="machine">{html.escape(m)}</li>' for m in info.machines) + "</ul>")
     body = "\n".join(sections)
     return (
         "<!DOCTYPE html>\n<html><head><meta charset='utf-8'>"
@@ -95,10 +101,25 @@ def _pareto_figure(info: ReportInfo) -> go.Figure:
                 marker={"color": style["color"], "size": style["size"], "symbol": style["plotly"]},
                 customdata=points[["number", "label"]].to_numpy(),
                 hovertemplate=hover,
+                error_x=_error_bar(points, x),
+                error_y=_error_bar(points, y),
             )
         )
     figure.update_layout(xaxis_title=x, yaxis_title=y, legend={"orientation": "h", "y": -0.2})
     return figure
+
+
+def _error_bar(points: pd.DataFrame, column: str) -> dict:
+    """A confirmed trial's spread (its lowest and highest measurement) around its median; none
+    for a trial measured once."""
+    return {
+        "type": "data",
+        "symmetric": False,
+        "array": (points[f"{column}:hi"] - points[column]).fillna(0).tolist(),
+        "arrayminus": (points[column] - points[f"{column}:lo"]).fillna(0).tolist(),
+        "visible": bool((points["measured"] > 1).any()),
+        "thickness": 1.2,
+    }
 
 
 def breakdown_figure(info: ReportInfo) -> go.Figure:

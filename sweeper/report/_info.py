@@ -14,7 +14,15 @@ import pandas as pd
 
 from sweeper.errors import UsageError
 from sweeper.record import read_trial
-from sweeper.results import StudyTables, hypervolume, listed_levels, reference_point
+from sweeper.results import (
+    Drift,
+    StudyTables,
+    hypervolume,
+    indistinguishable,
+    knee_choice,
+    listed_levels,
+    reference_point,
+)
 from sweeper.vocabulary import CAPACITY, COMPUTE_PARTS, TRIAL_METRICS, Ranking, knob_label, parameter_columns
 
 # The stacked latency breakdown, bottom to top; "network" is the client's mean latency minus
@@ -88,6 +96,10 @@ class ReportInfo:
     running: int
     problems: pd.DataFrame
     """Failed and infeasible trials with their reasons."""
+    confidence: list[str] = dataclasses.field(default_factory=list)
+    """Sentences on how far the figures can be trusted: confirmation, ties, drift."""
+    machines: list[str] = dataclasses.field(default_factory=list)
+    """Each machine (fingerprint) the trials were measured on, in words."""
 
     def pareto_group(self, group: str) -> pd.DataFrame:
         """The points drawn as ``group`` (a PARETO_GROUPS key), sorted by the first objective."""
@@ -111,6 +123,8 @@ def collect(
     in_process_ms: float | None,
     importances: dict[str, dict[str, float] | str],
     reranked: bool = False,
+    drift: Drift | None = None,
+    machines: list[dict] | None = None,
 ) -> ReportInfo:
     """Compute the report of a study's tables (pure: the in-process timing and the importances,
     which need ONNX Runtime and Optuna, are measured by the caller: ``sweeper.report``)."""
@@ -119,25 +133,17 @@ def collect(
             f"study '{study_name}' has no completed trial yet",
             hint="run more trials ('sweeper run SPEC'), or look at trials.csv for the failures",
         )
+    # The breakdown of the first measurement: a confirmed trial's repeats are in its medians.
     measurements = listed_levels(result.measurements)
+    measurements = measurements[measurements["repeat_of"].isna()]
     level, load = _lowest_level(measurements)
-    at_level = measurements[measurements["level"] == level].set_index("number")
-    at_level = at_level.assign(
-        network_ms=(at_level["mean_ms"] - at_level[list(BREAKDOWN_PARTS[:-1])].sum(axis=1)).clip(lower=0)
-    )
+    at_level = _at_level(measurements, level)
     trials = result.trials.set_index("number", drop=False)
     baseline_rows = trials[trials["baseline"] & (trials["state"] == "COMPLETE")]
     baseline_number = int(baseline_rows.index[0]) if not baseline_rows.empty else None
     label = _labeller(trials, baseline_number)
     shown = sorted(set(result.pareto["number"]) | ({baseline_number} if baseline_number is not None else set()))
-    breakdown = at_level.loc[
-        [n for n in shown if n in at_level.index], [*BREAKDOWN_PARTS, "mean_ms", "p50_ms", "avg_batch_size"]
-    ]
-    breakdown = breakdown.assign(label=[label(n) for n in breakdown.index]).reset_index()
-    batching = measurements[measurements["number"].isin(shown)].pivot(
-        index="number", columns="level", values="avg_batch_size"
-    )
-    batching.index = [label(n) for n in batching.index]
+    breakdown, batching = _breakdown_and_batching(measurements, at_level, shown, label)
     feasible = trials[trials["feasible"]]
     completed = result.trials[result.trials["state"] == "COMPLETE"]
     problems = result.trials[~result.trials["feasible"]]  # failed trials are never feasible
@@ -162,7 +168,71 @@ def collect(
         generators={str(k): int(v) for k, v in completed["generator"].value_counts().items()},
         running=int((result.trials["state"] == "RUNNING").sum()),
         problems=problems[["number", "state", *parameter_columns(problems.columns), "infeasible", "failure"]],
+        confidence=confidence_sentences(result, drift),
+        machines=[_machine(m) for m in machines or []],
     )
+
+
+def confidence_sentences(result: StudyTables, drift: Drift | None) -> list[str]:
+    """How far the front can be trusted, in sentences: the trials confirmed on fresh servers,
+    the front trials no measurement tells apart, a tie at the knee and the rule that broke it,
+    and the baseline's drift over the study."""
+    trials, front, objectives = result.trials, result.pareto, result.objectives
+    confirmed = trials[trials["measured"] > 1]
+    if confirmed.empty:
+        sentences = [
+            "Every trial was measured once, on one server: no spread (study.confirm_repeats measures the "
+            "front's candidates again on fresh servers)."
+        ]
+    else:
+        counts = sorted(set(confirmed["measured"].astype(int)))
+        sentences = [
+            f"{len(confirmed)} trial(s) ({', '.join(map(str, confirmed['number']))}) were measured "
+            f"{'/'.join(map(str, counts))} times on fresh servers: their figures are the medians, the error bars the "
+            "lowest and highest measured."
+        ]
+    if not front.empty:
+        for a, b in indistinguishable(front, objectives):
+            sentences.append(f"Trials {a} and {b} are indistinguishable: their spreads overlap on every objective.")
+        choice = knee_choice(result.trials[result.trials["feasible"]], objectives, result.ranking.directions)
+        if choice.tied:
+            others = ", ".join(str(n) for n in choice.tied if n != choice.number)
+            sentences.append(f"The knee is a tie: trial {choice.number} with {others}; broken by {choice.rule}.")
+        else:
+            sentences.append(f"The knee is trial {choice.number}.")
+    if drift is not None:
+        sentences.append(f"Drift: {drift.describe()}.")
+    return sentences
+
+
+def _machine(fingerprint: dict) -> str:
+    gpus = ", ".join(fingerprint.get("gpus") or []) or "no GPU"
+    return (
+        f"{fingerprint.get('cpu')} x{fingerprint.get('cpus')} ({fingerprint.get('machine')}), {gpus}; "
+        f"{fingerprint.get('system')}; measured by {fingerprint.get('generator')}"
+    )
+
+
+def _breakdown_and_batching(
+    measurements: pd.DataFrame, at_level: pd.DataFrame, shown: list[int], label: Callable[[int], str]
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The breakdown of the trials shown at the breakdown level, and their batch size per level."""
+    breakdown = at_level.loc[
+        [n for n in shown if n in at_level.index], [*BREAKDOWN_PARTS, "mean_ms", "p50_ms", "avg_batch_size"]
+    ]
+    breakdown = breakdown.assign(label=[label(n) for n in breakdown.index]).reset_index()
+    batching = measurements[measurements["number"].isin(shown)].pivot(
+        index="number", columns="level", values="avg_batch_size"
+    )
+    batching.index = [label(n) for n in batching.index]
+    return breakdown, batching
+
+
+def _at_level(measurements: pd.DataFrame, level: str) -> pd.DataFrame:
+    """The measurements at ``level`` by trial, with the client/network rest of the mean latency."""
+    at_level = measurements[measurements["level"] == level].set_index("number")
+    parts = at_level[list(BREAKDOWN_PARTS[:-1])].sum(axis=1)
+    return at_level.assign(network_ms=(at_level["mean_ms"] - parts).clip(lower=0))
 
 
 def describe_ranking(ranking: Ranking) -> str:

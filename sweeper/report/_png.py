@@ -31,6 +31,18 @@ def render_pareto(info: ReportInfo, path: Path) -> Path:
                 markersize=style["size"] * 0.8,
                 linestyle="-" if group == "Pareto front" else "none",
             )
+            confirmed = points[points["measured"] > 1]
+            if not confirmed.empty:  # the spread of the trials measured on several fresh servers
+                axes.errorbar(
+                    confirmed[x],
+                    confirmed[y],
+                    xerr=[confirmed[x] - confirmed[f"{x}:lo"], confirmed[f"{x}:hi"] - confirmed[x]],
+                    yerr=[confirmed[y] - confirmed[f"{y}:lo"], confirmed[f"{y}:hi"] - confirmed[y]],
+                    fmt="none",
+                    ecolor=style["color"],
+                    elinewidth=1,
+                    capsize=2,
+                )
             for _, point in points.iterrows() if group != "baseline" else ():
                 axes.annotate(
                     f"#{int(point['number'])}",

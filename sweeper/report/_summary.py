@@ -55,6 +55,8 @@ def render_summary(info: ReportInfo) -> str:
     if not info.sizing.empty:
         lines += ["", "## Capacity and memory", "", SIZING_NOTE, "", _sizing_table(info)]
     lines += ["", "## Pareto front", "", _markdown_table(info)]
+    lines += ["", "## How far the front can be trusted", "", *(f"- {s}" for s in info.confidence)]
+    lines += ["", "## Measured on", "", *(f"- {m}" for m in info.machines)]
     return "\n".join(lines) + "\n"
 
 
@@ -92,6 +94,8 @@ def _markdown_table(info: ReportInfo) -> str:
         "number",
         *parameter_columns(info.pareto.columns),
         *info.objectives,
+        "measured",
+        *[f"{o}{end}" for o in info.objectives for end in (":lo", ":hi")],
         *[c for c in info.pareto.columns if c.endswith("/ baseline")],
         "cosine_similarity",
     ]

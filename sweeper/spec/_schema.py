@@ -75,6 +75,12 @@ class StudySpec(_Strict):
     seed: Int | None = 0
     storage: str | None = None
     heartbeat_s: Int = Field(default=10, ge=1, le=3600, description="a worker silent for 3x this is dead")
+    confirm_repeats: Int = Field(
+        default=2, ge=0, le=50, description="fresh-server repeats of the front's candidates after the search (0: off)"
+    )
+    anchor_every: Int = Field(
+        default=10, ge=0, le=100_000, description="re-measure the baseline after every this many trials (0: never)"
+    )
 
 
 class SourceSpec(_Strict):

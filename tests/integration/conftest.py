@@ -151,7 +151,7 @@ def launcher(request):
 
 
 E2E_SPEC = """
-study: {name: e2e, trials: 3, sampler: grid, seed: 0}
+study: {name: e2e, trials: 3, sampler: grid, seed: 0, confirm_repeats: 1}
 model:
   name: mlp
   source: {onnx: MODEL}

@@ -31,7 +31,7 @@ from tests.integration.conftest import (
 )
 
 SPEC = """
-study: {name: faults, trials: TRIALS, sampler: grid, heartbeat_s: 1}
+study: {name: faults, trials: TRIALS, sampler: grid, heartbeat_s: 1, confirm_repeats: 0, anchor_every: 0}
 model: {name: mlp, source: {onnx: MODEL}}
 search_space:
   max_batch_size: [8]

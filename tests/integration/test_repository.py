@@ -21,7 +21,7 @@ from tests.repositories import (
 )
 
 SPEC = """
-study: {name: NAME, trials: TRIALS, sampler: grid}
+study: {name: NAME, trials: TRIALS, sampler: grid, confirm_repeats: 0}
 model:
 DATA  source: {repository: FOLDER}
 SPACE

@@ -87,7 +87,7 @@ def test_the_study_holds_typed_records_and_optunas_own_names(swept):
 
 SIZING_SPEC = (
     """
-study: {name: sizing, trials: 2, sampler: grid}
+study: {name: sizing, trials: 2, sampler: grid, confirm_repeats: 0}
 model: {name: mlp, source: {onnx: MODEL}}
 search_space: {max_batch_size: [8], max_queue_delay_us: [0], instance_count: [1, 2], protocol: [http], precision: [fp32]}
 objectives:
@@ -258,7 +258,7 @@ def test_accuracy_tolerance_makes_trials_infeasible(tmp_path, mlp_file):
 
 
 BATCHING = """
-study: {name: batching, trials: 3, sampler: grid}
+study: {name: batching, trials: 3, sampler: grid, confirm_repeats: 0}
 model: {name: mlp, source: {onnx: MODEL}}
 search_space:
   max_batch_size: [8]
@@ -320,7 +320,7 @@ constraints:
 """
 RELOAD = (
     """
-study: {name: reload, trials: 5, sampler: grid}
+study: {name: reload, trials: 5, sampler: grid, confirm_repeats: 0}
 model: {name: mlp, source: {onnx: MODEL}}
 server: SERVER
 search_space:

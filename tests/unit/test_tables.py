@@ -19,7 +19,21 @@ from sweeper.record import SCHEMA_VERSION, read_study
 from sweeper.report import collect
 from sweeper.report._html import render_html
 from sweeper.report._summary import render_summary
-from sweeper.results import hypervolume, knee, pareto_front, parse_ranking, reference_point, tables
+from sweeper.results import (
+    TIE_RULE,
+    KneeChoice,
+    confirmation_candidates,
+    drift,
+    hypervolume,
+    indistinguishable,
+    knee,
+    knee_choice,
+    pareto_front,
+    parse_ranking,
+    reference_point,
+    tables,
+)
+from sweeper.study import enqueue_repeats
 from sweeper.vocabulary import KNOBS, Bound, Objective, Ranking
 
 SPACE = {
@@ -242,3 +256,93 @@ def test_a_finished_study_is_re_ranked_without_measuring(study):
         parse_ranking(record, ["fastest:p50_ms@c1"], [])
     with pytest.raises(UsageError, match="expected '<metric@cN> <= X'"):
         parse_ranking(record, [], ["p50_ms@c1 < 3"])
+
+
+def _repeat(of: int, delay, protocol, p50, throughput, *, anchor=False):
+    trial = _trial(of, delay, protocol, p50, throughput, 2.0)
+    attrs = {**trial.user_attrs, "repeat_of": of, **({"anchor": True} if anchor else {})}
+    return create_trial(
+        params=trial.params,
+        distributions=trial.distributions,
+        values=trial.values,
+        user_attrs=attrs,
+        constraints={"cosine_similarity": 0.0},
+    )
+
+
+def test_confirmed_trials_rank_by_their_medians_with_their_spread(study):
+    """Trial 1 (p50 0.5) and trial 2 (0.6) measured again: 2 is 0.45 and 0.5 on its fresh servers,
+    1 is 0.7 and 0.8. Medians 0.5 vs 0.7: trial 2 takes trial 1's place on the front."""
+    for repeat in (_repeat(2, 0, "grpc", 0.45, 1100.0), _repeat(1, "off", "http", 0.7, 600.0)):
+        study.add_trial(repeat)
+    for repeat in (_repeat(2, 0, "grpc", 0.5, 1150.0), _repeat(1, "off", "http", 0.8, 590.0)):
+        study.add_trial(repeat)
+    result = tables(read_study(study))
+    trials = result.trials.set_index("number")
+    assert list(trials.index) == [0, 1, 2, 3, 4], "repeats are no rows"
+    assert trials.loc[2, "p50_ms@c1"] == pytest.approx(0.5) and trials.loc[2, "measured"] == 3
+    assert (trials.loc[2, "p50_ms@c1:lo"], trials.loc[2, "p50_ms@c1:hi"]) == pytest.approx((0.45, 0.6))
+    assert trials.loc[1, "p50_ms@c1"] == pytest.approx(0.7)
+    assert trials.loc[4, "measured"] == 1 and trials.loc[4, "p50_ms@c1:lo"] == trials.loc[4, "p50_ms@c1"]
+    assert 1 not in set(result.pareto["number"]) and 2 in set(result.pareto["number"])
+    first = tables(read_study(study), confirmed=False)
+    assert 1 in set(first.pareto["number"]), "by first measurements trial 1 was on the front"
+    assert set(result.measurements["repeat_of"].dropna()) == {1.0, 2.0}, "every repeat's measurements are kept"
+
+
+def test_a_lead_within_the_spread_is_a_tie_broken_by_the_stated_rule():
+    rows = pd.DataFrame(
+        {
+            "number": [3, 5, 7],
+            "instance_count": [2, 1, 1],
+            "max_batch_size": [8, 8, 8],
+            "precision": ["fp32", "int8", "fp32"],
+            "p50_ms@c1": [1.0, 1.05, 2.0],
+            "p50_ms@c1:lo": [0.9, 0.95, 1.9],
+            "p50_ms@c1:hi": [1.1, 1.2, 2.1],
+            "throughput@c8": [100.0, 98.0, 200.0],
+            "throughput@c8:lo": [95.0, 90.0, 190.0],
+            "throughput@c8:hi": [105.0, 101.0, 210.0],
+        }
+    )
+    choice = knee_choice(rows.iloc[:2], ["p50_ms@c1", "throughput@c8"], ["minimize", "maximize"])
+    assert choice.knee == 3 and choice.tied == (5, 3), "fewer instances first"
+    assert choice.number == 5 and choice.rule == TIE_RULE
+    assert indistinguishable(rows, ["p50_ms@c1", "throughput@c8"]) == [(3, 5)]
+    alone = knee_choice(rows, ["p50_ms@c1", "throughput@c8"], ["minimize", "maximize"])
+    assert alone.tied in ((), (5, 3)) and alone.rule in (None, TIE_RULE)
+    apart = rows.assign(**{"p50_ms@c1:hi": [1.0, 1.2, 2.1], "p50_ms@c1:lo": [1.0, 1.01, 1.9]})
+    assert knee_choice(apart.iloc[:2], ["p50_ms@c1"], ["minimize"]) == KneeChoice(3, 3)
+
+
+def test_candidates_are_the_knee_the_front_the_near_ones_and_the_baseline(study):
+    record = read_study(study)
+    candidates = confirmation_candidates(record, record.ranking, margin=0.0)
+    front = set(tables(record).pareto["number"])
+    assert set(candidates) == front | {0}, "the front and the baseline"
+    assert candidates[0] == knee(tables(record).pareto, ["p50_ms@c1", "throughput@c8"], ["minimize", "maximize"])
+    wide = confirmation_candidates(record, record.ranking, margin=0.5)
+    assert set(wide) == {0, 1, 2, 4}, (
+        "a 50 % margin brings the dominated feasible trial 4 near the front (3 is int8-infeasible)"
+    )
+
+
+def test_drift_is_the_baselines_anchors_against_its_first_measurement(study):
+    assert drift(read_study(study)) is None, "no anchor"
+    study.add_trial(_repeat(0, 500, "http", 1.3, 900.0, anchor=True))
+    moved = drift(read_study(study))
+    assert moved.anchors["p50_ms@c1:change"].iloc[0] == pytest.approx(0.3)
+    assert moved.beyond == [], "no repeats: no spread to hold it to"
+    study.add_trial(_repeat(0, 500, "http", 1.05, 900.0))
+    moved = drift(read_study(study))
+    assert moved.spread["p50_ms@c1"] == pytest.approx(0.05 / 1.025), "first 1.0 and its repeat 1.05"
+    assert moved.beyond == ["p50_ms@c1"], "the anchor's +30 % is beyond that"
+    assert "baseline (trial 0) re-measured" in moved.describe()
+
+
+def test_repeats_are_enqueued_interleaved_and_only_the_missing_ones(study):
+    enqueue_repeats(study, [2, 4, 1], repeats=2)
+    waiting = [t for t in study.get_trials() if t.state == TrialState.WAITING]
+    assert [t.user_attrs["repeat_of"] for t in waiting] == [2, 4, 1, 2, 4, 1], "A B C A B C"
+    assert enqueue_repeats(study, [2, 4, 1], repeats=2) == 0, "resuming adds nothing measured or waiting"
+    assert enqueue_repeats(study, [2, 4, 1], repeats=3) == 3
