@@ -81,7 +81,7 @@ instance_group [{{ count: 1 kind: {kind} }}]
 """
 
 SPEC = """
-study: {{name: gpu-seed, trials: {trials}, sampler: tpe, seed: 0}}
+study: {{name: gpu-seed, trials: {trials}, sampler: tpe, seed: 0, confirm_repeats: {repeats}}}
 model:
   source: {{repository: {folder}}}
   example_inputs: {{low: 0, high: {vocabulary}, samples: 4}}
@@ -124,7 +124,10 @@ def main() -> None:
     trials = 2 if args.dry_run else args.trials
     spec = work / "gpu-seed.yaml"
     server = f", tritonserver: {args.tritonserver}, backend_directory: {args.backends}" if args.tritonserver else ""
-    spec.write_text(SPEC.format(trials=trials, folder=folder, generator="perf_analyzer", server=server, **sizes))
+    repeats = 1 if args.dry_run else 2  # the front's candidates on fresh servers (study.confirm_repeats)
+    spec.write_text(
+        SPEC.format(trials=trials, repeats=repeats, folder=folder, generator="perf_analyzer", server=server, **sizes)
+    )
     facts = {
         "nvidia-smi": subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True).stdout.strip()
         if shutil.which("nvidia-smi")

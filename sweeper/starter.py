@@ -280,6 +280,7 @@ def spec_text(model: Draft, spec_name: str, trials: int | None = None) -> str:
         f"  trials: {trials}                # configurations to measure, of the {size} the space has",
         "  sampler: tpe",
         "  seed: 0",
+        "  confirm_repeats: 2         # the front's candidates measured on 2 more fresh servers (0: off)",
         "model:",
         *([] if model.kind == "repository" else [f"  name: {model.name}"]),
         f"  source: {{{model.kind}: {json.dumps(model.source)}}}",
