@@ -29,7 +29,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sweeper.results import knee, knee_choice, tables
-from sweeper.spec import load_spec
+from sweeper.spec import load_spec, read_yaml
 from sweeper.sweep import run_sweep
 from sweeper.vocabulary import knob_label
 
@@ -44,7 +44,7 @@ GRID_SPACE = {
 
 
 def _spec(folder: Path, space: str, index: int, repeats: int) -> Path:
-    spec = yaml.safe_load(DEMO.read_text())
+    spec = read_yaml(DEMO)  # the sweeper's reader: off stays a word
     spec["study"].update(name=f"stability-{space}-{index}", confirm_repeats=repeats)
     if space == "grid":
         spec["study"].update(sampler="grid", trials=24)

@@ -27,15 +27,7 @@ from sweeper.errors import SweeperError, UsageError, clear_stop, request_stop
 from sweeper.export import export
 from sweeper.files import write_atomic
 from sweeper.record import StudyRecord, TrialRecord, read_study, read_trial, sweeper_version
-from sweeper.results import (
-    StudyTables,
-    drift,
-    indistinguishable,
-    knee_choice,
-    parse_ranking,
-    tables,
-    write_tables,
-)
+from sweeper.results import StudyTables, confidence_sentences, drift, parse_ranking, tables, write_tables
 from sweeper.server_options import server_argv
 from sweeper.spec import load_spec
 from sweeper.storage import open_stored_study
@@ -194,7 +186,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if result.redraws:
         console.print(f"{result.redraws} proposal(s) repeated a configuration already taken and were asked again")
     print_pareto(loaded.name, result)
-    _print_confidence(record, result, sweep.confirmed, loaded.spec.study.confirm_repeats)
+    _print_confidence(record, result)
     console.print(f"wrote {plan.directory / 'trials.csv'}, measurements.csv, pareto.csv")
     if args.no_report:
         console.print(f"no report (--no-report): sweeper report {plan.directory} writes it")
@@ -205,27 +197,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_confidence(record: StudyRecord, result: StudyTables, confirmed: list[int], repeats: int) -> None:
+def _print_confidence(record: StudyRecord, result: StudyTables) -> None:
     """What confirmation found: the trials measured again, ties on the front and at the knee, drift."""
-    if confirmed:
-        console.print(
-            f"confirmed {len(confirmed)} trial(s) ({', '.join(map(str, confirmed))}) on {repeats} more fresh "
-            "server(s) each: the front ranks them by their medians, each figure with its lowest and highest"
-        )
-    front, objectives = result.pareto, result.objectives
-    if not front.empty:
-        for a, b in indistinguishable(front, objectives):
-            console.print(f"trials {a} and {b} are indistinguishable: their spreads overlap on every objective")
-        choice = knee_choice(result.trials[result.trials["feasible"]], objectives, result.ranking.directions)
-        if choice.tied:
-            others = ", ".join(str(n) for n in choice.tied if n != choice.number)
-            console.print(
-                f"knee: trial {choice.number}, tied with trial(s) {others} within the spread; broken by: {choice.rule}"
-            )
-    moved = drift(record, result.ranking)
-    if moved is not None:
-        style = "yellow" if moved.beyond else "default"
-        console.print(f"[{style}]drift: {escape(moved.describe())}[/{style}]")
+    for sentence in confidence_sentences(result, drift(record, result.ranking)):
+        console.print(sentence, markup=False)
 
 
 def _print_plan(plan: SweepPlan) -> None:
@@ -359,7 +334,11 @@ def _init_parser(commands: argparse._SubParsersAction) -> None:
     )
     init.add_argument("source", help="model.onnx, a Triton model folder (config.pbtxt and 1/) or module.path:factory")
     init.add_argument("-o", "--output", help="the spec to write (default: print it)")
-    init.add_argument("--trials", type=int, help="trials of the study (default: what finishes in about 3 minutes here)")
+    init.add_argument(
+        "--trials",
+        type=int,
+        help="trials of the study (default: what finishes in about 4 minutes here, confirmation included)",
+    )
     init.add_argument("--force", action="store_true", help="replace an existing --output")
     init.set_defaults(handler=cmd_init)
 

@@ -408,3 +408,35 @@ def drift(study: StudyRecord, ranking: Ranking | None = None) -> Drift | None:
             if c in summary.figures and summary.figures[c]
         }
     return Drift(baseline.number, pd.DataFrame(rows), spread)
+
+
+def confidence_sentences(result: StudyTables, drift: Drift | None) -> list[str]:
+    """How far the front can be trusted, in sentences: the trials confirmed on fresh servers,
+    the front trials no measurement tells apart, a tie at the knee and the rule that broke it,
+    and the baseline's drift over the study."""
+    trials, front, objectives = result.trials, result.pareto, result.objectives
+    confirmed = trials[trials["measured"] > 1]
+    if confirmed.empty:
+        sentences = [
+            "Every trial was measured once, on one server: no spread (study.confirm_repeats measures the "
+            "front's candidates again on fresh servers)."
+        ]
+    else:
+        counts = sorted(set(confirmed["measured"].astype(int)))
+        sentences = [
+            f"{len(confirmed)} trial(s) ({', '.join(map(str, confirmed['number']))}) were measured "
+            f"{'/'.join(map(str, counts))} times on fresh servers: their figures are the medians, the error bars the "
+            "lowest and highest measured."
+        ]
+    if not front.empty:
+        for a, b in indistinguishable(front, objectives):
+            sentences.append(f"Trials {a} and {b} are indistinguishable: their spreads overlap on every objective.")
+        choice = knee_choice(result.trials[result.trials["feasible"]], objectives, result.ranking.directions)
+        if choice.tied:
+            others = ", ".join(str(n) for n in choice.tied if n != choice.number)
+            sentences.append(f"The knee is a tie: trial {choice.number} with {others}; broken by {choice.rule}.")
+        else:
+            sentences.append(f"The knee is trial {choice.number}.")
+    if drift is not None:
+        sentences.append(f"Drift: {drift.describe()}.")
+    return sentences

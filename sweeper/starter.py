@@ -30,8 +30,11 @@ from sweeper.vocabulary import distinct_configurations
 _FACTORY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 _GUESSED_SIZE = 16
 """A dimension the model leaves open (-1) gets this size, marked for the user to check."""
-_BUDGET_S = 180.0
-"""The sweep ``init`` sizes: about three minutes on this machine."""
+_BUDGET_S = 240.0
+"""The sweep ``init`` sizes: about four minutes on this machine, confirmation included."""
+_CONFIRM_REPEATS = 2
+_CANDIDATES = 6
+"""About how many trials confirmation measures again (the front, its neighbours, the baseline)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -240,14 +243,18 @@ def space_of(model: Draft) -> dict[str, list]:
     return space
 
 
-def trial_budget(model: Draft, space: dict[str, list]) -> tuple[int, float]:
-    """Trials that finish in about ``_BUDGET_S`` here, and the seconds one is expected to take:
-    a server start (about 4 s), and per load level its warm-up and three to six windows, each
-    long enough for a few dozen requests of the in-process latency (5 ms where it was not timed)."""
+def trial_budget(model: Draft, space: dict[str, list]) -> tuple[int, int, float]:
+    """Trials that finish in about ``_BUDGET_S`` here with their confirmation, the confirmation
+    runs expected, and the seconds one run is expected to take: a server start (about 4 s), and
+    per load level its warm-up and three to six windows, each long enough for a few dozen
+    requests of the in-process latency (5 ms where it was not timed)."""
     latency = model.latency_s if model.latency_s is not None else 0.005
     window = max(0.5, 30 * latency)
-    per_trial = 4.0 + 2 * (0.5 + 4 * window)
-    return max(3, min(distinct_configurations(space), int(_BUDGET_S // per_trial))), per_trial
+    per_run = 4.0 + 2 * (0.5 + 4 * window)
+    size = distinct_configurations(space)
+    confirming = _CONFIRM_REPEATS * min(_CANDIDATES, size)
+    trials = max(3, min(size, int(_BUDGET_S // per_run) - confirming))
+    return trials, confirming, per_run
 
 
 def launcher_block() -> str:
@@ -263,15 +270,15 @@ def launcher_block() -> str:
 def spec_text(model: Draft, spec_name: str, trials: int | None = None) -> str:
     """The commented spec of a model, to be written as ``spec_name``."""
     space = space_of(model)
-    budget, per_trial = trial_budget(model, space)
+    budget, confirming, per_run = trial_budget(model, space)
     size = distinct_configurations(space)
     trials = trials if trials is not None else budget
     timed = f"{model.latency_s * 1000:.3g} ms in-process" if model.latency_s is not None else "not timed in-process"
     lines = [
         f"# A first sweep of {model.name}, written by `sweeper init` ({model.kind} source).",
         f"#   sweeper check {spec_name}   # every check, nothing started",
-        f"#   sweeper run {spec_name}     # about {trials * per_trial / 60:.0f} min here ({per_trial:.0f} s a trial; "
-        f"one inference {timed})",
+        f"#   sweeper run {spec_name}     # about {(trials + confirming) * per_run / 60:.0f} min here: {trials} "
+        f"trials and about {confirming} confirmation runs, {per_run:.0f} s each (one inference {timed})",
     ]
     lines += [f"# CHECK: {check}" for check in model.checks]
     lines += [
@@ -280,7 +287,8 @@ def spec_text(model: Draft, spec_name: str, trials: int | None = None) -> str:
         f"  trials: {trials}                # configurations to measure, of the {size} the space has",
         "  sampler: tpe",
         "  seed: 0",
-        "  confirm_repeats: 2         # the front's candidates measured on 2 more fresh servers (0: off)",
+        f"  confirm_repeats: {_CONFIRM_REPEATS}         # the front's candidates on {_CONFIRM_REPEATS} more fresh "
+        "servers each (0: off)",
         "model:",
         *([] if model.kind == "repository" else [f"  name: {model.name}"]),
         f"  source: {{{model.kind}: {json.dumps(model.source)}}}",

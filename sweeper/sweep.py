@@ -196,8 +196,6 @@ class Sweep:
         self.study: optuna.Study | None = None
         self._runner: TrialRunner | None = None
         self._lock = None
-        self.confirmed: list[int] = []
-        """The trials measured again after the search (``sweeper.study.confirm_study``)."""
 
     def __enter__(self) -> Sweep:
         plan = self.plan
@@ -253,7 +251,7 @@ class Sweep:
             exclusive=self.plan.exclusive,
             on_trial_end=after_trial,
         )
-        self.confirmed = confirm_study(self.study, self.plan.loaded, self._runner, on_trial_end=after_trial)
+        confirm_study(self.study, self.plan.loaded, self._runner, on_trial_end=after_trial)
         return outcome
 
     def record(self) -> StudyRecord:

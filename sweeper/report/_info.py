@@ -14,15 +14,7 @@ import pandas as pd
 
 from sweeper.errors import UsageError
 from sweeper.record import read_trial
-from sweeper.results import (
-    Drift,
-    StudyTables,
-    hypervolume,
-    indistinguishable,
-    knee_choice,
-    listed_levels,
-    reference_point,
-)
+from sweeper.results import Drift, StudyTables, confidence_sentences, hypervolume, listed_levels, reference_point
 from sweeper.vocabulary import CAPACITY, COMPUTE_PARTS, TRIAL_METRICS, Ranking, knob_label, parameter_columns
 
 # The stacked latency breakdown, bottom to top; "network" is the client's mean latency minus
@@ -171,38 +163,6 @@ def collect(
         confidence=confidence_sentences(result, drift),
         machines=[_machine(m) for m in machines or []],
     )
-
-
-def confidence_sentences(result: StudyTables, drift: Drift | None) -> list[str]:
-    """How far the front can be trusted, in sentences: the trials confirmed on fresh servers,
-    the front trials no measurement tells apart, a tie at the knee and the rule that broke it,
-    and the baseline's drift over the study."""
-    trials, front, objectives = result.trials, result.pareto, result.objectives
-    confirmed = trials[trials["measured"] > 1]
-    if confirmed.empty:
-        sentences = [
-            "Every trial was measured once, on one server: no spread (study.confirm_repeats measures the "
-            "front's candidates again on fresh servers)."
-        ]
-    else:
-        counts = sorted(set(confirmed["measured"].astype(int)))
-        sentences = [
-            f"{len(confirmed)} trial(s) ({', '.join(map(str, confirmed['number']))}) were measured "
-            f"{'/'.join(map(str, counts))} times on fresh servers: their figures are the medians, the error bars the "
-            "lowest and highest measured."
-        ]
-    if not front.empty:
-        for a, b in indistinguishable(front, objectives):
-            sentences.append(f"Trials {a} and {b} are indistinguishable: their spreads overlap on every objective.")
-        choice = knee_choice(result.trials[result.trials["feasible"]], objectives, result.ranking.directions)
-        if choice.tied:
-            others = ", ".join(str(n) for n in choice.tied if n != choice.number)
-            sentences.append(f"The knee is a tie: trial {choice.number} with {others}; broken by {choice.rule}.")
-        else:
-            sentences.append(f"The knee is trial {choice.number}.")
-    if drift is not None:
-        sentences.append(f"Drift: {drift.describe()}.")
-    return sentences
 
 
 def _machine(fingerprint: dict) -> str:

@@ -93,7 +93,7 @@ def test_the_front_is_confirmed_interleaved_and_drawn_with_its_spread(tmp_path, 
         assert row["measured"] == len(p50) >= 3
         assert row["p50_ms@c1:lo"] == min(p50) and row["p50_ms@c1:hi"] == max(p50)
         assert row["p50_ms@c1"] == pytest.approx(float(np.median(p50))), "the median"
-    assert "confirmed" in printed and "drift: baseline (trial 0) re-measured" in printed
+    assert "were measured 3" in printed and "Drift: baseline (trial 0) re-measured" in printed
     summary = (directory / "summary.md").read_text()
     assert "## How far the front can be trusted" in summary and "were measured 3" in summary
     assert "## Measured on" in summary
@@ -126,7 +126,7 @@ def test_configurations_that_serve_alike_are_declared_a_tie(tmp_path, mlp_file, 
     directory = tmp_path / "results" / "tie"
     trials = pd.read_csv(directory / "trials.csv").set_index("number")
     assert (trials["measured"] == 5).all(), trials["measured"]
-    assert re.search(r"knee: trial \d+, tied with trial\(s\) \d+(, \d+)* within the spread; broken by: fewer", printed)
+    assert re.search(r"The knee is a tie: trial \d+ with \d+(, \d+)*; broken by fewer instances", printed)
     assert "The knee is a tie" in (directory / "summary.md").read_text()
     out = tmp_path / "export"
     assert main(["export", str(directory), "--out", str(out)]) == 0
