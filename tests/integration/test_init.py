@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from sweeper.cli import main
-from tests.repositories import add_sub_repository, string_python_repository
+from tests.repositories import string_python_repository
 
 
 def _source(kind: str, tmp_path, mlp_file) -> str:
@@ -17,13 +17,11 @@ def _source(kind: str, tmp_path, mlp_file) -> str:
         return str(shutil.copy(mlp_file, tmp_path / "model.onnx"))
     if kind == "pytorch":
         return "sweeper.examples:mlp"
-    if kind == "onnx-folder":
-        return str(add_sub_repository(tmp_path / "models"))
     folder, _ = string_python_repository(tmp_path / "models")  # a STRING input whose length is open
     return str(folder)
 
 
-@pytest.mark.parametrize("kind", ["onnx", "pytorch", "onnx-folder", "python-folder-with-strings"])
+@pytest.mark.parametrize("kind", ["onnx", "pytorch", "python-folder-with-strings"])
 def test_the_spec_init_writes_runs_as_it_is(kind, tmp_path, mlp_file, monkeypatch):
     monkeypatch.chdir(tmp_path)
     spec = tmp_path / "s.yaml"
