@@ -27,7 +27,7 @@ from sweeper.errors import UsageError
 from sweeper.files import atomic_folder, write_atomic
 from sweeper.record import StudyRecord, TrialRecord, machine_fingerprint
 from sweeper.repository import write_model
-from sweeper.results import knee_choice, measured_metrics, tables
+from sweeper.results import KneeChoice, knee_choice, measured_metrics, tables
 from sweeper.server_options import server_argv
 from sweeper.source import ModelSource
 from sweeper.triton_config import model_backend, parse_pbtxt, serve_as, to_pbtxt
@@ -62,6 +62,14 @@ def parse_condition(text: str, columns: list[str]) -> tuple[str, str, float]:
 def choose(study: StudyRecord, pick: str, where: list[str], ranking: Ranking | None = None) -> pd.Series:
     """The trial a pick rule and conditions select (the knee under the study's ranking, or
     ``ranking``)."""
+    return chosen(study, pick, where, ranking)[0]
+
+
+def chosen(
+    study: StudyRecord, pick: str, where: list[str], ranking: Ranking | None = None
+) -> tuple[pd.Series, KneeChoice | None]:
+    """``choose``'s trial, and for ``knee`` how it was chosen (a tie among the trials that pass
+    every ``--where``, and its rule)."""
     result = tables(study, ranking)
     frame = measured_metrics(result)
     if frame.empty:
@@ -88,10 +96,11 @@ def choose(study: StudyRecord, pick: str, where: list[str], ranking: Ranking | N
             hint="closest: " + closest(pool if not pool.empty else frame, conditions),
         )
     if trial_pick:
-        return passing.iloc[0]
+        return passing.iloc[0], None
     objectives, directions = result.ranking.columns, result.ranking.directions
     if pick == "knee":  # on confirmed figures; a tie within the spread is broken by TIE_RULE
-        return passing[passing["number"] == knee_choice(passing, objectives, directions).number].iloc[0]
+        choice = knee_choice(passing, objectives, directions)
+        return passing[passing["number"] == choice.number].iloc[0], choice
     extreme = re.fullmatch(rf"(min|max):({COLUMN_PATTERN})", pick.strip())
     if extreme is None:
         raise UsageError(f"--pick '{pick[:100]}': expected knee, 'trial N', min:<metric@cN> or max:<metric@cN>")
@@ -99,7 +108,7 @@ def choose(study: StudyRecord, pick: str, where: list[str], ranking: Ranking | N
     if column not in metric_columns:
         raise UsageError(f"--pick '{pick[:100]}': no column '{column}'", hint=f"measured: {', '.join(metric_columns)}")
     index = passing[column].idxmin() if extreme.group(1) == "min" else passing[column].idxmax()
-    return passing.loc[index]
+    return passing.loc[index], None
 
 
 def closest(frame: pd.DataFrame, conditions: list[tuple[str, str, float]]) -> str:
@@ -133,7 +142,7 @@ def export(
     """Write the chosen trial's model into the model repository ``out``: the config its server
     loaded, with only the backend changed where ``backend`` asks for another one."""
     ranking = ranking or study.ranking
-    row = choose(study, pick, where, ranking)
+    row, choice = chosen(study, pick, where, ranking)
     trial = study.trial(int(row["number"]))
     source = ModelSource.from_facts(study.facts["source"])
     onnx = source.onnx_file is not None
@@ -154,14 +163,9 @@ def export(
     model.name = source.name
     if onnx:
         serve_as(model, backend, source.template)
-    tie = None
-    if pick == "knee":
-        feasible = measured_metrics(tables(study, ranking)).query("feasible")
-        choice = knee_choice(feasible, ranking.columns, ranking.directions)
-        if choice.tied and not where:
-            tie = {"trials": list(choice.tied), "knee_by_figures": choice.knee, "rule": choice.rule}
     record = _export_record(study, trial, row, ranking, pick, where, (model_backend(model), measured))
-    record["tie"] = tie
+    tied = choice is not None and choice.tied
+    record["tie"] = {"trials": list(choice.tied), "knee_by_figures": choice.knee, "rule": choice.rule} if tied else None
     with atomic_folder(out / model.name) as staging:
         written = write_model(staging.parent, source, model, model_file, link=False, folder=staging)
         write_atomic(written / "sweeper-export.json", json.dumps(record, indent=2) + "\n")
