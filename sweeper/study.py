@@ -521,5 +521,7 @@ def confirm_study(
         stop = stop_requested()
         if stop is not None:
             raise stop()
-        study.optimize(runner, n_trials=1, catch=(TrialError,), callbacks=callbacks, gc_after_trial=False)
+        # A waiting trial that is no repeat (one a resume enqueued) may propose a taken configuration.
+        catch = (TrialError, DuplicateProposal)
+        study.optimize(runner, n_trials=1, catch=catch, callbacks=callbacks, gc_after_trial=False)
     return candidates
