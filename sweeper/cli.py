@@ -64,18 +64,30 @@ def _signals_unwind() -> Iterator[None]:
     ours = signal.getsignal(signal.SIGINT) is signal.default_int_handler  # an ignored SIGINT stays ignored
     previous_int = signal.signal(signal.SIGINT, _raise_interrupted) if ours else None
     previous_hook = sys.unraisablehook
+    swallowed: list[type[BaseException]] = []
 
     def quiet_about_signals(unraisable: sys.UnraisableHookArgs) -> None:
         # A signal raised inside a callback Python cannot raise from (a garbage collector's weakref
-        # callback in SQLAlchemy) is printed as "Exception ignored". It is recorded: the trial's
-        # phase raises it when it ends (sweeper.study._timed), so it needs no traceback.
+        # callback in SQLAlchemy) is printed as "Exception ignored". It needs no traceback: it is
+        # raised again 5 ms later, in ordinary code (a model conversion under way stops there,
+        # not when it is done); the trial's phase raises it when it ends should that fail too.
         if not isinstance(unraisable.exc_value, KeyboardInterrupt):
             previous_hook(unraisable)
+            return
+        swallowed[:] = [type(unraisable.exc_value)]
+        signal.setitimer(signal.ITIMER_REAL, 0.005)
+
+    def raise_swallowed(signum: int, frame: object) -> None:
+        if swallowed:  # once per swallowed signal: cleanup that follows is not interrupted again
+            raise swallowed.pop()()
 
     sys.unraisablehook = quiet_about_signals
+    previous_alarm = signal.signal(signal.SIGALRM, raise_swallowed)
     try:
         yield
     finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous_alarm)
         sys.unraisablehook = previous_hook
         signal.signal(signal.SIGTERM, previous_term)
         if ours:

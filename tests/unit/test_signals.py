@@ -55,3 +55,25 @@ def test_a_deferred_signal_is_raised_when_the_outermost_block_ends():
                     pass  # an inner block ends: the outer one is still writing
                 reached.append(True)
     assert reached == [True]
+
+
+def test_a_signal_swallowed_in_a_finalizer_is_raised_again_in_ordinary_code(capsys):
+    """Python cannot raise from a finalizer (a ``__del__``, a garbage collector's callback): the
+    signal is recorded, quietly, and raised again in the code that runs next, once."""
+
+    class SignalledWhileCollected:
+        def __del__(self) -> None:
+            os.kill(os.getpid(), signal.SIGTERM)
+            sum(range(1000))  # the handler runs here, inside the finalizer
+
+    def busy(seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            sum(range(1000))
+
+    with cli._signals_unwind():
+        with pytest.raises(cli._Terminated):
+            SignalledWhileCollected()  # collected at once
+            busy(2.0)
+        busy(0.1)  # raised once: what runs after (the cleanup) is not interrupted again
+    assert "Exception ignored" not in capsys.readouterr().err
