@@ -39,15 +39,12 @@ class StudyTables:
     ranking: Ranking
 
 
-SPREAD_SUFFIXES = (":lo", ":hi")
-"""A confirmed objective's spread: the lowest and highest of its measurements (``p50_ms@c1:lo``)."""
-
-
 @dataclasses.dataclass(frozen=True)
 class Confirmed:
     """A trial's figures over its first measurement and its fresh-server repeats: the median of
     each figure, and the lowest and highest measured (min-max: with three measurements a MAD or
-    a bootstrap interval says no more)."""
+    a bootstrap interval says no more). The tables name the spread ``<objective>:lo`` and
+    ``<objective>:hi`` (``p50_ms@c1:lo``)."""
 
     figures: dict[str, float]
     low: dict[str, float]
