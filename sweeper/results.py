@@ -79,6 +79,7 @@ def tables(study: StudyRecord, ranking: Ranking | None = None, *, confirmed: boo
     for trial in study.trials:
         if trial.repeat_of is not None and trial.kind == "complete":
             repeats.setdefault(trial.repeat_of, []).append(trial)
+    moved = drift(study, ranking) if confirmed else None
     trial_rows, measurement_rows = [], []
     for trial in study.trials:
         if trial.kind == "duplicate":
@@ -90,7 +91,11 @@ def tables(study: StudyRecord, ranking: Ranking | None = None, *, confirmed: boo
         if trial.repeat_of is None:
             found = repeats.get(trial.number, []) if confirmed and trial.kind == "complete" else []
             summary = confirmed_figures(trial, found) if found else None
-            trial_rows.append(_trial_row(trial, ranking, retried_by, summary))
+            # A median over repeats run side by side with the baseline's own carries no stretch's drift.
+            drifted = (
+                moved.at(trial.number) if moved is not None and summary is None and trial.kind == "complete" else None
+            )
+            trial_rows.append(_trial_row(trial, ranking, retried_by, summary, drifted))
     trials = pd.DataFrame(trial_rows)
     for column in parameter_columns(trials.columns)[len(KNOBS) :]:  # 2 stays 2 beside an unset value
         trials[column] = pd.Series([row.get(column) for row in trial_rows], index=trials.index, dtype=object)
@@ -100,7 +105,9 @@ def tables(study: StudyRecord, ranking: Ranking | None = None, *, confirmed: boo
     return StudyTables(trials, measurements, pareto, objectives, redraws, ranking)
 
 
-def _trial_row(trial: TrialRecord, ranking: Ranking, retried_by: dict[int, int], summary: Confirmed | None) -> dict:
+def _trial_row(
+    trial: TrialRecord, ranking: Ranking, retried_by: dict[int, int], summary: Confirmed | None, drifted: str | None
+) -> dict:
     config = trial.config.as_dict() if trial.config is not None else {}
     accuracy = trial.accuracy
     complete = trial.kind == "complete"
@@ -131,6 +138,7 @@ def _trial_row(trial: TrialRecord, ranking: Ranking, retried_by: dict[int, int],
         "generator": trial.generator.name if trial.generator else None,
         "stable": trial.stable,
         "client_bound": trial.client_bound,
+        "drift": drifted,
         "infeasible": _infeasible_reason(trial, ranking, figures) if complete else None,
         "failure": _failure(trial, retried_by),
         "retry_of": trial.retry_of,
@@ -365,6 +373,22 @@ class Drift:
             column for column, spread in self.spread.items() if (self.anchors[f"{column}:change"].abs() > spread).any()
         ]
 
+    def at(self, number: int) -> str | None:
+        """What the anchor that closes trial ``number``'s stretch of the study (the first anchor
+        after it) found moved beyond the repeats' spread, e.g. ``throughput@c8 -39.8%``; None
+        when nothing did, without repeats, or after the last anchor (the baseline's confirmation
+        repeats, run beside the others at the end, are the reference there)."""
+        later = self.anchors[self.anchors["number"] > number].sort_values("number")
+        if later.empty:
+            return None
+        anchor = later.iloc[0]
+        moves = [
+            f"{c} {anchor[f'{c}:change']:+.1%}"
+            for c, spread in self.spread.items()
+            if abs(anchor[f"{c}:change"]) > spread
+        ]
+        return ", ".join(moves) or None
+
     def describe(self) -> str:
         """One line: the largest move of each objective, and whether it is beyond the spread."""
         parts = []
@@ -436,4 +460,11 @@ def confidence_sentences(result: StudyTables, drift: Drift | None) -> list[str]:
             sentences.append(f"The knee is trial {choice.number}.")
     if drift is not None:
         sentences.append(f"Drift: {drift.describe()}.")
+        drifted = trials[trials["drift"].notna()]
+        if not drifted.empty:
+            sentences.append(
+                f"Trial(s) {', '.join(map(str, drifted['number']))} were measured once in a stretch of the study "
+                "after which the baseline had moved beyond its spread (column drift): their figures may carry that "
+                "move; confirmation measures the front's candidates again beside the baseline."
+            )
     return sentences

@@ -79,6 +79,7 @@ def test_the_front_is_confirmed_interleaved_and_drawn_with_its_spread(tmp_path, 
     directory = tmp_path / "results" / "confirm"
     trials = pd.read_csv(directory / "trials.csv").set_index("number")
     assert len(trials) == 3, "repeats are not configurations"
+    assert "drift" in trials.columns, "the per-trial drift flag"
     study = _study(directory, "confirm")
     anchors = {t.number for t in study.trials if t.user_attrs.get("anchor")}
     assert len(anchors) == 1, "after 2 of the 3 trials"

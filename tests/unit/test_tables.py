@@ -22,6 +22,7 @@ from sweeper.report._summary import render_summary
 from sweeper.results import (
     TIE_RULE,
     KneeChoice,
+    confidence_sentences,
     confirmation_candidates,
     drift,
     hypervolume,
@@ -338,6 +339,22 @@ def test_drift_is_the_baselines_anchors_against_its_first_measurement(study):
     assert moved.spread["p50_ms@c1"] == pytest.approx(0.05 / 1.025), "first 1.0 and its repeat 1.05"
     assert moved.beyond == ["p50_ms@c1"], "the anchor's +30 % is beyond that"
     assert "baseline (trial 0) re-measured" in moved.describe()
+
+
+def test_trials_measured_once_before_a_drifted_anchor_are_flagged(study):
+    """Trials 1-4 ran before the anchor (trial 6) that found the baseline 30 % slower, beyond
+    the 5 % its repeat showed; trial 8 ran after it, trial 2's median is over repeats run at the
+    end, and the baseline is the reference itself."""
+    study.add_trial(_repeat(0, 500, "http", 1.3, 900.0, anchor=True))
+    study.add_trial(_repeat(0, 500, "http", 1.05, 900.0))
+    study.add_trial(_trial(8, "off", "grpc", 0.8, 700.0, 1.0))
+    study.add_trial(_repeat(2, 0, "grpc", 0.62, 1090.0))
+    result = tables(read_study(study))
+    flagged = result.trials.set_index("number")["drift"]
+    assert flagged.dropna().to_dict() == {n: "p50_ms@c1 +30.0%" for n in (1, 3, 4)}
+    sentences = confidence_sentences(result, drift(read_study(study)))
+    assert any(s.startswith("Trial(s) 1, 3, 4 were measured once") for s in sentences), sentences
+    assert tables(read_study(study), confirmed=False).trials["drift"].isna().all(), "first measurements: no medians"
 
 
 def test_repeats_are_enqueued_interleaved_and_only_the_missing_ones(study):
