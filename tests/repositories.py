@@ -118,6 +118,38 @@ instance_group [{ count: 1 kind: KIND_CPU }]
     )
 
 
+SLOW_ECHO = """
+import time
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        time.sleep(SECONDS)
+        return [
+            pb_utils.InferenceResponse([pb_utils.Tensor("y", pb_utils.get_input_tensor_by_name(r, "x").as_numpy())])
+            for r in requests
+        ]
+"""
+
+
+def slow_python_repository(root: Path, seconds: float) -> Path:
+    """A python-backend model that takes ``seconds`` a request: x FP32 [16] -> y = x."""
+    return _folder(
+        root,
+        "slow",
+        """
+name: "slow"
+backend: "python"
+max_batch_size: 0
+input [{ name: "x" data_type: TYPE_FP32 dims: [16] }]
+output [{ name: "y" data_type: TYPE_FP32 dims: [16] }]
+instance_group [{ count: 1 kind: KIND_CPU }]
+""",
+        {"1/model.py": SLOW_ECHO.replace("SECONDS", repr(seconds))},
+    )
+
+
 def string_python_repository(root: Path) -> tuple[Path, Path]:
     """A python-backend model with a STRING input of variable length, and request data for it."""
     folder = _folder(

@@ -33,6 +33,10 @@ from sweeper.record import LoadGeneratorInfo, Measurement, sweeper_version
 from sweeper.vocabulary import Level
 
 STABLE_WINDOWS = 3
+WINDOW_GROWTH = (4, 16)
+"""The window multiples tried, in turn, when no request ended within a window (a request longer
+than ``load.window_s``, or a stall): a window without a sample says nothing of the level. The
+same for both generators (perf_analyzer's own advice: "use a larger time window")."""
 # A Python process whose threads used this much of a core is limited by its interpreter lock.
 CLIENT_BOUND_CORES = 0.9
 MAX_IN_FLIGHT = 256
@@ -286,7 +290,8 @@ def run_until_stable(
     statistics: Callable[[], dict],
 ) -> Run:
     """Drive ``level`` until ``STABLE_WINDOWS`` windows agree (or ``max_windows`` were
-    measured); raise TrialError when a request fails."""
+    measured); a window in which no request ended starts the count again with longer windows
+    (``WINDOW_GROWTH``); raise TrialError when a request fails."""
     loop = _loop(protocol, endpoints, requests, level, timeout_s)
     workers = loop.workers
 
@@ -301,10 +306,17 @@ def run_until_stable(
         loop.check()
         boundaries = [boundary()]
         stable = False
+        growth = iter(WINDOW_GROWTH)
+        window = window_s
         while len(boundaries) <= max_windows:
-            loop.stop.wait(window_s)
+            loop.stop.wait(window)
             loop.check()
             boundaries.append(boundary())
+            if not _window(list(workers), boundaries[-2], boundaries[-1]):
+                factor = next(growth, None)
+                if factor is not None:  # start again from here, with longer windows
+                    window, boundaries = window_s * factor, boundaries[-1:]
+                    continue
             if len(boundaries) > STABLE_WINDOWS:
                 last = boundaries[-STABLE_WINDOWS - 1 :]
                 samples = [_window(workers, a, b) for a, b in zip(last, last[1:])]

@@ -9,7 +9,10 @@ the Docker engine with the host network. The spec's load settings map onto its o
 throughput and average latency), ``max_windows`` -> ``--max-trials``; the request data is the
 sweep's samples as ``--input-data`` JSON. When perf_analyzer cannot stabilise it reports
 nothing; the same span is then measured once more with any three windows accepted
-(``--stability-percentage 100000 --max-trials 3``) and kept, marked unstable.
+(``--stability-percentage 100000 --max-trials 3``) and kept, marked unstable. When no request
+ends within a window (a request longer than ``window_s``, or a stall of the server), it exits 3
+with "No valid requests recorded"; the level is measured again with longer windows
+(``WINDOW_GROWTH``, as the built-in generator does).
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from typing import Any
 from sweeper.errors import SweeperError, TrialError
 from sweeper.launchers import Endpoints, describe_exit, run_to_completion
 from sweeper.load._base import LoadGenerator, Workload, batch_average, statistics_of
-from sweeper.load._builtin import CLIENT_BOUND_CORES, MAX_IN_FLIGHT, warm_up
+from sweeper.load._builtin import CLIENT_BOUND_CORES, MAX_IN_FLIGHT, WINDOW_GROWTH, warm_up
 from sweeper.record import LoadGeneratorInfo, Measurement
 from sweeper.vocabulary import Level
 
@@ -49,6 +52,7 @@ _REQUIRED_OPTIONS = (
 _UNSTABLE = "Failed to obtain stable measurement"
 _ACCEPT_ANY = ("--stability-percentage=100000", "--max-trials=3")
 _PASS = re.compile(r"Pass \[\d+\] throughput: ([\d.]+) infer/sec")
+_NO_REQUESTS = "No valid requests recorded within time interval"
 _SERVER_LATENCY = re.compile(r"Avg request latency: (\d+) usec")
 _REQUEST_COUNT = re.compile(r"Request count: (\d+)")
 _US = 1e-3  # perf_analyzer reports microseconds; measurements are in milliseconds
@@ -238,6 +242,12 @@ def arguments(
     return args
 
 
+def longer_windows(args: list[str], factor: int) -> list[str]:
+    """``args`` with perf_analyzer's measurement window ``factor`` times as long."""
+    flag = "--measurement-interval="
+    return [f"{flag}{int(a.removeprefix(flag)) * factor}" if a.startswith(flag) else a for a in args]
+
+
 @dataclasses.dataclass(frozen=True)
 class Report:
     """What one perf_analyzer run reported, in the Measurement's units."""
@@ -250,9 +260,22 @@ class Report:
 def run_level(
     analyzer: PerfAnalyzer, args: list[str], csv_file: Path, *, timeout_s: float, max_windows: int
 ) -> tuple[Report, float, float]:
-    """Run one level; (report, CPU seconds, wall seconds). Unstable: measured again, kept."""
+    """Run one level; (report, CPU seconds, wall seconds). No request ended within a window:
+    measured again with longer windows (``WINDOW_GROWTH``). Unstable: measured again, kept."""
     started = time.perf_counter()
     status, output, cpu = analyzer.run(args, csv_file.parent, timeout_s)
+    given = args
+    for factor in WINDOW_GROWTH:
+        if status == 0 or _NO_REQUESTS not in output:
+            break
+        args = longer_windows(given, factor)
+        status, output, more = analyzer.run(args, csv_file.parent, timeout_s * factor)
+        cpu += more
+    if status != 0 and _NO_REQUESTS in output:
+        raise TrialError(
+            f"perf_analyzer recorded no finished request within a window, even {WINDOW_GROWTH[-1]}x "
+            "load.window_s long: a request takes longer than that here; raise load.window_s"
+        )
     stable = status == 0
     if not stable and _UNSTABLE in output:
         windows = len(_PASS.findall(output))
