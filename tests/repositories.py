@@ -38,6 +38,7 @@ def infer_mlp(client_module, url: str, x: np.ndarray, model: str = "mlp") -> np.
 
 ECHO_NUMPY = """
 import json
+import time
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
@@ -45,8 +46,11 @@ import triton_python_backend_utils as pb_utils
 class TritonPythonModel:
     def initialize(self, args):
         self.config = json.loads(args["model_config"])
+        delay = self.config.get("parameters", {}).get("seconds_per_request", {"string_value": "0"})
+        self.seconds = float(delay["string_value"])
 
     def execute(self, requests):
+        time.sleep(self.seconds)
         responses = []
         for request in requests:
             x = pb_utils.get_input_tensor_by_name(request, "x").as_numpy()
@@ -101,8 +105,11 @@ version_policy { latest { num_versions: 1 } }
     return folder
 
 
-def unbatched_python_repository(root: Path) -> Path:
-    """A python-backend model without batching: x FP32 [16] -> y = 2x."""
+def unbatched_python_repository(root: Path, seconds_per_request: float = 0.0) -> Path:
+    """A python-backend model without batching: x FP32 [16] -> y = 2x, taking at least
+    ``seconds_per_request``."""
+    value = f'value {{ string_value: "{seconds_per_request}" }}'
+    delay = f'parameters {{ key: "seconds_per_request" {value} }}\n' if seconds_per_request else ""
     return _folder(
         root,
         "doubler",
@@ -113,40 +120,9 @@ max_batch_size: 0
 input [{ name: "x" data_type: TYPE_FP32 dims: [16] }]
 output [{ name: "y" data_type: TYPE_FP32 dims: [16] }]
 instance_group [{ count: 1 kind: KIND_CPU }]
-""",
-        {"1/model.py": ECHO_NUMPY},
-    )
-
-
-SLOW_ECHO = """
-import time
-import triton_python_backend_utils as pb_utils
-
-
-class TritonPythonModel:
-    def execute(self, requests):
-        time.sleep(SECONDS)
-        return [
-            pb_utils.InferenceResponse([pb_utils.Tensor("y", pb_utils.get_input_tensor_by_name(r, "x").as_numpy())])
-            for r in requests
-        ]
 """
-
-
-def slow_python_repository(root: Path, seconds: float) -> Path:
-    """A python-backend model that takes ``seconds`` a request: x FP32 [16] -> y = x."""
-    return _folder(
-        root,
-        "slow",
-        """
-name: "slow"
-backend: "python"
-max_batch_size: 0
-input [{ name: "x" data_type: TYPE_FP32 dims: [16] }]
-output [{ name: "y" data_type: TYPE_FP32 dims: [16] }]
-instance_group [{ count: 1 kind: KIND_CPU }]
-""",
-        {"1/model.py": SLOW_ECHO.replace("SECONDS", repr(seconds))},
+        + delay,
+        {"1/model.py": ECHO_NUMPY},
     )
 
 

@@ -27,7 +27,7 @@ from sweeper.spec import CapacitySearchSpec, LoadSpec, PerfAnalyzerImageSpec
 from sweeper.tensors import TensorSpec
 from sweeper.vocabulary import Level, TrialConfig
 from tests.integration.conftest import keep
-from tests.repositories import make_repository, slow_python_repository
+from tests.repositories import make_repository, unbatched_python_repository
 
 QUICK = LoadSpec(concurrency=[1], warmup_s=0.2, window_s=0.4, stability_tolerance=1.0, max_windows=3)
 INPUTS = (TensorSpec("x", "FP32", (16,)),)
@@ -206,10 +206,10 @@ def test_an_unstable_perf_analyzer_measurement_is_kept_and_marked(server, perf_a
 def test_a_request_longer_than_the_window_is_measured(local_launcher, tmp_path, generator):
     """A 0.7 s request and 0.3 s windows: perf_analyzer records no request in most windows
     ("No valid requests recorded", exit 3) and is run again with longer windows."""
-    repository = slow_python_repository(tmp_path / "repo", 0.7).parent
-    workload = Workload("slow", INPUTS, (TensorSpec("y", "FP32", (16,)),), WORKLOAD.samples, 1, False)
+    repository = unbatched_python_repository(tmp_path / "repo", seconds_per_request=0.7).parent
+    workload = Workload("doubler", INPUTS, (TensorSpec("y", "FP32", (16,)),), WORKLOAD.samples, 1, False)
     load = LoadSpec(concurrency=[1], warmup_s=0.1, window_s=0.3, stability_tolerance=1.0, max_windows=3)
-    with local_launcher.start(repository, tmp_path / "server.log", {}, model_name="slow") as server:
+    with local_launcher.start(repository, tmp_path / "server.log", {}, model_name="doubler") as server:
         m = generator.measure(server.endpoints, "http", workload, 1, load)
     assert m.p50_ms == pytest.approx(700, rel=0.15) and m.requests >= 2
 
