@@ -26,8 +26,8 @@ from rich.table import Table
 from sweeper.errors import SweeperError, UsageError, clear_stop, request_stop
 from sweeper.export import export
 from sweeper.files import write_atomic
-from sweeper.record import StudyRecord, TrialRecord, read_study, read_trial, sweeper_version
-from sweeper.results import StudyTables, confidence_sentences, drift, parse_ranking, tables, write_tables
+from sweeper.record import TrialRecord, read_study, read_trial, sweeper_version
+from sweeper.results import StudyTables, confidence_sentences, parse_ranking, tables, write_tables
 from sweeper.server_options import server_argv
 from sweeper.spec import load_spec
 from sweeper.storage import open_stored_study
@@ -198,7 +198,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if result.redraws:
         console.print(f"{result.redraws} proposal(s) repeated a configuration already taken and were asked again")
     print_pareto(loaded.name, result)
-    _print_confidence(record, result)
+    _print_confidence(result)
     console.print(f"wrote {plan.directory / 'trials.csv'}, measurements.csv, pareto.csv")
     if args.no_report:
         console.print(f"no report (--no-report): sweeper report {plan.directory} writes it")
@@ -209,9 +209,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_confidence(record: StudyRecord, result: StudyTables) -> None:
+def _print_confidence(result: StudyTables) -> None:
     """What confirmation found: the trials measured again, ties on the front and at the knee, drift."""
-    for sentence in confidence_sentences(result, drift(record, result.ranking)):
+    for sentence in confidence_sentences(result):
         console.print(sentence, markup=False)
 
 

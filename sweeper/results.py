@@ -37,6 +37,8 @@ class StudyTables:
     redraws: int
     """Proposals that repeated a configuration and were asked again (not in the tables)."""
     ranking: Ranking
+    drift: Drift | None
+    """The baseline's drift over the study under this ranking (None without an anchor)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,7 +81,7 @@ def tables(study: StudyRecord, ranking: Ranking | None = None, *, confirmed: boo
     for trial in study.trials:
         if trial.repeat_of is not None and trial.kind == "complete":
             repeats.setdefault(trial.repeat_of, []).append(trial)
-    moved = drift(study, ranking) if confirmed else None
+    moved = drift(study, ranking)
     trial_rows, measurement_rows = [], []
     for trial in study.trials:
         if trial.kind == "duplicate":
@@ -92,9 +94,8 @@ def tables(study: StudyRecord, ranking: Ranking | None = None, *, confirmed: boo
             found = repeats.get(trial.number, []) if confirmed and trial.kind == "complete" else []
             summary = confirmed_figures(trial, found) if found else None
             # A median over repeats run side by side with the baseline's own carries no stretch's drift.
-            drifted = (
-                moved.at(trial.number) if moved is not None and summary is None and trial.kind == "complete" else None
-            )
+            flagged = confirmed and moved is not None and summary is None and trial.kind == "complete"
+            drifted = moved.at(trial.number) if flagged else None
             trial_rows.append(_trial_row(trial, ranking, retried_by, summary, drifted))
     trials = pd.DataFrame(trial_rows)
     for column in parameter_columns(trials.columns)[len(KNOBS) :]:  # 2 stays 2 beside an unset value
@@ -102,7 +103,7 @@ def tables(study: StudyRecord, ranking: Ranking | None = None, *, confirmed: boo
     measurements = pd.DataFrame(measurement_rows, columns=MEASUREMENT_COLUMNS)
     pareto = pareto_front(trials[trials["feasible"]], objectives, ranking.directions) if not trials.empty else trials
     redraws = sum(t.kind == "duplicate" for t in study.trials)
-    return StudyTables(trials, measurements, pareto, objectives, redraws, ranking)
+    return StudyTables(trials, measurements, pareto, objectives, redraws, ranking, moved)
 
 
 def _trial_row(
@@ -431,7 +432,7 @@ def drift(study: StudyRecord, ranking: Ranking | None = None) -> Drift | None:
     return Drift(baseline.number, pd.DataFrame(rows), spread)
 
 
-def confidence_sentences(result: StudyTables, drift: Drift | None) -> list[str]:
+def confidence_sentences(result: StudyTables) -> list[str]:
     """How far the front can be trusted, in sentences: the trials confirmed on fresh servers,
     the front trials no measurement tells apart, a tie at the knee and the rule that broke it,
     and the baseline's drift over the study."""
@@ -458,8 +459,8 @@ def confidence_sentences(result: StudyTables, drift: Drift | None) -> list[str]:
             sentences.append(f"The knee is a tie: trial {choice.number} with {others}; broken by {choice.rule}.")
         else:
             sentences.append(f"The knee is trial {choice.number}.")
-    if drift is not None:
-        sentences.append(f"Drift: {drift.describe()}.")
+    if result.drift is not None:
+        sentences.append(f"Drift: {result.drift.describe()}.")
         drifted = trials[trials["drift"].notna()]
         if not drifted.empty:
             sentences.append(

@@ -16,7 +16,7 @@ from sweeper.report._html import render_html
 from sweeper.report._info import ReportInfo, collect, in_process_ms, param_importances
 from sweeper.report._png import render_breakdown, render_pareto
 from sweeper.report._summary import render_summary
-from sweeper.results import drift, tables
+from sweeper.results import tables
 from sweeper.vocabulary import Ranking
 
 __all__ = ["ReportInfo", "collect", "machines", "write_report"]
@@ -48,7 +48,6 @@ def write_report(
         in_process_ms=in_process_ms(directory, record.facts),
         importances=param_importances(study, result.ranking),
         reranked=result.ranking != record.ranking,
-        drift=drift(record, result.ranking),
         machines=machines(record),
     )
     directory = out or directory

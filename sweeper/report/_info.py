@@ -14,7 +14,7 @@ import pandas as pd
 
 from sweeper.errors import UsageError
 from sweeper.record import read_trial
-from sweeper.results import Drift, StudyTables, confidence_sentences, hypervolume, listed_levels, reference_point
+from sweeper.results import StudyTables, confidence_sentences, hypervolume, listed_levels, reference_point
 from sweeper.vocabulary import CAPACITY, COMPUTE_PARTS, TRIAL_METRICS, Ranking, knob_label, parameter_columns
 
 # The stacked latency breakdown, bottom to top; "network" is the client's mean latency minus
@@ -115,7 +115,6 @@ def collect(
     in_process_ms: float | None,
     importances: dict[str, dict[str, float] | str],
     reranked: bool = False,
-    drift: Drift | None = None,
     machines: list[dict] | None = None,
 ) -> ReportInfo:
     """Compute the report of a study's tables (pure: the in-process timing and the importances,
@@ -160,7 +159,7 @@ def collect(
         generators={str(k): int(v) for k, v in completed["generator"].value_counts().items()},
         running=int((result.trials["state"] == "RUNNING").sum()),
         problems=problems[["number", "state", *parameter_columns(problems.columns), "infeasible", "failure"]],
-        confidence=confidence_sentences(result, drift),
+        confidence=confidence_sentences(result),
         machines=[_machine(m) for m in machines or []],
     )
 
