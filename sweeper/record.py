@@ -441,7 +441,13 @@ def enqueued_attrs(
 
 
 def mark_interrupted(storage: optuna.storages.BaseStorage, trial: FrozenTrial, reason: str) -> None:
-    """Fail a trial that a dead run left RUNNING, as interrupted (it is run again)."""
+    """Fail a trial that a dead run left RUNNING, as interrupted (it is run again). One cut off
+    before its knobs were all suggested goes back to waiting instead, and is run as it was
+    planned: a finished trial without them would break the grid sampler's tree
+    (BruteForceSampler: 'param_name mismatch'), and nothing of it was measured."""
+    if not all(k in trial.params for k in KNOBS):
+        storage.set_trial_state_values(trial._trial_id, TrialState.WAITING)
+        return
     storage.set_trial_user_attr(trial._trial_id, "interrupted", reason)
     storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
 

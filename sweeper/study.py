@@ -29,7 +29,7 @@ from optuna.trial import FrozenTrial, TrialState
 from tritonclient.grpc import model_config_pb2 as mc
 
 from sweeper.artifacts import PRECISIONS, ArtifactBuilder, outside_tolerance
-from sweeper.errors import TrialError, stop_requested
+from sweeper.errors import TrialError, signals_deferred, stop_requested
 from sweeper.files import write_atomic
 from sweeper.launchers import LABEL_STUDY, LABEL_TRIAL, REUSE, Launcher, PeakMemory, Server, server_metadata
 from sweeper.load import CapacityTarget, LoadGenerator, Workload, served_outputs
@@ -237,7 +237,10 @@ class Proposer:
     def __call__(self, trial: optuna.Trial) -> TrialConfig:
         """Suggest every parameter; raise DuplicateProposal when another trial has the configuration."""
         names = [*(name for name in self._space if name not in KNOBS), *KNOBS]
-        params = {name: trial.suggest_categorical(name, self._space[name]) for name in names}
+        # Whole or not at all: a signal between two suggestions would finish the trial with half
+        # its parameters, which the grid sampler cannot place in its tree on the next run.
+        with signals_deferred():
+            params = {name: trial.suggest_categorical(name, self._space[name]) for name in names}
         config = TrialConfig.from_params({name: params[name] for name in self._space})
         if trial.user_attrs.get("repeat_of") is not None:  # a repeat measures a taken configuration again
             return config

@@ -7,10 +7,16 @@ stop on an exhausted space run for real on a real Optuna storage.
 
 from __future__ import annotations
 
+import os
+import signal
+
 import optuna
 import pytest
+import sqlalchemy
 from optuna.trial import TrialState
 
+from sweeper import cli
+from sweeper.errors import clear_stop
 from sweeper.record import kind_of
 from sweeper.samplers import SAMPLERS
 from sweeper.spec import load_spec
@@ -129,10 +135,61 @@ def test_a_killed_runs_running_trial_is_failed_under_the_lock(tmp_path, mlp_file
     loaded = _loaded(tmp_path, mlp_file)
     storage = open_storage(f"sqlite:///{tmp_path / 'study.db'}", 10)
     study = open_study(loaded, storage)
-    study.ask()  # what a SIGKILLed run leaves: a trial in state RUNNING
+    Proposer(loaded)(study.ask())  # what a SIGKILLed run leaves: a proposed trial in state RUNNING
     fail_abandoned(study, storage, exclusive=True)
     (trial,) = study.get_trials()
     assert trial.state == TrialState.FAIL and kind_of(trial) == "interrupted"
+
+
+def test_a_trial_killed_before_its_proposal_waits_again_and_the_grid_goes_on(tmp_path, mlp_file):
+    """Killed inside ``study.ask()``: RUNNING without parameters. Failed, it would end the next
+    grid run in BruteForceSampler's 'param_name mismatch'; it is run as planned instead."""
+    loaded = _loaded(tmp_path, mlp_file, "grid", 0, trials=6)
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    storage = open_storage(url, 10)
+    study = open_study(loaded, storage)
+    study.enqueue_trial(loaded.baseline.as_dict(), user_attrs={"baseline": True})
+    study.ask()
+    fail_abandoned(study, storage, exclusive=True)
+    (trial,) = study.get_trials()
+    assert trial.state == TrialState.WAITING and trial.user_attrs == {"baseline": True}
+    study, outcome = _replay(loaded, url)
+    assert outcome == "done"
+    first = study.trials[0]
+    assert first.state == TrialState.COMPLETE and first.params == loaded.baseline.as_dict()
+    assert len({config_key(t.params) for t in study.trials if t.state == TrialState.COMPLETE}) == 6
+
+
+def test_a_signal_during_the_proposal_lands_after_the_last_suggestion(tmp_path, mlp_file):
+    """A real SIGTERM, sent from inside the first suggestion's database commit (the storage
+    defers it to the write's end), reaches the sweep only once every knob is suggested; the
+    resumed grid then measures the whole space."""
+    loaded = _loaded(tmp_path, mlp_file, "grid", 0, trials=6)
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    storage = open_storage(url, 10)
+    study = open_study(loaded, storage)
+    propose = Proposer(loaded)
+    sent = []
+
+    def on_commit(connection) -> None:
+        if not sent:
+            sent.append(True)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    def objective(trial):
+        if trial.number == 2:
+            sqlalchemy.event.listen(storage.engine, "commit", on_commit)
+        return _values(propose(trial).as_dict())
+
+    with cli._signals_unwind(), pytest.raises(cli._Terminated):
+        run_study(study, loaded, None, storage, exclusive=True, objective=objective)
+    sqlalchemy.event.remove(storage.engine, "commit", on_commit)
+    clear_stop()  # as the next command starts
+    cut = study.trials[2]
+    assert sent and cut.state == TrialState.FAIL and set(cut.params) == set(loaded.space)
+    study, outcome = _replay(loaded, url)
+    assert outcome == "done"
+    assert len({config_key(t.params) for t in study.trials if t.state == TrialState.COMPLETE}) == 6
 
 
 def test_every_sampler_name_builds_its_sampler(mlp_file, tmp_path):
