@@ -93,8 +93,8 @@ search_space:
 load:
   generator: {generator}
   concurrency: [1, 4]
-  warmup_s: 1
-  window_s: 1
+  warmup_s: {window_s}
+  window_s: {window_s}
   stability_tolerance: 0.2
   max_windows: 5
 objectives:
@@ -125,8 +125,17 @@ def main() -> None:
     spec = work / "gpu-seed.yaml"
     server = f", tritonserver: {args.tritonserver}, backend_directory: {args.backends}" if args.tritonserver else ""
     repeats = 1 if args.dry_run else 2  # the front's candidates on fresh servers (study.confirm_repeats)
+    window_s = 0.5 if args.dry_run else 1  # the dry run checks the flow, not the figures: the default windows
     spec.write_text(
-        SPEC.format(trials=trials, repeats=repeats, folder=folder, generator="perf_analyzer", server=server, **sizes)
+        SPEC.format(
+            trials=trials,
+            repeats=repeats,
+            window_s=window_s,
+            folder=folder,
+            generator="perf_analyzer",
+            server=server,
+            **sizes,
+        )
     )
     facts = {
         "nvidia-smi": subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True).stdout.strip()
