@@ -302,6 +302,12 @@ class StudyRecord:
         return next(t for t in self.trials if t.number == number)
 
 
+def proposed_whole(params: dict[str, Any]) -> bool:
+    """Whether a trial's parameters hold every knob. The knobs are suggested last: a trial that
+    has them all was proposed whole; one cut off before has none or part of its configuration."""
+    return all(k in params for k in KNOBS)
+
+
 def kind_of(trial: FrozenTrial) -> str:
     """What a stored trial is (see the module docstring)."""
     attrs = trial.user_attrs
@@ -318,7 +324,7 @@ def read_trial(trial: FrozenTrial) -> TrialRecord:
     """A stored trial as a record (schema 1 and 2 alike)."""
     attrs = trial.user_attrs
     params = trial.params
-    config = TrialConfig.from_params(params) if all(k in params for k in KNOBS) else None
+    config = TrialConfig.from_params(params) if proposed_whole(params) else None
     accuracy = None
     if attrs.get("cosine_similarity") is not None:
         accuracy = Accuracy(attrs.get("max_abs_error"), attrs["cosine_similarity"], attrs.get("infeasible"))
@@ -445,7 +451,7 @@ def mark_interrupted(storage: optuna.storages.BaseStorage, trial: FrozenTrial, r
     before its knobs were all suggested goes back to waiting instead, and is run as it was
     planned: a finished trial without them would break the grid sampler's tree
     (BruteForceSampler: 'param_name mismatch'), and nothing of it was measured."""
-    if not all(k in trial.params for k in KNOBS):
+    if not proposed_whole(trial.params):
         storage.set_trial_state_values(trial._trial_id, TrialState.WAITING)
         return
     storage.set_trial_user_attr(trial._trial_id, "interrupted", reason)

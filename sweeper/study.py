@@ -44,6 +44,7 @@ from sweeper.record import (
     kind_of,
     machine_fingerprint,
     mark_interrupted,
+    proposed_whole,
     read_study,
     write_server_version,
 )
@@ -80,8 +81,7 @@ def taken_configs(trials: list[FrozenTrial], before: int | None = None) -> dict[
     for trial in trials:
         if before is not None and trial.number >= before:
             continue
-        # The knobs are suggested last: a trial that has them all was proposed whole.
-        if kind_of(trial) in ("complete", "failed", "running") and all(k in trial.params for k in KNOBS):
+        if kind_of(trial) in ("complete", "failed", "running") and proposed_whole(trial.params):
             taken.setdefault(config_key(trial.params), trial.number)
     return taken
 

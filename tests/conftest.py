@@ -14,12 +14,27 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+import sqlalchemy
 from onnx import TensorProto, helper
 
 from sweeper.cli import main
 from sweeper.examples import mlp_onnx
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def signal_at_first_commit(storage, signum: int) -> list[bool]:
+    """Send this process ``signum`` from inside the storage's next database commit (a real
+    signal at a moment no timer can hit); the list returned holds True once it is sent."""
+    sent: list[bool] = []
+
+    def on_commit(connection) -> None:
+        if not sent:
+            sent.append(True)
+            os.kill(os.getpid(), signum)
+
+    sqlalchemy.event.listen(storage.engine, "commit", on_commit)
+    return sent
 
 
 def write_spec(folder: Path, body: str, name: str = "spec.yaml") -> Path:

@@ -10,29 +10,18 @@ import time
 
 import optuna
 import pytest
-import sqlalchemy
 
 from sweeper import cli
 from sweeper.errors import request_stop, signals_deferred, stop_requested
 from sweeper.storage import open_storage
-
-
-def _signal_at_first_commit(storage, signum: int) -> None:
-    sent = []
-
-    def on_commit(connection) -> None:
-        if not sent:
-            sent.append(True)
-            os.kill(os.getpid(), signum)
-
-    sqlalchemy.event.listen(storage.engine, "commit", on_commit)
+from tests.conftest import signal_at_first_commit
 
 
 @pytest.mark.parametrize("signum, raised", [(signal.SIGTERM, cli._Terminated), (signal.SIGINT, KeyboardInterrupt)])
 def test_a_signal_inside_a_write_is_raised_after_it(tmp_path, signum, raised):
     storage = open_storage(f"sqlite:///{tmp_path / 'study.db'}")
     study = optuna.create_study(study_name="s", storage=storage)
-    _signal_at_first_commit(storage, signum)
+    signal_at_first_commit(storage, signum)
     with cli._signals_unwind():
         with pytest.raises(raised):
             study.set_user_attr("written", True)

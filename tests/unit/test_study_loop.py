@@ -7,12 +7,10 @@ stop on an exhausted space run for real on a real Optuna storage.
 
 from __future__ import annotations
 
-import os
 import signal
 
 import optuna
 import pytest
-import sqlalchemy
 from optuna.trial import TrialState
 
 from sweeper import cli
@@ -25,13 +23,14 @@ from sweeper.study import (
     Proposer,
     config_key,
     counted,
+    enqueue_baseline,
     fail_abandoned,
     open_study,
     planned_params,
     requeue_interrupted,
     run_study,
 )
-from tests.conftest import write_spec
+from tests.conftest import signal_at_first_commit, write_spec
 
 SPEC = """
 study: {name: loop, trials: TRIALS, sampler: SAMPLER, seed: SEED}
@@ -148,7 +147,7 @@ def test_a_trial_killed_before_its_proposal_waits_again_and_the_grid_goes_on(tmp
     url = f"sqlite:///{tmp_path / 'study.db'}"
     storage = open_storage(url, 10)
     study = open_study(loaded, storage)
-    study.enqueue_trial(loaded.baseline.as_dict(), user_attrs={"baseline": True})
+    enqueue_baseline(study, loaded.baseline)
     study.ask()
     fail_abandoned(study, storage, exclusive=True)
     (trial,) = study.get_trials()
@@ -169,21 +168,16 @@ def test_a_signal_during_the_proposal_lands_after_the_last_suggestion(tmp_path, 
     storage = open_storage(url, 10)
     study = open_study(loaded, storage)
     propose = Proposer(loaded)
-    sent = []
-
-    def on_commit(connection) -> None:
-        if not sent:
-            sent.append(True)
-            os.kill(os.getpid(), signal.SIGTERM)
+    sent: list[bool] = []
 
     def objective(trial):
+        nonlocal sent
         if trial.number == 2:
-            sqlalchemy.event.listen(storage.engine, "commit", on_commit)
+            sent = signal_at_first_commit(storage, signal.SIGTERM)
         return _values(propose(trial).as_dict())
 
     with cli._signals_unwind(), pytest.raises(cli._Terminated):
         run_study(study, loaded, None, storage, exclusive=True, objective=objective)
-    sqlalchemy.event.remove(storage.engine, "commit", on_commit)
     clear_stop()  # as the next command starts
     cut = study.trials[2]
     assert sent and cut.state == TrialState.FAIL and set(cut.params) == set(loaded.space)
