@@ -28,7 +28,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sweeper.results import knee, knee_choice, tables
+from sweeper.results import knee, study_recommendation, tables
 from sweeper.spec import load_spec, read_yaml
 from sweeper.sweep import run_sweep
 from sweeper.vocabulary import knob_label
@@ -60,7 +60,7 @@ def _knees(record) -> dict:
     objectives, directions = first.objectives, first.ranking.directions
     labels = {int(r["number"]): knob_label(r) for _, r in confirmed.trials.iterrows() if r["state"] == "COMPLETE"}
     before = knee(first.pareto, objectives, directions)
-    choice = knee_choice(confirmed.trials[confirmed.trials["feasible"]], objectives, directions)
+    choice = study_recommendation(confirmed)
     rows = confirmed.trials.set_index("number")
     return {
         "without": {
@@ -71,6 +71,7 @@ def _knees(record) -> dict:
         "with": {
             "knee": labels[choice.number],
             "tie": sorted(labels[n] for n in choice.tied),
+            "baseline_kept": choice.baseline_kept,
             "front": sorted(labels[int(n)] for n in confirmed.pareto["number"]),
             "figures": {c: float(rows.loc[choice.number, c]) for c in objectives},
             "spread": {c: [float(rows.loc[choice.number, f"{c}:{e}"]) for e in ("lo", "hi")] for c in objectives},

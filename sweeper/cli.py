@@ -297,6 +297,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         record, directory, Path(args.out), pick=pick, where=args.where, backend=args.backend, ranking=ranking
     )
     console.print(f"exported trial {exported.trial} ({pick}) to {exported.model_dir}")
+    for sentence in exported.why:
+        console.print(f"  {sentence}", markup=False)
     console.print(f"  {knob_label(exported.config)}  backend={exported.backend}")
     protocol = exported.config.protocol.upper()
     console.print(f"  clients should use [bold]{protocol}[/bold]: the protocol is client-side, not in config.pbtxt")

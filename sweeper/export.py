@@ -27,7 +27,7 @@ from sweeper.errors import UsageError
 from sweeper.files import atomic_folder, write_atomic
 from sweeper.record import StudyRecord, TrialRecord, machine_fingerprint
 from sweeper.repository import write_model
-from sweeper.results import KneeChoice, knee_choice, measured_metrics, tables
+from sweeper.results import Recommendation, measured_metrics, recommendation_sentences, study_recommendation, tables
 from sweeper.server_options import server_argv
 from sweeper.source import ModelSource
 from sweeper.triton_config import model_backend, parse_pbtxt, serve_as, to_pbtxt
@@ -46,6 +46,8 @@ class Exported:
     backend: str
     model_dir: Path
     pbtxt: str
+    why: tuple[str, ...] = ()
+    """The recommendation in words (``--pick knee``)."""
 
 
 def parse_condition(text: str, columns: list[str]) -> tuple[str, str, float]:
@@ -67,9 +69,9 @@ def choose(study: StudyRecord, pick: str, where: list[str], ranking: Ranking | N
 
 def chosen(
     study: StudyRecord, pick: str, where: list[str], ranking: Ranking | None = None
-) -> tuple[pd.Series, KneeChoice | None]:
-    """``choose``'s trial, and for ``knee`` how it was chosen (a tie among the trials that pass
-    every ``--where``, and its rule)."""
+) -> tuple[pd.Series, Recommendation | None]:
+    """``choose``'s trial, and for ``knee`` how it was chosen (``sweeper.results.recommend`` over
+    the trials that pass every ``--where``: a confirmed front trial, or the baseline)."""
     result = tables(study, ranking)
     frame = measured_metrics(result)
     if frame.empty:
@@ -97,10 +99,11 @@ def chosen(
         )
     if trial_pick:
         return passing.iloc[0], None
-    objectives, directions = result.ranking.columns, result.ranking.directions
-    if pick == "knee":  # on confirmed figures; a tie within the spread is broken by TIE_RULE
-        choice = knee_choice(passing, objectives, directions)
-        return passing[passing["number"] == choice.number].iloc[0], choice
+    objectives = result.ranking.columns
+    if pick == "knee":  # on confirmed medians; the baseline where nothing measurably beat it
+        choice = study_recommendation(result, passing)
+        why = recommendation_sentences(choice, passing[passing["feasible"]], objectives)
+        return passing[passing["number"] == choice.number].iloc[0], dataclasses.replace(choice, why=tuple(why))
     extreme = re.fullmatch(rf"(min|max):({COLUMN_PATTERN})", pick.strip())
     if extreme is None:
         raise UsageError(f"--pick '{pick[:100]}': expected knee, 'trial N', min:<metric@cN> or max:<metric@cN>")
@@ -164,12 +167,21 @@ def export(
     if onnx:
         serve_as(model, backend, source.template)
     record = _export_record(study, trial, row, ranking, pick, where, (model_backend(model), measured))
-    tied = choice is not None and choice.tied
-    record["tie"] = {"trials": list(choice.tied), "knee_by_figures": choice.knee, "rule": choice.rule} if tied else None
+    if choice is not None:
+        record["recommendation"] = {
+            "knee_by_figures": choice.knee,
+            "tie": list(choice.tied),
+            "rule": choice.rule,
+            "baseline_kept": choice.baseline_kept,
+            "deciding_objectives": list(choice.deciding),
+            "chosen_among": choice.pool,
+            "why": list(choice.why),
+        }
     with atomic_folder(out / model.name) as staging:
         written = write_model(staging.parent, source, model, model_file, link=False, folder=staging)
         write_atomic(written / "sweeper-export.json", json.dumps(record, indent=2) + "\n")
-    return Exported(trial.number, trial.config, record["backend"], out / model.name, to_pbtxt(model))
+    why = choice.why if choice is not None else ()
+    return Exported(trial.number, trial.config, record["backend"], out / model.name, to_pbtxt(model), why)
 
 
 def served_config(trial: TrialRecord, directory: Path) -> mc.ModelConfig:

@@ -376,6 +376,7 @@ def read_study(study: optuna.Study) -> StudyRecord:
     ranking = Ranking(
         tuple(Objective(column, direction) for column, direction in zip(attrs["objectives"], _directions(study))),
         tuple(Bound.parse(text) for text in attrs.get("constraints", [])),
+        attrs.get("primary"),
     )
     trials = tuple(read_trial(t) for t in study.get_trials(deepcopy=False))
     if "constraints" not in attrs:  # schema 1 kept its bounds only on the trials, as Optuna constraints
@@ -400,6 +401,7 @@ def write_study_facts(study: optuna.Study, ranking: Ranking, facts: dict[str, An
         _SCHEMA: SCHEMA_VERSION,
         "objectives": ranking.columns,
         "constraints": [b.label for b in ranking.constraints],
+        "primary": ranking.primary,
         **{key: facts[key] for key in _STUDY_FACTS if key in facts},
     }
     for key, value in wanted.items():

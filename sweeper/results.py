@@ -96,7 +96,10 @@ def tables(study: StudyRecord, ranking: Ranking | None = None, *, confirmed: boo
             # A median over repeats run side by side with the baseline's own carries no stretch's drift.
             flagged = confirmed and moved is not None and summary is None and trial.kind == "complete"
             drifted = moved.at(trial.number) if flagged else None
-            trial_rows.append(_trial_row(trial, ranking, retried_by, summary, drifted))
+            row = _trial_row(trial, ranking, retried_by, summary, drifted)
+            row["confirmed"] = any(not r.anchor for r in found)
+            row.update(_capacity_columns([trial, *found]))
+            trial_rows.append(row)
     trials = pd.DataFrame(trial_rows)
     for column in parameter_columns(trials.columns)[len(KNOBS) :]:  # 2 stays 2 beside an unset value
         trials[column] = pd.Series([row.get(column) for row in trial_rows], index=trials.index, dtype=object)
@@ -129,7 +132,6 @@ def _trial_row(
         "feasible": trial.feasible(ranking, figures),
         "measured": summary.measurements if summary is not None else (1 if complete else 0),
         **spread,
-        **_capacity_columns(trial),
         "max_abs_error": accuracy.max_abs_error if accuracy else None,
         "cosine_similarity": accuracy.cosine_similarity if accuracy else None,
         "server_memory_mb": figures.get("server_memory_mb", trial.memory.server_mb),
@@ -146,14 +148,17 @@ def _trial_row(
     }
 
 
-def _capacity_columns(trial: TrialRecord) -> dict:
-    """Each capacity found: its figure (inferences/s), the load it was found at and why it is 0
-    or a lower bound (``capacity@p99_ms<=20``, ``...:load``, ``...:note``)."""
+def _capacity_columns(runs: list[TrialRecord]) -> dict:
+    """Each capacity found, over a trial's runs (its first measurement and its repeats): the
+    median figure (inferences/s) and load it was found at, and why it is 0 or a lower bound
+    (``capacity@p99_ms<=20``, ``...:load``, ``...:note``), the same medians the ranking uses."""
     columns = {}
-    for capacity in trial.capacities:
-        columns[capacity.column] = capacity.throughput
-        columns[f"{capacity.column}:load"] = capacity.load
-        columns[f"{capacity.column}:note"] = capacity.note
+    for capacity in runs[0].capacities:
+        found = [c for run in runs for c in run.capacities if c.column == capacity.column]
+        notes = list(dict.fromkeys(c.note for c in found if c.note))
+        columns[capacity.column] = float(np.median([c.throughput for c in found]))
+        columns[f"{capacity.column}:load"] = float(np.median([c.load for c in found]))
+        columns[f"{capacity.column}:note"] = "; ".join(notes) or None
     return columns
 
 
@@ -191,7 +196,9 @@ def parse_ranking(study: StudyRecord, objectives: list[str], constraints: list[s
             )
     if len({o.column for o in chosen}) != len(chosen):
         raise UsageError(f"--objective names a column twice: {', '.join(o.column for o in chosen)}")
-    return Ranking(chosen or study.ranking.objectives, bounds if constraints else study.ranking.constraints)
+    objectives_now = chosen or study.ranking.objectives
+    primary = study.ranking.primary if study.ranking.primary in {o.column for o in objectives_now} else None
+    return Ranking(objectives_now, bounds if constraints else study.ranking.constraints, primary)
 
 
 def write_tables(result: StudyTables, directory: Path) -> None:
@@ -211,14 +218,34 @@ def measured_metrics(result: StudyTables) -> pd.DataFrame:
     column (``p50_ms@c1``, ``p99_ms@r500``), beside the trial's own (``server_memory_mb``,
     capacities)."""
     trials = result.trials[result.trials["state"] == "COMPLETE"]
-    listed = listed_levels(result.measurements)
-    if listed.empty:
+    wide = level_figures(result)
+    if wide.empty:
         return trials
-    wide = listed.pivot(index="number", columns="level", values=list(METRICS))
-    wide.columns = [metric_column(metric, level) for metric, level in wide.columns]
-    # The objectives stay as ranked (the medians of a confirmed trial); the rest as first measured.
+    wide = wide[[c for c in wide.columns if not c.endswith((":lo", ":hi"))]]
+    # The objectives stay as ranked (the same medians); every other level's metric is its median too.
     wide = wide.drop(columns=[column for column in wide.columns if column in trials.columns])
     return trials.merge(wide, left_on="number", right_index=True)
+
+
+def level_figures(result: StudyTables) -> pd.DataFrame:
+    """Every metric at every listed level of each trial that was ranked on its repeats (a
+    confirmed trial, the baseline with its anchors) or on its one measurement: the median
+    (``p50_ms@c1``) and the lowest and highest measured (``p50_ms@c1:lo``, ``:hi``), by trial
+    number."""
+    listed = listed_levels(result.measurements)
+    if listed.empty:
+        return pd.DataFrame()
+    ranked_on_repeats = set(result.trials.loc[result.trials["measured"] > 1, "number"])
+    owner = listed["repeat_of"].where(listed["repeat_of"].isin(ranked_on_repeats), listed["number"])
+    listed = listed.assign(owner=owner.astype(int))
+    listed = listed[listed["owner"].isin(set(result.trials["number"]))]
+    grouped = listed.groupby(["owner", "level"])[list(METRICS)]
+    frames = []
+    for suffix, figures in (("", grouped.median()), (":lo", grouped.min()), (":hi", grouped.max())):
+        wide = figures.unstack("level")
+        wide.columns = [metric_column(metric, level) + suffix for metric, level in wide.columns]
+        frames.append(wide)
+    return pd.concat(frames, axis=1).rename_axis("number")
 
 
 def listed_levels(measurements: pd.DataFrame) -> pd.DataFrame:
@@ -234,16 +261,24 @@ def pareto_front(frame: pd.DataFrame, objectives: list[str], directions: list[st
     return frame.loc[np.asarray(keep, dtype=bool)]  # a boolean mask, even when empty (not a column list)
 
 
+def _log_ratio(values: pd.Series, direction: str) -> pd.Series:
+    """How far each value is from the best of them, as the log of their ratio (0 = the best; a
+    4x gap weighs ln 4, a 2 % gap ln 1.02): objectives compare by how much they differ, not by
+    where they fall between the front's extremes."""
+    values = values.astype(float).clip(lower=_TINY)
+    best = values.min() if direction == "minimize" else values.max()
+    ratio = values / best if direction == "minimize" else best / values
+    return np.log(ratio)
+
+
+_TINY = 1e-12
+"""A floor for a figure of 0 (a capacity no load met): it stays far from any positive best."""
+
+
 def knee(frame: pd.DataFrame, objectives: list[str], directions: list[str]) -> int:
-    """The knee of a front: the trial closest to the ideal point once each objective is scaled
-    to [0, 1] over the front (0 = best value seen, 1 = worst)."""
-    scaled = []
-    for objective, direction in zip(objectives, directions):
-        values = frame[objective].astype(float)
-        span = values.max() - values.min()
-        position = (values - values.min()) / span if span > 0 else values * 0
-        scaled.append(position if direction == "minimize" else 1 - position)
-    distance = np.sqrt(sum(s**2 for s in scaled))
+    """The knee of a front: the trial nearest the ideal point (each objective's best value on the
+    front) when each objective's gap is measured as a ratio (``_log_ratio``)."""
+    distance = sum(_log_ratio(frame[o], d) ** 2 for o, d in zip(objectives, directions))
     return int(frame.loc[distance.idxmin(), "number"])
 
 
@@ -270,28 +305,9 @@ def reference_point(values: pd.DataFrame, directions: list[str]) -> list[float]:
 
 
 TIE_RULE = (
-    "fewer instances, then the smaller max_batch_size, then the model's own precision over a reduced one, "
-    "then the smaller spread, then the earlier trial"
+    "the better median on more objectives, then the smaller server memory, then fewer instances, then the earlier trial"
 )
-"""How a tie at the knee is broken: the configuration that costs least to run and to trust."""
-
-
-@dataclasses.dataclass(frozen=True)
-class KneeChoice:
-    """The knee of a front, and the trials it cannot be told apart from."""
-
-    number: int
-    """The trial picked: the knee, or the first of its tie under ``TIE_RULE``."""
-    knee: int
-    """The trial nearest the ideal point by its figures (``knee``)."""
-    tied: tuple[int, ...] = ()
-    """Feasible trials whose spread overlaps the knee's on every objective (the knee among them),
-    in the rule's order; empty when the knee stands alone."""
-
-    @property
-    def rule(self) -> str | None:
-        """The rule that broke the tie, or None."""
-        return TIE_RULE if self.tied else None
+"""How a tie is broken: by what was measured, then by what costs least to run."""
 
 
 def overlaps(a: pd.Series, b: pd.Series, objectives: list[str]) -> bool:
@@ -300,22 +316,158 @@ def overlaps(a: pd.Series, b: pd.Series, objectives: list[str]) -> bool:
     return all(max(a[f"{c}:lo"], b[f"{c}:lo"]) <= min(a[f"{c}:hi"], b[f"{c}:hi"]) for c in objectives)
 
 
-def _tie_order(row: pd.Series, objectives: list[str]) -> tuple:
-    spread = sum((row[f"{c}:hi"] - row[f"{c}:lo"]) / (abs(row[c]) or 1.0) for c in objectives)
-    reduced = row["precision"] not in ("fp32", "native")
-    return (row["instance_count"], row["max_batch_size"], reduced, spread, row["number"])
+def deciding_objectives(front: pd.DataFrame, objectives: list[str]) -> list[str]:
+    """The objectives on which some front trials differ by more than their spreads: one whose
+    every difference on the front lies inside the measured spread cannot decide the pick."""
+    rows = [row for _, row in front.iterrows()]
+    return [c for c in objectives if any(not overlaps(a, b, [c]) for a in rows for b in rows)]
 
 
-def knee_choice(feasible: pd.DataFrame, objectives: list[str], directions: list[str]) -> KneeChoice:
-    """The knee of the feasible trials' front, with a tie declared and broken (``TIE_RULE``)
-    where other feasible trials overlap it: a lead smaller than the spread is no lead."""
-    number = knee(pareto_front(feasible, objectives, directions), objectives, directions)
-    rows = feasible.set_index("number", drop=False)
-    tied = [n for n in rows.index if overlaps(rows.loc[n], rows.loc[number], objectives)]
+@dataclasses.dataclass(frozen=True)
+class Recommendation:
+    """The configuration the measurements stand behind, and why."""
+
+    number: int
+    """The trial to deploy: the knee, the first of its tie under ``TIE_RULE``, or the baseline."""
+    knee: int
+    """The trial nearest the ideal point by its medians (``knee``, over the deciding objectives)."""
+    tied: tuple[int, ...] = ()
+    """Front trials that no objective tells apart from the knee nor from each other (the knee
+    among them), in the rule's order; empty when the knee stands alone."""
+    baseline_kept: bool = False
+    """Whether no configuration measurably beat the baseline: the pick is the baseline."""
+    deciding: tuple[str, ...] = ()
+    """The objectives whose differences on the front exceed the measured spread."""
+    pool: str = "feasible"
+    """The trials the choice was made among: ``confirmed`` (measured again) or ``feasible``."""
+    why: tuple[str, ...] = ()
+    """The recommendation in words, where the caller filled them in (``recommendation_sentences``)."""
+
+    @property
+    def rule(self) -> str | None:
+        """The rule that broke the tie, or None."""
+        return TIE_RULE if self.tied and not self.baseline_kept else None
+
+
+def recommend(
+    feasible: pd.DataFrame, objectives: list[str], directions: list[str], primary: str | None = None
+) -> Recommendation:
+    """The trial to deploy among ``feasible`` (rows with medians and their ``:lo``/``:hi``).
+
+    Where some trials were confirmed on fresh servers, only those take part. On their front, the
+    objectives whose differences exceed the spread decide (``deciding_objectives``); the knee is
+    the trial nearest the ideal by ratio on those, or the best on ``primary``. When the baseline
+    cannot be told apart from the knee on any objective, the baseline is kept. Otherwise the
+    front trials whose spreads overlap the knee's (and each other's) on every objective tie
+    with it, broken by ``TIE_RULE``."""
+    confirmed = feasible[feasible["confirmed"].astype(bool)] if "confirmed" in feasible else feasible.iloc[:0]
+    pool, named = (confirmed, "confirmed") if not confirmed.empty else (feasible, "feasible")
+    front = pareto_front(pool, objectives, directions)
+    deciding = deciding_objectives(front, objectives)
+    weighed = [(o, d) for o, d in zip(objectives, directions) if o in deciding] or list(zip(objectives, directions))
+    if primary in deciding:
+        best = front[primary].max() if directions[objectives.index(primary)] == "maximize" else front[primary].min()
+        front_on_primary = front[front[primary] == best]
+        number = knee(front_on_primary, *map(list, zip(*weighed)))
+    else:
+        number = knee(front, *map(list, zip(*weighed)))
+    rows = pool.set_index("number", drop=False)
+    baseline = rows[rows["baseline"].astype(bool)] if "baseline" in rows else rows.iloc[:0]
+    if not baseline.empty:
+        base = int(baseline.index[0])
+        if base == number or overlaps(rows.loc[base], rows.loc[number], objectives):
+            return Recommendation(base, number, (), True, tuple(deciding), named)
+    tied = [number]
+    by_distance = sorted(
+        (int(n) for n in front["number"] if n != number),
+        key=lambda n: sum(_gap(rows.loc[n], rows.loc[number], o) ** 2 for o in objectives),
+    )
+    for candidate in by_distance:
+        if all(overlaps(rows.loc[candidate], rows.loc[member], objectives) for member in tied):
+            tied.append(candidate)
     if len(tied) < 2:
-        return KneeChoice(number, number)
-    ordered = sorted(tied, key=lambda n: _tie_order(rows.loc[n], objectives))
-    return KneeChoice(int(ordered[0]), number, tuple(int(n) for n in ordered))
+        return Recommendation(number, number, (), False, tuple(deciding), named)
+    ordered = _tie_order(rows.loc[tied], objectives, directions)
+    return Recommendation(ordered[0], number, tuple(ordered), False, tuple(deciding), named)
+
+
+def _gap(a: pd.Series, b: pd.Series, objective: str) -> float:
+    return float(np.log(max(float(a[objective]), _TINY) / max(float(b[objective]), _TINY)))
+
+
+def _tie_order(tied: pd.DataFrame, objectives: list[str], directions: list[str]) -> list[int]:
+    """``TIE_RULE``: more objectives on which the trial has the best median of the tie, then
+    less server memory, then fewer instances, then the earlier trial."""
+    wins = pd.Series(0, index=tied.index)
+    for objective, direction in zip(objectives, directions):
+        values = tied[objective].astype(float)
+        wins += values == (values.min() if direction == "minimize" else values.max())
+    memory = tied["server_memory_mb"].astype(float).fillna(np.inf) if "server_memory_mb" in tied else wins * 0
+    order = sorted(
+        tied.index, key=lambda n: (-wins[n], memory[n], tied.loc[n, "instance_count"], int(tied.loc[n, "number"]))
+    )
+    return [int(n) for n in order]
+
+
+def trade(a: pd.Series, b: pd.Series, objectives: list[str]) -> str:
+    """What trial ``a`` gives and costs against ``b``, objective by objective, as ratios ("4.4x
+    the capacity@p99_ms<=10, 2.1% more server_memory_mb"); "within the spread" where their
+    spreads overlap."""
+    parts = []
+    for objective in objectives:
+        mine, theirs = float(a[objective]), float(b[objective])
+        if not theirs or not mine:
+            parts.append(f"{objective} {mine:.4g} against {theirs:.4g}")
+            continue
+        ratio = mine / theirs
+        size = f"{ratio:.2g}x" if ratio >= 1.5 else f"{1 / ratio:.2g}x less" if ratio <= 1 / 1.5 else None
+        if size is None:
+            change = ratio - 1
+            size = f"{abs(change):.1%} {'more' if change >= 0 else 'less'}"
+        within = " (within the spread)" if overlaps(a, b, [objective]) else ""
+        parts.append(f"{size} {objective}{within}")
+    return ", ".join(parts)
+
+
+def study_recommendation(result: StudyTables, frame: pd.DataFrame | None = None) -> Recommendation:
+    """``recommend`` over the feasible trials of ``frame`` (the study's trials by default) under
+    the tables' ranking."""
+    frame = result.trials if frame is None else frame
+    ranking = result.ranking
+    return recommend(frame[frame["feasible"]], ranking.columns, ranking.directions, ranking.primary)
+
+
+def recommendation_sentences(choice: Recommendation, frame: pd.DataFrame, objectives: list[str]) -> list[str]:
+    """The recommendation in words: the baseline kept, or the pick, its tie and the rule, and
+    what it trades against its nearest front neighbour."""
+    rows = frame.set_index("number", drop=False)
+    named = ", ".join(objectives)
+    if choice.baseline_kept and choice.knee != choice.number:
+        return [
+            f"No configuration measurably beat the baseline on {named}: the knee (trial {choice.knee}) lies within "
+            f"the baseline's spread, so the recommendation is the baseline (trial {choice.number})."
+        ]
+    if choice.baseline_kept:
+        return [
+            f"The knee is the baseline (trial {choice.number}): no configuration measurably beat it on {named} "
+            "without costing more on another."
+        ]
+    pool = "confirmed " if choice.pool == "confirmed" else ""
+    sentences = [f"The recommendation is trial {choice.number}, the knee of the {pool}front."]
+    if choice.tied:
+        others = ", ".join(str(n) for n in choice.tied if n != choice.number)
+        sentences = [
+            f"The knee (trial {choice.knee}) is a tie: trials {choice.number} and {others} are told apart by no "
+            f"objective; trial {choice.number} is recommended, by {choice.rule}."
+        ]
+    undecided = [o for o in objectives if o not in choice.deciding]
+    if undecided and choice.deciding:
+        sentences.append(f"{', '.join(undecided)} did not decide: its differences on the front lie within the spread.")
+    base = rows[rows["baseline"].astype(bool)] if "baseline" in rows else rows.iloc[:0]
+    if not base.empty and int(base.index[0]) != choice.number:
+        against = trade(rows.loc[choice.number], base.iloc[0], objectives)
+        sentences.append(f"Against the baseline (trial {int(base.index[0])}): {against}.")
+    return sentences
 
 
 def indistinguishable(front: pd.DataFrame, objectives: list[str]) -> list[tuple[int, int]]:
@@ -453,12 +605,9 @@ def confidence_sentences(result: StudyTables) -> list[str]:
     if not front.empty:
         for a, b in indistinguishable(front, objectives):
             sentences.append(f"Trials {a} and {b} are indistinguishable: their spreads overlap on every objective.")
-        choice = knee_choice(result.trials[result.trials["feasible"]], objectives, result.ranking.directions)
-        if choice.tied:
-            others = ", ".join(str(n) for n in choice.tied if n != choice.number)
-            sentences.append(f"The knee is a tie: trial {choice.number} with {others}; broken by {choice.rule}.")
-        else:
-            sentences.append(f"The knee is trial {choice.number}.")
+        feasible = trials[trials["feasible"]]
+        choice = study_recommendation(result)
+        sentences += recommendation_sentences(choice, feasible, objectives)
     if result.drift is not None:
         sentences.append(f"Drift: {result.drift.describe()}.")
         drifted = trials[trials["drift"].notna()]

@@ -262,6 +262,8 @@ class Ranking:
 
     objectives: tuple[Objective, ...]
     constraints: tuple[Bound, ...] = ()
+    primary: str | None = None
+    """The objective that decides the pick first (``objectives[].primary`` in the spec), if any."""
 
     @property
     def columns(self) -> list[str]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from sweeper.report._info import SIZING_NOTE, ReportInfo
+from sweeper.report._info import IN_PROCESS, SIZING_NOTE, ReportInfo
 from sweeper.vocabulary import compute_ms, parameter_columns
 
 
@@ -32,7 +32,7 @@ def render_summary(info: ReportInfo) -> str:
         "|---|---|---|---|---|---|---|",
     ]
     if info.in_process_ms is not None:
-        lines.append(f"| in-process ONNX Runtime, batch 1, reference model | {info.in_process_ms:.3g} | | | | | |")
+        lines.append(f"| {IN_PROCESS} | {info.in_process_ms:.3g} | | | | | |")
     for name, row in (("baseline", info.baseline), ("lowest served p50", info.best_latency)):
         if row is None:
             continue
@@ -65,14 +65,22 @@ def _gap_sentences(info: ReportInfo) -> list[str]:
     base, best, local = info.baseline, info.best_latency, info.in_process_ms
     if base is not None and local:
         sentences.append(
-            f"- The baseline serves at {base['p50_ms'] / local:.1f}x the in-process latency; {_largest_part(base)}."
+            f"- The baseline's median p50 is {base['p50_ms'] / local:.2g}x the {IN_PROCESS}'s "
+            f"({base['p50_ms']:.3g} ms against {local:.3g} ms); {_largest_part(base)}."
         )
     if best is not None and local:
-        sentences.append(f"- The lowest served p50 is {best['p50_ms'] / local:.1f}x in-process; {_largest_part(best)}.")
-    if base is not None and best is not None and best["number"] != base["number"]:
         sentences.append(
-            f"- Against the baseline, p50 goes from {base['p50_ms']:.3g} ms to {best['p50_ms']:.3g} ms "
-            f"({base['p50_ms'] / best['p50_ms']:.1f}x lower); queue time from {base['queue_ms']:.3g} to "
+            f"- The lowest served median p50 is {best['p50_ms'] / local:.2g}x in-process; {_largest_part(best)}."
+        )
+    if base is not None and best is not None and best["number"] != base["number"]:
+        if best["p50_hi"] < base["p50_lo"]:
+            change = f"{base['p50_ms'] / best['p50_ms']:.2g}x lower, beyond both spreads"
+        else:
+            change = "no measurable change: the spreads overlap"
+        sentences.append(
+            f"- Against the baseline, median p50 goes from {base['p50_ms']:.3g} ms "
+            f"({base['p50_lo']:.3g}-{base['p50_hi']:.3g}) to {best['p50_ms']:.3g} ms "
+            f"({best['p50_lo']:.3g}-{best['p50_hi']:.3g}): {change}; queue time from {base['queue_ms']:.3g} to "
             f"{best['queue_ms']:.3g} ms, client/network from {base['network_ms']:.3g} to {best['network_ms']:.3g} ms."
         )
     return sentences

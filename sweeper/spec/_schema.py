@@ -381,6 +381,9 @@ class ObjectiveSpec(_MetricSpec):
     """One of ``objectives:``: a metric minimized or maximized."""
 
     direction: Literal["minimize", "maximize"]
+    primary: bool = Field(
+        default=False, description="the pick takes the front's best on this objective first (at most one)"
+    )
 
 
 class ConstraintSpec(_MetricSpec):
@@ -427,6 +430,10 @@ class Spec(_Strict):
         columns = [o.column for o in self.objectives]
         if len(set(columns)) != len(columns):
             raise ValueError(f"objectives repeat a metric: {columns}")
+        if sum(o.primary for o in self.objectives) > 1:
+            raise ValueError(
+                f"objectives: at most one is primary, got {[o.column for o in self.objectives if o.primary]}"
+            )
         tensorrt = sorted(p for p in self.search_space.precision or [] if PRECISIONS[p].tensorrt)
         if tensorrt and self.server.backend == "python":
             raise ValueError(
@@ -480,4 +487,5 @@ class Spec(_Strict):
         return Ranking(
             tuple(Objective(o.column, o.direction) for o in self.objectives),
             tuple(c.bound for c in self.constraints),
+            next((o.column for o in self.objectives if o.primary), None),
         )

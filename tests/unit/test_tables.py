@@ -21,16 +21,16 @@ from sweeper.report._html import render_html
 from sweeper.report._summary import render_summary
 from sweeper.results import (
     TIE_RULE,
-    KneeChoice,
     confidence_sentences,
     confirmation_candidates,
     drift,
     hypervolume,
     indistinguishable,
     knee,
-    knee_choice,
     pareto_front,
     parse_ranking,
+    recommend,
+    recommendation_sentences,
     reference_point,
     tables,
 )
@@ -291,29 +291,116 @@ def test_confirmed_trials_rank_by_their_medians_with_their_spread(study):
     assert set(result.measurements["repeat_of"].dropna()) == {1.0, 2.0}, "every repeat's measurements are kept"
 
 
-def test_a_lead_within_the_spread_is_a_tie_broken_by_the_stated_rule():
-    rows = pd.DataFrame(
-        {
-            "number": [3, 5, 7],
-            "instance_count": [2, 1, 1],
-            "max_batch_size": [8, 8, 8],
-            "precision": ["fp32", "int8", "fp32"],
-            "p50_ms@c1": [1.0, 1.05, 2.0],
-            "p50_ms@c1:lo": [0.9, 0.95, 1.9],
-            "p50_ms@c1:hi": [1.1, 1.2, 2.1],
-            "throughput@c8": [100.0, 98.0, 200.0],
-            "throughput@c8:lo": [95.0, 90.0, 190.0],
-            "throughput@c8:hi": [105.0, 101.0, 210.0],
-        }
+def _rows(**columns) -> pd.DataFrame:
+    """Trials as the tables show them: medians with their ``:lo``/``:hi`` (``(median, lo, hi)``
+    tuples), confirmed unless ``confirmed`` says otherwise."""
+    count = len(columns["number"])
+    frame = {
+        "baseline": [False] * count,
+        "confirmed": [True] * count,
+        "instance_count": [1] * count,
+        "max_batch_size": [8] * count,
+        "server_memory_mb": [100.0] * count,
+    }
+    for name, values in columns.items():
+        if values and isinstance(values[0], tuple):
+            frame[name] = [v[0] for v in values]
+            frame[f"{name}:lo"] = [v[1] for v in values]
+            frame[f"{name}:hi"] = [v[2] for v in values]
+        else:
+            frame[name] = values
+    return pd.DataFrame(frame)
+
+
+LATENCY_THROUGHPUT = (["p50_ms@c1", "throughput@c8"], ["minimize", "maximize"])
+CAPACITY_MEMORY = (["capacity@p99_ms<=10", "server_memory_mb"], ["maximize", "minimize"])
+
+
+def test_a_lead_within_the_spread_is_a_tie_broken_by_what_was_measured():
+    rows = _rows(
+        number=[3, 5, 7],
+        instance_count=[1, 2, 1],
+        server_memory_mb=[120.0, 110.0, 100.0],
+        **{
+            "p50_ms@c1": [(1.0, 0.9, 1.1), (1.05, 0.95, 1.2), (2.0, 1.9, 2.1)],
+            "throughput@c8": [(100.0, 95.0, 105.0), (101.0, 90.0, 106.0), (200.0, 190.0, 210.0)],
+        },
     )
-    choice = knee_choice(rows.iloc[:2], ["p50_ms@c1", "throughput@c8"], ["minimize", "maximize"])
-    assert choice.knee == 3 and choice.tied == (5, 3), "fewer instances first"
-    assert choice.number == 5 and choice.rule == TIE_RULE
+    choice = recommend(rows.iloc[:2], *LATENCY_THROUGHPUT)
+    assert choice.tied == (5, 3) and choice.rule == TIE_RULE
+    assert choice.number == 5, "one best median each: the smaller server memory decides, not the instance count"
     assert indistinguishable(rows, ["p50_ms@c1", "throughput@c8"]) == [(3, 5)]
-    alone = knee_choice(rows, ["p50_ms@c1", "throughput@c8"], ["minimize", "maximize"])
-    assert alone.tied in ((), (5, 3)) and alone.rule in (None, TIE_RULE)
+    assert choice.deciding == (), "no objective tells 3 and 5 apart"
     apart = rows.assign(**{"p50_ms@c1:hi": [1.0, 1.2, 2.1], "p50_ms@c1:lo": [1.0, 1.01, 1.9]})
-    assert knee_choice(apart.iloc[:2], ["p50_ms@c1"], ["minimize"]) == KneeChoice(3, 3)
+    alone = recommend(apart.iloc[:2], ["p50_ms@c1"], ["minimize"])
+    assert (alone.number, alone.tied) == (3, ()), "a lead beyond both spreads is a lead"
+
+
+def test_the_baseline_is_kept_when_nothing_beat_it_beyond_its_spread():
+    rows = _rows(
+        number=[0, 3],
+        baseline=[True, False],
+        server_memory_mb=[130.0, 120.0],
+        **{
+            "p50_ms@c1": [(3.66, 3.5, 3.9), (3.89, 3.8, 4.0)],
+            "throughput@c8": [(242.0, 230.0, 250.0), (213.0, 200.0, 235.0)],
+        },
+    )
+    choice = recommend(rows, *LATENCY_THROUGHPUT)
+    assert choice.number == 0 and choice.baseline_kept and choice.rule is None
+    cheaper = rows.assign(**{"p50_ms@c1": [3.66, 3.6], "throughput@c8": [242.0, 245.0]})
+    choice = recommend(cheaper, *LATENCY_THROUGHPUT)
+    assert choice.knee == 3 and choice.number == 0 and choice.baseline_kept, "a lead inside the baseline's spread"
+    sentences = recommendation_sentences(choice, cheaper, LATENCY_THROUGHPUT[0])
+    assert sentences[0].startswith("No configuration measurably beat the baseline on p50_ms@c1, throughput@c8")
+
+
+def test_a_trial_measured_once_never_wins():
+    rows = _rows(
+        number=[0, 20, 21],
+        baseline=[True, False, False],
+        confirmed=[True, False, True],
+        **{
+            "p50_ms@c1": [(3.0, 2.9, 3.1), (2.0, 2.0, 2.0), (2.5, 2.4, 2.6)],
+            "throughput@c8": [(100.0, 95.0, 105.0), (200.0, 200.0, 200.0), (150.0, 140.0, 160.0)],
+        },
+    )
+    choice = recommend(rows, *LATENCY_THROUGHPUT)
+    assert choice.number == 21 and choice.pool == "confirmed", "trial 20 dominates on one measurement only"
+    unconfirmed = recommend(rows.assign(confirmed=False), *LATENCY_THROUGHPUT)
+    assert unconfirmed.number == 20 and unconfirmed.pool == "feasible", "without confirmation every trial counts"
+
+
+def test_memory_noise_never_outweighs_a_capacity_beaten_beyond_both_spreads():
+    """The issue's figures: max_batch_size 32 sustained 7,719-8,111/s at 125.4-126.0 MB,
+    max_batch_size 1 1,707-1,874/s at 122.8-123.4 MB; min-max scaling picked the latter."""
+    rows = _rows(
+        number=[1, 2, 3],
+        max_batch_size=[1, 32, 8],
+        baseline=[True, False, False],
+        **{
+            "capacity@p99_ms<=10": [(1790.0, 1707.0, 1874.0), (7900.0, 7719.0, 8111.0), (4397.0, 1119.0, 5541.0)],
+            "server_memory_mb": [(123.1, 122.8, 123.4), (125.7, 125.4, 126.0), (124.1, 124.0, 124.2)],
+        },
+    )
+    choice = recommend(rows, *CAPACITY_MEMORY)
+    assert choice.number == 2 and not choice.baseline_kept and choice.tied == ()
+    why = " ".join(recommendation_sentences(choice, rows, CAPACITY_MEMORY[0]))
+    assert "4.4x capacity@p99_ms<=10" in why and "2.1% more server_memory_mb" in why, why
+    primary = recommend(rows, *CAPACITY_MEMORY, primary="server_memory_mb")
+    assert primary.number == 1 and primary.baseline_kept, "memory first: the baseline is the front's smallest"
+
+
+def test_an_objective_inside_the_spread_does_not_decide():
+    rows = _rows(
+        number=[4, 6],
+        **{
+            "capacity@p99_ms<=10": [(5000.0, 4800.0, 5200.0), (5100.0, 4900.0, 5300.0)],
+            "server_memory_mb": [(120.0, 119.0, 121.0), (150.0, 149.0, 151.0)],
+        },
+    )
+    choice = recommend(rows, *CAPACITY_MEMORY)
+    assert choice.deciding == ("server_memory_mb",) and choice.number == 4
 
 
 def test_candidates_are_the_knee_the_front_the_near_ones_and_the_baseline(study):
@@ -363,3 +450,36 @@ def test_repeats_are_enqueued_interleaved_and_only_the_missing_ones(study):
     assert [t.user_attrs["repeat_of"] for t in waiting] == [2, 4, 1, 2, 4, 1], "A B C A B C"
     assert enqueue_repeats(study, [2, 4, 1], repeats=2) == 0, "resuming adds nothing measured or waiting"
     assert enqueue_repeats(study, [2, 4, 1], repeats=3) == 3
+
+
+def test_a_confirmed_capacity_is_the_median_of_its_measurements(tmp_path):
+    """The issue's trial 16: capacities 1,326, 3,997 and 3,641/s on three servers; the tables
+    showed the first (1,326) beside a spread of 1,326-3,997."""
+    column = "capacity@p99_ms<=10"
+
+    def with_capacity(trial, throughput, load):
+        found = {"column": column, "load": load, "throughput": throughput, "tried": [1, load]}
+        attrs = {**trial.user_attrs, "capacities": [found]}
+        values = trial.values
+        return create_trial(
+            params=trial.params,
+            distributions=trial.distributions,
+            values=values,
+            user_attrs=attrs,
+            constraints={"cosine_similarity": 0.0},
+        )
+
+    target = optuna.create_study(
+        study_name="capacity", storage=f"sqlite:///{tmp_path / 'study.db'}", directions=["maximize", "minimize"]
+    )
+    target.set_user_attr("objectives", [column, "server_memory_mb"])
+    first = with_capacity(_trial(2, 0, "grpc", 0.6, 1100.0, 2.4), 1326.0, 4)
+    first.user_attrs["memory"] = {"server_mb": 120.0}
+    target.add_trial(first)
+    for throughput, load in ((3997.0, 16), (3641.0, 12)):
+        repeat = with_capacity(_repeat(0, 0, "grpc", 0.6, 1100.0), throughput, load)
+        repeat.user_attrs.update(repeat_of=0, memory={"server_mb": 121.0})
+        target.add_trial(repeat)
+    row = tables(read_study(target)).trials.set_index("number").loc[0]
+    assert (row[column], row[f"{column}:lo"], row[f"{column}:hi"]) == (3641.0, 1326.0, 3997.0)
+    assert row[f"{column}:load"] == 12.0 and row["measured"] == 3 and row["confirmed"]
