@@ -25,7 +25,7 @@ import numpy as np
 import onnx
 
 from sweeper.data import Samples
-from sweeper.errors import TrialError
+from sweeper.errors import PrecisionError, TrialError
 from sweeper.files import write_atomic
 
 Feeds = list[dict[str, np.ndarray]]
@@ -115,22 +115,22 @@ class ArtifactBuilder:
         self._batched = batched
         self._dir = models_dir
         self._gpu = gpu
-        self._built: dict[str, ModelArtifact | TrialError] = {}
+        self._built: dict[str, ModelArtifact | PrecisionError] = {}
         self._expected: list[np.ndarray] | None = None
 
     def build(self, precision: str) -> ModelArtifact:
-        """The artifact for ``precision``; a failed conversion is a TrialError (remembered)."""
+        """The artifact for ``precision``; a failed conversion is a PrecisionError (remembered)."""
         if precision not in self._built:
             try:
                 self._built[precision] = self._build(precision)
             except TrialError as exc:
-                self._built[precision] = exc
+                self._built[precision] = PrecisionError(str(exc), exc.hint)
             except OSError:
                 raise  # the results folder, not the model: the run cannot go on
             except Exception as exc:  # converters raise anything; the study goes on without it
-                self._built[precision] = TrialError(f"building the {precision} model failed: {exc}")
+                self._built[precision] = PrecisionError(f"building the {precision} model failed: {exc}")
         built = self._built[precision]
-        if isinstance(built, TrialError):
+        if isinstance(built, PrecisionError):
             raise built
         return built
 

@@ -99,16 +99,23 @@ def _trial_line(trial: TrialRecord, ranking: Ranking, total: int, done: int) -> 
     if trial.repeat_of is not None:
         head = f"trial {trial.number}: {'anchor' if trial.anchor else 'repeat'} of trial {trial.repeat_of}  "
     head += knob_label(trial.config) if trial.config is not None else ""
+    dropped = ""
+    if trial.dropped_precision:
+        dropped = (
+            f"\n  precision {trial.config.precision} leaves the search space: its other configurations are not measured"
+        )
     if trial.kind != "complete":
         reason = trial.failure if trial.kind == "failed" else f"interrupted ({trial.interrupted or 'stopped'})"
-        return f"{head}  [red]FAILED[/red]: {escape(reason)}"
+        return f"{head}  [red]FAILED[/red]: {escape(reason)}{dropped}"
+    if trial.retried:
+        head += f"  [yellow]measured again[/yellow] (its first server died: {escape(trial.retried)})"
     figures = "  ".join(f"{column}={trial.figures[column]:.4g}" for column in ranking.columns)
     flags = "" if trial.feasible(ranking) else "  [yellow]infeasible[/yellow]"
     if trial.client_bound:
         flags += "  [yellow]client-bound[/yellow]"
     if not trial.stable:
         flags += "  [yellow]unstable[/yellow]"
-    return f"{head}  {figures}{flags}"
+    return f"{head}  {figures}{flags}{dropped}"
 
 
 def print_pareto(study_name: str, result: StudyTables) -> None:
@@ -204,8 +211,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         console.print(f"no report (--no-report): sweeper report {plan.directory} writes it")
     elif (result.trials["state"] == "COMPLETE").any():
         _report(sweep.study, plan.directory)
-    else:
-        console.print("[yellow]no completed trial, so no report: trials.csv says why each failed[/yellow]")
+    if not (result.trials["state"] == "COMPLETE").any():
+        errors.print(
+            f"sweeper: error: study '{loaded.name}' completed no trial, so there is nothing to report or export; "
+            f"{plan.directory / 'trials.csv'} says why each failed",
+            markup=False,
+        )
+        return 1
     return 0
 
 

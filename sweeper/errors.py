@@ -34,6 +34,21 @@ class TrialError(SweeperError):
     """One trial could not be measured; the study records it as failed and goes on."""
 
 
+class PrecisionError(TrialError):
+    """A precision's model could not be built: a fact of the model, not of a configuration, so
+    the precision leaves the search space for the rest of the study."""
+
+
+class ServerDied(TrialError):
+    """The server died while the trial measured it (a crash, a signal): the trial is measured
+    again on a fresh server, and only a second death is the configuration's failure."""
+
+
+class ModelError(SweeperError):
+    """The model itself cannot be served (its baseline does not load, or the first trials all
+    fail alike): the sweep stops instead of paying for the same failure trial after trial."""
+
+
 _stop: list[type[BaseException]] = []
 _pending: list[type[BaseException]] = []
 _deferring = [0]  # how deep the main thread is in blocks that a signal must not cut

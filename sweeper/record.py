@@ -232,6 +232,14 @@ class TrialRecord:
     """A confirmation repeat (or drift anchor) of that trial's configuration on a fresh server."""
     anchor: bool = False
     """A repeat of the baseline taken during the search, to see drift over time."""
+    failed_at: str | None = None
+    """Where a failed trial failed: ``build`` (its precision's model), ``load`` (the server or
+    the model did not start) or ``measure``."""
+    retried: str | None = None
+    """Why the trial was measured again on a fresh server (its first server died), or None."""
+    dropped_precision: bool = False
+    """Whether this trial found that its precision cannot serve the model (later proposals of it
+    are not measured)."""
 
     @functools.cached_property
     def figures(self) -> dict[str, float]:
@@ -354,6 +362,9 @@ def read_trial(trial: FrozenTrial) -> TrialRecord:
         capacities=tuple(Capacity.from_dict(c) for c in attrs.get("capacities", [])),
         repeat_of=attrs.get("repeat_of"),
         anchor=bool(attrs.get("anchor", False)),
+        failed_at=attrs.get("failed_at"),
+        retried=attrs.get("retried"),
+        dropped_precision="precision_dropped" in attrs,
     )
 
 
@@ -494,9 +505,19 @@ class TrialWriter:
         """A redrawn proposal: trial ``number`` has this configuration."""
         self._trial.set_user_attr("duplicate_of", number)
 
-    def failed(self, reason: str) -> None:
-        """The configuration failed (not run again)."""
+    def failed(self, reason: str, stage: str) -> None:
+        """The configuration failed at ``stage`` (``build``, ``load``, ``measure``; not run again)."""
         self._trial.set_user_attr("failure", reason)
+        self._trial.set_user_attr("failed_at", stage)
+
+    def retried(self, reason: str) -> None:
+        """The trial's first server died (``reason``): it is measured again on a fresh one."""
+        self._trial.set_user_attr("retried", reason)
+
+    def precision_dropped(self, precision: str, reason: str) -> None:
+        """``precision`` cannot serve this model (its build failed, or its outputs fail the
+        accuracy guard): later proposals of it are not measured."""
+        self._trial.set_user_attr("precision_dropped", {"precision": precision, "reason": reason})
 
     def interrupted(self, reason: str) -> None:
         """The trial was stopped from outside (run again)."""

@@ -144,6 +144,7 @@ def _trial_row(
         "drift": drifted,
         "infeasible": _infeasible_reason(trial, ranking, figures) if complete else None,
         "failure": _failure(trial, retried_by),
+        "retried": trial.retried,
         "retry_of": trial.retry_of,
     }
 

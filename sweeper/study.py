@@ -17,6 +17,7 @@ import dataclasses
 import io
 import itertools
 import random
+import re
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -29,7 +30,7 @@ from optuna.trial import FrozenTrial, TrialState
 from tritonclient.grpc import model_config_pb2 as mc
 
 from sweeper.artifacts import PRECISIONS, ArtifactBuilder, outside_tolerance
-from sweeper.errors import TrialError, signals_deferred, stop_requested
+from sweeper.errors import ModelError, PrecisionError, ServerDied, TrialError, signals_deferred, stop_requested
 from sweeper.files import write_atomic
 from sweeper.launchers import LABEL_STUDY, LABEL_TRIAL, REUSE, Launcher, PeakMemory, Server, server_metadata
 from sweeper.load import CapacityTarget, LoadGenerator, Workload, served_outputs
@@ -54,7 +55,7 @@ from sweeper.samplers import make_sampler
 from sweeper.server_options import server_argv
 from sweeper.spec import LoadedSpec
 from sweeper.triton_config import apply_trial, to_pbtxt
-from sweeper.vocabulary import KNOBS, TrialConfig, serving_key
+from sweeper.vocabulary import KNOBS, TrialConfig, distinct_configurations, serving_key
 
 _REDRAWS_BEFORE_PICKING = 25
 
@@ -84,6 +85,49 @@ def taken_configs(trials: list[FrozenTrial], before: int | None = None) -> dict[
         if kind_of(trial) in ("complete", "failed", "running") and proposed_whole(trial.params):
             taken.setdefault(config_key(trial.params), trial.number)
     return taken
+
+
+def dropped_precisions(trials: list[FrozenTrial]) -> dict[str, int]:
+    """Precisions that cannot serve the model (their build failed, or their outputs failed the
+    accuracy guard), each with the trial that found it: later proposals of them are not measured."""
+    found: dict[str, int] = {}
+    for trial in trials:
+        dropped = trial.user_attrs.get("precision_dropped")
+        if dropped and trial.user_attrs.get("repeat_of") is None and kind_of(trial) in ("complete", "failed"):
+            found.setdefault(dropped["precision"], trial.number)
+    return found
+
+
+def exhausted(space: dict[str, list], trials: list[FrozenTrial]) -> bool:
+    """Whether every configuration of ``space`` is taken, or belongs to a dropped precision."""
+    dropped = dropped_precisions(trials)
+    kept = [p for p in space["precision"] if p not in dropped]
+    by_number = {t.number: t for t in trials}
+    taken = [key for key, number in taken_configs(trials).items() if by_number[number].params["precision"] in kept]
+    return len(taken) >= (distinct_configurations({**space, "precision": kept}) if kept else 0)
+
+
+FIRST_FEW = 3
+"""Trials that all fail to load alike, from the first: the model's failure, not theirs."""
+
+
+def model_failure(trials: list[FrozenTrial]) -> ModelError | None:
+    """The model's own failure, where the trials so far show one: the baseline does not load, or
+    the first ``FIRST_FEW`` trials all failed to load with the same error."""
+    measured = [t for t in trials if t.user_attrs.get("repeat_of") is None and kind_of(t) in ("complete", "failed")]
+    hint = "the server's log is trials/<trial>/server.log in the study folder; fix the model or its config.pbtxt"
+    for trial in measured:
+        if trial.user_attrs.get("baseline") and trial.user_attrs.get("failed_at") == "load":
+            reason = trial.user_attrs.get("failure")
+            return ModelError(f"the baseline (trial {trial.number}) does not load, so the sweep stops: {reason}", hint)
+    first = measured[:FIRST_FEW]
+    if len(first) < FIRST_FEW or any(t.user_attrs.get("failed_at") != "load" for t in first):
+        return None
+    reasons = {re.sub(r"\d+", "N", t.user_attrs.get("failure", "")) for t in first}
+    if len(reasons) > 1:
+        return None
+    reason = first[0].user_attrs.get("failure")
+    return ModelError(f"the first {FIRST_FEW} trials all failed to load alike, so the sweep stops: {reason}", hint)
 
 
 def counted(trials: list[FrozenTrial]) -> int:
@@ -246,6 +290,8 @@ class Proposer:
             return config
         trials = trial.study.get_trials(deepcopy=False)
         earlier = taken_configs(trials, before=trial.number).get(config_key(trial.params))
+        if earlier is None and not trial.user_attrs.get("baseline"):  # one verdict covers the precision
+            earlier = dropped_precisions(trials).get(config.precision)
         if earlier is None:
             self._in_a_row = 0
             return config
@@ -257,11 +303,12 @@ class Proposer:
 
     def _enqueue_untaken(self, study: optuna.Study, trials: list[FrozenTrial]) -> None:
         taken = set(taken_configs(trials))
+        dropped = dropped_precisions(trials)
         rng = random.Random(f"{self._seed}-{len(taken)}")
         if self._size <= 100_000:
             names = list(self._space)
             configs = (dict(zip(names, values)) for values in itertools.product(*self._space.values()))
-            free = [c for c in configs if config_key(c) not in taken]
+            free = [c for c in configs if config_key(c) not in taken and c["precision"] not in dropped]
             pick = rng.choice(free) if free else None
         else:
             pick = {name: rng.choice(choices) for name, choices in self._space.items()}
@@ -294,6 +341,8 @@ class TrialRunner:
         self._generator = generator
         self._gpu = launcher.has_gpu
         self.propose = Proposer(loaded)
+        self._stage = "build"
+        """Where the trial under way is: ``build``, ``load`` (the server and its model) or ``measure``."""
         batched = self._source.batched
         self.artifacts = (
             ArtifactBuilder(
@@ -335,13 +384,15 @@ class TrialRunner:
         timings: dict[str, float] = {}
         writer.started(self.servers.mode, self._generator.info, machine_fingerprint())
         try:
-            measured = self._run(trial, writer, config, timings)
+            measured = self._run_twice_if_the_server_dies(trial, writer, config, timings)
         except TrialError as exc:
             stop = stop_requested()
             if stop is not None:  # a signal cut a library short (an import reads as ImportError): re-run it
                 writer.interrupted(stop.__name__)
                 raise stop() from exc
-            writer.failed(str(exc))
+            writer.failed(str(exc), self._stage)
+            if isinstance(exc, PrecisionError):
+                writer.precision_dropped(config.precision, str(exc))
             raise
         except BaseException as exc:  # a signal, a lost engine, a full disk: run it again later
             with contextlib.suppress(Exception):
@@ -350,11 +401,30 @@ class TrialRunner:
         finally:
             with contextlib.suppress(Exception):
                 writer.timings(timings)
+        if measured.accuracy is not None and measured.accuracy.outside_tolerance:
+            writer.precision_dropped(config.precision, measured.accuracy.outside_tolerance)
         figures = figures_of(measured.measurements, measured.memory, measured.capacities)
         constraints = self._accuracy_constraints(measured.accuracy)
         constraints.update({b.label: b.excess(figures[b.column]) for b in self._loaded.ranking.constraints})
         writer.measured(measured.measurements, measured.capacities, constraints)
         return tuple(figures[column] for column in self._loaded.ranking.columns)
+
+    def _run_twice_if_the_server_dies(
+        self, trial: optuna.Trial, writer: TrialWriter, config: TrialConfig, timings: dict[str, float]
+    ) -> Measured:
+        """``_run``; a server that died mid-measurement (an intermittent crash is no verdict on the
+        configuration) is replaced by a fresh one and the trial measured again, its first log kept
+        as ``server.attempt-1.log``. A second death fails the trial."""
+        try:
+            return self._run(trial, writer, config, timings)
+        except ServerDied as exc:
+            if stop_requested() is not None:
+                raise
+            writer.retried(str(exc))
+            log = self._dir / "trials" / str(trial.number) / "server.log"
+            if log.is_file():
+                log.replace(log.with_name("server.attempt-1.log"))
+        return self._run(trial, writer, config, timings)
 
     def _accuracy(self, precision: str, error: float, cosine: float) -> Accuracy:
         accuracy = self._spec.accuracy
@@ -387,6 +457,7 @@ class TrialRunner:
     ) -> Measured:
         trial_dir = self._dir / "trials" / str(trial.number)
         trial_dir.mkdir(parents=True, exist_ok=True)
+        self._stage = "build"
         with _timed(timings, "build_s"):
             artifact = self.artifacts.build(config.precision) if self.artifacts is not None else None
             model = self.model_config(config)
@@ -404,9 +475,11 @@ class TrialRunner:
             return write_model(repository, self._source, named, artifact.path if artifact is not None else None)
 
         labels = {LABEL_STUDY: self._loaded.name, LABEL_TRIAL: str(trial.number)}
+        self._stage = "load"
         with _timed(timings, "start_s"):
             options = server_argv(config.server_options)
             server, served = self.servers.serve(write, trial_dir, labels, self._source.name, options)
+        self._stage = "measure"
         failed = True
         try:
             write_server_version(trial.study, server_metadata(server.endpoints).get("version"))
@@ -435,7 +508,7 @@ class TrialRunner:
             return self._generator.measure_trial(server.endpoints, protocol, workload, self._spec.load, targets)
         except TrialError as exc:
             if _ended(server, within_s=1.0):
-                raise server.failure(str(exc)) from None
+                raise ServerDied(str(server.failure(str(exc)))) from None
             raise
 
 
@@ -476,8 +549,7 @@ def run_study(
         done = counted(trials)
         if done >= target:
             return study, "done"
-        taken = taken_configs(trials)
-        if len(taken) >= loaded.space_size:
+        if exhausted(loaded.space, trials):
             if any(kind_of(t) == "running" for t in trials):
                 time.sleep(heartbeat)  # another worker measures the last ones: wait for its verdict
                 fail_abandoned(study, storage, exclusive=False)
@@ -498,6 +570,9 @@ def run_study(
             callbacks=callbacks,
             gc_after_trial=False,
         )
+        failure = model_failure(study.get_trials(deepcopy=False))
+        if failure is not None:
+            raise failure
         requeue_interrupted(study)
         enqueue_anchor(study, loaded.spec.study.anchor_every)
 

@@ -69,6 +69,20 @@ def fixed_batch_onnx(path: Path) -> Path:
     return path
 
 
+def unloadable_onnx(path: Path) -> Path:
+    """Valid ONNX that ONNX Runtime cannot load: an operator no runtime implements."""
+    node = helper.make_node("NoSuchOperator", ["x"], ["y"], domain="com.example")
+    graph = helper.make_graph(
+        [node],
+        "broken",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.example", 1)])
+    onnx.save(model, str(path))
+    return path
+
+
 def add_sub_onnx(path: Path) -> Path:
     """Triton's ``simple`` model as ONNX: INT32 a, b [batch, 4] -> sum and difference."""
     graph = helper.make_graph(

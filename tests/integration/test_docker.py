@@ -8,11 +8,10 @@ import subprocess
 import pandas as pd
 import pytest
 import yaml
-from onnx import TensorProto, helper, save
 
 import docker
 from sweeper.cli import main
-from tests.conftest import write_spec
+from tests.conftest import unloadable_onnx, write_spec
 from tests.integration.conftest import E2E_SPEC, server_log_says, start_sweep, wait_for
 
 STUDY_LABEL = "triton-sweeper.study"
@@ -48,32 +47,16 @@ def test_three_trial_sweep_in_containers(tmp_path, mlp_file, docker_block):
     assert _containers("docker-e2e") == []
 
 
-def _unloadable_model(path):
-    """Valid ONNX that ONNX Runtime cannot load: an operator no runtime implements."""
-    node = helper.make_node("NoSuchOperator", ["x"], ["y"], domain="com.example")
-    graph = helper.make_graph(
-        [node],
-        "broken",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 16])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.example", 1)])
-    save(model, str(path))
-    return path
-
-
-def test_model_that_fails_to_load_fails_the_trial_with_the_container_log(tmp_path, docker_block, capsys):
-    spec = _spec(tmp_path, _unloadable_model(tmp_path / "broken.onnx"), docker_block, name="docker-broken", trials=2)
-    assert main(["run", str(spec), "--results-dir", str(tmp_path / "results")]) == 0
-    printed = capsys.readouterr().out
-    assert "FAILED: the server exited before it was ready" in printed and "exited with status 1" in printed
-    assert "no completed trial, so no report" in printed
+def test_a_baseline_that_does_not_load_stops_the_run_with_the_container_log(tmp_path, docker_block, capsys):
+    spec = _spec(tmp_path, unloadable_onnx(tmp_path / "broken.onnx"), docker_block, name="docker-broken", trials=3)
+    assert main(["run", str(spec), "--results-dir", str(tmp_path / "results")]) == 1, "a model that never loads"
+    captured = capsys.readouterr()
+    assert "FAILED: the server exited before it was ready" in captured.out and "exited with status 1" in captured.out
+    assert "the baseline (trial 0) does not load, so the sweep stops" in captured.err
+    assert "NoSuchOperator" in captured.err, "the server's own words"
     trials = pd.read_csv(tmp_path / "results" / "docker-broken" / "trials.csv")
-    assert len(trials) == 2, "the study goes on after a failed trial"
-    assert (trials["state"] == "FAIL").all()
-    for reason in trials["failure"]:
-        assert "exited before it was ready" in reason
-        assert "NoSuchOperator" in reason  # the container log's own words
+    assert len(trials) == 1, "one fact, one failure: no other configuration pays for it"
+    assert trials.loc[0, "state"] == "FAIL" and "NoSuchOperator" in trials.loc[0, "failure"]
     assert _containers("docker-broken") == []
 
 

@@ -92,7 +92,9 @@ def test_kill_9_of_the_sweeper_leaves_nothing_and_the_trial_is_rerun(tmp_path, m
     assert sum(t.state == optuna.trial.TrialState.COMPLETE for t in trials) == 2
 
 
-def test_kill_9_of_the_server_mid_measurement_fails_the_trial_with_its_signal(tmp_path, mlp_file):
+def test_a_server_aborted_mid_measurement_is_measured_again_on_a_fresh_one(tmp_path, mlp_file):
+    """SIGABRT, as the python backend's intermittent crash under large concurrent payloads
+    (triton-inference-server/server#8882) ends the server: no verdict on the configuration."""
     spec = _spec(tmp_path, mlp_file, trials=2, warmup=6)
     results = tmp_path / "results"
     sweep = start_sweep(spec, results)
@@ -101,14 +103,15 @@ def test_kill_9_of_the_server_mid_measurement_fails_the_trial_with_its_signal(tm
     time.sleep(1)
     server = [line.split()[0] for line in tritonservers() if str(results) in line]
     assert len(server) == 1
-    os.kill(int(server[0]), signal.SIGKILL)
-    out, err = sweep.communicate(timeout=120)
+    os.kill(int(server[0]), signal.SIGABRT)
+    out, err = sweep.communicate(timeout=180)
     assert sweep.returncode == 0, err
     trials = pd.read_csv(results / "faults" / "trials.csv").set_index("number")
-    assert trials.loc[0, "state"] == "FAIL"
-    assert "the server was killed by signal 9 (SIGKILL)" in trials.loc[0, "failure"]
-    assert "CudaDriverHelper" not in trials.loc[0, "failure"]
-    assert len(trials) == 2 and trials.loc[1, "state"] == "COMPLETE", "the study went on"
+    assert trials.loc[0, "state"] == "COMPLETE" and trials.loc[0, "p50_ms@c1"] > 0, "measured on a fresh server"
+    assert "the server was killed by signal 6 (SIGABRT)" in trials.loc[0, "retried"]
+    assert "measured again" in out
+    assert (log.parent / "server.attempt-1.log").is_file() and log.is_file(), "both servers' logs are kept"
+    assert len(trials) == 2 and trials.loc[1, "state"] == "COMPLETE" and pd.isna(trials.loc[1, "retried"])
 
 
 def test_a_worker_killed_on_postgresql_has_its_trial_rerun_by_another(tmp_path, mlp_file, postgres_url):

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from sweeper.cli import main
-from tests.conftest import FAST_LOAD, fixed_batch_onnx, write_spec
+from tests.conftest import FAST_LOAD, fixed_batch_onnx, unloadable_onnx, write_spec
 from tests.integration.conftest import E2E_SPEC as SPEC
 
 
@@ -243,21 +243,37 @@ def test_failed_trial_is_recorded_with_its_reason_and_the_study_goes_on(tmp_path
     assert trials.loc[1, "state"] == "COMPLETE" and pd.isna(trials.loc[1, "failure"])
 
 
-def test_accuracy_tolerance_makes_trials_infeasible(tmp_path, mlp_file):
-    body = SPEC.replace("MODEL", str(mlp_file)).replace("name: e2e, trials: 3", "name: acc, trials: 2")
-    body = body.replace("precision: [fp32]", "precision: [fp32, int8]").replace(
-        "max_batch_size: [1, 8]", "max_batch_size: [8]"
+def test_a_precision_outside_the_accuracy_guard_is_measured_once_and_leaves_the_space(tmp_path, mlp_file, capsys):
+    body = SPEC.replace("MODEL", str(mlp_file)).replace("name: e2e, trials: 3", "name: acc, trials: 4")
+    body = body.replace("precision: [fp32]", "precision: [fp32, int8]").replace("sampler: grid, ", "")
+    body = body.replace("max_batch_size: [1, 8]", "max_batch_size: [8]").replace(
+        "confirm_repeats: 1", "confirm_repeats: 0"
     )
-    body = (
-        body.replace("protocol: [http, grpc]", "protocol: [http]") + "accuracy: {min_cosine_similarity: 0.999999999}\n"
-    )
+    body += "accuracy: {min_cosine_similarity: 0.999999999}\n"
     spec = write_spec(tmp_path, body)
     assert main(["run", str(spec), "--results-dir", str(tmp_path / "results")]) == 0
-    trials = pd.read_csv(tmp_path / "results" / "acc" / "trials.csv").set_index("precision")
-    assert trials.loc["int8", "state"] == "COMPLETE" and not trials.loc["int8", "feasible"]
-    assert "int8 cosine similarity" in trials.loc["int8", "infeasible"]
-    assert trials.loc["fp32", "feasible"]
-    assert list(pd.read_csv(tmp_path / "results" / "acc" / "pareto.csv")["precision"]) == ["fp32"]
+    assert "precision int8 leaves the search space" in capsys.readouterr().out
+    trials = pd.read_csv(tmp_path / "results" / "acc" / "trials.csv")
+    int8 = trials[trials["precision"] == "int8"]
+    assert len(int8) == 1, "the other int8 configuration (the other protocol) is neither built nor measured"
+    assert int8["state"].iloc[0] == "COMPLETE" and not int8["feasible"].iloc[0]
+    assert "int8 cosine similarity" in int8["infeasible"].iloc[0]
+    assert len(trials) == 3, "the space is exhausted: 2 fp32 configurations and the one int8 verdict"
+    assert set(pd.read_csv(tmp_path / "results" / "acc" / "pareto.csv")["precision"]) == {"fp32"}
+
+
+def test_a_model_whose_first_trials_all_fail_to_load_alike_stops_with_exit_1(tmp_path, capsys):
+    body = SPEC.replace("MODEL", str(unloadable_onnx(tmp_path / "broken.onnx")))
+    body = body.replace("name: e2e, trials: 3", "name: broken, trials: 4")
+    body = body.replace(
+        "baseline: {max_batch_size: 8, max_queue_delay_us: 20000, instance_count: 1, protocol: http}\n", ""
+    )
+    spec = write_spec(tmp_path, body)
+    assert main(["run", str(spec), "--results-dir", str(tmp_path / "results")]) == 1
+    err = capsys.readouterr().err
+    assert "the first 3 trials all failed to load alike, so the sweep stops" in err and "NoSuchOperator" in err
+    trials = pd.read_csv(tmp_path / "results" / "broken" / "trials.csv")
+    assert len(trials) == 3 and (trials["state"] == "FAIL").all(), "the fourth configuration is not paid for"
 
 
 BATCHING = """
