@@ -163,15 +163,22 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_init(args: argparse.Namespace) -> int:
     """``sweeper init SOURCE [-o SPEC]``: a first spec for a model, checked as ``check`` would."""
-    from sweeper.starter import draft, spec_text
+    from sweeper.starter import draft, spec_text, unique_study_name
 
     out = Path(args.output) if args.output else None
     if out is not None and out.exists() and not args.force:
         raise UsageError(f"{out} exists; sweeper init does not overwrite it", hint="--force to replace it")
+    if out is not None and not out.parent.is_dir():
+        raise UsageError(f"-o {out}: the folder {out.parent} does not exist", hint=f"mkdir -p {out.parent} first")
     if args.trials is not None and args.trials < 1:
         raise UsageError(f"--trials must be at least 1, got {args.trials}")
+    budget = args.latency_budget
+    if budget is not None and not (0 < budget <= 3_600_000):
+        raise UsageError(f"--latency-budget must be a number of milliseconds in (0, 3600000], got {budget:g}")
     model = draft(args.source, out.parent if out is not None else Path.cwd())
-    text = spec_text(model, str(out) if out is not None else "spec.yaml", args.trials)
+    study_name = unique_study_name(model.name, Path("results"))
+    spec_name = str(out) if out is not None else "spec.yaml"
+    text = spec_text(model, spec_name, args.trials, study_name=study_name, latency_budget_ms=budget)
     if out is None:
         print(text, end="")
         return 0
@@ -365,6 +372,12 @@ def _init_parser(commands: argparse._SubParsersAction) -> None:
         type=int,
         help="trials of the study (default: what finishes in about 4 minutes here, confirmation included)",
     )
+    init.add_argument(
+        "--latency-budget",
+        type=float,
+        metavar="MS",
+        help="rank by the load sustained while p99 stays within MS milliseconds (capacity) and server memory",
+    )
     init.add_argument("--force", action="store_true", help="replace an existing --output")
     init.set_defaults(handler=cmd_init)
 
@@ -379,8 +392,8 @@ def _export_parser(commands: argparse._SubParsersAction) -> None:
         nargs="+",
         default=["knee"],
         metavar="RULE",
-        help="knee (default: the Pareto trial nearest the ideal point, objectives scaled to [0, 1] over the front), "
-        "'trial N', min:<metric@cN> or max:<metric@cN>",
+        help="knee (default: the confirmed front's trial nearest the ideal point by ratio, or the baseline when "
+        "nothing measurably beat it), 'trial N', min:<metric@cN> or max:<metric@cN>",
     )
     exporter.add_argument(
         "--where",

@@ -98,7 +98,7 @@ def _concrete(inputs: tuple[TensorSpec, ...]) -> tuple[tuple[TensorSpec, ...], l
 
 
 def _draft_onnx(path: Path, spec_folder: Path) -> Draft:
-    model = from_onnx(path, _model_name(path.stem))
+    model = from_onnx(path, _model_name(path.stem, path.resolve().parent.name))
     inputs, checks = _concrete(model.inputs)
     return Draft(
         "onnx",
@@ -141,13 +141,32 @@ def _draft_factory(reference: str) -> Draft:
     latency, failure = _torch_latency(network, inputs, ranges)
     if failure is not None:
         checks.append(f"the model did not run on these guessed inputs ({failure}): give its real inputs")
-    name = _model_name(reference.rpartition(":")[2])
+    module, _, factory = reference.rpartition(":")
+    name = _model_name(factory, module.rpartition(".")[2])
     return Draft("pytorch", reference, name, inputs, True, True, ranges, tuple(checks), latency)
 
 
-def _model_name(text: str) -> str:
+_GENERIC = {"model", "models", "make", "build", "create", "factory", "net", "network", "main", "load", "onnx", "export"}
+"""Words that name no model (``model.onnx``, ``pkg.models_hf:make``): the folder or module names it."""
+
+
+def _model_name(text: str, where: str) -> str:
+    """A name for the model and its study: ``text`` (a file's stem, a factory's name), or where it
+    lives (the file's folder, the factory's module) when ``text`` is a generic word."""
+    if re.sub(r"[^a-z]", "", text.lower().replace("get_", "").replace("_model", "")) in _GENERIC:
+        text = where if re.sub(r"[^a-z]", "", where.lower()) not in _GENERIC | {""} else text
     name = re.sub(r"[^A-Za-z0-9_.-]", "_", text).lstrip("._-")
     return name[:100] or "model"
+
+
+def unique_study_name(name: str, results_dir: Path) -> str:
+    """``name``, or ``name-2``, ``name-3``, ... where the results folder already holds a study of
+    that name: a second model initialised beside the first gets a study of its own."""
+    candidate, suffix = name, 1
+    while (results_dir / candidate).exists():
+        suffix += 1
+        candidate = f"{name}-{suffix}"
+    return candidate
 
 
 def _guess_inputs(network: Any) -> tuple[tuple[TensorSpec, ...], dict[str, tuple[float, float]], list[str]]:
@@ -243,14 +262,15 @@ def space_of(model: Draft) -> dict[str, list]:
     return space
 
 
-def trial_budget(model: Draft, space: dict[str, list]) -> tuple[int, int, float]:
+def trial_budget(model: Draft, space: dict[str, list], levels: int = 2) -> tuple[int, int, float]:
     """Trials that finish in about ``_BUDGET_S`` here with their confirmation, the confirmation
     runs expected, and the seconds one run is expected to take: a server start (about 4 s), and
-    per load level its warm-up and three to six windows, each long enough for a few dozen
-    requests of the in-process latency (5 ms where it was not timed)."""
+    per load level (``levels``: 2 listed, or about 8 with a capacity search) its warm-up and
+    three to six windows, each long enough for a few dozen requests of the in-process latency
+    (5 ms where it was not timed)."""
     latency = model.latency_s if model.latency_s is not None else 0.005
     window = max(0.5, 30 * latency)
-    per_run = 4.0 + 2 * (0.5 + 4 * window)
+    per_run = 4.0 + levels * (0.5 + 4 * window)
     size = distinct_configurations(space)
     confirming = _CONFIRM_REPEATS * min(_CANDIDATES, size)
     trials = max(3, min(size, int(_BUDGET_S // per_run) - confirming))
@@ -267,10 +287,19 @@ def launcher_block() -> str:
     )
 
 
-def spec_text(model: Draft, spec_name: str, trials: int | None = None) -> str:
-    """The commented spec of a model, to be written as ``spec_name``."""
+def spec_text(
+    model: Draft,
+    spec_name: str,
+    trials: int | None = None,
+    *,
+    study_name: str | None = None,
+    latency_budget_ms: float | None = None,
+) -> str:
+    """The commented spec of a model, to be written as ``spec_name``: ranked by p50 at
+    concurrency 1 and throughput at 8, or with ``latency_budget_ms`` by the load sustained while
+    p99 stays within it (capacity) and the server's memory."""
     space = space_of(model)
-    budget, confirming, per_run = trial_budget(model, space)
+    budget, confirming, per_run = trial_budget(model, space, 8 if latency_budget_ms is not None else 2)
     size = distinct_configurations(space)
     trials = trials if trials is not None else budget
     timed = f"{model.latency_s * 1000:.3g} ms in-process" if model.latency_s is not None else "not timed in-process"
@@ -283,7 +312,7 @@ def spec_text(model: Draft, spec_name: str, trials: int | None = None) -> str:
     lines += [f"# CHECK: {check}" for check in model.checks]
     lines += [
         "study:",
-        f"  name: {model.name}",
+        f"  name: {study_name or model.name}",
         f"  trials: {trials}                # configurations to measure, of the {size} the space has",
         "  sampler: tpe",
         "  seed: 0",
@@ -304,21 +333,37 @@ def spec_text(model: Draft, spec_name: str, trials: int | None = None) -> str:
         lines += [f"      {json.dumps(n)}: {{low: {lo:g}, high: {hi:g}}}" for n, (lo, hi) in model.ranges.items()]
     lines.append(launcher_block().rstrip("\n"))
     lines += _space_lines(model, space)
-    lines += [
-        "load:",
-        "  concurrency: [1, 8]      # requests in flight: 1 for latency, 8 for throughput",
-        "objectives:",
-        "  - {metric: p50_ms, concurrency: 1, direction: minimize}",
-        "  - {metric: throughput, concurrency: 8, direction: maximize}",
-        "# constraints:             # a feasible trial keeps them, e.g. a latency budget:",
-        "#   - {metric: p99_ms, concurrency: 8, max: 50}",
-    ]
+    lines += _ranking_lines(latency_budget_ms)
     if model.convertible:
         lines += [
             "accuracy:                 # FP16/INT8 trials whose outputs drift further are infeasible",
             "  min_cosine_similarity: 0.999",
         ]
     return "\n".join(lines) + "\n"
+
+
+def _ranking_lines(latency_budget_ms: float | None) -> list[str]:
+    if latency_budget_ms is None:
+        return [
+            "load:",
+            "  concurrency: [1, 8]      # requests in flight: 1 for latency, 8 for throughput",
+            "objectives:",
+            "  - {metric: p50_ms, concurrency: 1, direction: minimize}",
+            "  - {metric: throughput, concurrency: 8, direction: maximize}",
+            "# constraints:             # a feasible trial keeps them, e.g. a latency budget:",
+            "#   - {metric: p99_ms, concurrency: 8, max: 50}",
+        ]
+    budget = f"{latency_budget_ms:g}"
+    return [
+        "load:",
+        "  concurrency: [1]         # measured as listed (the latency breakdown); each capacity search starts here",
+        "  capacity: {low: 1, high: 64, resolution: 2}   # concurrency 1, 2, 4, ... while p99 holds, then bisected",
+        "objectives:                # what a deployment is sized by: load sustained within the budget, and memory",
+        f"  - {{metric: capacity, percentile: p99_ms, budget_ms: {budget}, direction: maximize, primary: true}}",
+        "  - {metric: server_memory_mb, direction: minimize}",
+        "constraints:               # a configuration that breaks the budget even alone is infeasible",
+        f"  - {{metric: p99_ms, concurrency: 1, max: {budget}}}",
+    ]
 
 
 def _space_lines(model: Draft, space: dict[str, list]) -> list[str]:

@@ -75,6 +75,9 @@ def onnx_io(model: onnx.ModelProto, *, batched: bool = True) -> tuple[list[Tenso
     initializers = {i.name for i in model.graph.initializer}
 
     def describe(value: onnx.ValueInfoProto) -> TensorSpec:
+        kind = value.type.WhichOneof("value")
+        if kind != "tensor_type":
+            raise ValueError(_not_a_tensor(value.name, kind, value.type))
         tensor = value.type.tensor_type
         dims = [d.dim_value if d.HasField("dim_value") else -1 for d in tensor.shape.dim]
         datatype = _FROM_ONNX.get(tensor.elem_type)
@@ -84,7 +87,33 @@ def onnx_io(model: onnx.ModelProto, *, batched: bool = True) -> tuple[list[Tenso
 
     inputs = [describe(v) for v in model.graph.input if v.name not in initializers]
     outputs = [describe(v) for v in model.graph.output]
+    for tensor in inputs:
+        if batched and not tensor.shape:
+            raise ValueError(
+                f"input '{tensor.name}' has only the batch axis ([N]): the sweeper's request data cannot feed it yet; "
+                "export the input as [N, 1] (outputs of this shape are served: dims [1], reshape [])"
+            )
     return inputs, outputs
+
+
+_KINDS = {
+    "sequence_type": "a sequence",
+    "map_type": "a map",
+    "optional_type": "an optional value",
+    "sparse_tensor_type": "a sparse tensor",
+}
+
+
+def _not_a_tensor(name: str, kind: str | None, value_type: onnx.TypeProto) -> str:
+    """Why a graph input or output Triton cannot carry is refused, and how exporters avoid it."""
+    words = _KINDS.get(kind or "", f"an ONNX {kind or 'untyped'} value")
+    if kind == "sequence_type" and value_type.sequence_type.elem_type.WhichOneof("value") == "map_type":
+        words = "a sequence of maps (a ZipMap)"
+    return (
+        f"tensor '{name}' is {words}, not a tensor: Triton serves tensors only. skl2onnx writes a classifier's "
+        "probabilities as a ZipMap unless converted with options={id(model): {'zipmap': False}}; other "
+        "exporters: return tensors from the model"
+    )
 
 
 def config_datatype(data_type: int) -> str:

@@ -113,6 +113,7 @@ def test_printed_without_output(tmp_path, monkeypatch, capsys):
 
 
 def test_sources_that_are_none_of_the_three_kinds_are_refused(tmp_path, capsys):
+    (tmp_path / "out").mkdir()
     out = tmp_path / "out" / "spec.yaml"
     (tmp_path / "weights.bin").write_bytes(b"\0")
     unbatched_python_repository(tmp_path / "models")
@@ -121,9 +122,35 @@ def test_sources_that_are_none_of_the_three_kinds_are_refused(tmp_path, capsys):
         ("no_such_module:make", "cannot import module 'no_such_module'"),
         (str(tmp_path / "models"), "is a model repository: give one model's folder"),
     ):
-        refused(["init", source, "-o", str(out)], capsys, out.parent, words)
+        refused(["init", source, "-o", str(out)], capsys, out, words)
+    missing = tmp_path / "missing" / "dir" / "spec.yaml"
+    refused(["init", "no_such_module:make", "-o", str(missing)], capsys, missing.parent.parent, "-o", "does not exist")
     existing = tmp_path / "existing.yaml"
     existing.write_text("keep me")
     assert main(["init", "sweeper.examples:mlp", "-o", str(existing)]) == 2
     assert "exists; sweeper init does not overwrite it" in capsys.readouterr().err
     assert existing.read_text() == "keep me"
+
+
+def test_generic_names_take_the_folders_or_modules_and_a_study_is_not_shared(tmp_path, capsys, monkeypatch):
+    from sweeper.examples import mlp_onnx
+
+    (tmp_path / "classifier").mkdir()
+    model = mlp_onnx(tmp_path / "classifier" / "model.onnx")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "results" / "classifier").mkdir(parents=True)  # a study of that name was run here
+    out = tmp_path / "classifier.yaml"
+    assert main(["init", str(model), "-o", str(out), "--latency-budget", "10"]) == 0, capsys.readouterr().err
+    spec = yaml.safe_load(out.read_text())
+    assert spec["model"]["name"] == "classifier", "model.onnx names nothing: its folder does"
+    assert spec["study"]["name"] == "classifier-2", "the results folder already has a study 'classifier'"
+    loaded = load_spec(out)
+    assert loaded.ranking.columns == ["capacity@p99_ms<=10", "server_memory_mb"]
+    assert loaded.ranking.primary == "capacity@p99_ms<=10"
+    assert loaded.ranking.constraints[0].label == "p99_ms@c1<=10"
+    (tmp_path / "models_hf.py").write_text("from sweeper.examples import mlp as make\n")
+    printed = tmp_path / "hf.yaml"
+    assert main(["init", "models_hf:make", "-o", str(printed)]) == 0, capsys.readouterr().err
+    assert yaml.safe_load(printed.read_text())["model"]["name"] == "models_hf", "make names nothing: its module does"
+    for budget in ("0", "-3", "nan"):
+        refused(["init", str(model), "--latency-budget", budget], capsys, tmp_path / "nothing", "--latency-budget")
