@@ -108,12 +108,14 @@ def exhausted(space: dict[str, list], trials: list[FrozenTrial]) -> bool:
 
 
 FIRST_FEW = 3
-"""Trials that all fail to load alike, from the first: the model's failure, not theirs."""
+"""Trials that all fail alike (at the same stage, with the same words), from the first: the
+model's failure, not theirs."""
 
 
 def model_failure(trials: list[FrozenTrial]) -> ModelError | None:
     """The model's own failure, where the trials so far show one: the baseline does not load, or
-    the first ``FIRST_FEW`` trials all failed to load with the same error."""
+    the first ``FIRST_FEW`` trials all failed at the same stage with the same error (numbers and
+    the protocol aside: ``the first http response`` and ``the first grpc response`` are alike)."""
     measured = [t for t in trials if t.user_attrs.get("repeat_of") is None and kind_of(t) in ("complete", "failed")]
     hint = "the server's log is trials/<trial>/server.log in the study folder; fix the model or its config.pbtxt"
     for trial in measured:
@@ -121,13 +123,20 @@ def model_failure(trials: list[FrozenTrial]) -> ModelError | None:
             reason = trial.user_attrs.get("failure")
             return ModelError(f"the baseline (trial {trial.number}) does not load, so the sweep stops: {reason}", hint)
     first = measured[:FIRST_FEW]
-    if len(first) < FIRST_FEW or any(t.user_attrs.get("failed_at") != "load" for t in first):
+    if len(first) < FIRST_FEW or any(kind_of(t) != "failed" or t.user_attrs.get("failed_at") == "build" for t in first):
         return None
-    reasons = {re.sub(r"\d+", "N", t.user_attrs.get("failure", "")) for t in first}
-    if len(reasons) > 1:
+    alike = {
+        (t.user_attrs.get("failed_at"), re.sub(r"\d+|\b(?:http|grpc)\b", "_", t.user_attrs.get("failure", "")))
+        for t in first
+    }
+    if len(alike) > 1:
         return None
-    reason = first[0].user_attrs.get("failure")
-    return ModelError(f"the first {FIRST_FEW} trials all failed to load alike, so the sweep stops: {reason}", hint)
+    stage, reason = first[0].user_attrs.get("failed_at"), first[0].user_attrs.get("failure")
+    return ModelError(
+        f"the first {FIRST_FEW} trials all failed alike ({'loading' if stage == 'load' else 'measuring'}), "
+        f"so the sweep stops: {reason}",
+        hint,
+    )
 
 
 def counted(trials: list[FrozenTrial]) -> int:

@@ -56,6 +56,12 @@ class TensorSpec:
     shape: tuple[int, ...]
 
     @property
+    def served_shape(self) -> tuple[int, ...]:
+        """The per-sample shape Triton declares and sends: a tensor with only the batch axis (an
+        ONNX ``[N]``) is ``dims: [1]`` with ``reshape { shape: [] }``, Triton's convention."""
+        return self.shape or (1,)
+
+    @property
     def variable(self) -> bool:
         """Whether some dimension is only known from the data (-1)."""
         return -1 in self.shape

@@ -35,9 +35,10 @@ def template_from_io(model_name: str, inputs: list[TensorSpec], outputs: list[Te
     for tensors, target in ((inputs, model.input), (outputs, model.output)):
         for tensor in tensors:
             datatype = "STRING" if tensor.datatype == "BYTES" else tensor.datatype
-            added = target.add(name=tensor.name, data_type=mc.DataType.Value(f"TYPE_{datatype}"), dims=tensor.shape)
-            if not tensor.shape:  # only the batch axis ([N]): Triton's convention, dims [1] reshaped to []
-                added.dims.append(1)
+            added = target.add(
+                name=tensor.name, data_type=mc.DataType.Value(f"TYPE_{datatype}"), dims=tensor.served_shape
+            )
+            if not tensor.shape:  # only the batch axis: the model sees [N], Triton [N, 1]
                 added.reshape.SetInParent()
     return model
 

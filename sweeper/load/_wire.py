@@ -83,7 +83,7 @@ def check_outputs(found: list[tuple[str, str, list[int], int]], declared: list[T
         if tensor.name not in by_name:
             raise InferenceError(f"the response lacks output '{tensor.name}' (it has {sorted(by_name) or 'none'})")
         datatype, shape, size = by_name[tensor.name]
-        expected = ([batch] if batch is not None else []) + list(tensor.shape)
+        expected = ([batch] if batch is not None else []) + list(tensor.served_shape)
         if datatype != tensor.datatype:
             raise InferenceError(f"output '{tensor.name}' is {datatype}, the model declares {tensor.datatype}")
         if len(shape) != len(expected) or any(e not in (-1, s) for s, e in zip(shape, expected)):

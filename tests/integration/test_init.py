@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from sweeper.cli import main
+from tests.conftest import refused
 from tests.repositories import string_python_repository
 
 
@@ -32,3 +33,47 @@ def test_the_spec_init_writes_runs_as_it_is(kind, tmp_path, mlp_file, monkeypatc
     assert len(trials) == 2 and (trials["state"] == "COMPLETE").all(), trials["failure"].tolist()
     assert trials.set_index("number").loc[0, "baseline"]
     assert (study / "report.html").is_file()
+
+
+def _iris_classifier(path, *, zipmap: bool):
+    """A scikit-learn pipeline (scaler, random forest) converted by skl2onnx, as a user would."""
+    import numpy as np
+    from skl2onnx import to_onnx
+    from sklearn.datasets import load_iris
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    features, labels = load_iris(return_X_y=True)
+    features = features.astype(np.float32)
+    forest = RandomForestClassifier(n_estimators=10, random_state=0)
+    pipeline = make_pipeline(StandardScaler(), forest).fit(features, labels)
+    options = None if zipmap else {id(forest): {"zipmap": False}}
+    path.parent.mkdir(parents=True)
+    path.write_bytes(to_onnx(pipeline, features[:1], options=options).SerializeToString())
+    return path
+
+
+def test_a_skl2onnx_classifier_sweeps_and_exports_its_label_and_probabilities(tmp_path, monkeypatch, capsys):
+    """With zipmap off, the label is [N] (the batch axis alone: dims [1], reshape []) and the
+    probabilities [N, 3]; with skl2onnx's default ZipMap, init names the output and the fix."""
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2 as mc
+
+    monkeypatch.chdir(tmp_path)
+    zipmapped = _iris_classifier(tmp_path / "iris_zipmap" / "model.onnx", zipmap=True)
+    err = refused(["init", str(zipmapped), "-o", str(tmp_path / "z.yaml")], capsys, tmp_path / "z.yaml")
+    assert "'output_probability' is a sequence of maps (a ZipMap)" in err and "'zipmap': False" in err
+    model = _iris_classifier(tmp_path / "iris" / "model.onnx", zipmap=False)
+    spec = tmp_path / "s.yaml"
+    assert main(["init", str(model), "-o", str(spec), "--trials", "2"]) == 0
+    spec.write_text(spec.read_text().replace("confirm_repeats: 2", "confirm_repeats: 1"))
+    assert main(["run", str(spec), "--results-dir", "results"]) == 0
+    trials = pd.read_csv(tmp_path / "results" / "iris" / "trials.csv")
+    assert (trials["state"] == "COMPLETE").all(), trials["failure"].tolist()
+    assert main(["export", "results/iris", "--out", "deploy"]) == 0
+    exported = text_format.Parse((tmp_path / "deploy" / "iris" / "config.pbtxt").read_text(), mc.ModelConfig())
+    outputs = {o.name: o for o in exported.output}
+    assert list(outputs["label"].dims) == [1] and outputs["label"].HasField("reshape")
+    assert list(outputs["label"].reshape.shape) == [] and list(outputs["probabilities"].dims) == [3]
+    assert (tmp_path / "deploy" / "iris" / "1" / "model.onnx").is_file()

@@ -271,7 +271,7 @@ def test_a_model_whose_first_trials_all_fail_to_load_alike_stops_with_exit_1(tmp
     spec = write_spec(tmp_path, body)
     assert main(["run", str(spec), "--results-dir", str(tmp_path / "results")]) == 1
     err = capsys.readouterr().err
-    assert "the first 3 trials all failed to load alike, so the sweep stops" in err and "NoSuchOperator" in err
+    assert "the first 3 trials all failed alike (loading), so the sweep stops" in err and "NoSuchOperator" in err
     trials = pd.read_csv(tmp_path / "results" / "broken" / "trials.csv")
     assert len(trials) == 3 and (trials["state"] == "FAIL").all(), "the fourth configuration is not paid for"
 
