@@ -214,11 +214,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     print_pareto(loaded.name, result)
     _print_confidence(result)
     console.print(f"wrote {plan.directory / 'trials.csv'}, measurements.csv, pareto.csv")
+    completed = (result.trials["state"] == "COMPLETE").any()
     if args.no_report:
         console.print(f"no report (--no-report): sweeper report {plan.directory} writes it")
-    elif (result.trials["state"] == "COMPLETE").any():
+    elif completed:
         _report(sweep.study, plan.directory)
-    if not (result.trials["state"] == "COMPLETE").any():
+    if not completed:
         errors.print(
             f"sweeper: error: study '{loaded.name}' completed no trial, so there is nothing to report or export; "
             f"{plan.directory / 'trials.csv'} says why each failed",

@@ -366,12 +366,11 @@ def recommend(
     front = pareto_front(pool, objectives, directions)
     deciding = deciding_objectives(front, objectives)
     weighed = [(o, d) for o, d in zip(objectives, directions) if o in deciding] or list(zip(objectives, directions))
+    candidates = front
     if primary in deciding:
         best = front[primary].max() if directions[objectives.index(primary)] == "maximize" else front[primary].min()
-        front_on_primary = front[front[primary] == best]
-        number = knee(front_on_primary, *map(list, zip(*weighed)))
-    else:
-        number = knee(front, *map(list, zip(*weighed)))
+        candidates = front[front[primary] == best]
+    number = knee(candidates, *map(list, zip(*weighed)))
     rows = pool.set_index("number", drop=False)
     baseline = rows[rows["baseline"].astype(bool)] if "baseline" in rows else rows.iloc[:0]
     if not baseline.empty:

@@ -430,10 +430,13 @@ class TrialRunner:
             if stop_requested() is not None:
                 raise
             writer.retried(str(exc))
-            log = self._dir / "trials" / str(trial.number) / "server.log"
+            log = self._trial_dir(trial) / "server.log"
             if log.is_file():
                 log.replace(log.with_name("server.attempt-1.log"))
         return self._run(trial, writer, config, timings)
+
+    def _trial_dir(self, trial: optuna.Trial) -> Path:
+        return self._dir / "trials" / str(trial.number)
 
     def _accuracy(self, precision: str, error: float, cosine: float) -> Accuracy:
         accuracy = self._spec.accuracy
@@ -464,7 +467,7 @@ class TrialRunner:
     def _run(
         self, trial: optuna.Trial, writer: TrialWriter, config: TrialConfig, timings: dict[str, float]
     ) -> Measured:
-        trial_dir = self._dir / "trials" / str(trial.number)
+        trial_dir = self._trial_dir(trial)
         trial_dir.mkdir(parents=True, exist_ok=True)
         self._stage = "build"
         with _timed(timings, "build_s"):
