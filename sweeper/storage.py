@@ -11,6 +11,7 @@ import fcntl
 import functools
 import inspect
 import os
+import time
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -71,15 +72,31 @@ def storage_label(url: str) -> str:
     return shown
 
 
+_CREATION_ATTEMPTS = 5
+_CREATION_RACE = ("already exists", "unique constraint", "duplicate key", "database is locked")
+
+
+def _lost_creation_race(exc: sqlalchemy.exc.SQLAlchemyError) -> bool:
+    """Whether another process created the same storage's tables at the same moment (two
+    workers, or a report, opening a new database together): opening it again then succeeds."""
+    return any(words in str(exc).lower() for words in _CREATION_RACE)
+
+
 def open_storage(url: str, heartbeat_s: int | None = None) -> optuna.storages.RDBStorage:
     """Optuna's storage for ``url``, with heartbeats (a worker silent for three heartbeats is
     dead); its errors become one line (password hidden) and a hint."""
     shown = storage_label(url)
     options = {} if heartbeat_s is None else {"heartbeat_interval": heartbeat_s, "grace_period": 3 * heartbeat_s}
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return SignalSafeStorage(url, **options)
+        for attempt in range(_CREATION_ATTEMPTS):
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    return SignalSafeStorage(url, **options)
+            except sqlalchemy.exc.SQLAlchemyError as exc:
+                if attempt + 1 == _CREATION_ATTEMPTS or not _lost_creation_race(exc):
+                    raise
+                time.sleep(0.2 * (attempt + 1))
     except ImportError:
         raise SweeperError(
             f"storage {shown}: the database driver is not installed",
