@@ -51,7 +51,16 @@ def _to_int8(reference: Path, out: Path, feeds: Feeds, gpu: bool, *, static: boo
     from onnxruntime.quantization.calibrate import CalibrationDataReader
 
     prepared = out.with_name("preprocessed.onnx")
-    quant_pre_process(str(reference), str(prepared), skip_symbolic_shape=True)
+    model = onnx.load(str(reference))
+    # skl2onnx may list one domain twice; ONNX Runtime's quantizer then finds no opset.
+    versions: dict[str, int] = {}
+    for entry in model.opset_import:
+        domain = "" if entry.domain == "ai.onnx" else entry.domain
+        versions[domain] = max(versions.get(domain, 0), entry.version)
+    del model.opset_import[:]
+    model.opset_import.extend(onnx.helper.make_opsetid(domain, version) for domain, version in versions.items())
+    onnx.save(model, str(prepared))
+    quant_pre_process(str(prepared), str(prepared), skip_symbolic_shape=True)
     try:
         if not (static or gpu):
             quantize_dynamic(str(prepared), str(out), weight_type=QuantType.QInt8)
@@ -142,6 +151,12 @@ class ArtifactBuilder:
             target.parent.mkdir(parents=True, exist_ok=True)
             partial = target.with_suffix(".partial.onnx")
             recipe.convert(self._reference, partial, self.accuracy_feeds(), self._gpu)
+            if not recipe.reference and recipe.tensorrt is None and _same_computation(self._reference, partial):
+                partial.unlink()
+                raise PrecisionError(
+                    f"{precision} changes no operator of this model: it would serve as the model as given does",
+                    hint=f"{precision} is left out; the model's own precision is measured",
+                )
             partial.replace(target)
             if recipe.reference:
                 figures = {"max_abs_error": 0.0, "cosine_similarity": 1.0} if recipe.tensorrt is None else {}
@@ -171,6 +186,18 @@ class ArtifactBuilder:
                 error = max(error, float(np.max(np.abs(reference - candidate))))
             cosine = min(cosine, _cosine(reference, candidate))
         return error, cosine
+
+
+def _same_computation(reference: Path, converted: Path) -> bool:
+    """Whether a conversion left every operator and every weight's type as it was, casts aside
+    (a tree ensemble has nothing to quantize; FP16 only wraps its operators in casts)."""
+
+    def signature(path: Path) -> tuple[list, list]:
+        graph = onnx.load(str(path), load_external_data=False).graph
+        operators = sorted((n.domain, n.op_type) for n in graph.node if n.op_type != "Cast")
+        return operators, sorted(i.data_type for i in graph.initializer)
+
+    return signature(reference) == signature(converted)
 
 
 def outside_tolerance(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ipaddress
 import signal
 import sqlite3
 import sys
@@ -255,6 +256,22 @@ def _print_plan(plan: SweepPlan) -> None:
         f"measured by {plan.generator.describe()}; servers: {loaded.spec.server.reuse} "
         f"({plan.launcher.describe()}, {plan.backend} backend)"
     )
+    address = loaded.spec.server.address
+    if not _loopback(address):
+        errors.print(
+            f"warning: server.address {address}: Triton has no authentication; whoever reaches this "
+            "host can run and load models on the sweep's servers while they run",
+            markup=False,
+        )
+
+
+def _loopback(address: str) -> bool:
+    if address == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to any interface
 
 
 def _run_with_progress(sweep: Sweep) -> str:

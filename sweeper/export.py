@@ -23,7 +23,7 @@ from pathlib import Path
 import pandas as pd
 from tritonclient.grpc import model_config_pb2 as mc
 
-from sweeper.errors import UsageError
+from sweeper.errors import SweeperError, UsageError
 from sweeper.files import atomic_folder, write_atomic
 from sweeper.record import StudyRecord, TrialRecord, machine_fingerprint
 from sweeper.repository import write_model
@@ -89,6 +89,13 @@ def chosen(
         pool = frame[frame["number"] == number]
     else:
         pool = frame[frame["feasible"]]
+        if pool.empty:
+            violations = frame.get("infeasible", pd.Series("", index=frame.index)).fillna("")
+            shown = "; ".join(f"trial {int(n)} {v}".strip() for n, v in zip(frame["number"], violations))
+            raise SweeperError(
+                f"study '{study.name}' has no feasible trial to export: {shown[:400]}",
+                hint="relax the constraint or the budget and run again, or export one with --pick 'trial N'",
+            )
     passing = pool
     for column, op, value in conditions:
         passing = passing[_OPERATORS[op](passing[column], value)]

@@ -98,6 +98,20 @@ _RESERVED.update(
     }
 )
 
+# The values an integer option means something at (default: 0 to INT32_MAX); sizes in bytes are
+# 64-bit, the counts of threads at least 1.
+_INT32_MAX = 2**31 - 1
+_INT_RANGES = {
+    "http-thread-count": (1, 4096),
+    "model-load-thread-count": (1, 4096),
+    "buffer-manager-thread-count": (0, 4096),
+    "grpc-infer-allocation-pool-size": (0, _INT32_MAX),
+    "log-verbose": (0, 10),
+    "pinned-memory-pool-byte-size": (0, 2**63 - 1),
+    "response-cache-byte-size": (0, 2**63 - 1),
+}
+_FLOAT_RANGES = {"min-supported-compute-capability": (0.0, 100.0)}
+
 _TYPE_NAMES = {str: "a string", int: "an integer", bool: "true or false", float: "a number"}
 
 
@@ -125,6 +139,16 @@ def check_option_value(name: str, value: Any) -> None:
         ok = True
     if not ok:
         raise ValueError(f"--{name} takes {_TYPE_NAMES[wanted]}, not {value!r}")
+    if wanted is int:
+        low, high = _INT_RANGES.get(name, (0, _INT32_MAX))
+        if not low <= value <= high:
+            raise ValueError(f"--{name} takes an integer from {low} to {high}, not {value}")
+    elif wanted is float:
+        low, high = _FLOAT_RANGES[name]
+        if not low <= value <= high:  # NaN too
+            raise ValueError(f"--{name} takes a number from {low:g} to {high:g}, not {value!r}")
+    elif wanted is str and (not value or any(c.isspace() for c in value)):
+        raise ValueError(f"--{name} takes one word without spaces or line breaks, not {value!r}")
 
 
 def server_argv(options: dict[str, Any]) -> list[str]:

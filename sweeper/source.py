@@ -195,7 +195,10 @@ def network_of(reference: str, import_root: Path) -> Any:
     except SystemExit as exc:
         raise SourceError(f"importing module '{module_name}' called sys.exit({exc.code!r})") from None
     except Exception as exc:  # any import-time error of user code is a spec problem
-        raise SourceError(f"cannot import module '{module_name}': {type(exc).__name__}: {exc}"[:400]) from None
+        raise SourceError(
+            f"cannot import module '{module_name}' (from {import_root.resolve()} or the installed packages): "
+            f"{type(exc).__name__}: {exc}"[:500]
+        ) from None
     factory = getattr(module, attribute, None)
     if not callable(factory):
         raise SourceError(f"'{module_name}' has no callable '{attribute}'")

@@ -65,7 +65,7 @@ def draft(source: str, spec_folder: Path) -> Draft:
         if path.is_file() and path.suffix == ".onnx":
             return _draft_onnx(path, spec_folder)
         if _FACTORY.match(source) and not path.exists():
-            return _draft_factory(source)
+            return _draft_factory(source, spec_folder)
     except SourceError as exc:
         raise UsageError(f"{source}: {exc}") from None
     raise UsageError(
@@ -135,8 +135,8 @@ def _draft_folder(folder: Path, spec_folder: Path) -> Draft:
     )
 
 
-def _draft_factory(reference: str) -> Draft:
-    network = network_of(reference, Path.cwd())
+def _draft_factory(reference: str, spec_folder: Path) -> Draft:
+    network = network_of(reference, spec_folder)  # imported as `sweeper run` will: from the spec's folder
     inputs, ranges, checks = _guess_inputs(network)
     latency, failure = _torch_latency(network, inputs, ranges)
     if failure is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import math
 import re
 from typing import Any
 
@@ -109,6 +110,19 @@ _COVERED = {
     "runtime": "server.backend",
     "default_model_filename": "the model's own files",
 }
+# Fields that change what is served, not how: a sweep may not change them (the model's own
+# config.pbtxt, the baseline, is where they belong).
+_CHANGES_SERVING = {
+    "sequence_batching": "the scheduling kind (a sequence model's scheduler)",
+    "ensemble_scheduling": "the scheduling kind (an ensemble's steps)",
+    "model_transaction_policy": "the scheduling kind (decoupled responses)",
+    "batch_input": "the model's inputs (batch inputs)",
+    "batch_output": "the model's outputs (batch outputs)",
+    "cc_model_filenames": "the model's own files",
+    "model_repository_agents": "how the model's files are read (repository agents)",
+    "version_policy": "which versions of the model are served",
+    "parameters.EXECUTION_ENV_PATH": "the python backend's environment (an archive loaded from a path)",
+}
 _STEP = re.compile(r"([A-Za-z_]\w*)(?:\[(\d+)\])?")
 _INTEGERS = {
     FieldDescriptor.CPPTYPE_INT32: (-(2**31), 2**31 - 1),
@@ -155,13 +169,15 @@ class ConfigField:
         return f"a list of {element}s" if self.whole_list else f"{_article(element)} {element}"
 
     def encode(self, value: Any) -> Any:
-        """``value`` as a stored parameter; ValueError naming the path and the type it needs."""
+        """``value`` as a stored parameter; ValueError naming the path and the type it needs, or
+        what Triton's meaning of the field allows."""
         try:
             scratch = mc.ModelConfig()
             self._set(scratch, value)
         except (TypeError, ValueError, json_format.ParseError) as exc:
             detail = str(exc).splitlines()[0][:200] if str(exc) else ""
             raise ValueError(f"{value!r} is not {self.type_name()}" + (f" ({detail})" if detail else "")) from None
+        _check_meaning(scratch)
         return json.dumps(value) if isinstance(value, (list, dict)) else value
 
     def decode(self, stored: Any) -> Any:
@@ -255,6 +271,12 @@ def config_field(path: str) -> ConfigField:
     covered = _COVERED.get(general) or _COVERED.get(general.split("[")[0].split(".")[0] + ".*")
     if covered is not None:
         raise ValueError(f"{path} is set by {covered}")
+    top = path.split(".")[0].split("[")[0]
+    changed = _CHANGES_SERVING.get(top) or _CHANGES_SERVING.get(
+        next((k for k in _CHANGES_SERVING if k.lower() == path.lower()), "")
+    )
+    if changed is not None:
+        raise ValueError(f"{path} changes what is served, not how: {changed}; set it in the model's own config.pbtxt")
     segments = path.split(".")
     descriptor: Descriptor = mc.ModelConfig.DESCRIPTOR
     steps: list[_Step] = []
@@ -330,6 +352,23 @@ def _mapping(value: Any) -> dict:
     return value
 
 
+def _check_meaning(model: mc.ModelConfig) -> None:
+    """ValueError where a value has its type but no meaning to Triton: a batch size below 1, a
+    warm-up data file outside the model's warmup folder."""
+    sizes = list(model.dynamic_batching.preferred_batch_size)
+    if any(size < 1 for size in sizes):
+        raise ValueError(f"preferred batch sizes are from 1 to max_batch_size, not {sizes}")
+    for warmup in model.model_warmup:
+        if warmup.batch_size > 2**31 - 1:
+            raise ValueError(f"model_warmup batch_size {warmup.batch_size} is no batch size")
+        for name, data in warmup.inputs.items():
+            file = data.input_data_file
+            if file and (file.startswith(("/", "\\")) or ".." in re.split(r"[/\\]", file)):
+                raise ValueError(
+                    f"model_warmup input '{name}': input_data_file {file!r} lies outside the model's warmup folder"
+                )
+
+
 def _scalar(field: FieldDescriptor, value: Any) -> Any:
     _check_scalar(field, value)
     return field.enum_type.values_by_name[value].number if field.enum_type is not None else value
@@ -342,8 +381,8 @@ def _check_scalar(field: FieldDescriptor, value: Any) -> None:
         if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
             raise TypeError(f"from {low} to {high}")
     elif cpp in (FieldDescriptor.CPPTYPE_FLOAT, FieldDescriptor.CPPTYPE_DOUBLE):
-        if not isinstance(value, (int, float)) or isinstance(value, bool):
-            raise TypeError("")
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+            raise TypeError("a finite number")
     elif cpp == FieldDescriptor.CPPTYPE_BOOL:
         if not isinstance(value, bool):
             raise TypeError("")

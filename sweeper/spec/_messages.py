@@ -42,46 +42,65 @@ def _inner_model(annotation: Any) -> type[BaseModel] | None:
 
 
 def _key_path(loc: tuple[Any, ...], unknown_key: bool) -> tuple[Any, ...]:
-    """An error's location as the user wrote it: without the names pydantic gives the
-    alternatives of a union (``str``, ``list[str]``, ``PerfAnalyzerImageSpec``)."""
+    """An error's location as the user wrote it: the keys of a mapping (an option
+    ``--http-thread-count``, a field path ``instance_group[0].kind``) kept as written, without the
+    names pydantic gives the alternatives of a union (``str``, ``list[str]``,
+    ``PerfAnalyzerImageSpec``)."""
     model: Any = Spec
     path: list[Any] = []
     for index, part in enumerate(loc):
         if isinstance(part, int):
             path.append(part)
             continue
+        if typing.get_origin(model) is dict:
+            path.append(part)  # a key the user wrote; below it only values (and union names)
+            model = typing.get_args(model)[1]
+            continue
         fields = model.model_fields if isinstance(model, type) and issubclass(model, BaseModel) else None
         if fields is not None and part in fields:
             path.append(part)
-            model = _inner_model(fields[part].annotation) or fields[part].annotation
-        elif (unknown_key and index == len(loc) - 1) or (fields is None and not any(c in part for c in "[-'")):
-            path.append(part)  # the unknown key the user wrote, or a key of a mapping
+            annotation = fields[part].annotation
+            model = annotation if typing.get_origin(annotation) is dict else _inner_model(annotation) or annotation
+        elif unknown_key and index == len(loc) - 1:
+            path.append(part)  # the unknown key the user wrote
     return tuple(path)
 
 
 def describe(path: Path, exc: ValidationError) -> str:
-    lines, seen = [], set()
+    lines, alternatives = [], {}
     for error in exc.errors():
-        # A union reports each alternative: name the key once.
         loc = _key_path(tuple(error["loc"]), error["type"] == "extra_forbidden")
         key = ".".join(str(p) for p in loc)
-        if key in seen:
+        if key in alternatives:
+            # A union reports each alternative at one key: one line that names them all.
+            wanted = error["msg"].removeprefix("Input should be ")
+            if wanted != error["msg"] and wanted not in alternatives[key]:
+                alternatives[key].append(wanted)
             continue
-        seen.add(key)
+        alternatives[key] = [error["msg"].removeprefix("Input should be ")]
         if error["type"] == "extra_forbidden":
             owner = _model_at(loc[:-1])
             allowed = list(owner.model_fields) if owner else []
             guess = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
             hint = f"; did you mean '{guess[0]}'?" if guess else "."
-            lines.append(f"{echo(key)[1:-1]}: unknown key{hint} Allowed here: {', '.join(allowed)}")
+            lines.append((key, f"{echo(key)[1:-1]}: unknown key{hint} Allowed here: {', '.join(allowed)}"))
         elif error["type"] == "missing":
-            lines.append(f"{key}: required key is missing")
+            lines.append((key, f"{key}: required key is missing"))
         else:
             message = error["msg"].removeprefix("Value error, ")
             given = error.get("input")
             shown = "" if isinstance(given, (dict, list)) or given is None else f" (got {echo(given)})"
-            # A check across keys (no location of its own) names its keys in its message.
-            lines.append(f"{key}: {message[:300]}{shown}" if key else f"{message[:300]}{shown}")
-    more = len(lines) - _MAX_PROBLEMS
-    lines = lines[:_MAX_PROBLEMS] + ([f"... and {more} more problem(s)"] if more > 0 else [])
-    return f"{path}: invalid spec:\n  " + "\n  ".join(lines)
+            lines.append((key, message[:300], shown))
+    text = []
+    for key, *parts in lines:
+        if len(parts) == 1:
+            text.append(parts[0])
+            continue
+        message, shown = parts
+        if len(alternatives[key]) > 1:
+            message = "should be " + " or ".join(alternatives[key])
+        # A check across keys (no location of its own) names its keys in its message.
+        text.append(f"{key}: {message}{shown}" if key else f"{message}{shown}")
+    more = len(text) - _MAX_PROBLEMS
+    text = text[:_MAX_PROBLEMS] + ([f"... and {more} more problem(s)"] if more > 0 else [])
+    return f"{path}: invalid spec:\n  " + "\n  ".join(text)

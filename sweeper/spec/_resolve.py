@@ -5,6 +5,7 @@ into one ``SpecError`` naming the file, the key path and what is allowed."""
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +98,7 @@ def load_spec(path: Path, *, study_name: str | None = None, trials: int | None =
     space = _space(spec, model, known, path)
     _check_request_size(spec, space["max_batch_size"] if model.batched else [0], path)
     _check_batching_fields(fields, space, path)
+    _check_config_reach(fields, space, config, path)
     space.update(fields)
     baseline = _baseline(spec, model, known, config, fields, path)
     added = _with_baseline(space, baseline)
@@ -144,6 +146,33 @@ def _check_batching_fields(fields: dict[str, list], space: dict[str, list], path
             f"max_queue_delay_us of the space is off",
             hint="add a delay (0 turns batching on without waiting) to search_space.max_queue_delay_us",
         )
+
+
+def _check_config_reach(
+    fields: dict[str, list], space: dict[str, list], config: mc.ModelConfig | None, path: Path
+) -> None:
+    """A swept field reaches only what the baseline serves: its own instance groups (one where
+    it has none), preferred batch sizes some max_batch_size of the space allows."""
+    groups = max(1, len(config.instance_group) if config is not None else 0)
+    largest = max(space.get("max_batch_size") or [0])
+    for name, values in fields.items():
+        key = name.removeprefix(CONFIG_FIELD)
+        if not name.startswith(CONFIG_FIELD):
+            continue
+        index = re.match(r"instance_group\[(\d+)\]", key)
+        if index and int(index.group(1)) >= groups:
+            raise SpecError(
+                f"{path}: search_space.config.{key}: the baseline has {groups} instance group(s), "
+                f"instance_group[0]{'' if groups == 1 else f' to [{groups - 1}]'}",
+                hint="a sweep tunes the groups the model is served with; add groups in its own config.pbtxt",
+            )
+        for value in values:
+            sizes = config_field(key).decode(value) if key == "dynamic_batching.preferred_batch_size" else []
+            if any(size > largest for size in sizes):
+                raise SpecError(
+                    f"{path}: search_space.config.{key}: {sizes} exceeds every max_batch_size of the space "
+                    f"(at most {largest})"
+                )
 
 
 def _resolve_paths(spec: Spec, base: Path) -> Spec:

@@ -39,11 +39,13 @@ UINT64_MAX = 2**64 - 1
 
 # Strict scalars: a YAML boolean is not a number, a float is not an integer.
 Int = Annotated[int, Strict()]
-Float = Annotated[float, Strict()]
+Float = Annotated[float, Strict(), Field(allow_inf_nan=False)]  # .inf bounds no search
 Int32 = Annotated[int, Strict(), Field(le=INT32_MAX)]
 Metric = Literal[(*METRICS, *TRIAL_METRICS, CAPACITY)]  # type: ignore[valid-type]
 Percentile = Literal[PERCENTILES]  # type: ignore[valid-type]
-Rate = Annotated[float, Strict(), Field(gt=0, le=1e7, description="requests/s")]
+MAX_RATE = 1e7
+MAX_CONCURRENCY = 4096
+Rate = Annotated[float, Strict(), Field(gt=0, le=MAX_RATE, allow_inf_nan=False, description="requests/s")]
 Protocol = Literal[PROTOCOLS]  # type: ignore[valid-type]
 Precision = Literal[tuple(PRECISIONS)]  # type: ignore[valid-type]
 Datatype = Literal[DATATYPES]  # type: ignore[valid-type]
@@ -280,7 +282,7 @@ class LoadSpec(_Strict):
         default=None, description="a binary, a command prefix, or {image: ...}; default: looked up"
     )
     mode: Literal[LOAD_MODES] = "concurrency"  # type: ignore[valid-type]
-    concurrency: list[Annotated[int, Strict(), Field(ge=1, le=4096)]] = Field(default=[1], min_length=1)
+    concurrency: list[Annotated[int, Strict(), Field(ge=1, le=MAX_CONCURRENCY)]] = Field(default=[1], min_length=1)
     request_rates: list[Rate] | None = Field(default=None, min_length=1)
     arrival: Literal[ARRIVALS] = "constant"  # type: ignore[valid-type]
     capacity: CapacitySearchSpec = CapacitySearchSpec()
@@ -307,8 +309,10 @@ class LoadSpec(_Strict):
             raise ValueError("capacity: low, high and resolution are whole numbers of requests in flight")
         if high <= low:
             raise ValueError(f"capacity: high ({high:g}) must be greater than low ({low:g})")
-        if self.mode == "concurrency" and high > 4096:
-            raise ValueError(f"capacity.high: at most 4096 requests in flight (got {high:g})")
+        ceiling = MAX_CONCURRENCY if self.mode == "concurrency" else MAX_RATE
+        unit = "requests in flight" if self.mode == "concurrency" else "requests/s"
+        if high > ceiling:
+            raise ValueError(f"capacity.high: at most {ceiling:g} {unit} in load.mode {self.mode} (got {high:g})")
         return self
 
     @property

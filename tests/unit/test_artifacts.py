@@ -83,3 +83,31 @@ def test_run_onnx_answers_every_feed_from_one_session(mlp_file, monkeypatch):
     assert len(opened) == 1 and len(outputs) == SAMPLES.count
     assert outputs[0][0].shape == (1, 4) and outputs[0][0].dtype == np.float64
     assert not np.allclose(outputs[0][0], outputs[1][0]), "each feed answered on its own"
+
+
+def test_a_conversion_that_changes_no_operator_is_refused_once_and_a_doubled_opset_is_quantized(tmp_path):
+    """A skl2onnx pipeline (scaler, forest) lists its default domain twice, which ONNX Runtime's
+    quantizer cannot read: the sweeper merges the entries. A forest has nothing to quantize, and
+    FP16 only wraps it in casts: both precisions are refused as the same computation, each with
+    the words the study says once."""
+    from skl2onnx import to_onnx
+    from sklearn.datasets import load_iris
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    features, labels = load_iris(return_X_y=True)
+    features = features.astype(np.float32)
+    forest = RandomForestClassifier(n_estimators=5, random_state=0)
+    pipeline = make_pipeline(StandardScaler(), forest).fit(features, labels)
+    model = to_onnx(pipeline, features[:1], options={id(forest): {"zipmap": False}}, target_opset={"": 17, "ai.onnx.ml": 3})
+    assert [entry.domain for entry in model.opset_import].count("") == 2, "skl2onnx's doubled entry"
+    path = tmp_path / "forest.onnx"
+    onnx.save(model, str(path))
+    samples = generate_samples([TensorSpec("X", "FP32", (4,))], 8, low=0, high=8, seed=0)
+    builder = ArtifactBuilder(path, samples, tmp_path / "models", gpu=False)
+    for precision in ("int8", "fp16"):
+        with pytest.raises(TrialError, match=f"{precision} changes no operator of this model"):
+            builder.build(precision)
+    assert builder.build("fp32").max_abs_error == 0
+    assert not list((tmp_path / "models").glob("int8/*.onnx")), "nothing is left for a trial to serve"

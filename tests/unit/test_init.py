@@ -3,6 +3,8 @@ it refuses (exit 2, nothing written). Running what it writes is tests/integratio
 
 from __future__ import annotations
 
+import sys
+
 import yaml
 
 from sweeper.cli import main
@@ -154,3 +156,20 @@ def test_generic_names_take_the_folders_or_modules_and_a_study_is_not_shared(tmp
     assert yaml.safe_load(printed.read_text())["model"]["name"] == "models_hf", "make names nothing: its module does"
     for budget in ("0", "-3", "nan"):
         refused(["init", str(model), "--latency-budget", budget], capsys, tmp_path / "nothing", "--latency-budget")
+
+
+def test_a_factory_is_imported_from_the_specs_folder_as_run_imports_it(tmp_path, capsys, monkeypatch):
+    project, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    project.mkdir(), elsewhere.mkdir()
+    (project / "my_models.py").write_text("from sweeper.examples import mlp as make\n")
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.setattr("sys.path", list(sys.path))  # the imports below leave no folder on the path
+    spec = project / "s.yaml"
+    assert main(["init", "my_models:make", "-o", str(spec)]) == 0, capsys.readouterr().err
+    assert load_spec(spec).model.kind == "pytorch", "sweeper run finds it where init did"
+    refused(
+        ["init", "my_models_elsewhere:make", "-o", str(elsewhere / "s.yaml")],
+        capsys,
+        elsewhere / "results",
+        f"cannot import module 'my_models_elsewhere' (from {elsewhere.resolve()} or the installed packages)",
+    )

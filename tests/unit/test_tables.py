@@ -195,6 +195,20 @@ def test_export_choice_rules(study):
     assert json.dumps(choose(study, "knee", []).to_dict(), default=str)
 
 
+def test_a_study_without_a_feasible_trial_exports_nothing_and_names_each_violation(study):
+    from sweeper.errors import SweeperError
+    from sweeper.export import chosen
+    from sweeper.results import parse_ranking
+
+    record = read_study(study)
+    nobody = parse_ranking(record, ["min:p50_ms@c1", "max:throughput@c8"], ["p50_ms@c1 <= 0.1"])
+    with pytest.raises(SweeperError, match="study 'stored' has no feasible trial to export: trial 0 violates") as failure:
+        chosen(record, "knee", [], nobody)
+    assert not isinstance(failure.value, UsageError), "a study's answer, not a usage error: exit 1"
+    assert "--pick 'trial N'" in failure.value.hint
+    assert chosen(record, "trial 1", [], nobody)[0]["number"] == 1, "a named trial is exported all the same"
+
+
 def test_a_study_whose_trials_all_failed_has_an_empty_front_with_its_columns(tmp_path):
     created = optuna.create_study(
         study_name="failed", storage=f"sqlite:///{tmp_path / 'study.db'}", directions=["minimize", "maximize"]
