@@ -1,4 +1,4 @@
-# The two commands of README.md: `make demo` and `make test`. Both set up a fresh machine.
+# `make venv`, `make demo` (README.md) and `make test`, `make unit` (CONTRIBUTING.md). Each sets up a fresh machine.
 VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python

@@ -60,7 +60,7 @@ def main() -> None:
         stability_tolerance=0.15,
         max_windows=6,
         capacity=CapacitySearchSpec(low=1, high=args.high, resolution=args.resolution),
-    )
+    ).settings
     generator = BuiltinGenerator() if args.generator == "builtin" else PerfAnalyzerGenerator(find_perf_analyzer(None))
     target = CapacityTarget(capacity_column("p99_ms", args.budget_ms), "p99_ms", args.budget_ms)
     bounds = SearchBounds(1, args.high, args.resolution, integer=True, unit="concurrency")

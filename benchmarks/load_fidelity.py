@@ -56,7 +56,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--window", type=float, default=1.0)
     args = parser.parse_args()
-    settings = LoadSpec(warmup_s=1.0, window_s=args.window, stability_tolerance=0.15, max_windows=8)
+    settings = LoadSpec(warmup_s=1.0, window_s=args.window, stability_tolerance=0.15, max_windows=8).settings
     analyzer = PerfAnalyzerGenerator(find_perf_analyzer(None))
     builtin = BuiltinGenerator()
     launcher = LocalLauncher()

@@ -40,7 +40,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=0.5)
     parser.add_argument("--tolerance", type=float, default=0.15)
     args = parser.parse_args()
-    settings = LoadSpec(warmup_s=args.warmup, window_s=args.window, stability_tolerance=args.tolerance, max_windows=6)
+    settings = LoadSpec(
+        warmup_s=args.warmup, window_s=args.window, stability_tolerance=args.tolerance, max_windows=6
+    ).settings
     analyzers = {"builtin": BuiltinGenerator(), "perf_analyzer": PerfAnalyzerGenerator(find_perf_analyzer(None))}
     launcher = LocalLauncher()
     launcher.preflight()

@@ -388,7 +388,7 @@ def _init_parser(commands: argparse._SubParsersAction) -> None:
     init.add_argument(
         "--trials",
         type=int,
-        help="trials of the study (default: what finishes in about 4 minutes here, confirmation included)",
+        help="trials of the study (default: what finishes in about 10 minutes here, confirmation included)",
     )
     init.add_argument(
         "--latency-budget",

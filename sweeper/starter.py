@@ -30,8 +30,9 @@ from sweeper.vocabulary import distinct_configurations
 _FACTORY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 _GUESSED_SIZE = 16
 """A dimension the model leaves open (-1) gets this size, marked for the user to check."""
-_BUDGET_S = 240.0
-"""The sweep ``init`` sizes: about four minutes on this machine, confirmation included."""
+_BUDGET_S = 600.0
+"""The sweep ``init`` sizes: about ten minutes on this machine, confirmation included (a first
+sweep that tries a dozen configurations or more, not two)."""
 _CONFIRM_REPEATS = 2
 _CANDIDATES = 6
 """About how many trials confirmation measures again (the front, its neighbours, the baseline)."""

@@ -348,6 +348,7 @@ class TrialRunner:
         self._dir = directory
         self._backend = backend
         self._generator = generator
+        self._load = loaded.spec.load.settings
         self._gpu = launcher.has_gpu
         self.propose = Proposer(loaded)
         self._stage = "build"
@@ -517,7 +518,7 @@ class TrialRunner:
         died is the server's."""
         targets = [CapacityTarget(c.column, c.percentile, c.budget_ms) for c in self._spec.capacities]
         try:
-            return self._generator.measure_trial(server.endpoints, protocol, workload, self._spec.load, targets)
+            return self._generator.measure_trial(server.endpoints, protocol, workload, self._load, targets)
         except TrialError as exc:
             if _ended(server, within_s=1.0):
                 raise ServerDied(str(server.failure(str(exc)))) from None
@@ -603,7 +604,7 @@ def confirm_study(
     repeats = loaded.spec.study.confirm_repeats
     candidates = []
     if repeats > 0:
-        margin = loaded.spec.load.stability_tolerance / 2
+        margin = loaded.spec.load.settings.confirmation_margin
         candidates = confirmation_candidates(read_study(study), loaded.ranking, margin)
         enqueue_repeats(study, candidates, repeats)
     callbacks = [on_trial_end] if on_trial_end is not None else []

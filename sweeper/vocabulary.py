@@ -181,6 +181,45 @@ class Level:
         return Level(request_rate=float(value), arrival=self.arrival)
 
 
+@dataclasses.dataclass(frozen=True)
+class SearchBounds:
+    """The loads a capacity search may try (``load.capacity``) and the mode's unit for messages."""
+
+    low: float
+    high: float
+    resolution: float
+    integer: bool
+    """Concurrency: whole numbers of requests in flight."""
+    unit: str
+    """``concurrency`` or ``requests/s``."""
+
+    def describe(self, load: float) -> str:
+        """A load in the mode's words: ``concurrency 8``, ``500 requests/s``."""
+        return f"concurrency {load:g}" if self.unit == "concurrency" else f"{load:g} requests/s"
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadSettings:
+    """How a trial's load is measured: the spec's ``load:`` block, made once (``LoadSpec.settings``)
+    and handed to the load generators."""
+
+    levels: tuple[Level, ...]
+    """The loads every trial measures, in the spec's order."""
+    capacity: SearchBounds
+    warmup_s: float
+    window_s: float
+    stability_tolerance: float
+    """Windows agree when their throughput and p99 are within this fraction of each other."""
+    max_windows: int
+    request_timeout_s: float
+
+    @property
+    def confirmation_margin(self) -> float:
+        """How close (relatively) a trial must come to the front to be measured again: half the
+        stability tolerance, the noise one measurement is allowed."""
+        return self.stability_tolerance / 2
+
+
 def level_label(concurrency: int | None, request_rate: float | None) -> str:
     """``c8`` for concurrency 8, ``r500`` for 500 requests/s: the two never read alike."""
     return f"c{concurrency}" if concurrency is not None else f"r{request_rate:g}"

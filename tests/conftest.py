@@ -23,6 +23,19 @@ from sweeper.examples import mlp_onnx
 REPO = Path(__file__).resolve().parent.parent
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Markers from what a test uses (pyproject.toml declares them): select by cost or by the
+    part a host lacks, e.g. ``pytest -m "not slow"`` or ``-m "not docker"``."""
+    for item in items:
+        if "integration" in item.path.parts:
+            item.add_marker(pytest.mark.integration)
+        fixtures = getattr(item, "fixturenames", ())
+        if any("docker" in name for name in fixtures) or "docker" in item.name or "docker" in item.path.name:
+            item.add_marker(pytest.mark.docker)
+        if any("postgres" in name for name in fixtures):
+            item.add_marker(pytest.mark.postgres)
+
+
 def signal_at_first_commit(storage, signum: int) -> list[bool]:
     """Send this process ``signum`` from inside the storage's next database commit (a real
     signal at a moment no timer can hit); the list returned holds True once it is sent."""

@@ -9,8 +9,6 @@ the spec's ``auto``.
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
 from sweeper.errors import TrialError
@@ -21,6 +19,7 @@ from sweeper.load._capacity import CapacityTarget, SearchBounds, capacity_of, se
 from sweeper.load._perf_analyzer import (
     PerfAnalyzer,
     PerfAnalyzerGenerator,
+    PerfAnalyzerSetting,
     PerfAnalyzerUnavailable,
     find_perf_analyzer,
 )
@@ -38,6 +37,7 @@ __all__ = [
     "Measurement",
     "PerfAnalyzer",
     "PerfAnalyzerGenerator",
+    "PerfAnalyzerSetting",
     "PerfAnalyzerUnavailable",
     "SearchBounds",
     "Workload",
@@ -52,7 +52,7 @@ __all__ = [
 ]
 
 
-def choose_generator(generator: str, setting: Any) -> LoadGenerator:
+def choose_generator(generator: str, setting: PerfAnalyzerSetting) -> LoadGenerator:
     """Resolve ``load.generator`` (``setting`` is ``load.perf_analyzer``). ``perf_analyzer``
     without a runnable one raises PerfAnalyzerUnavailable; ``auto`` falls back to the built-in
     client and its ``describe()`` says why."""

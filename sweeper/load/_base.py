@@ -6,19 +6,26 @@ from __future__ import annotations
 import abc
 import dataclasses
 import functools
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 
 from sweeper.data import Samples
 from sweeper.errors import TrialError
 from sweeper.launchers import Endpoints, server_statistics
-from sweeper.load._capacity import CapacityTarget, SearchBounds, search_capacity
+from sweeper.load._capacity import CapacityTarget, search_capacity
 from sweeper.load._client import describe_failure, send_once
 from sweeper.load._wire import InferenceError, check_outputs, grpc_message, http_request
 from sweeper.record import Capacity, LoadGeneratorInfo, Measurement
 from sweeper.tensors import TensorSpec
-from sweeper.vocabulary import Level
+from sweeper.vocabulary import Level, LoadSettings
+
+WINDOW_GROWTH = (4, 16)
+"""The window multiples tried, in turn, when no request ended within a window (a request longer
+than ``load.window_s``, or a stall): a window without a sample says nothing of the level. The
+same for both generators (perf_analyzer's own advice: "use a larger time window")."""
+# A Python process whose threads used this much of a core is limited by its interpreter lock.
+CLIENT_BOUND_CORES = 0.9
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,50 +79,50 @@ class LoadGenerator(abc.ABC):
         workload: Workload,
         requests: list[bytes],
         level: Level,
-        load: Any,
+        settings: LoadSettings,
     ) -> Measurement:
-        """Warm up, then measure ``level`` under the spec's ``load`` settings; raise TrialError
+        """Warm up, then measure ``level`` under the spec's load ``settings``; raise TrialError
         when a request fails."""
 
     def measure(
-        self, endpoints: Endpoints, protocol: str, workload: Workload, level: Level | int, load: Any
+        self, endpoints: Endpoints, protocol: str, workload: Workload, level: Level | int, settings: LoadSettings
     ) -> Measurement:
-        """Measure one level (an int: that concurrency; ``load`` is the spec's ``load:`` block)."""
+        """Measure one level (an int: that concurrency)."""
         level = Level(concurrency=level) if isinstance(level, int) else level
         requests = workload.encoded(protocol, endpoints)
-        check_first_response(protocol, endpoints, workload, requests[0], load.request_timeout_s)
-        return self.measure_level(endpoints, protocol, workload, requests, level, load)
+        check_first_response(protocol, endpoints, workload, requests[0], settings.request_timeout_s)
+        return self.measure_level(endpoints, protocol, workload, requests, level, settings)
 
     def measure_trial(
-        self, endpoints: Endpoints, protocol: str, workload: Workload, load: Any, targets: list[CapacityTarget]
+        self,
+        endpoints: Endpoints,
+        protocol: str,
+        workload: Workload,
+        settings: LoadSettings,
+        targets: list[CapacityTarget],
     ) -> tuple[list[Measurement], list[Capacity]]:
-        """Every level ``load`` lists, then each capacity search over ``load.mode``'s loads
-        (a load measured once serves every search and level that names it)."""
+        """Every level of ``settings``, then each capacity search within its bounds (a load
+        measured once serves every search and level that names it)."""
         requests = workload.encoded(protocol, endpoints)
-        check_first_response(protocol, endpoints, workload, requests[0], load.request_timeout_s)
+        check_first_response(protocol, endpoints, workload, requests[0], settings.request_timeout_s)
         measured: dict[str, Measurement] = {}
 
         def at(level: Level, search: str | None = None) -> Measurement:
             if level.label not in measured:
-                found = self.measure_level(endpoints, protocol, workload, requests, level, load)
+                found = self.measure_level(endpoints, protocol, workload, requests, level, settings)
                 measured[level.label] = dataclasses.replace(found, search=search)
             return measured[level.label]
 
-        for level in load.levels:
+        for level in settings.levels:
             at(level)
-        template = load.levels[0]
-        bounds = SearchBounds(
-            *load.capacity_bounds,
-            integer=load.mode == "concurrency",
-            unit="concurrency" if load.mode == "concurrency" else "requests/s",
-        )
+        template = settings.levels[0]
         capacities = []
         for target in targets:
 
             def measure(value: float, column: str = target.column) -> Measurement:
                 return at(template.with_value(value), column)
 
-            capacities.append(search_capacity(measure, target, bounds))
+            capacities.append(search_capacity(measure, target, settings.capacity))
         return list(measured.values()), capacities
 
 
@@ -132,7 +139,7 @@ def check_first_response(
         raise TrialError(f"the first {protocol} request failed: {describe_failure(exc, timeout_s)}") from None
 
 
-def statistics_of(endpoints: Endpoints, workload: Workload) -> dict[str, Any]:
+def statistics_of(endpoints: Endpoints, workload: Workload) -> dict[str, object]:
     """The served model's cumulative statistics now."""
     return server_statistics(endpoints, workload.model_name)
 
@@ -140,7 +147,7 @@ def statistics_of(endpoints: Endpoints, workload: Workload) -> dict[str, Any]:
 _SERVER_PARTS = ("queue", "compute_input", "compute_infer", "compute_output", "success")
 
 
-def server_times(before: dict[str, Any], after: dict[str, Any]) -> dict[str, float]:
+def server_times(before: dict[str, object], after: dict[str, object]) -> dict[str, float]:
     """Per-request averages (ms) of Triton's cumulative statistics between two snapshots, and
     the average batch size (inferences per model execution)."""
 
@@ -155,7 +162,7 @@ def server_times(before: dict[str, Any], after: dict[str, Any]) -> dict[str, flo
     return times
 
 
-def batch_average(before: dict[str, Any], after: dict[str, Any]) -> float:
+def batch_average(before: dict[str, object], after: dict[str, object]) -> float:
     """Inferences per model execution between two statistics snapshots, from the executions
     counted by batch size: Triton counts each size with its execution, so a snapshot never sees
     an inference before its execution (the total counts can skew by one)."""

@@ -14,69 +14,27 @@ agree (``stable_windows``); percentiles come from every sample of those three wi
 
 from __future__ import annotations
 
-import bisect
 import dataclasses
-import threading
 import time
 from collections.abc import Callable
-from typing import Any
 
 import numpy as np
 
 from sweeper.errors import TrialError
 from sweeper.launchers import Endpoints
-from sweeper.load._base import LoadGenerator, Workload, server_times, statistics_of
-from sweeper.load._client import connect, describe_failure
-from sweeper.load._grpc import GrpcConnection
-from sweeper.load._http import HttpConnection
+from sweeper.load._base import (
+    CLIENT_BOUND_CORES,
+    WINDOW_GROWTH,
+    LoadGenerator,
+    Workload,
+    server_times,
+    statistics_of,
+)
+from sweeper.load._loops import ON_SCHEDULE, Worker, start_loop
 from sweeper.record import LoadGeneratorInfo, Measurement, sweeper_version
-from sweeper.vocabulary import Level
+from sweeper.vocabulary import Level, LoadSettings
 
 STABLE_WINDOWS = 3
-WINDOW_GROWTH = (4, 16)
-"""The window multiples tried, in turn, when no request ended within a window (a request longer
-than ``load.window_s``, or a stall): a window without a sample says nothing of the level. The
-same for both generators (perf_analyzer's own advice: "use a larger time window")."""
-# A Python process whose threads used this much of a core is limited by its interpreter lock.
-CLIENT_BOUND_CORES = 0.9
-MAX_IN_FLIGHT = 256
-"""The most requests the open loop keeps in flight; beyond it, due requests wait in the client
-(their latency still counts from when they were due) and the run falls behind its schedule."""
-# An open-loop run is behind its schedule when it sent less than this share of the requests due.
-ON_SCHEDULE = 0.9
-# A request sent this late makes the open loop add a thread (a few GIL switch intervals).
-_LATE_NS = 2_000_000
-
-
-class _Worker(threading.Thread):
-    """Keeps one request in flight, cycling through ``requests`` from ``offset``."""
-
-    def __init__(self, send: Callable[[bytes], object], requests: list[bytes], offset: int, stop: threading.Event):
-        super().__init__(daemon=True)
-        self._send = send
-        self._requests = requests
-        self._offset = offset
-        self._halt = stop
-        self.ends: list[int] = []
-        self.latencies: list[int] = []
-        self.error: BaseException | None = None
-
-    def run(self) -> None:
-        send, requests, count = self._send, self._requests, len(self._requests)
-        ends, latencies, clock = self.ends, self.latencies, time.perf_counter_ns
-        index = self._offset
-        try:
-            while not self._halt.is_set():
-                request = requests[index % count]
-                index += 1
-                start = clock()
-                send(request)
-                end = clock()
-                ends.append(end)
-                latencies.append(end - start)
-        except BaseException as exc:  # any failed request ends the measurement, with its message
-            self.error = exc
-            self._halt.set()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,7 +60,7 @@ class Run:
     """The samples of the last ``STABLE_WINDOWS`` windows."""
 
 
-def _window(workers: list[_Worker], start: Boundary, end: Boundary) -> list[int]:
+def _window(workers: list[Worker], start: Boundary, end: Boundary) -> list[int]:
     samples: list[int] = []
     for index, worker in enumerate(workers[: len(end.completed)]):
         first = start.completed[index] if index < len(start.completed) else 0  # a thread added since
@@ -114,166 +72,6 @@ def windows_agree(throughputs: list[float], latencies: list[float], tolerance: f
     """perf_analyzer's rule: max / min of the last windows' throughput, and of their mean
     latency, are each within ``1 + tolerance``."""
     return all(min(values) > 0 and max(values) / min(values) <= 1 + tolerance for values in (throughputs, latencies))
-
-
-class _Loop:
-    """Threads driving one level, each on its own connection, until ``close``."""
-
-    protocol: str
-    level: Level
-    timeout_s: float
-    stop: threading.Event
-    connections: list[HttpConnection | GrpcConnection]
-    workers: list[Any]
-
-    def counts(self) -> tuple[int, int]:
-        """Requests sent and due so far (a closed loop has no schedule: 0, 0)."""
-        return 0, 0
-
-    def check(self) -> None:
-        """Raise TrialError if a request failed."""
-        failed = next((w.error for w in list(self.workers) if w.error is not None), None)
-        if failed is not None:
-            what = describe_failure(failed, self.timeout_s)
-            raise TrialError(f"{self.protocol} inference failed at {self.level.describe()}: {what}")
-
-    def close(self) -> None:
-        self.stop.set()
-        for connection in list(self.connections):  # unblocks a worker waiting on a response
-            _close_quietly(connection)
-        for worker in list(self.workers):
-            worker.join(timeout=self.timeout_s)
-
-
-class _ClosedLoop(_Loop):
-    """``level.concurrency`` workers, each keeping one request in flight."""
-
-    def __init__(self, protocol: str, endpoints: Endpoints, requests: list[bytes], level: Level, timeout_s: float):
-        self.protocol, self.level, self.timeout_s = protocol, level, timeout_s
-        self.stop = threading.Event()
-        self.connections = [connect(protocol, endpoints, timeout_s) for _ in range(level.concurrency)]
-        sends = [c.call if protocol == "grpc" else c.infer for c in self.connections]
-        # Workers start at different samples, so concurrent requests carry different data.
-        self.workers = [_Worker(send, requests, index, self.stop) for index, send in enumerate(sends)]
-        for worker in self.workers:
-            worker.start()
-
-
-class _Schedule:
-    """When each request is due: every 1/rate s, or after exponential gaps (Poisson arrivals,
-    seeded so that every configuration sees the same arrivals)."""
-
-    def __init__(self, level: Level, seed: int = 0) -> None:
-        self._gap_ns = 1e9 / level.request_rate
-        self._rng = np.random.default_rng(seed) if level.arrival == "poisson" else None
-        self._lock = threading.Lock()
-        self._times = [float(time.perf_counter_ns())]
-        self._claimed = 0
-
-    def _add(self) -> None:
-        gap = self._gap_ns if self._rng is None else self._rng.exponential(self._gap_ns)
-        self._times.append(self._times[-1] + gap)
-
-    def _extend_past(self, moment: float) -> None:
-        while self._times[-1] <= moment:
-            self._add()
-
-    def claim(self) -> float:
-        """The due time (perf_counter ns) of the next request nobody has taken."""
-        with self._lock:
-            while self._claimed >= len(self._times):
-                self._add()
-            due = self._times[self._claimed]
-            self._claimed += 1
-            return due
-
-    def due(self) -> int:
-        """How many requests were due by now, taken or not."""
-        now = time.perf_counter_ns()
-        with self._lock:
-            self._extend_past(now)
-            return bisect.bisect_right(self._times, now)
-
-
-class _ScheduledWorker(threading.Thread):
-    """Takes the next due request, waits for its time, sends it; latency from its due time."""
-
-    def __init__(self, loop: _OpenLoop, send: Callable[[bytes], object], offset: int) -> None:
-        super().__init__(daemon=True)
-        self._loop, self._send, self._offset = loop, send, offset
-        self.ends: list[int] = []
-        self.latencies: list[int] = []
-        self.sent = 0
-        self.error: BaseException | None = None
-
-    def run(self) -> None:
-        loop, send, clock = self._loop, self._send, time.perf_counter_ns
-        requests, count, index = loop.requests, len(loop.requests), self._offset
-        try:
-            while not loop.stop.is_set():
-                due = loop.schedule.claim()
-                wait = (due - clock()) / 1e9
-                if wait > 0 and loop.stop.wait(wait):
-                    return
-                if clock() - due > _LATE_NS:
-                    loop.grow()
-                self.sent += 1
-                send(requests[index % count])
-                index += 1
-                end = clock()
-                self.ends.append(end)
-                self.latencies.append(int(end - due))
-        except BaseException as exc:  # any failed request ends the measurement, with its message
-            self.error = exc
-            loop.stop.set()
-
-
-class _OpenLoop(_Loop):
-    """Requests sent at ``level.request_rate`` on its schedule, by a pool that grows while they
-    go out late (up to ``MAX_IN_FLIGHT`` threads, each with its own connection)."""
-
-    def __init__(self, protocol: str, endpoints: Endpoints, requests: list[bytes], level: Level, timeout_s: float):
-        self.protocol, self.level, self.timeout_s = protocol, level, timeout_s
-        self.endpoints, self.requests = endpoints, requests
-        self.stop = threading.Event()
-        self.schedule = _Schedule(level)
-        self.connections = []
-        self.workers = []
-        self._pool = threading.Lock()
-        for _ in range(2):
-            self.grow()
-
-    def grow(self) -> None:
-        """One more sending thread, unless the pool is full or the loop stopping."""
-        with self._pool:
-            if len(self.workers) >= MAX_IN_FLIGHT or self.stop.is_set():
-                return
-            connection = connect(self.protocol, self.endpoints, self.timeout_s)
-            self.connections.append(connection)
-            send = connection.call if self.protocol == "grpc" else connection.infer
-            worker = _ScheduledWorker(self, send, len(self.workers))
-            self.workers.append(worker)
-        worker.start()
-
-    def counts(self) -> tuple[int, int]:
-        return sum(w.sent for w in list(self.workers)), self.schedule.due()
-
-
-def _loop(protocol: str, endpoints: Endpoints, requests: list[bytes], level: Level, timeout_s: float) -> _Loop:
-    kind = _ClosedLoop if level.concurrency is not None else _OpenLoop
-    return kind(protocol, endpoints, requests, level, timeout_s)
-
-
-def warm_up(
-    protocol: str, endpoints: Endpoints, requests: list[bytes], level: Level, seconds: float, timeout_s: float
-) -> None:
-    """Drive ``level`` for ``seconds``; raise TrialError if a request fails."""
-    loop = _loop(protocol, endpoints, requests, level, timeout_s)
-    try:
-        loop.stop.wait(seconds)
-        loop.check()
-    finally:
-        loop.close()
 
 
 def run_until_stable(
@@ -292,7 +90,7 @@ def run_until_stable(
     """Drive ``level`` until ``STABLE_WINDOWS`` windows agree (or ``max_windows`` were
     measured); a window in which no request ended starts the count again with longer windows
     (``WINDOW_GROWTH``); raise TrialError when a request fails."""
-    loop = _loop(protocol, endpoints, requests, level, timeout_s)
+    loop = start_loop(protocol, endpoints, requests, level, timeout_s)
     workers = loop.workers
 
     def boundary() -> Boundary:
@@ -331,13 +129,6 @@ def run_until_stable(
     return Run(boundaries, stable, np.asarray(_window(list(workers), first, last), dtype=np.int64))
 
 
-def _close_quietly(connection: HttpConnection | GrpcConnection) -> None:
-    try:
-        connection.close()
-    except OSError:
-        pass
-
-
 class BuiltinGenerator(LoadGenerator):
     """The built-in closed-loop client, held to perf_analyzer (benchmarks/load_fidelity.py)."""
 
@@ -360,18 +151,18 @@ class BuiltinGenerator(LoadGenerator):
         workload: Workload,
         requests: list[bytes],
         level: Level,
-        load: Any,
+        settings: LoadSettings,
     ) -> Measurement:
         run = run_until_stable(
             protocol,
             endpoints,
             requests,
             level,
-            warmup_s=load.warmup_s,
-            window_s=load.window_s,
-            tolerance=load.stability_tolerance,
-            max_windows=load.max_windows,
-            timeout_s=load.request_timeout_s,
+            warmup_s=settings.warmup_s,
+            window_s=settings.window_s,
+            tolerance=settings.stability_tolerance,
+            max_windows=settings.max_windows,
+            timeout_s=settings.request_timeout_s,
             statistics=lambda: statistics_of(endpoints, workload),
         )
         return _measurement(run, level, workload.batch_size)

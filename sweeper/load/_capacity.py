@@ -19,6 +19,7 @@ import dataclasses
 from collections.abc import Callable
 
 from sweeper.record import Capacity, Measurement
+from sweeper.vocabulary import SearchBounds
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,22 +29,6 @@ class CapacityTarget:
     column: str
     percentile: str
     budget_ms: float
-
-
-@dataclasses.dataclass(frozen=True)
-class SearchBounds:
-    """The loads a search may try (``load.capacity``) and the mode's unit for messages."""
-
-    low: float
-    high: float
-    resolution: float
-    integer: bool
-    """Concurrency: whole numbers of requests in flight."""
-    unit: str
-    """``concurrency`` or ``requests/s``."""
-
-    def describe(self, load: float) -> str:
-        return f"concurrency {load:g}" if self.unit == "concurrency" else f"{load:g} requests/s"
 
 
 def _within(measurement: Measurement, target: CapacityTarget) -> bool:

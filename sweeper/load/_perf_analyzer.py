@@ -31,14 +31,21 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Union
 
 from sweeper.errors import SweeperError, TrialError
 from sweeper.launchers import Endpoints, describe_exit, run_to_completion
-from sweeper.load._base import LoadGenerator, Workload, batch_average, statistics_of
-from sweeper.load._builtin import CLIENT_BOUND_CORES, MAX_IN_FLIGHT, WINDOW_GROWTH, warm_up
+from sweeper.load._base import (
+    CLIENT_BOUND_CORES,
+    WINDOW_GROWTH,
+    LoadGenerator,
+    Workload,
+    batch_average,
+    statistics_of,
+)
+from sweeper.load._loops import MAX_IN_FLIGHT, warm_up
 from sweeper.record import LoadGeneratorInfo, Measurement
-from sweeper.vocabulary import Level
+from sweeper.vocabulary import Level, LoadSettings
 
 # Options the sweeper relies on; a perf_analyzer without one of them is too old.
 _REQUIRED_OPTIONS = (
@@ -72,7 +79,7 @@ class PerfAnalyzer:
     command: tuple[str, ...]
     origin: str
     """Where it was found, for messages (``.venv/bin/perf_analyzer``, ``image X``)."""
-    image: dict[str, Any] | None = None
+    image: dict[str, object] | None = None
     version: str | None = None
     """What ``--version`` says (``0.0.0 (commit 3a49a23)``: the PyPI wheel's build)."""
 
@@ -100,7 +107,7 @@ class PerfAnalyzer:
 
 
 def _run_in_container(
-    image: dict[str, Any], argv: list[str], workdir: Path, timeout_s: float
+    image: dict[str, object], argv: list[str], workdir: Path, timeout_s: float
 ) -> tuple[int, str, float]:
     status, output = run_to_completion(
         image["image"],
@@ -115,7 +122,7 @@ def _run_in_container(
     return status, output, 0.0  # its CPU is the container's: not counted here
 
 
-def _probe(command: tuple[str, ...], origin: str, image: dict[str, Any] | None = None) -> PerfAnalyzer:
+def _probe(command: tuple[str, ...], origin: str, image: dict[str, object] | None = None) -> PerfAnalyzer:
     """Check that ``command`` runs and knows every option the sweeper passes."""
     analyzer = PerfAnalyzer(command, origin, image)
     with tempfile.TemporaryDirectory(prefix="sweeper-pa-") as folder:
@@ -186,7 +193,12 @@ def _find_cached(setting_json: str) -> PerfAnalyzer:
     )
 
 
-def find_perf_analyzer(setting: str | list[str] | dict[str, Any] | None) -> PerfAnalyzer:
+PerfAnalyzerSetting = Union[str, list[str], dict[str, object], None]
+"""The spec's ``load.perf_analyzer``: a binary, a command prefix, ``{image: ...}`` as a mapping, or
+None (look for one)."""
+
+
+def find_perf_analyzer(setting: PerfAnalyzerSetting) -> PerfAnalyzer:
     """The perf_analyzer a spec's ``load.perf_analyzer`` names (None: look for one); raises
     PerfAnalyzerUnavailable with the reason. Probed once per process."""
     try:
@@ -357,10 +369,10 @@ class PerfAnalyzerGenerator(LoadGenerator):
         workload: Workload,
         requests: list[bytes],
         level: Level,
-        load: Any,
+        settings: LoadSettings,
     ) -> Measurement:
-        if load.warmup_s > 0:
-            warm_up(protocol, endpoints, requests, level, load.warmup_s, load.request_timeout_s)
+        if settings.warmup_s > 0:
+            warm_up(protocol, endpoints, requests, level, settings.warmup_s, settings.request_timeout_s)
         with tempfile.TemporaryDirectory(prefix="sweeper-pa-") as folder:
             data_file, csv_file = Path(folder) / "input-data.json", Path(folder) / "result.csv"
             data_file.write_text(json.dumps(workload.samples.perf_analyzer_json()))
@@ -370,15 +382,17 @@ class PerfAnalyzerGenerator(LoadGenerator):
                 endpoints,
                 level,
                 workload.batch_size if workload.batched else None,
-                window_s=load.window_s,
-                tolerance=load.stability_tolerance,
-                max_windows=load.max_windows,
+                window_s=settings.window_s,
+                tolerance=settings.stability_tolerance,
+                max_windows=settings.max_windows,
                 data_file=data_file,
                 csv_file=csv_file,
             )
-            limit = 60 + 3 * (load.max_windows + 3) * (load.window_s + load.request_timeout_s)
+            limit = 60 + 3 * (settings.max_windows + 3) * (settings.window_s + settings.request_timeout_s)
             before = statistics_of(endpoints, workload)
-            report, cpu, wall = run_level(self.analyzer, args, csv_file, timeout_s=limit, max_windows=load.max_windows)
+            report, cpu, wall = run_level(
+                self.analyzer, args, csv_file, timeout_s=limit, max_windows=settings.max_windows
+            )
             batch = batch_average(before, statistics_of(endpoints, workload))
         client_cpu = cpu / wall if wall > 0 else 0.0
         behind = bool(report.figures.get("behind_schedule"))

@@ -1,6 +1,6 @@
 """Stage 1: the YAML spec, validated whole before anything is written or started.
 
-In three parts: the schema (``_schema``: pydantic models, the contract README.md documents),
+In three parts: the schema (``_schema``: pydantic models, the contract docs/spec.md documents),
 the strict YAML reader (``_yaml``) with its messages (``_messages``), and the resolution
 (``_resolve``: the model loaded, the space and the baseline). ``load_spec`` is the entry.
 """

@@ -1,5 +1,5 @@
 """The spec's schema: the pydantic models that are the user-facing contract documented in
-README.md. Strict scalars (a YAML boolean is not a number, a float is not an integer), unknown
+docs/spec.md. Strict scalars (a YAML boolean is not a number, a float is not an integer), unknown
 keys refused, every model frozen."""
 
 from __future__ import annotations
@@ -27,8 +27,10 @@ from sweeper.vocabulary import (
     TRIAL_METRICS,
     Bound,
     Level,
+    LoadSettings,
     Objective,
     Ranking,
+    SearchBounds,
     capacity_column,
     level_label,
     metric_column,
@@ -320,6 +322,23 @@ class LoadSpec(_Strict):
         """``load.capacity``'s low, high and resolution, the mode's defaults where unset."""
         given = (self.capacity.low, self.capacity.high, self.capacity.resolution)
         return tuple(v if v is not None else d for v, d in zip(given, _CAPACITY_DEFAULTS[self.mode]))
+
+    @property
+    def settings(self) -> LoadSettings:
+        """This block as the load generators take it."""
+        low, high, resolution = self.capacity_bounds
+        concurrency = self.mode == "concurrency"
+        return LoadSettings(
+            levels=tuple(self.levels),
+            capacity=SearchBounds(
+                low, high, resolution, integer=concurrency, unit="concurrency" if concurrency else "requests/s"
+            ),
+            warmup_s=self.warmup_s,
+            window_s=self.window_s,
+            stability_tolerance=self.stability_tolerance,
+            max_windows=self.max_windows,
+            request_timeout_s=self.request_timeout_s,
+        )
 
     @property
     def levels(self) -> list[Level]:

@@ -9,12 +9,14 @@ Servers that fixtures keep for several tests are registered with ``keep``.
 from __future__ import annotations
 
 import glob
+import os
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -34,32 +36,79 @@ def keep(server) -> None:
         _KEPT_CONTAINERS.add(server.id)
 
 
+# The suite's own processes carry this mark in their environment (the launchers pass theirs on),
+# so a tritonserver of someone else's on the host neither fails a test nor hides a leftover.
+_MARK = f"SWEEPER_TEST_SESSION={os.environ.setdefault('SWEEPER_TEST_SESSION', uuid.uuid4().hex)}".encode()
+_SESSION_TEMP: list[str] = []
+"""The session's temporary folder (a container mounting something under it is the suite's)."""
+
+
+def _ours(pid: str) -> bool:
+    if pid == str(os.getpid()):
+        return True  # its /proc environ is the one it started with, before the mark
+    try:
+        return _MARK in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:  # gone, or not ours to read
+        return False
+
+
 def tritonservers() -> set[str]:
-    """``pid command`` of every tritonserver process (zombies have no command line)."""
+    """``pid command`` of every tritonserver process this test session started (zombies have no
+    command line)."""
     found = subprocess.run(["pgrep", "-a", "-f", "bin/tritonserver"], capture_output=True, text=True)
-    return {line for line in found.stdout.splitlines() if "pgrep" not in line}
+    return {line for line in found.stdout.splitlines() if "pgrep" not in line and _ours(line.split()[0])}
 
 
 def sweeper_containers() -> set[str]:
-    """``id name`` of every container a sweeper made (any state), if an engine runs."""
+    """``id name`` of every container a sweeper of this session made (any state), if an engine
+    runs: its owner is one of the session's processes, or it mounts the session's files."""
     if shutil.which("docker") is None:
         return set()
     found = subprocess.run(
-        ["docker", "ps", "-a", "--filter", "label=triton-sweeper.study", "--format", "{{.ID}} {{.Names}}"],
+        ["docker", "ps", "-a", "-q", "--no-trunc", "--filter", "label=triton-sweeper.study"],
         capture_output=True,
         text=True,
     )
-    return set(found.stdout.split("\n")) - {""}
+    ids = found.stdout.split()
+    if not ids:
+        return set()
+    described = subprocess.run(
+        ["docker", "inspect", "--format", _CONTAINER_FORMAT, *ids], capture_output=True, text=True
+    ).stdout.splitlines()
+    ours = set()
+    for line in described:
+        container, name, owner, *sources = line.split()
+        pid = owner.rpartition(":")[2]
+        if (pid.isdigit() and _ours(pid)) or any(s.startswith(tuple(_SESSION_TEMP) or ("//",)) for s in sources):
+            ours.add(f"{container[:12]} {name.lstrip('/')}")
+    return ours
+
+
+_CONTAINER_FORMAT = (
+    '{{.Id}} {{.Name}} {{or (index .Config.Labels "triton-sweeper.owner") "-"}} {{range .Mounts}}{{.Source}} {{end}}'
+)
 
 
 def shm_files() -> set[str]:
-    return set(glob.glob("/dev/shm/sweeper_*")) | set(glob.glob("/dev/shm/triton_python_backend_shm_region*"))
+    """The sweeper's and the python backend's shared memory, less what a process of someone
+    else's has mapped (a leftover is mapped by nobody, or by the session's own leftover)."""
+    found = set(glob.glob("/dev/shm/sweeper_*")) | set(glob.glob("/dev/shm/triton_python_backend_shm_region*"))
+    if not found:
+        return found
+    foreign = set()
+    for maps in Path("/proc").glob("[0-9]*/maps"):
+        if _ours(maps.parent.name):
+            continue
+        try:
+            foreign.update(line.split(maxsplit=5)[-1] for line in maps.read_text().splitlines() if "/dev/shm/" in line)
+        except (OSError, IndexError):
+            continue
+    return {f for f in found if f not in foreign}
 
 
 @pytest.fixture(scope="session", autouse=True)
-def no_server_outlives_the_suite():
-    before = tritonservers()
-    assert not before, f"tritonserver processes running before the suite: {before}"
+def no_server_outlives_the_suite(tmp_path_factory):
+    _SESSION_TEMP.append(str(tmp_path_factory.getbasetemp()))
     yield
     deadline = time.monotonic() + 10
     while tritonservers() and time.monotonic() < deadline:

@@ -9,10 +9,12 @@ import subprocess
 import sys
 
 import pandas as pd
+import pytest
 
 from tests.conftest import REPO
 
 
+@pytest.mark.slow
 def test_the_gpu_check_runs_its_flow_on_the_cpu(tmp_path):
     done = subprocess.run(
         ["bash", str(REPO / "benchmarks" / "gpu_check.sh"), "--dry-run"],

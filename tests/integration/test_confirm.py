@@ -66,6 +66,8 @@ def _repeats(study) -> list[tuple[int, int, str]]:
     ]
 
 
+@pytest.mark.browser
+@pytest.mark.slow
 def test_the_front_is_confirmed_interleaved_and_drawn_with_its_spread(tmp_path, mlp_file, capsys):
     """Three configurations that serve about alike, candidates all: two more fresh servers each,
     A B C A B C; trials.csv ranks by medians beside the lowest and highest; every repeat is a row
@@ -115,6 +117,7 @@ def test_the_front_is_confirmed_interleaved_and_drawn_with_its_spread(tmp_path, 
     assert 'class="errorbar"' in pareto, "plotly drew the error bars"
 
 
+@pytest.mark.slow
 def test_configurations_that_serve_alike_keep_the_baseline(tmp_path, mlp_file, capsys):
     """A parameter no backend reads: the two configurations (the baseline, with the parameter
     unset, and one with it set) serve identically, so their spreads over five fresh servers each

@@ -22,6 +22,7 @@ def _source(kind: str, tmp_path, mlp_file) -> str:
     return str(folder)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["onnx", "pytorch", "python-folder-with-strings"])
 def test_the_spec_init_writes_runs_as_it_is(kind, tmp_path, mlp_file, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -54,6 +55,7 @@ def _iris_classifier(path, *, zipmap: bool):
     return path
 
 
+@pytest.mark.slow
 def test_a_skl2onnx_classifier_sweeps_and_exports_its_label_and_probabilities(tmp_path, monkeypatch, capsys):
     """With zipmap off, the label is [N] (the batch axis alone: dims [1], reshape []) and the
     probabilities [N, 3]; with skl2onnx's default ZipMap, init names the output and the fix."""

@@ -29,7 +29,8 @@ from sweeper.vocabulary import Level, TrialConfig
 from tests.integration.conftest import keep
 from tests.repositories import make_repository, unbatched_python_repository
 
-QUICK = LoadSpec(concurrency=[1], warmup_s=0.2, window_s=0.4, stability_tolerance=1.0, max_windows=3)
+QUICK_SPEC = LoadSpec(concurrency=[1], warmup_s=0.2, window_s=0.4, stability_tolerance=1.0, max_windows=3)
+QUICK = QUICK_SPEC.settings
 INPUTS = (TensorSpec("x", "FP32", (16,)),)
 OUTPUTS = (TensorSpec("y", "FP32", (4,)),)
 WORKLOAD = Workload("mlp", INPUTS, OUTPUTS, generate_samples(list(INPUTS), 8, low=0, high=1, seed=0), 1, True)
@@ -151,7 +152,7 @@ def test_capacity_is_the_highest_load_within_the_budget(server, generator):
     within the budget and one resolution step below a load that broke it (or the upper bound)."""
     level_1 = generator.measure(server.endpoints, "grpc", WORKLOAD, 1, QUICK)
     budget = round(level_1.p99_ms * 2.5, 3)
-    search = QUICK.model_copy(update={"capacity": CapacitySearchSpec(low=1, high=8, resolution=1)})
+    search = QUICK_SPEC.model_copy(update={"capacity": CapacitySearchSpec(low=1, high=8, resolution=1)}).settings
     target = CapacityTarget(f"capacity@p99_ms<={budget:g}", "p99_ms", budget)
     measurements, (capacity,) = generator.measure_trial(server.endpoints, "grpc", WORKLOAD, search, [target])
     by_load = {m.concurrency: m for m in measurements}
@@ -170,7 +171,7 @@ def test_capacity_is_the_highest_load_within_the_budget(server, generator):
 
 
 def test_a_budget_no_load_meets_and_one_every_load_meets(server):
-    search = QUICK.model_copy(update={"capacity": CapacitySearchSpec(low=1, high=4, resolution=1)})
+    search = QUICK_SPEC.model_copy(update={"capacity": CapacitySearchSpec(low=1, high=4, resolution=1)}).settings
     never = CapacityTarget("capacity@p50_ms<=0.001", "p50_ms", 0.001)
     always = CapacityTarget("capacity@p99_ms<=10000", "p99_ms", 10_000)
     _, (none, bounded) = BUILTIN.measure_trial(server.endpoints, "http", WORKLOAD, search, [never, always])
@@ -188,7 +189,7 @@ def test_capacity_over_request_rates(server):
         stability_tolerance=1.0,
         max_windows=3,
         capacity=CapacitySearchSpec(low=50, high=400, resolution=50),
-    )
+    ).settings
     always = CapacityTarget("capacity@p99_ms<=10000", "p99_ms", 10_000)
     measurements, (capacity,) = BUILTIN.measure_trial(server.endpoints, "http", WORKLOAD, rates, [always])
     assert capacity.tried == (50, 100, 200, 400) and capacity.load == 400
@@ -197,7 +198,7 @@ def test_capacity_over_request_rates(server):
 
 
 def test_an_unstable_perf_analyzer_measurement_is_kept_and_marked(server, perf_analyzer):
-    strict = LoadSpec(concurrency=[1], warmup_s=0.1, window_s=0.3, stability_tolerance=0.0001, max_windows=3)
+    strict = LoadSpec(concurrency=[1], warmup_s=0.1, window_s=0.3, stability_tolerance=0.0001, max_windows=3).settings
     m = perf_analyzer.measure(server.endpoints, "http", WORKLOAD, 1, strict)
     assert not m.stable and m.windows == 3
     assert m.p50_ms > 0 and m.throughput > 0 and m.requests > 0
@@ -208,7 +209,7 @@ def test_a_request_longer_than_the_window_is_measured(local_launcher, tmp_path, 
     ("No valid requests recorded", exit 3) and is run again with longer windows."""
     repository = unbatched_python_repository(tmp_path / "repo", seconds_per_request=0.7).parent
     workload = Workload("doubler", INPUTS, (TensorSpec("y", "FP32", (16,)),), WORKLOAD.samples, 1, False)
-    load = LoadSpec(concurrency=[1], warmup_s=0.1, window_s=0.3, stability_tolerance=1.0, max_windows=3)
+    load = LoadSpec(concurrency=[1], warmup_s=0.1, window_s=0.3, stability_tolerance=1.0, max_windows=3).settings
     with local_launcher.start(repository, tmp_path / "server.log", {}, model_name="doubler") as server:
         m = generator.measure(server.endpoints, "http", workload, 1, load)
     assert m.p50_ms == pytest.approx(700, rel=0.15) and m.requests >= 2
@@ -218,7 +219,7 @@ def test_a_server_that_dies_mid_run_fails_with_perf_analyzers_words(local_launch
     repository = make_repository(tmp_path / "repo", mlp_file, TrialConfig(8, "off", 1, "http", "fp32"))
     server = local_launcher.start(repository, tmp_path / "server.log", {}, model_name="mlp")
     try:
-        long = LoadSpec(concurrency=[1], warmup_s=0.1, window_s=2, stability_tolerance=0.0001, max_windows=10)
+        long = LoadSpec(concurrency=[1], warmup_s=0.1, window_s=2, stability_tolerance=0.0001, max_windows=10).settings
         threading.Timer(2.0, server.stop).start()
         with pytest.raises(TrialError) as failure:
             perf_analyzer.measure(server.endpoints, "http", WORKLOAD, 1, long)
@@ -305,6 +306,7 @@ def test_served_outputs_match_the_model(server, mlp_file):
 
     feeds = [{"x": np.random.default_rng(i).random((2, 16), dtype=np.float32)} for i in range(3)]
     produced = served_outputs(server.endpoints, WORKLOAD, feeds)
+    assert len(produced) == len(feeds), "one answer per feed"
     session = ort.InferenceSession(str(mlp_file), providers=["CPUExecutionProvider"])
     for feed, (output,) in zip(feeds, produced):
         np.testing.assert_allclose(output, session.run(None, feed)[0], rtol=1e-5, atol=1e-6)
@@ -313,7 +315,7 @@ def test_served_outputs_match_the_model(server, mlp_file):
 def test_request_timeout_is_a_clear_failure(delayed_server):
     impatient = LoadSpec(
         concurrency=[1], warmup_s=0.5, window_s=0.3, stability_tolerance=1.0, max_windows=3, request_timeout_s=0.01
-    )
+    ).settings
     started = time.perf_counter()
     with pytest.raises(TrialError, match="no response within load.request_timeout_s"):
         BUILTIN.measure(delayed_server.endpoints, "http", WORKLOAD, 1, impatient)

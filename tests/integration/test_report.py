@@ -69,6 +69,7 @@ def _chromium() -> str:
     return found
 
 
+@pytest.mark.browser
 def test_report_renders_in_a_real_browser(reported, tmp_path):
     url = (reported / "report.html").as_uri()
     dom = subprocess.run(

@@ -122,6 +122,7 @@ FIELDS_SPACE = """search_space:
 server: {reuse: reload}"""
 
 
+@pytest.mark.slow
 def test_config_fields_and_a_server_option_reach_the_served_config_the_server_and_the_export(
     tmp_path, local_launcher, capsys
 ):
@@ -174,6 +175,7 @@ def test_config_fields_and_a_server_option_reach_the_served_config_the_server_an
     assert "preferred_batch_size=[2, 4]" in (directory / "report.html").read_text()
 
 
+@pytest.mark.slow
 def test_a_python_model_without_batching(tmp_path, local_launcher):
     """Its own instance count (1) is left out of the space: it joins, as the baseline."""
     folder = unbatched_python_repository(tmp_path / "models")

@@ -100,7 +100,9 @@ def test_a_conversion_that_changes_no_operator_is_refused_once_and_a_doubled_ops
     features = features.astype(np.float32)
     forest = RandomForestClassifier(n_estimators=5, random_state=0)
     pipeline = make_pipeline(StandardScaler(), forest).fit(features, labels)
-    model = to_onnx(pipeline, features[:1], options={id(forest): {"zipmap": False}}, target_opset={"": 17, "ai.onnx.ml": 3})
+    model = to_onnx(
+        pipeline, features[:1], options={id(forest): {"zipmap": False}}, target_opset={"": 17, "ai.onnx.ml": 3}
+    )
     assert [entry.domain for entry in model.opset_import].count("") == 2, "skl2onnx's doubled entry"
     path = tmp_path / "forest.onnx"
     onnx.save(model, str(path))

@@ -61,6 +61,7 @@ def test_perf_analyzer_json_round_trips(tmp_path):
     samples = generate_samples([IMAGE, SCALE], 3, low=0, high=10, seed=4)
     again = read_samples(_write(tmp_path, samples.perf_analyzer_json()), [IMAGE, SCALE])
     for name in ("image", "scale"):
+        assert len(again.arrays[name]) == len(samples.arrays[name]) == 3
         for a, b in zip(samples.arrays[name], again.arrays[name]):
             np.testing.assert_array_equal(a, b)
 

@@ -13,8 +13,8 @@ from tritonclient.grpc import service_pb2
 
 from sweeper.launchers import Endpoints
 from sweeper.load import server_times, windows_agree
-from sweeper.load._builtin import MAX_IN_FLIGHT
 from sweeper.load._grpc import METHOD, request_headers
+from sweeper.load._loops import MAX_IN_FLIGHT
 from sweeper.load._perf_analyzer import arguments, parse
 from sweeper.load._wire import InferenceError, check_outputs, grpc_message, grpc_outputs, http_request
 from sweeper.tensors import TensorSpec

@@ -336,147 +336,180 @@ BAD_SPECS = {
         ("precision: [fp32]", "precision: [fp32]\n  server:\n    pinned-memory-pool-byte-size: ['1g']"),
         "search_space.server.pinned-memory-pool-byte-size: --pinned-memory-pool-byte-size takes an integer, not '1g'",
     ),
-
-    'capacity-high-infinite-rate': (
-        ('objectives:\n', 'load:\n  mode: request_rate\n  request_rates: [100]\n  capacity: {high: .inf}\nobjectives:\n'),
-        'load.capacity.high: Input should be a finite number',
+    "capacity-high-infinite-rate": (
+        (
+            "objectives:\n",
+            "load:\n  mode: request_rate\n  request_rates: [100]\n  capacity: {high: .inf}\nobjectives:\n",
+        ),
+        "load.capacity.high: Input should be a finite number",
     ),
-    'capacity-high-beyond-any-rate': (
-        ('objectives:\n', 'load:\n  mode: request_rate\n  request_rates: [100]\n  capacity: {high: 1.0e+12}\nobjectives:\n'),
-        'capacity.high: at most 1e+07 requests/s',
+    "capacity-high-beyond-any-rate": (
+        (
+            "objectives:\n",
+            "load:\n  mode: request_rate\n  request_rates: [100]\n  capacity: {high: 1.0e+12}\nobjectives:\n",
+        ),
+        "capacity.high: at most 1e+07 requests/s",
     ),
-    'capacity-low-not-a-number': (
-        ('objectives:\n', 'load:\n  capacity: {low: .nan}\nobjectives:\n'),
-        'load.capacity.low: Input should be a finite number',
+    "capacity-low-not-a-number": (
+        ("objectives:\n", "load:\n  capacity: {low: .nan}\nobjectives:\n"),
+        "load.capacity.low: Input should be a finite number",
     ),
-    'request-rate-infinite': (
-        ('objectives:\n', 'load:\n  mode: request_rate\n  request_rates: [.inf]\nobjectives:\n'),
-        'load.request_rates.0: Input should be',
+    "request-rate-infinite": (
+        ("objectives:\n", "load:\n  mode: request_rate\n  request_rates: [.inf]\nobjectives:\n"),
+        "load.request_rates.0: Input should be",
     ),
-    'window-infinite': (
-        ('objectives:\n', 'load:\n  window_s: .inf\nobjectives:\n'),
-        'load.window_s: Input should be a finite number',
+    "window-infinite": (
+        ("objectives:\n", "load:\n  window_s: .inf\nobjectives:\n"),
+        "load.window_s: Input should be a finite number",
     ),
-    'budget-infinite': (
-        ('- {metric: p50_ms, concurrency: 1, direction: minimize}', '- {metric: capacity, percentile: p99_ms, budget_ms: .inf, direction: maximize}'),
-        'objectives.0.budget_ms: Input should be a finite number',
+    "budget-infinite": (
+        (
+            "- {metric: p50_ms, concurrency: 1, direction: minimize}",
+            "- {metric: capacity, percentile: p99_ms, budget_ms: .inf, direction: maximize}",
+        ),
+        "objectives.0.budget_ms: Input should be a finite number",
     ),
-    'config-sequence-batching': (
-        ('precision: [fp32]', 'precision: [fp32]\n  config:\n    sequence_batching: [{}]'),
-        'sequence_batching changes what is served',
+    "config-sequence-batching": (
+        ("precision: [fp32]", "precision: [fp32]\n  config:\n    sequence_batching: [{}]"),
+        "sequence_batching changes what is served",
     ),
-    'config-sequence-batching-field': (
-        ('precision: [fp32]', 'precision: [fp32]\n  config:\n    sequence_batching.max_sequence_idle_microseconds: [1000]'),
-        'changes what is served, not how',
+    "config-sequence-batching-field": (
+        (
+            "precision: [fp32]",
+            "precision: [fp32]\n  config:\n    sequence_batching.max_sequence_idle_microseconds: [1000]",
+        ),
+        "changes what is served, not how",
     ),
-    'config-decoupled': (
-        ('precision: [fp32]', 'precision: [fp32]\n  config:\n    model_transaction_policy.decoupled: [true]'),
-        'scheduling kind (decoupled responses)',
+    "config-decoupled": (
+        ("precision: [fp32]", "precision: [fp32]\n  config:\n    model_transaction_policy.decoupled: [true]"),
+        "scheduling kind (decoupled responses)",
     ),
-    'config-ensemble': (
-        ('precision: [fp32]', 'precision: [fp32]\n  config:\n    ensemble_scheduling: [{}]'),
+    "config-ensemble": (
+        ("precision: [fp32]", "precision: [fp32]\n  config:\n    ensemble_scheduling: [{}]"),
         "scheduling kind (an ensemble's steps)",
     ),
-    'config-batch-input': (
-        ('precision: [fp32]', 'precision: [fp32]\n  config:\n    batch_input: [[]]'),
-        'search_space.config.batch_input: batch_input changes what',
+    "config-batch-input": (
+        ("precision: [fp32]", "precision: [fp32]\n  config:\n    batch_input: [[]]"),
+        "search_space.config.batch_input: batch_input changes what",
     ),
-    'config-batch-output': (
-        ('precision: [fp32]', 'precision: [fp32]\n  config:\n    batch_output[0].target_name: [[x]]'),
+    "config-batch-output": (
+        ("precision: [fp32]", "precision: [fp32]\n  config:\n    batch_output[0].target_name: [[x]]"),
         "the model's outputs (batch outputs)",
     ),
-    'config-cc-model-filenames': (
-        ('precision: [fp32]', 'precision: [fp32]\n  config:\n    cc_model_filenames.8.0: [other.onnx]'),
+    "config-cc-model-filenames": (
+        ("precision: [fp32]", "precision: [fp32]\n  config:\n    cc_model_filenames.8.0: [other.onnx]"),
         "the model's own files",
     ),
-    'config-repository-agents': (
-        ('precision: [fp32]', 'precision: [fp32]\n  config:\n    model_repository_agents: [{}]'),
-        'repository agents',
+    "config-repository-agents": (
+        ("precision: [fp32]", "precision: [fp32]\n  config:\n    model_repository_agents: [{}]"),
+        "repository agents",
     ),
-    'config-version-policy': (
-        ('precision: [fp32]', 'precision: [fp32]\n  config:\n    version_policy: [{all: {}}]'),
-        'which versions of the model are served',
+    "config-version-policy": (
+        ("precision: [fp32]", "precision: [fp32]\n  config:\n    version_policy: [{all: {}}]"),
+        "which versions of the model are served",
     ),
-    'config-execution-env-path': (
-        ('precision: [fp32]', 'precision: [fp32]\n  config:\n    parameters.EXECUTION_ENV_PATH: ["/tmp/env.tar.gz"]'),
-        'an archive loaded from a path',
+    "config-execution-env-path": (
+        ("precision: [fp32]", 'precision: [fp32]\n  config:\n    parameters.EXECUTION_ENV_PATH: ["/tmp/env.tar.gz"]'),
+        "an archive loaded from a path",
     ),
-    'config-execution-env-path-any-case': (
-        ('precision: [fp32]', 'precision: [fp32]\n  config:\n    parameters.Execution_Env_Path: ["$$TRITON_MODEL_DIRECTORY/e.tar.gz"]'),
-        'changes what is served',
+    "config-execution-env-path-any-case": (
+        (
+            "precision: [fp32]",
+            'precision: [fp32]\n  config:\n    parameters.Execution_Env_Path: ["$$TRITON_MODEL_DIRECTORY/e.tar.gz"]',
+        ),
+        "changes what is served",
     ),
-    'config-warmup-file-outside': (
-        ('precision: [fp32]', 'precision: [fp32]\n  config:\n    model_warmup: [[{name: w, batch_size: 1, inputs: {x: {data_type: TYPE_FP32, dims: [4], input_data_file: "../../../../../etc/shadow"}}}]]'),
+    "config-warmup-file-outside": (
+        (
+            "precision: [fp32]",
+            'precision: [fp32]\n  config:\n    model_warmup: [[{name: w, batch_size: 1, inputs: {x: {data_type: TYPE_FP32, dims: [4], input_data_file: "../../../../../etc/shadow"}}}]]',
+        ),
         "search_space.config.model_warmup: model_warmup input 'x': input_data_file '../../../../../etc/shadow' lies outside",
     ),
-    'config-warmup-file-absolute': (
-        ('precision: [fp32]', 'precision: [fp32]\n  config:\n    model_warmup[0].inputs.x: [{data_type: TYPE_FP32, dims: [4], input_data_file: /etc/passwd}]'),
+    "config-warmup-file-absolute": (
+        (
+            "precision: [fp32]",
+            "precision: [fp32]\n  config:\n    model_warmup[0].inputs.x: [{data_type: TYPE_FP32, dims: [4], input_data_file: /etc/passwd}]",
+        ),
         "lies outside the model's warmup folder",
     ),
-    'config-instance-group-beyond-the-baseline': (
-        ('precision: [fp32]', 'precision: [fp32]\n  config:\n    instance_group[999].kind: [KIND_CPU]'),
-        'search_space.config.instance_group[999].kind: the baseline has 1 instance group(s)',
+    "config-instance-group-beyond-the-baseline": (
+        ("precision: [fp32]", "precision: [fp32]\n  config:\n    instance_group[999].kind: [KIND_CPU]"),
+        "search_space.config.instance_group[999].kind: the baseline has 1 instance group(s)",
     ),
-    'config-second-instance-group': (
-        ('precision: [fp32]', 'precision: [fp32]\n  config:\n    instance_group[1].gpus: [[0]]'),
-        'the baseline has 1 instance group(s), instance_group[0]',
+    "config-second-instance-group": (
+        ("precision: [fp32]", "precision: [fp32]\n  config:\n    instance_group[1].gpus: [[0]]"),
+        "the baseline has 1 instance group(s), instance_group[0]",
     ),
-    'config-preferred-batch-size-zero': (
-        ('precision: [fp32]', 'precision: [fp32]\n  config:\n    dynamic_batching.preferred_batch_size: [[0]]'),
-        'preferred batch sizes are from 1 to max_batch_size, not [0]',
+    "config-preferred-batch-size-zero": (
+        ("precision: [fp32]", "precision: [fp32]\n  config:\n    dynamic_batching.preferred_batch_size: [[0]]"),
+        "preferred batch sizes are from 1 to max_batch_size, not [0]",
     ),
-    'config-preferred-batch-size-negative': (
-        ('precision: [fp32]', 'precision: [fp32]\n  config:\n    dynamic_batching.preferred_batch_size: [[2], [-1]]'),
-        'not [-1]',
+    "config-preferred-batch-size-negative": (
+        ("precision: [fp32]", "precision: [fp32]\n  config:\n    dynamic_batching.preferred_batch_size: [[2], [-1]]"),
+        "not [-1]",
     ),
-    'config-preferred-batch-size-above-every-max': (
-        ('precision: [fp32]', 'precision: [fp32]\n  config:\n    dynamic_batching.preferred_batch_size: [[4], [4, 64]]'),
-        '[4, 64] exceeds every max_batch_size of the space (at most 8)',
+    "config-preferred-batch-size-above-every-max": (
+        (
+            "precision: [fp32]",
+            "precision: [fp32]\n  config:\n    dynamic_batching.preferred_batch_size: [[4], [4, 64]]",
+        ),
+        "[4, 64] exceeds every max_batch_size of the space (at most 8)",
     ),
-    'server-thread-count-negative': (
-        ('precision: [fp32]', 'precision: [fp32]\n  server:\n    --http-thread-count: [-4]'),
-        'search_space.server.--http-thread-count: --http-thread-count takes an integer from 1 to 4096, not -4',
+    "server-thread-count-negative": (
+        ("precision: [fp32]", "precision: [fp32]\n  server:\n    --http-thread-count: [-4]"),
+        "search_space.server.--http-thread-count: --http-thread-count takes an integer from 1 to 4096, not -4",
     ),
-    'server-exit-timeout-negative': (
-        ('precision: [fp32]', 'precision: [fp32]\n  server:\n    --exit-timeout-secs: [-1]'),
-        '--exit-timeout-secs takes an integer from 0',
+    "server-exit-timeout-negative": (
+        ("precision: [fp32]", "precision: [fp32]\n  server:\n    --exit-timeout-secs: [-1]"),
+        "--exit-timeout-secs takes an integer from 0",
     ),
-    'server-log-verbose-negative': (
-        ('precision: [fp32]', 'precision: [fp32]\n  server:\n    --log-verbose: [-1]'),
-        '--log-verbose takes an integer from 0 to 10',
+    "server-log-verbose-negative": (
+        ("precision: [fp32]", "precision: [fp32]\n  server:\n    --log-verbose: [-1]"),
+        "--log-verbose takes an integer from 0 to 10",
     ),
-    'server-metrics-interval-negative': (
-        ('precision: [fp32]', 'precision: [fp32]\n  server:\n    --metrics-interval-ms: [-5]'),
-        '--metrics-interval-ms takes an integer from 0',
+    "server-metrics-interval-negative": (
+        ("precision: [fp32]", "precision: [fp32]\n  server:\n    --metrics-interval-ms: [-5]"),
+        "--metrics-interval-ms takes an integer from 0",
     ),
-    'server-byte-size-beyond-64-bits': (
-        ('precision: [fp32]', 'precision: [fp32]\n  server:\n    --pinned-memory-pool-byte-size: [1208925819614629174706176]'),
-        'takes an integer from 0 to 9223372036854775807',
+    "server-byte-size-beyond-64-bits": (
+        (
+            "precision: [fp32]",
+            "precision: [fp32]\n  server:\n    --pinned-memory-pool-byte-size: [1208925819614629174706176]",
+        ),
+        "takes an integer from 0 to 9223372036854775807",
     ),
-    'server-compute-capability-nan': (
-        ('precision: [fp32]', 'precision: [fp32]\n  server:\n    --min-supported-compute-capability: [.nan]'),
-        'search_space.server.--min-supported-compute-capability.0: should be a valid boolean or a valid integer or a finite number',
+    "server-compute-capability-nan": (
+        ("precision: [fp32]", "precision: [fp32]\n  server:\n    --min-supported-compute-capability: [.nan]"),
+        "search_space.server.--min-supported-compute-capability.0: should be a valid boolean or a valid integer or a finite number",
     ),
-    'server-option-with-spaces': (
-        ('precision: [fp32]', 'precision: [fp32]\n  server:\n    --backend-config: ["python,x=1 --model-repository=/etc"]'),
-        'takes one word without spaces or line breaks',
+    "server-option-with-spaces": (
+        (
+            "precision: [fp32]",
+            'precision: [fp32]\n  server:\n    --backend-config: ["python,x=1 --model-repository=/etc"]',
+        ),
+        "takes one word without spaces or line breaks",
     ),
-    'server-option-with-a-line-break': (
-        ('precision: [fp32]', 'precision: [fp32]\n  server:\n    --cache-config: ["local,size=1\\n--model-repository=/etc"]'),
-        'without spaces or line breaks',
+    "server-option-with-a-line-break": (
+        (
+            "precision: [fp32]",
+            'precision: [fp32]\n  server:\n    --cache-config: ["local,size=1\\n--model-repository=/etc"]',
+        ),
+        "without spaces or line breaks",
     ),
-    'server-option-empty': (
-        ('precision: [fp32]', 'precision: [fp32]\n  server:\n    --rate-limit: [""]'),
-        '--rate-limit takes one word',
+    "server-option-empty": (
+        ("precision: [fp32]", 'precision: [fp32]\n  server:\n    --rate-limit: [""]'),
+        "--rate-limit takes one word",
     ),
-    'server-value-null-names-the-option': (
-        ('precision: [fp32]', 'precision: [fp32]\n  server:\n    --buffer-manager-thread-count: [4, null]'),
-        'search_space.server.--buffer-manager-thread-count.1: should be a valid boolean or',
+    "server-value-null-names-the-option": (
+        ("precision: [fp32]", "precision: [fp32]\n  server:\n    --buffer-manager-thread-count: [4, null]"),
+        "search_space.server.--buffer-manager-thread-count.1: should be a valid boolean or",
     ),
-    'config-not-a-list-names-the-field': (
-        ('precision: [fp32]', 'precision: [fp32]\n  config:\n    instance_group[0].kind: KIND_CPU'),
-        'search_space.config.instance_group[0].kind: Input should be a valid list',
-    ),}
+    "config-not-a-list-names-the-field": (
+        ("precision: [fp32]", "precision: [fp32]\n  config:\n    instance_group[0].kind: KIND_CPU"),
+        "search_space.config.instance_group[0].kind: Input should be a valid list",
+    ),
+}
 
 
 @pytest.mark.parametrize("case", sorted(BAD_SPECS))
@@ -726,7 +759,9 @@ def test_check_runs_every_check_and_starts_and_writes_nothing(tmp_path, mlp_file
     )
 
 
-@pytest.mark.parametrize("address, warned", [("0.0.0.0", True), ("192.168.1.4", True), ("::1", False), ("localhost", False)])
+@pytest.mark.parametrize(
+    "address, warned", [("0.0.0.0", True), ("192.168.1.4", True), ("::1", False), ("localhost", False)]
+)
 def test_a_server_address_beyond_loopback_is_warned_of(tmp_path, mlp_file, capsys, address, warned):
     spec = _spec(tmp_path, mlp_file, VALID.replace("objectives:", f'server: {{address: "{address}"}}\nobjectives:'))
     assert main(["check", str(spec), "--results-dir", str(tmp_path / "results")]) == 0
@@ -809,10 +844,17 @@ def test_the_baselines_own_field_values_come_from_its_config(tmp_path, mlp_file)
     }
 
 
-def test_the_readmes_spec_is_valid(tmp_path):
-    """The annotated spec of README.md ("The spec") is one that runs, with its config and server knobs."""
-    text = (REPO / "README.md").read_text()
-    block = next(b for b in text.split("```yaml\n")[1:] if b.startswith("study:"))
-    loaded = load_spec(write_spec(tmp_path, block.split("```")[0]))
+def _spec_block(page: Path) -> str:
+    return next(b for b in page.read_text().split("```yaml\n")[1:] if b.startswith("study:")).split("```")[0]
+
+
+def test_the_readmes_and_the_spec_references_specs_are_valid(tmp_path, mlp_file):
+    """README.md's sweep by hand runs on a model with its input; the annotated spec of
+    docs/spec.md is one that runs, with its config and server knobs."""
+    readme = load_spec(
+        write_spec(tmp_path, _spec_block(REPO / "README.md").replace("models/my_model.onnx", str(mlp_file)))
+    )
+    assert readme.ranking.primary == "capacity@p99_ms<=10" and readme.space["precision"] == ["fp32", "fp16", "int8"]
+    loaded = load_spec(write_spec(tmp_path, _spec_block(REPO / "docs" / "spec.md")))
     assert loaded.space["config.dynamic_batching.preferred_batch_size"][:3] == ["[4]", "[8]", "[4, 8]"]
     assert loaded.space["server.buffer-manager-thread-count"] == [0, 4, None]

@@ -202,7 +202,9 @@ def test_a_study_without_a_feasible_trial_exports_nothing_and_names_each_violati
 
     record = read_study(study)
     nobody = parse_ranking(record, ["min:p50_ms@c1", "max:throughput@c8"], ["p50_ms@c1 <= 0.1"])
-    with pytest.raises(SweeperError, match="study 'stored' has no feasible trial to export: trial 0 violates") as failure:
+    with pytest.raises(
+        SweeperError, match="study 'stored' has no feasible trial to export: trial 0 violates"
+    ) as failure:
         chosen(record, "knee", [], nobody)
     assert not isinstance(failure.value, UsageError), "a study's answer, not a usage error: exit 1"
     assert "--pick 'trial N'" in failure.value.hint
