@@ -17,6 +17,7 @@ measured and seconds.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import tempfile
 import time
@@ -35,6 +36,7 @@ from sweeper.load import (
     SearchBounds,
     capacity_of,
     find_perf_analyzer,
+    search_capacity,
 )
 from sweeper.spec import CapacitySearchSpec, LoadSpec
 from sweeper.vocabulary import TrialConfig, capacity_column
@@ -76,6 +78,7 @@ def main() -> None:
     )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     agreed = banded = 0
+    replays = []
     with tempfile.TemporaryDirectory() as folder:
         source = demo_model(Path(folder))
         load = workload(source)
@@ -91,6 +94,7 @@ def main() -> None:
                 }
                 exhaustive_s = time.perf_counter() - started
             truth = capacity_of(every, target, bounds)
+            replays.append((config, found, truth, every))
             agree = abs(found.load - truth.load) <= args.resolution
             agreed += agree
             within = [c for c, m in every.items() if m.p99_ms <= args.budget_ms]
@@ -107,6 +111,31 @@ def main() -> None:
                 flush=True,
             )
     print(f"agree within one step: {agreed} of {len(CONFIGS)}; within the exhaustive band: {banded} of {len(CONFIGS)}")
+    _replay_starts(replays, target, bounds, args.resolution)
+
+
+def _replay_starts(replays: list, target: CapacityTarget, bounds: SearchBounds, resolution: float) -> None:
+    """The search replayed on each configuration's exhaustive measurements (no server: every
+    load it may try was measured), cold (doubling from low) and started where the study would
+    start it: at its own earlier answer (a confirmation repeat) and at another configuration's
+    capacity (a new trial whose nearest neighbour is that one)."""
+    print()
+    print("| configuration | start | loads | capacity | within one step of exhaustive |")
+    print("|---|---|---|---|---|")
+    for index, (config, found, truth, every) in enumerate(replays):
+        other = replays[index - 1][2]
+        starts = (("cold", None), (f"own c{found.load:g}", found.load), (f"other c{other.load:g}", other.load))
+        for label, start in starts:
+            if start == 0:
+                continue
+            started = dataclasses.replace(target, start=start)
+            replayed = search_capacity(lambda c, curve=every: curve[int(c)], started, bounds)
+            agree = abs(replayed.load - truth.load) <= resolution
+            print(
+                f"| {config.max_batch_size}/{config.max_queue_delay_us}/x{config.instance_count}/{config.protocol} "
+                f"| {label} | {len(replayed.tried)} | c{replayed.load:g} | {'yes' if agree else 'no'} |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ from rich.table import Table
 from sweeper.errors import SweeperError, UsageError, clear_stop, request_stop
 from sweeper.export import export
 from sweeper.files import write_atomic
-from sweeper.record import TrialRecord, read_study, read_trial, sweeper_version
+from sweeper.record import StudyRecord, TrialRecord, read_study, read_trial, sweeper_version
 from sweeper.results import StudyTables, confidence_sentences, parse_ranking, tables, write_tables
 from sweeper.server_options import server_argv
 from sweeper.spec import load_spec
@@ -204,8 +204,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             left = f"removed {sweep.removed_leftovers} container(s) that an earlier run of '{loaded.name}' left behind"
             console.print(left)
         outcome = _run_with_progress(sweep)
-    record = sweep.record()
-    result = tables(record)
+    record, result = sweep.record(), sweep.tables  # the tables written on the way out
     if outcome == "exhausted":
         console.print(
             f"[yellow]the search space is exhausted: all {loaded.space_size} configurations are measured[/yellow]"
@@ -219,7 +218,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.no_report:
         console.print(f"no report (--no-report): sweeper report {plan.directory} writes it")
     elif completed:
-        _report(sweep.study, plan.directory)
+        _report(sweep.study, record, result, plan.directory)
     if not completed:
         errors.print(
             f"sweeper: error: study '{loaded.name}' completed no trial, so there is nothing to report or export; "
@@ -300,14 +299,13 @@ def _run_with_progress(sweep: Sweep) -> str:
         return sweep.run(on_trial_end)
 
 
-def _report(study: optuna.Study, directory: Path, ranking: Ranking | None = None, out: Path | None = None) -> None:
+def _report(study: optuna.Study, record: StudyRecord, result: StudyTables, out: Path) -> None:
     from sweeper.report import write_report  # plotly and matplotlib load only for a report
 
-    info = write_report(study, directory, ranking, out)
+    info = write_report(study, record, result, out)
     if info.running:
         console.print(f"[yellow]{info.running} trial(s) still running: the report shows the finished ones[/yellow]")
-    where = out or directory
-    console.print(f"report: {where / 'report.html'} (also pareto.png, breakdown.png, summary.md)")
+    console.print(f"report: {out / 'report.html'} (also pareto.png, breakdown.png, summary.md)")
     if info.reranked:
         console.print(f"ranked by {info.ranked_by}: re-ranked from the stored measurements, no server started")
 
@@ -318,9 +316,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     study = open_stored_study(directory, args.storage)
     record = read_study(study)
     ranking = parse_ranking(record, args.objective, args.constraint)
-    out = Path(args.out) if args.out else None
-    write_tables(tables(record, ranking), out or directory)
-    _report(study, directory, ranking, out)
+    out = Path(args.out) if args.out else directory
+    result = tables(record, ranking)
+    write_tables(result, out)
+    _report(study, record, result, out)
     return 0
 
 

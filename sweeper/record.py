@@ -50,6 +50,7 @@ _STUDY_FACTS = (
     "server",
     "fingerprint",
     "confirm_repeats",
+    "in_process",
 )
 
 

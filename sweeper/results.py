@@ -481,10 +481,10 @@ def indistinguishable(front: pd.DataFrame, objectives: list[str]) -> list[tuple[
     ]
 
 
-def confirmation_candidates(study: StudyRecord, ranking: Ranking, margin: float) -> list[int]:
+def confirmation_candidates(study: StudyRecord, ranking: Ranking, margin: float, cap: int | None = None) -> list[int]:
     """The trials to measure again, by their first measurements: the knee, the Pareto trials,
-    every feasible trial that a relative ``margin`` on each objective would put on the front,
-    and the baseline."""
+    every feasible trial that a relative ``margin`` on each objective would put on the front
+    (at most ``cap`` of these, in that order), and the baseline."""
     result = tables(study, ranking, confirmed=False)
     trials = result.trials
     feasible = trials[trials["feasible"]]
@@ -501,9 +501,31 @@ def confirmation_candidates(study: StudyRecord, ranking: Ranking, margin: float)
             improved = point - np.abs(point) * margin
             if not any((other <= improved).all() and (other < improved).any() for other in best):
                 chosen.append(int(row["number"]))
-    baseline = trials[(trials["baseline"]) & (trials["state"] == "COMPLETE")]
-    chosen += [int(n) for n in baseline["number"]]
-    return list(dict.fromkeys(chosen))
+    baseline = [int(n) for n in trials[(trials["baseline"]) & (trials["state"] == "COMPLETE")]["number"]]
+    chosen = [n for n in dict.fromkeys(chosen) if n not in baseline]
+    return chosen[:cap] + baseline
+
+
+def still_racing(study: StudyRecord, ranking: Ranking, candidates: list[int]) -> list[int]:
+    """The candidates worth another measurement, by what was measured so far: one that another
+    candidate beats beyond both spreads on every objective cannot come back to the front or the
+    pick (successive halving's rule, on measured spreads), and is measured no more. The baseline
+    always runs: the recommendation compares against it."""
+    result = tables(study, ranking)
+    rows = result.trials.set_index("number")
+    objectives, signs = ranking.columns, [1.0 if d == "minimize" else -1.0 for d in ranking.directions]
+    alive = [n for n in candidates if n in rows.index and rows.loc[n, "state"] == "COMPLETE"]
+
+    def beaten(loser: int, winner: int) -> bool:
+        a, b = rows.loc[loser], rows.loc[winner]
+        if not b["feasible"]:
+            return False
+        return all(
+            (b[f"{c}:hi"] < a[f"{c}:lo"]) if sign > 0 else (b[f"{c}:lo"] > a[f"{c}:hi"])
+            for c, sign in zip(objectives, signs)
+        )
+
+    return [n for n in alive if rows.loc[n, "baseline"] or not any(beaten(n, other) for other in alive if other != n)]
 
 
 @dataclasses.dataclass(frozen=True)

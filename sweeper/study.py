@@ -29,7 +29,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 from tritonclient.grpc import model_config_pb2 as mc
 
-from sweeper.artifacts import PRECISIONS, ArtifactBuilder, outside_tolerance
+from sweeper.artifacts import PRECISIONS, ArtifactBuilder, outside_tolerance, time_in_process
 from sweeper.errors import ModelError, PrecisionError, ServerDied, TrialError, signals_deferred, stop_requested
 from sweeper.files import write_atomic
 from sweeper.launchers import LABEL_STUDY, LABEL_TRIAL, REUSE, Launcher, PeakMemory, Server, server_metadata
@@ -50,12 +50,12 @@ from sweeper.record import (
     write_server_version,
 )
 from sweeper.repository import write_model
-from sweeper.results import confirmation_candidates
+from sweeper.results import confirmation_candidates, still_racing
 from sweeper.samplers import make_sampler
 from sweeper.server_options import server_argv
 from sweeper.spec import LoadedSpec
 from sweeper.triton_config import apply_trial, to_pbtxt
-from sweeper.vocabulary import KNOBS, TrialConfig, distinct_configurations, serving_key
+from sweeper.vocabulary import KNOBS, InProcessTiming, TrialConfig, distinct_configurations, serving_key
 
 _REDRAWS_BEFORE_PICKING = 25
 
@@ -137,6 +137,30 @@ def model_failure(trials: list[FrozenTrial]) -> ModelError | None:
         f"so the sweep stops: {reason}",
         hint,
     )
+
+
+def capacity_starts(trials: list[FrozenTrial], params: dict[str, Any], columns: list[str]) -> dict[str, float]:
+    """Where each capacity search of a configuration with ``params`` should start: the load at
+    which the most similar completed configuration (the same max_batch_size and instance count
+    weigh double; the latest among equals) held the budget. A capacity of 0 or no completed trial
+    leaves the column out: the search doubles up from ``load.capacity.low``."""
+    weights = {"max_batch_size": 2, "instance_count": 2}
+
+    def likeness(trial: FrozenTrial) -> int:
+        return sum(weights.get(name, 1) for name, value in params.items() if trial.params.get(name) == value)
+
+    starts: dict[str, float] = {}
+    done = [t for t in trials if t.state == TrialState.COMPLETE and t.user_attrs.get("capacities")]
+    for column in columns:
+        found = [
+            (likeness(t), t.number, stored["load"])
+            for t in done
+            for stored in t.user_attrs["capacities"]
+            if stored["column"] == column and stored["load"] > 0
+        ]
+        if found:
+            starts[column] = max(found)[2]
+    return starts
 
 
 def counted(trials: list[FrozenTrial]) -> int:
@@ -377,7 +401,7 @@ class TrialRunner:
 
     def prepare(self) -> None:
         """Before the first trial: the reference model under models/ and the sweep's first request
-        (``samples.npz``), which the report times in-process."""
+        (``samples.npz``)."""
         if self.artifacts is None:
             return
         self.artifacts.build(self._source.reference_precision)
@@ -386,6 +410,19 @@ class TrialRunner:
         buffer = io.BytesIO()  # built in memory: a full disk fails the write, not numpy's zip file
         np.savez(buffer, **arrays)
         write_atomic(self._dir / "samples.npz", buffer.getvalue())
+
+    def time_reference(self, runs: int = 200) -> InProcessTiming | None:
+        """The reference model on the sweep's first request in this process, the median of
+        ``runs`` calls (None where ONNX Runtime cannot run it here, or there is no ONNX model)."""
+        if self.artifacts is None:
+            return None
+        precision = self._source.reference_precision
+        first = self.workload.samples.batch(0, 1, batched=self._source.batched)
+        try:
+            ms = time_in_process(self.artifacts.build(precision).path, first, repeats=runs)
+        except Exception:  # a GPU-only operator, a string input: no figure, said by its absence
+            return None
+        return InProcessTiming(round(ms, 5), precision, 1, runs)
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, ...]:
         """Measure the configuration the sampler proposes; its objective values."""
@@ -500,8 +537,11 @@ class TrialRunner:
             if artifact is not None and accuracy is None:  # TensorRT: measured as served
                 accuracy = self._served_accuracy(server, workload, config.precision)
                 writer.accuracy(accuracy)
+            starts = capacity_starts(
+                trial.study.get_trials(deepcopy=False), trial.params, [c.column for c in self._spec.capacities]
+            )
             with _timed(timings, "measure_s"), PeakMemory(server, gpu=self._gpu) as memory:
-                measured = self._measure(server, workload, config.protocol)
+                measured = self._measure(server, workload, config.protocol, starts)
             writer.memory(memory.result)
             failed = False
         finally:
@@ -513,10 +553,15 @@ class TrialRunner:
         produced = served_outputs(server.endpoints, workload, self.artifacts.accuracy_feeds())
         return self._accuracy(precision, *self.artifacts.compare(produced))
 
-    def _measure(self, server: Server, workload: Workload, protocol: str) -> tuple[list[Measurement], list[Capacity]]:
-        """Every level of the spec and every capacity it ranks by; a failure while the server
-        died is the server's."""
-        targets = [CapacityTarget(c.column, c.percentile, c.budget_ms) for c in self._spec.capacities]
+    def _measure(
+        self, server: Server, workload: Workload, protocol: str, starts: dict[str, float]
+    ) -> tuple[list[Measurement], list[Capacity]]:
+        """Every level of the spec and every capacity it ranks by (each search starting where
+        ``starts`` says); a failure while the server died is the server's."""
+        targets = [
+            CapacityTarget(c.column, c.percentile, c.budget_ms, start=starts.get(c.column))
+            for c in self._spec.capacities
+        ]
         try:
             return self._generator.measure_trial(server.endpoints, protocol, workload, self._load, targets)
         except TrialError as exc:
@@ -598,16 +643,32 @@ def confirm_study(
     on_trial_end: Callable[[optuna.Study, FrozenTrial], None] | None = None,
 ) -> list[int]:
     """After the search: the front's candidates (``sweeper.results.confirmation_candidates``)
-    measured ``study.confirm_repeats`` more times on fresh servers, interleaved, and every anchor
-    still waiting; resumable (what is measured stays, what is missing is enqueued again).
-    Returns the candidates."""
+    measured up to ``study.confirm_repeats`` more times on fresh servers, a round at a time,
+    interleaved; after each round a candidate beaten beyond both spreads on every objective
+    leaves the race (``sweeper.results.still_racing``). Then every anchor still waiting.
+    Resumable (what is measured stays, what is missing is enqueued again). Returns the
+    candidates."""
     repeats = loaded.spec.study.confirm_repeats
     candidates = []
+    callbacks = [on_trial_end] if on_trial_end is not None else []
     if repeats > 0:
         margin = loaded.spec.load.settings.confirmation_margin
-        candidates = confirmation_candidates(read_study(study), loaded.ranking, margin)
-        enqueue_repeats(study, candidates, repeats)
-    callbacks = [on_trial_end] if on_trial_end is not None else []
+        cap = loaded.spec.study.confirm_candidates
+        candidates = confirmation_candidates(read_study(study), loaded.ranking, margin, cap)
+        for round_ in range(1, repeats + 1):
+            # A round measures each candidate still in the race once more, interleaved.
+            racing = candidates if round_ == 1 else still_racing(read_study(study), loaded.ranking, candidates)
+            enqueue_repeats(study, racing, round_)
+            _run_waiting(study, runner, callbacks)
+    _run_waiting(study, runner, callbacks)  # anchors still waiting
+    return candidates
+
+
+def _run_waiting(
+    study: optuna.Study,
+    runner: TrialRunner | Callable[[optuna.Trial], Any],
+    callbacks: list[Callable[[optuna.Study, FrozenTrial], None]],
+) -> None:
     while waiting_repeats(study):
         stop = stop_requested()
         if stop is not None:
@@ -615,4 +676,3 @@ def confirm_study(
         # A waiting trial that is no repeat (one a resume enqueued) may propose a taken configuration.
         catch = (TrialError, DuplicateProposal)
         study.optimize(runner, n_trials=1, catch=catch, callbacks=callbacks, gc_after_trial=False)
-    return candidates

@@ -196,6 +196,8 @@ class Sweep:
         self.study: optuna.Study | None = None
         self._runner: TrialRunner | None = None
         self._lock = None
+        self.tables: StudyTables | None = None
+        """The tables as last written (after each trial, and on the way out)."""
 
     def __enter__(self) -> Sweep:
         plan = self.plan
@@ -226,7 +228,16 @@ class Sweep:
             "generator": plan.generator.name,
             "fingerprint": self._stored_fingerprint(),
             "confirm_repeats": plan.loaded.spec.study.confirm_repeats,
+            "in_process": self._in_process(),
         }
+
+    def _in_process(self) -> dict | None:
+        """The reference timed in-process once, when the study is first prepared (a resume keeps it)."""
+        stored = self.study.user_attrs.get("in_process") if self.study is not None else None
+        if stored is not None:
+            return stored
+        timing = self._runner.time_reference() if self._runner is not None else None
+        return dataclasses.asdict(timing) if timing is not None else None
 
     def _stored_fingerprint(self) -> dict:
         """The study's fingerprint: the first machine's (a worker allowed to join keeps it)."""
@@ -239,7 +250,7 @@ class Sweep:
         after each trial, with the tables already rewritten."""
 
         def after_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-            write_tables(tables(read_study(study)), self.plan.directory)
+            self._write_tables()
             if on_trial_end is not None:
                 on_trial_end(study, trial)
 
@@ -258,6 +269,10 @@ class Sweep:
         """The study's records as they stand."""
         return read_study(self.study)
 
+    def _write_tables(self) -> None:
+        self.tables = tables(self.record())
+        write_tables(self.tables, self.plan.directory)
+
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
     ) -> None:
@@ -266,7 +281,7 @@ class Sweep:
                 self._runner.servers.close()
             if self.study is not None:
                 try:
-                    write_tables(tables(read_study(self.study)), self.plan.directory)
+                    self._write_tables()
                 except (OSError, sqlalchemy.exc.SQLAlchemyError):
                     if exc is None:
                         raise  # else the error that stopped the run is the one to report
@@ -296,5 +311,4 @@ def run_sweep(
     """Plan, run and close a sweep of ``loaded``; the tables are written, not the report."""
     with Sweep(plan_sweep(loaded, results_dir=results_dir, storage=storage)) as sweep:
         outcome = sweep.run(on_trial_end)
-        record = sweep.record()
-    return SweepResult(outcome, record, tables(record), sweep.plan.directory)
+    return SweepResult(outcome, sweep.record(), sweep.tables, sweep.plan.directory)

@@ -220,6 +220,23 @@ class LoadSettings:
         return self.stability_tolerance / 2
 
 
+@dataclasses.dataclass(frozen=True)
+class InProcessTiming:
+    """The reference model timed in the sweeper's own process when the study was prepared (a
+    study fact): the 'local' side of the gap the report explains."""
+
+    ms: float
+    """The median of ``runs`` calls."""
+    precision: str
+    batch: int
+    runs: int
+
+    @property
+    def label(self) -> str:
+        """What the figure is, in words."""
+        return f"in-process ONNX Runtime, batch {self.batch}, {self.precision} (median of {self.runs} runs)"
+
+
 def level_label(concurrency: int | None, request_rate: float | None) -> str:
     """``c8`` for concurrency 8, ``r500`` for 500 requests/s: the two never read alike."""
     return f"c{concurrency}" if concurrency is not None else f"r{request_rate:g}"

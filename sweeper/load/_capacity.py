@@ -29,6 +29,9 @@ class CapacityTarget:
     column: str
     percentile: str
     budget_ms: float
+    start: float | None = None
+    """Where comparable configurations of the study crossed the budget: the search brackets
+    from there instead of doubling up from ``low`` (None: no such configuration yet)."""
 
 
 def _within(measurement: Measurement, target: CapacityTarget) -> bool:
@@ -43,9 +46,19 @@ def _midpoint(low: float, high: float, bounds: SearchBounds) -> float | None:
     return middle if low < middle < high else None
 
 
+def _on_grid(load: float, bounds: SearchBounds) -> float:
+    """``load`` rounded to the resolution's grid from ``low``, within the bounds."""
+    snapped = bounds.low + round((load - bounds.low) / bounds.resolution) * bounds.resolution
+    snapped = min(bounds.high, max(bounds.low, snapped))
+    return float(int(snapped)) if bounds.integer else snapped
+
+
 def search_capacity(measure: Callable[[float], Measurement], target: CapacityTarget, bounds: SearchBounds) -> Capacity:
-    """Grow from ``bounds.low`` while within the budget, then bisect; the capacity, with every
-    load tried in ``tried`` (``measure`` may answer from loads measured already)."""
+    """From ``bounds.low`` (light load must hold too), then from ``target.start`` where comparable
+    configurations crossed the budget: a step of a quarter above it while within the budget
+    (doubling after that), or straight to bisecting below it; without a start, doubling from
+    ``low``. Then bisect to the resolution. The capacity, with every load tried in ``tried``
+    (``measure`` may answer from loads measured already)."""
     tried: dict[float, Measurement] = {}
 
     def within(load: float) -> bool:
@@ -53,17 +66,25 @@ def search_capacity(measure: Callable[[float], Measurement], target: CapacityTar
             tried[load] = measure(load)
         return _within(tried[load], target)
 
-    good, over = None, None
-    load = bounds.low
-    while over is None:
-        if not within(load):
-            over = load
+    if not within(bounds.low):
+        return capacity_of(tried, target, bounds)
+    good, over, growth = bounds.low, None, 2.0
+    start = None if target.start is None else _on_grid(target.start, bounds)
+    if start is not None and start > bounds.low:
+        if within(start):
+            good, growth = start, 1.25
         else:
+            over = start
+    while over is None and good < bounds.high:
+        load = min(bounds.high, good * growth)
+        load = float(int(load)) if bounds.integer else load
+        load = load if load > good else min(bounds.high, good + bounds.resolution)
+        growth = 2.0
+        if within(load):
             good = load
-            if load >= bounds.high:
-                break
-            load = min(bounds.high, load * 2)
-    while good is not None and over is not None and over - good > bounds.resolution:
+        else:
+            over = load
+    while over is not None and over - good > bounds.resolution:
         middle = _midpoint(good, over, bounds)
         if middle is None:
             break

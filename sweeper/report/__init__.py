@@ -11,13 +11,12 @@ from pathlib import Path
 import optuna
 
 from sweeper.files import atomic_path, write_atomic
-from sweeper.record import StudyRecord, read_study
+from sweeper.record import StudyRecord
 from sweeper.report._html import render_html
-from sweeper.report._info import ReportInfo, collect, in_process_ms, param_importances
+from sweeper.report._info import ReportInfo, collect, in_process_of, param_importances
 from sweeper.report._png import render_breakdown, render_pareto
 from sweeper.report._summary import render_summary
-from sweeper.results import tables
-from sweeper.vocabulary import Ranking
+from sweeper.results import StudyTables
 
 __all__ = ["ReportInfo", "collect", "machines", "write_report"]
 
@@ -34,28 +33,22 @@ def machines(record: StudyRecord) -> list[dict]:
     return found
 
 
-def write_report(
-    study: optuna.Study, directory: Path, ranking: Ranking | None = None, out: Path | None = None
-) -> ReportInfo:
-    """Compute the report of ``study`` (under its own ranking, or ``ranking``: nothing is
-    measured again) and write its four files into ``out`` (default ``directory``, the study
-    folder, where its models and samples are read)."""
-    record = read_study(study)
-    result = tables(record, ranking)
+def write_report(study: optuna.Study, record: StudyRecord, result: StudyTables, out: Path) -> ReportInfo:
+    """Draw the report of ``study`` (its ``record`` and its ``result`` tables, under its own
+    ranking or a re-rank: nothing is measured again) into the four files in ``out``."""
     info = collect(
         result,
         study_name=record.name,
-        in_process_ms=in_process_ms(directory, record.facts),
+        in_process=in_process_of(record.facts),
         importances=param_importances(study, result.ranking),
         reranked=result.ranking != record.ranking,
         machines=machines(record),
     )
-    directory = out or directory
-    directory.mkdir(parents=True, exist_ok=True)
-    write_atomic(directory / "report.html", render_html(info))
-    with atomic_path(directory / "pareto.png") as temporary:
+    out.mkdir(parents=True, exist_ok=True)
+    write_atomic(out / "report.html", render_html(info))
+    with atomic_path(out / "pareto.png") as temporary:
         render_pareto(info, temporary)
-    with atomic_path(directory / "breakdown.png") as temporary:
+    with atomic_path(out / "breakdown.png") as temporary:
         render_breakdown(info, temporary)
-    write_atomic(directory / "summary.md", render_summary(info))
+    write_atomic(out / "summary.md", render_summary(info))
     return info

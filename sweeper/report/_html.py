@@ -8,7 +8,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 
-from sweeper.report._info import BREAKDOWN_LABELS, BREAKDOWN_PARTS, IN_PROCESS, PARETO_GROUPS, SIZING_NOTE, ReportInfo
+from sweeper.report._info import BREAKDOWN_LABELS, BREAKDOWN_PARTS, PARETO_GROUPS, SIZING_NOTE, ReportInfo
 from sweeper.vocabulary import compute_ms, parameter_columns
 
 _STYLE = """
@@ -66,8 +66,9 @@ def render_html(info: ReportInfo) -> str:
 
 def _summary_paragraph(info: ReportInfo) -> str:
     parts = []
-    if info.in_process_ms is not None:
-        parts.append(f"{IN_PROCESS[0].upper()}{IN_PROCESS[1:]}: <b>{info.in_process_ms:.3g} ms</b>.")
+    if info.in_process is not None:
+        label = info.in_process.label
+        parts.append(f"{label[0].upper()}{label[1:]}: <b>{info.in_process.ms:.3g} ms</b>.")
     for name, row in (("Baseline", info.baseline), ("Lowest served p50", info.best_latency)):
         if row is not None:
             parts.append(

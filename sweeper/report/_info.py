@@ -6,7 +6,6 @@ import dataclasses
 import math
 import warnings
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import optuna
@@ -22,7 +21,15 @@ from sweeper.results import (
     listed_levels,
     reference_point,
 )
-from sweeper.vocabulary import CAPACITY, COMPUTE_PARTS, TRIAL_METRICS, Ranking, knob_label, parameter_columns
+from sweeper.vocabulary import (
+    CAPACITY,
+    COMPUTE_PARTS,
+    TRIAL_METRICS,
+    InProcessTiming,
+    Ranking,
+    knob_label,
+    parameter_columns,
+)
 
 # The stacked latency breakdown, bottom to top; "network" is the client's mean latency minus
 # the time Triton accounts for (serialization, transfer, client overhead).
@@ -44,9 +51,6 @@ PARETO_GROUPS = {
     "baseline": {"color": "#000000", "size": 16, "plotly": "star", "matplotlib": "*"},
 }
 
-
-IN_PROCESS = "in-process ONNX Runtime, batch 1, the model in its own precision (median of 30 runs)"
-"""What the in-process figure is: the 'local' side of the gap."""
 
 SIZING_NOTE = (
     "capacity@<percentile><=<budget>: inferences/s at the highest load whose latency percentile stayed within the "
@@ -88,7 +92,8 @@ class ReportInfo:
     baseline: dict | None
     best_latency: dict | None
     """The feasible trial with the lowest p50 at the breakdown level, with its breakdown."""
-    in_process_ms: float | None
+    in_process: InProcessTiming | None
+    """The reference model timed in the sweeper's process when the study was prepared."""
     hypervolume_history: pd.DataFrame | None
     """number, hypervolume of the feasible trials up to it (None with one objective)."""
     importances: dict[str, dict[str, float] | str]
@@ -122,13 +127,13 @@ def collect(
     result: StudyTables,
     *,
     study_name: str,
-    in_process_ms: float | None,
+    in_process: InProcessTiming | None,
     importances: dict[str, dict[str, float] | str],
     reranked: bool = False,
     machines: list[dict] | None = None,
 ) -> ReportInfo:
-    """Compute the report of a study's tables (pure: the in-process timing and the importances,
-    which need ONNX Runtime and Optuna, are measured by the caller: ``sweeper.report``)."""
+    """Compute the report of a study's tables (pure: the importances, which need Optuna's study,
+    are computed by the caller: ``sweeper.report``; the in-process timing is a stored fact)."""
     if result.trials.empty or not (result.trials["state"] == "COMPLETE").any():
         raise UsageError(
             f"study '{study_name}' has no completed trial yet",
@@ -163,7 +168,7 @@ def collect(
         sizing=_sizing(trials, shown, label),
         baseline=_baseline_row(at_level, trials, baseline_number, result.objectives, label),
         best_latency=_best_latency(at_level, feasible, label),
-        in_process_ms=in_process_ms,
+        in_process=in_process,
         hypervolume_history=_hypervolume_history(feasible, result.objectives, result.ranking.directions),
         importances=importances,
         generators={str(k): int(v) for k, v in completed["generator"].value_counts().items()},
@@ -311,18 +316,7 @@ def param_importances(study: optuna.Study, ranking: Ranking) -> dict[str, dict[s
     return found
 
 
-def in_process_ms(directory: Path, facts: dict) -> float | None:
-    """Batch-1 latency of the reference ONNX model in this process: the 'local' side of the gap."""
-    from sweeper.artifacts import time_in_process
-
-    source = facts.get("source") or {}
-    reference = "native" if source.get("kind") == "repository" else "fp32"
-    model, sample = directory / "models" / reference / "model.onnx", directory / "samples.npz"
-    if not (model.is_file() and sample.is_file()):
-        return None
-    with np.load(sample) as archive:
-        feed = {name: archive[name] for name in archive.files}
-    try:
-        return time_in_process(model, feed, repeats=30)
-    except Exception:  # ONNX Runtime cannot run it here (a GPU-only op, a string input): no figure
-        return None
+def in_process_of(facts: dict) -> InProcessTiming | None:
+    """The in-process timing the study stored when it was prepared (None before studies stored it)."""
+    stored = facts.get("in_process")
+    return InProcessTiming(**stored) if stored else None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from sweeper.report._info import IN_PROCESS, SIZING_NOTE, ReportInfo
+from sweeper.report._info import SIZING_NOTE, ReportInfo
 from sweeper.vocabulary import compute_ms, parameter_columns
 
 
@@ -31,8 +31,8 @@ def render_summary(info: ReportInfo) -> str:
         "| | p50 | mean | queue | compute (input + infer + output) | client / network / serialization | avg batch |",
         "|---|---|---|---|---|---|---|",
     ]
-    if info.in_process_ms is not None:
-        lines.append(f"| {IN_PROCESS} | {info.in_process_ms:.3g} | | | | | |")
+    if info.in_process is not None:
+        lines.append(f"| {info.in_process.label} | {info.in_process.ms:.3g} | | | | | |")
     for name, row in (("baseline", info.baseline), ("lowest served p50", info.best_latency)):
         if row is None:
             continue
@@ -62,10 +62,11 @@ def render_summary(info: ReportInfo) -> str:
 
 def _gap_sentences(info: ReportInfo) -> list[str]:
     sentences = []
-    base, best, local = info.baseline, info.best_latency, info.in_process_ms
+    base, best = info.baseline, info.best_latency
+    local = info.in_process.ms if info.in_process is not None else None
     if base is not None and local:
         sentences.append(
-            f"- The baseline's median p50 is {base['p50_ms'] / local:.2g}x the {IN_PROCESS}'s "
+            f"- The baseline's median p50 is {base['p50_ms'] / local:.2g}x the {info.in_process.label}'s "
             f"({base['p50_ms']:.3g} ms against {local:.3g} ms); {_largest_part(base)}."
         )
     if best is not None and local:

@@ -82,6 +82,9 @@ class StudySpec(_Strict):
     confirm_repeats: Int = Field(
         default=2, ge=0, le=50, description="fresh-server repeats of the front's candidates after the search (0: off)"
     )
+    confirm_candidates: Int | None = Field(
+        default=None, ge=1, le=1000, description="at most this many candidates besides the baseline (None: all)"
+    )
     anchor_every: Int = Field(
         default=10, ge=0, le=100_000, description="re-measure the baseline after every this many trials (0: never)"
     )

@@ -39,7 +39,7 @@ def test_report_writes_every_file(reported):
     for name in ("pareto.png", "breakdown.png"):
         assert (reported / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     summary = (reported / "summary.md").read_text()
-    assert "in-process ONNX Runtime, batch 1, the model in its own precision (median of 30 runs)" in summary
+    assert "in-process ONNX Runtime, batch 1, fp32 (median of 200 runs)" in summary
     assert "baseline: #0 mbs=8 delay=20000us" in summary
     assert "the largest part is queueing" in summary, (
         "the 20 ms delay is the baseline's largest part, as in the article"

@@ -3,6 +3,8 @@ bisects, how it reads noise, and the notes it writes (the real servers: tests/in
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from sweeper.load import CapacityTarget, SearchBounds, capacity_of, search_capacity
@@ -58,3 +60,27 @@ def test_request_rates_bisect_on_the_resolutions_grid():
     assert capacity.load == pytest.approx(1000, abs=10)
     assert all(round(load / 10) * 10 == pytest.approx(load) for load in capacity.tried)
     assert "1e+03" not in (capacity.note or "")
+
+
+def test_a_start_where_comparable_configurations_crossed_brackets_from_there():
+    """Capacity 25 (p99 0.4 ms per request in flight): from a start of 24 a quarter step up breaks
+    the budget and bisecting finds it in 6 loads, against 10 doubling from 1; a start far above
+    (48) bisects down; a start below (8) steps a quarter up, then doubles. Every answer is the
+    same, and light load is always measured first."""
+    curve = lambda c: c * 0.4  # noqa: E731
+    cold = _search(curve)
+    for start, loads in ((24, (1, 24, 30, 27, 26, 25)), (48, None), (8, None), (1000, None)):
+        warm = search_capacity(
+            lambda load: _at(load, curve(load)), dataclasses.replace(TARGET, start=start), CONCURRENCY
+        )
+        assert warm.load == cold.load == 25 and warm.tried[0] == 1, (start, warm.tried)
+        assert len(warm.tried) <= len(cold.tried), (start, warm.tried, cold.tried)
+        if loads is not None:
+            assert warm.tried == loads
+    broken_at_light_load = search_capacity(
+        lambda load: _at(load, 12.0), dataclasses.replace(TARGET, start=24), CONCURRENCY
+    )
+    assert broken_at_light_load.tried == (1,) and broken_at_light_load.load == 0
+    rates = SearchBounds(10, 5000, 10, integer=False, unit="requests/s")
+    warm = search_capacity(lambda r: _at(r, r / 100), dataclasses.replace(TARGET, start=1234.5), rates)
+    assert warm.load == pytest.approx(1000, abs=10) and all(load % 10 == pytest.approx(0) for load in warm.tried)

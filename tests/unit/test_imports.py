@@ -117,6 +117,18 @@ def test_readers_of_a_study_import_no_measuring_machinery(reader):
         assert not pulled, f"{module} imports {sorted(pulled)}"
 
 
+def test_the_report_only_reads_and_draws():
+    """Drawing a finished study measures nothing: no ONNX Runtime, no artifacts, even lazily."""
+    sources = list((REPO / "sweeper" / "report").glob("*.py"))
+    assert sources
+    for source in sources:
+        text = source.read_text()
+        assert "onnxruntime" not in text and "sweeper.artifacts" not in text, source.name
+    graph = import_graph(REPO)
+    for module in [m for m in graph if m.startswith("sweeper.report")]:
+        assert "sweeper.artifacts" not in reachable(graph, module), module
+
+
 def test_spec_does_not_import_the_launchers():
     graph = import_graph(REPO)
     for module in [m for m in graph if m.startswith("sweeper.spec")]:

@@ -21,6 +21,7 @@ from sweeper.spec import load_spec
 from sweeper.storage import open_storage
 from sweeper.study import (
     Proposer,
+    capacity_starts,
     config_key,
     counted,
     enqueue_baseline,
@@ -221,3 +222,44 @@ def test_with_max_batch_size_1_the_delays_are_one_configuration(tmp_path, mlp_fi
     assert config_key({**measured[0], "max_batch_size": 8, "max_queue_delay_us": 0}) != config_key(
         {**measured[0], "max_batch_size": 8, "max_queue_delay_us": 100}
     )
+
+
+def test_a_capacity_search_starts_where_the_most_similar_configuration_held_the_budget():
+    from optuna.distributions import CategoricalDistribution
+    from optuna.trial import create_trial
+
+    column = "capacity@p99_ms<=10"
+
+    def done(number, mbs, instances, protocol, load):
+        params = {"max_batch_size": mbs, "instance_count": instances, "protocol": protocol}
+        distributions = {
+            "max_batch_size": CategoricalDistribution([1, 8, 32]),
+            "instance_count": CategoricalDistribution([1, 2]),
+            "protocol": CategoricalDistribution(["http", "grpc"]),
+        }
+        capacities = [{"column": column, "load": load, "throughput": load * 100.0, "tried": [1.0], "note": None}]
+        trial = create_trial(
+            state=TrialState.COMPLETE,
+            params=params,
+            distributions=distributions,
+            user_attrs={"capacities": capacities},
+            values=[1.0],
+        )
+        trial.number = number
+        return trial
+
+    trials = [
+        done(0, 8, 1, "http", 12),
+        done(1, 32, 2, "grpc", 40),
+        done(2, 32, 1, "http", 24),
+        done(3, 1, 1, "grpc", 0),
+    ]
+    want = {"max_batch_size": 32, "instance_count": 2, "protocol": "http"}
+    assert capacity_starts(trials, want, [column]) == {column: 40}, (
+        "same batch size and instances outweigh the protocol"
+    )
+    assert capacity_starts(trials, {"max_batch_size": 1, "instance_count": 1, "protocol": "grpc"}, [column]) == {
+        column: 24
+    }, "a capacity of 0 says nothing of where to start; among equally similar ones the latest"
+    assert capacity_starts(trials[3:], want, [column]) == {}, "nothing held the budget: double up from low"
+    assert capacity_starts([], want, [column]) == {}

@@ -32,6 +32,7 @@ from sweeper.results import (
     recommend,
     recommendation_sentences,
     reference_point,
+    still_racing,
     tables,
 )
 from sweeper.study import enqueue_repeats
@@ -126,7 +127,7 @@ def study(tmp_path):
 def _info(study, ranking=None):
     record = read_study(study)
     result = tables(record, ranking)
-    return collect(result, study_name=record.name, in_process_ms=None, importances={}, reranked=ranking is not None)
+    return collect(result, study_name=record.name, in_process=None, importances={}, reranked=ranking is not None)
 
 
 def test_tables_keep_off_and_zero_apart_and_leave_redraws_out(study, tmp_path):
@@ -305,6 +306,25 @@ def test_confirmed_trials_rank_by_their_medians_with_their_spread(study):
     first = tables(read_study(study), confirmed=False)
     assert 1 in set(first.pareto["number"]), "by first measurements trial 1 was on the front"
     assert set(result.measurements["repeat_of"].dropna()) == {1.0, 2.0}, "every repeat's measurements are kept"
+
+
+def test_a_candidate_beaten_beyond_both_spreads_leaves_the_race_and_the_cap_keeps_the_front(study):
+    """Objectives p50@c1 (min) and throughput@c8 (max). After one repeat each: trial 4 (p50
+    0.9-0.95, 500/s) is beaten beyond both spreads by trial 2 (0.6-0.62, 1100/s) on both: out.
+    Trial 1 (0.5, 600/s) is faster than 2: it stays. The baseline (0) always stays."""
+    for repeat in (
+        _repeat(1, "off", "http", 0.52, 610.0),
+        _repeat(2, 0, "grpc", 0.62, 1090.0),
+        _repeat(4, "off", "grpc", 0.95, 510.0),
+        _repeat(0, 500, "http", 1.1, 880.0),
+    ):
+        study.add_trial(repeat)
+    record = read_study(study)
+    assert still_racing(record, record.ranking, [1, 2, 4, 0]) == [1, 2, 0]
+    everything = confirmation_candidates(read_study(study), record.ranking, margin=10.0)
+    assert everything[-1] == 0 and set(everything) >= {1, 2}, everything
+    capped = confirmation_candidates(read_study(study), record.ranking, margin=10.0, cap=1)
+    assert capped == [everything[0], 0], "the knee first, then the baseline, whatever the cap"
 
 
 def _rows(**columns) -> pd.DataFrame:

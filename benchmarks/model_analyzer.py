@@ -1,0 +1,269 @@
+"""At a latency budget, the sweeper against NVIDIA's Model Analyzer, one after the other on this
+machine, then both picks measured again by one instrument.
+
+1. Model Analyzer 1.58 (PyPI ``triton-model-analyzer``, installed into a virtual environment of
+   its own: it pins Optuna 3.6) in local mode, its default brute search (max_batch_size 1..32
+   with dynamic batching, 1..2 instances, concurrency 1..64 per configuration) under
+   ``--latency-budget``, against the same tritonserver (nvidia-pytriton's, through a wrapper that
+   gives it the python backend as the sweeper's local launcher does) and the same perf_analyzer.
+2. The sweeper on the same space plus the protocol (HTTP or gRPC, which Model Analyzer cannot
+   search): capacity at p99 within the budget (primary) and server memory, perf_analyzer,
+   confirmation on.
+3. Both picks measured again, interleaved (A B A B ...) on fresh servers: the capacity at the
+   budget by the sweeper's search with perf_analyzer, each pick over its own protocol.
+
+Prints each tool's wall time, its pick and claimed figure, the re-measured capacities (median,
+lowest, highest) and their ratio; writes summary.json to ``--out``.
+
+    .venv/bin/python benchmarks/model_analyzer.py [--budget-ms 10] [--trials 12] [--repeats 4] [--out DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _models import demo_model, serve, workload
+
+from sweeper.export import chosen
+from sweeper.launchers import LocalLauncher
+from sweeper.launchers._local import pytriton_server_dir
+from sweeper.load import CapacityTarget, PerfAnalyzerGenerator, find_perf_analyzer
+from sweeper.repository import write_model
+from sweeper.spec import LoadSpec, load_spec
+from sweeper.sweep import run_sweep
+from sweeper.triton_config import apply_trial, parse_pbtxt
+from sweeper.vocabulary import TrialConfig, capacity_column, knob_label
+
+MA_VERSION = "1.58.0"
+MODEL = "demo_mlp"
+BATCH_SIZES = [1, 2, 4, 8, 16, 32]  # Model Analyzer's automatic search: powers of two up to its max
+
+
+def ma_environment(folder: Path) -> Path:
+    """The virtual environment with Model Analyzer (created on first use); its ``bin``."""
+    binary = folder / "bin" / "model-analyzer"
+    if not binary.is_file():
+        subprocess.run([sys.executable, "-m", "venv", str(folder)], check=True)
+        subprocess.run(
+            [str(folder / "bin" / "pip"), "install", "-q", f"triton-model-analyzer=={MA_VERSION}"], check=True
+        )
+    return binary.parent
+
+
+def triton_wrapper(folder: Path, launcher: LocalLauncher) -> Path:
+    """A ``tritonserver`` that Model Analyzer can start: nvidia-pytriton's binary with the
+    python backend linked as the local launcher links it, this venv's Python for the stub."""
+    binary = pytriton_server_dir() / "bin" / "tritonserver"
+    backends = launcher.backend_directory
+    script = folder / "tritonserver"
+    script.write_text(
+        "#!/bin/sh\n"
+        f'export PATH="{Path(sys.executable).parent}:$PATH"\n'
+        f'export PYTHONPATH="{backends / "python"}${{PYTHONPATH:+:$PYTHONPATH}}"\n'
+        f'exec "{binary}" --backend-directory="{backends}" "$@"\n'
+    )
+    script.chmod(0o755)
+    return script
+
+
+def run_model_analyzer(work: Path, source, launcher: LocalLauncher, budget_ms: float) -> dict:
+    """Model Analyzer's profile of the demo model; its pick (highest throughput within the
+    budget), what it claims for it, and its wall time."""
+    repository = work / "repository"
+    base = apply_trial(source.template, TrialConfig(8, 0, 1, "grpc", "fp32"), serve_with="python")
+    write_model(repository, source, base, source.onnx_file)
+    config = {
+        "model_repository": str(repository),
+        "profile_models": [MODEL],
+        "triton_launch_mode": "local",
+        "triton_server_path": str(triton_wrapper(work, launcher)),
+        "perf_analyzer_path": str(Path(sys.executable).parent / "perf_analyzer"),
+        "run_config_search_max_instance_count": 2,
+        "run_config_search_max_model_batch_size": max(BATCH_SIZES),
+        "run_config_search_max_concurrency": 64,
+        "latency_budget": budget_ms,
+        "export_path": str(work / "export"),
+        "checkpoint_directory": str(work / "checkpoints"),
+        "output_model_repository_path": str(work / "output"),
+        "override_output_model_repository": True,
+        "skip_summary_reports": True,
+        "skip_detailed_reports": True,
+        "dcgm_disable": True,
+    }
+    (work / "export").mkdir(parents=True, exist_ok=True)
+    config_file = work / "config.yaml"
+    config_file.write_text(yaml.safe_dump(config))
+    ma_bin = ma_environment(work.parent / "ma-venv")
+    started = time.perf_counter()
+    with open(work / "model-analyzer.log", "w") as log:
+        done = subprocess.run(
+            [str(ma_bin / "model-analyzer"), "profile", "-f", str(config_file)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PATH": f"{ma_bin}:{os.environ['PATH']}"},
+            cwd=work,
+        )
+    seconds = time.perf_counter() - started
+    if done.returncode != 0:
+        raise SystemExit(f"model-analyzer failed (exit {done.returncode}): see {work / 'model-analyzer.log'}")
+    results = pd.read_csv(work / "export" / "results" / "metrics-model-inference.csv")
+    throughput = next(c for c in results.columns if c.startswith("Throughput"))
+    p99 = next(c for c in results.columns if c.startswith("p99"))
+    within = results[results[p99] <= budget_ms]
+    best = within.loc[within[throughput].idxmax()]
+    served = parse_pbtxt((work / "output" / best["Model Config Path"] / "config.pbtxt").read_text())
+    count = served.instance_group[0].count if served.instance_group else 1
+    delay = served.dynamic_batching.max_queue_delay_microseconds if served.HasField("dynamic_batching") else "off"
+    pick = TrialConfig(served.max_batch_size, delay, count, "grpc", "fp32")
+    return {
+        "seconds": round(seconds, 1),
+        "configurations": int(results["Model Config Path"].nunique()),
+        "pick": pick,
+        "claimed": f"{best[throughput]:.0f}/s at concurrency {int(best['Concurrency'])} (p99 {best[p99]:.2f} ms)",
+    }
+
+
+def run_the_sweeper(work: Path, budget_ms: float, trials: int) -> dict:
+    """The sweeper on the same space plus the protocol; its export pick and claimed capacity."""
+    spec = {
+        "study": {"name": "vs-model-analyzer", "trials": trials, "seed": 0, "confirm_repeats": 2},
+        "model": {
+            "name": MODEL,
+            "source": {"pytorch": "sweeper.examples:mlp"},
+            "inputs": [{"name": "features", "datatype": "FP32", "shape": [256]}],
+        },
+        "search_space": {
+            "max_batch_size": BATCH_SIZES,
+            "max_queue_delay_us": [0],
+            "instance_count": [1, 2],
+            "protocol": ["http", "grpc"],
+            "precision": ["fp32"],
+        },
+        "baseline": {"max_batch_size": 8, "max_queue_delay_us": 0, "instance_count": 1, "protocol": "http"},
+        "load": {"generator": "perf_analyzer", "concurrency": [1], "capacity": {"low": 1, "high": 64, "resolution": 2}},
+        "objectives": [
+            {
+                "metric": "capacity",
+                "percentile": "p99_ms",
+                "budget_ms": budget_ms,
+                "direction": "maximize",
+                "primary": True,
+            },
+            {"metric": "server_memory_mb", "direction": "minimize"},
+        ],
+        "constraints": [{"metric": "p99_ms", "concurrency": 1, "max": budget_ms}],
+    }
+    work.mkdir(parents=True, exist_ok=True)
+    path = work / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    started = time.perf_counter()
+    result = run_sweep(load_spec(path), results_dir=work / "results")
+    seconds = time.perf_counter() - started
+    row, choice = chosen(result.record, "knee", [])
+    column = capacity_column("p99_ms", budget_ms)
+    delay = row["max_queue_delay_us"]
+    pick = TrialConfig(
+        int(row["max_batch_size"]),
+        delay if delay == "off" else int(delay),
+        int(row["instance_count"]),
+        row["protocol"],
+        "fp32",
+    )
+    runs = sum(1 for t in result.record.trials if t.kind == "complete")
+    return {
+        "seconds": round(seconds, 1),
+        "configurations": int(len(result.tables.trials)),
+        "runs": runs,
+        "pick": pick,
+        "claimed": f"{row[column]:.0f}/s at concurrency {row[column + ':load']:g} (median of {int(row['measured'])})",
+        "why": list(choice.why) if choice is not None else [],
+    }
+
+
+def remeasure(work: Path, source, launcher: LocalLauncher, picks: dict, budget_ms: float, repeats: int) -> dict:
+    """Each pick's capacity at the budget on fresh servers, interleaved, with perf_analyzer."""
+    generator = PerfAnalyzerGenerator(find_perf_analyzer(None))
+    settings = LoadSpec(concurrency=[1], capacity={"low": 1, "high": 64, "resolution": 2}).settings
+    target = CapacityTarget(capacity_column("p99_ms", budget_ms), "p99_ms", budget_ms)
+    load = workload(source)
+    found: dict[str, list[float]] = {name: [] for name in picks}
+    for round_ in range(repeats):
+        for name, pick in picks.items():
+            with serve(launcher, source, pick, work / f"{name}-{round_}") as server:
+                _, (capacity,) = generator.measure_trial(server.endpoints, pick.protocol, load, settings, [target])
+            found[name].append(capacity.throughput)
+            print(f"  round {round_ + 1} {name}: {capacity.throughput:.0f}/s at c{capacity.load:g}", flush=True)
+    return found
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--budget-ms", type=float, default=10.0)
+    parser.add_argument("--trials", type=int, default=12, help="the sweeper's study.trials")
+    parser.add_argument("--repeats", type=int, default=4, help="re-measurements of each pick")
+    parser.add_argument("--out", type=Path, default=Path("/tmp/sweeper-vs-model-analyzer"))
+    args = parser.parse_args()
+    work = args.out / time.strftime("%Y%m%d-%H%M%S")
+    work.mkdir(parents=True)
+    launcher = LocalLauncher()
+    launcher.preflight()
+    source = demo_model(work)
+    analyzer = run_model_analyzer(work / "model-analyzer", source, launcher, args.budget_ms)
+    print(
+        f"Model Analyzer {MA_VERSION}: {analyzer['seconds']:.0f} s, {analyzer['configurations']} configurations; "
+        f"pick {knob_label(analyzer['pick'])}: {analyzer['claimed']}",
+        flush=True,
+    )
+    sweeper = run_the_sweeper(work / "sweeper", args.budget_ms, args.trials)
+    print(
+        f"sweeper: {sweeper['seconds']:.0f} s, {sweeper['configurations']} configurations, {sweeper['runs']} runs; "
+        f"pick {knob_label(sweeper['pick'])}: {sweeper['claimed']}",
+        flush=True,
+    )
+    for sentence in sweeper["why"]:
+        print(f"  {sentence}")
+    print(f"both picks measured again, interleaved on fresh servers ({args.repeats} each, perf_analyzer):")
+    found = remeasure(
+        work / "remeasure",
+        source,
+        launcher,
+        {"model_analyzer": analyzer["pick"], "sweeper": sweeper["pick"]},
+        args.budget_ms,
+        args.repeats,
+    )
+    medians = {name: statistics.median(values) for name, values in found.items()}
+    ratio = medians["sweeper"] / medians["model_analyzer"] if medians["model_analyzer"] else float("inf")
+    for name, values in found.items():
+        print(f"  {name}: median {medians[name]:.0f}/s ({min(values):.0f}-{max(values):.0f})")
+    apart = min(found["sweeper"]) > max(found["model_analyzer"]) or max(found["sweeper"]) < min(found["model_analyzer"])
+    print(
+        f"sweeper / Model Analyzer: {ratio:.2f}x by the medians ({'ranges apart' if apart else 'ranges overlap'}); "
+        f"wall time {sweeper['seconds'] / analyzer['seconds']:.2f}x"
+    )
+    summary = {
+        "budget_ms": args.budget_ms,
+        "model_analyzer": {**analyzer, "pick": knob_label(analyzer["pick"]), "remeasured": found["model_analyzer"]},
+        "sweeper": {**sweeper, "pick": knob_label(sweeper["pick"]), "remeasured": found["sweeper"]},
+        "ratio_of_medians": ratio,
+        "ranges_apart": apart,
+        "wall_time_ratio": sweeper["seconds"] / analyzer["seconds"],
+    }
+    (work / "summary.json").write_text(json.dumps(summary, indent=2))
+    print(f"wrote {work / 'summary.json'}")
+
+
+if __name__ == "__main__":
+    main()
