@@ -8,12 +8,10 @@ here, into one line plus a hint: exit status 2 for bad input (nothing was starte
 from __future__ import annotations
 
 import argparse
-import contextlib
 import ipaddress
-import signal
 import sqlite3
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,12 +22,13 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from sweeper.errors import SweeperError, UsageError, clear_stop, request_stop
+from sweeper.errors import SweeperError, UsageError
 from sweeper.export import export
 from sweeper.files import write_atomic
 from sweeper.record import StudyRecord, TrialRecord, read_study, read_trial, sweeper_version
 from sweeper.results import StudyTables, confidence_sentences, parse_ranking, tables, write_tables
 from sweeper.server_options import server_argv
+from sweeper.signals import Terminated, signals_unwind
 from sweeper.spec import load_spec
 from sweeper.storage import open_stored_study
 from sweeper.vocabulary import Ranking, knob_label, parameter_columns
@@ -40,59 +39,6 @@ if TYPE_CHECKING:
 # Tables stay readable when the output is a pipe or a CI log (rich assumes 80 columns there).
 console = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
 errors = Console(stderr=True, highlight=False, soft_wrap=True)
-
-
-class _Terminated(KeyboardInterrupt):
-    """SIGTERM, unwound like Ctrl-C so every server and container is stopped on the way out."""
-
-
-def _raise_terminated(signum: int, frame: object) -> None:
-    if request_stop(_Terminated):
-        raise _Terminated()
-
-
-def _raise_interrupted(signum: int, frame: object) -> None:
-    if request_stop(KeyboardInterrupt):
-        raise KeyboardInterrupt()
-
-
-@contextlib.contextmanager
-def _signals_unwind() -> Iterator[None]:
-    """SIGTERM and Ctrl-C raise through the sweep (so everything it started is stopped) and are
-    recorded, so that a failure they cause inside a library is not taken for the trial's."""
-    clear_stop()
-    previous_term = signal.signal(signal.SIGTERM, _raise_terminated)
-    ours = signal.getsignal(signal.SIGINT) is signal.default_int_handler  # an ignored SIGINT stays ignored
-    previous_int = signal.signal(signal.SIGINT, _raise_interrupted) if ours else None
-    previous_hook = sys.unraisablehook
-    swallowed: list[type[BaseException]] = []
-
-    def quiet_about_signals(unraisable: sys.UnraisableHookArgs) -> None:
-        # A signal raised inside a callback Python cannot raise from (a garbage collector's weakref
-        # callback in SQLAlchemy) is printed as "Exception ignored". It needs no traceback: it is
-        # raised again 5 ms later, in ordinary code (a model conversion under way stops there,
-        # not when it is done); the trial's phase raises it when it ends should that fail too.
-        if not isinstance(unraisable.exc_value, KeyboardInterrupt):
-            previous_hook(unraisable)
-            return
-        swallowed[:] = [type(unraisable.exc_value)]
-        signal.setitimer(signal.ITIMER_REAL, 0.005)
-
-    def raise_swallowed(signum: int, frame: object) -> None:
-        if swallowed:  # once per swallowed signal: cleanup that follows is not interrupted again
-            raise swallowed.pop()()
-
-    sys.unraisablehook = quiet_about_signals
-    previous_alarm = signal.signal(signal.SIGALRM, raise_swallowed)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous_alarm)
-        sys.unraisablehook = previous_hook
-        signal.signal(signal.SIGTERM, previous_term)
-        if ours:
-            signal.signal(signal.SIGINT, previous_int)
 
 
 def _trial_line(trial: TrialRecord, ranking: Ranking, total: int, done: int) -> str:
@@ -473,7 +419,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # The CLI prints each failed trial once, with its reason; Optuna would add a traceback.
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     try:
-        with _signals_unwind():
+        with signals_unwind():
             return args.handler(args)
     except SweeperError as exc:
         errors.print(f"sweeper: error: {exc}", markup=False)
@@ -492,7 +438,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         errors.print(f"sweeper: error: the study database failed: {message}", markup=False)
         errors.print("  hint: check the disk space of the storage; finished trials are kept", markup=False)
         return 1
-    except _Terminated:
+    except Terminated:
         errors.print("sweeper: terminated (SIGTERM); servers stopped, results so far are written")
         return 143
     except KeyboardInterrupt:

@@ -25,7 +25,8 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from sweeper.errors import SweeperError, UsageError
 from sweeper.files import atomic_folder, write_atomic
-from sweeper.record import StudyRecord, TrialRecord, machine_fingerprint
+from sweeper.machine import machine_fingerprint
+from sweeper.record import StudyRecord, TrialRecord
 from sweeper.repository import write_model
 from sweeper.results import Recommendation, measured_metrics, recommendation_sentences, study_recommendation, tables
 from sweeper.server_options import server_argv

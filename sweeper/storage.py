@@ -21,7 +21,8 @@ import optuna
 import sqlalchemy
 import sqlalchemy.exc
 
-from sweeper.errors import SweeperError, UsageError, signals_deferred
+from sweeper.errors import SweeperError, UsageError
+from sweeper.signals import signals_deferred
 
 
 class SignalSafeStorage(optuna.storages.RDBStorage):

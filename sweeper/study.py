@@ -30,10 +30,11 @@ from optuna.trial import FrozenTrial, TrialState
 from tritonclient.grpc import model_config_pb2 as mc
 
 from sweeper.artifacts import PRECISIONS, ArtifactBuilder, outside_tolerance, time_in_process
-from sweeper.errors import ModelError, PrecisionError, ServerDied, TrialError, signals_deferred, stop_requested
+from sweeper.errors import ModelError, PrecisionError, ServerDied, TrialError
 from sweeper.files import write_atomic
 from sweeper.launchers import LABEL_STUDY, LABEL_TRIAL, REUSE, Launcher, PeakMemory, Server, server_metadata
 from sweeper.load import CapacityTarget, LoadGenerator, Workload, served_outputs
+from sweeper.machine import machine_fingerprint
 from sweeper.record import (
     Accuracy,
     Capacity,
@@ -43,7 +44,6 @@ from sweeper.record import (
     enqueued_attrs,
     figures_of,
     kind_of,
-    machine_fingerprint,
     mark_interrupted,
     proposed_whole,
     read_study,
@@ -53,6 +53,7 @@ from sweeper.repository import write_model
 from sweeper.results import confirmation_candidates, still_racing
 from sweeper.samplers import make_sampler
 from sweeper.server_options import server_argv
+from sweeper.signals import signals_deferred, stop_requested
 from sweeper.spec import LoadedSpec
 from sweeper.triton_config import apply_trial, to_pbtxt
 from sweeper.vocabulary import KNOBS, InProcessTiming, TrialConfig, distinct_configurations, serving_key

@@ -10,6 +10,7 @@ the tables; ``run_sweep`` runs one to the end.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 from collections.abc import Callable
@@ -23,10 +24,9 @@ from sweeper.artifacts import PRECISIONS
 from sweeper.errors import SpecError, SweeperError, UsageError
 from sweeper.launchers import LABEL_STUDY, LAUNCHERS, Launcher
 from sweeper.load import LoadGenerator, choose_generator
+from sweeper.machine import fingerprint_difference, machine_fingerprint
 from sweeper.record import (
     StudyRecord,
-    fingerprint_difference,
-    machine_fingerprint,
     read_study,
     stored_ranking_conflict,
     write_study_facts,
@@ -65,7 +65,7 @@ def plan_sweep(
 ) -> SweepPlan:
     """Every check that can refuse the sweep, in order of cost; nothing is written or started
     (a perf_analyzer is probed, a Docker image may be pulled). A stored study measured on
-    another machine (``sweeper.record.fingerprint_difference``) is refused unless
+    another machine (``sweeper.machine.fingerprint_difference``) is refused unless
     ``allow_other_machine``. Raises SpecError / UsageError (exit 2) or SweeperError (exit 1)."""
     results_dir = Path(results_dir)
     check_results_dir(results_dir)
@@ -195,25 +195,24 @@ class Sweep:
         self.removed_leftovers = 0
         self.study: optuna.Study | None = None
         self._runner: TrialRunner | None = None
-        self._lock = None
+        self._resources = contextlib.ExitStack()
         self.tables: StudyTables | None = None
         """The tables as last written (after each trial, and on the way out)."""
 
     def __enter__(self) -> Sweep:
         plan = self.plan
         plan.directory.mkdir(parents=True, exist_ok=True)
-        self._lock = exclusive_run(plan.storage_url, plan.loaded.name)
-        self._lock.__enter__()
-        try:
+        with contextlib.ExitStack() as entering:  # what entering took is let go if it fails
+            entering.enter_context(exclusive_run(plan.storage_url, plan.loaded.name))
+            entering.push(self._write_tables_on_exit)  # after the servers stop (last in, first out)
             self.removed_leftovers = plan.launcher.remove_leftovers({LABEL_STUDY: plan.loaded.name})
             self._storage = open_storage(plan.storage_url, plan.loaded.spec.study.heartbeat_s)
             self._runner = TrialRunner(plan.loaded, plan.launcher, plan.directory, plan.backend, plan.generator)
+            entering.callback(self._runner.servers.close)
             self._runner.prepare()
             self.study = open_study(plan.loaded, self._storage)
             write_study_facts(self.study, plan.loaded.ranking, self._facts())
-        except BaseException as exc:
-            self.__exit__(type(exc), exc, exc.__traceback__)
-            raise
+            self._resources = entering.pop_all()
         return self
 
     def _facts(self) -> dict:
@@ -273,22 +272,24 @@ class Sweep:
         self.tables = tables(self.record())
         write_tables(self.tables, self.plan.directory)
 
+    def _write_tables_on_exit(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
+    ) -> bool:
+        """The tables on the way out, once there is a study; a failure to write them is reported
+        unless another error stopped the run (that one is the one to report)."""
+        if self.study is not None:
+            try:
+                self._write_tables()
+            except (OSError, sqlalchemy.exc.SQLAlchemyError):
+                if exc is None:
+                    raise
+        return False
+
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
     ) -> None:
-        try:
-            if self._runner is not None:
-                self._runner.servers.close()
-            if self.study is not None:
-                try:
-                    self._write_tables()
-                except (OSError, sqlalchemy.exc.SQLAlchemyError):
-                    if exc is None:
-                        raise  # else the error that stopped the run is the one to report
-        finally:
-            if self._lock is not None:
-                self._lock.__exit__(exc_type, exc, traceback)
-                self._lock = None
+        """Stop every server, write the tables, let go of the lock (in that order)."""
+        self._resources.__exit__(exc_type, exc, traceback)
 
 
 @dataclasses.dataclass(frozen=True)

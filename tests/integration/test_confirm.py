@@ -174,7 +174,7 @@ def test_an_interrupted_confirmation_is_resumed_and_nothing_is_lost(tmp_path, ml
 
 
 def test_a_study_measured_on_another_machine_is_refused_unless_allowed(tmp_path, mlp_file, capsys, monkeypatch):
-    """The fingerprint is faked through SWEEPER_FINGERPRINT (sweeper.record.FINGERPRINT_ENV): the
+    """The fingerprint is faked through SWEEPER_FINGERPRINT (sweeper.machine.FINGERPRINT_ENV): the
     only way to be two machines in one test."""
     spec = _spec(tmp_path, mlp_file, name="machines", trials=1, repeats=0, space="  instance_count: [1, 2]")
     spec.write_text(spec.read_text().replace("  instance_count: [1]\n", ""))

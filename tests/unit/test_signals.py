@@ -11,18 +11,17 @@ import time
 import optuna
 import pytest
 
-from sweeper import cli
-from sweeper.errors import request_stop, signals_deferred, stop_requested
+from sweeper.signals import Terminated, request_stop, signals_deferred, signals_unwind, stop_requested
 from sweeper.storage import open_storage
 from tests.conftest import signal_at_first_commit
 
 
-@pytest.mark.parametrize("signum, raised", [(signal.SIGTERM, cli._Terminated), (signal.SIGINT, KeyboardInterrupt)])
+@pytest.mark.parametrize("signum, raised", [(signal.SIGTERM, Terminated), (signal.SIGINT, KeyboardInterrupt)])
 def test_a_signal_inside_a_write_is_raised_after_it(tmp_path, signum, raised):
     storage = open_storage(f"sqlite:///{tmp_path / 'study.db'}")
     study = optuna.create_study(study_name="s", storage=storage)
     signal_at_first_commit(storage, signum)
-    with cli._signals_unwind():
+    with signals_unwind():
         with pytest.raises(raised):
             study.set_user_attr("written", True)
         assert stop_requested() is raised
@@ -35,7 +34,7 @@ def test_a_signal_inside_a_write_is_raised_after_it(tmp_path, signum, raised):
 
 def test_a_deferred_signal_is_raised_when_the_outermost_block_ends():
     reached = []
-    with cli._signals_unwind():
+    with signals_unwind():
         assert request_stop(KeyboardInterrupt), "outside a block the handler raises at once"
         with pytest.raises(KeyboardInterrupt):
             with signals_deferred():
@@ -60,8 +59,8 @@ def test_a_signal_swallowed_in_a_finalizer_is_raised_again_in_ordinary_code(caps
         while time.monotonic() < deadline:
             sum(range(1000))
 
-    with cli._signals_unwind():
-        with pytest.raises(cli._Terminated):
+    with signals_unwind():
+        with pytest.raises(Terminated):
             SignalledWhileCollected()  # collected at once
             busy(2.0)
         busy(0.1)  # raised once: what runs after (the cleanup) is not interrupted again

@@ -13,10 +13,9 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from sweeper import cli
-from sweeper.errors import clear_stop
 from sweeper.record import kind_of
 from sweeper.samplers import SAMPLERS
+from sweeper.signals import Terminated, clear_stop, signals_unwind
 from sweeper.spec import load_spec
 from sweeper.storage import open_storage
 from sweeper.study import (
@@ -177,7 +176,7 @@ def test_a_signal_during_the_proposal_lands_after_the_last_suggestion(tmp_path, 
             sent = signal_at_first_commit(storage, signal.SIGTERM)
         return _values(propose(trial).as_dict())
 
-    with cli._signals_unwind(), pytest.raises(cli._Terminated):
+    with signals_unwind(), pytest.raises(Terminated):
         run_study(study, loaded, None, storage, exclusive=True, objective=objective)
     clear_stop()  # as the next command starts
     cut = study.trials[2]
