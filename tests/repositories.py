@@ -105,9 +105,9 @@ version_policy { latest { num_versions: 1 } }
     return folder
 
 
-def unbatched_python_repository(root: Path, seconds_per_request: float = 0.0) -> Path:
-    """A python-backend model without batching: x FP32 [16] -> y = 2x, taking at least
-    ``seconds_per_request``."""
+def unbatched_python_repository(root: Path, seconds_per_request: float = 0.0, length: int = 16) -> Path:
+    """A python-backend model without batching: x FP32 [length] -> y = 2x (-1: any length), taking
+    at least ``seconds_per_request``."""
     value = f'value {{ string_value: "{seconds_per_request}" }}'
     delay = f'parameters {{ key: "seconds_per_request" {value} }}\n' if seconds_per_request else ""
     return _folder(
@@ -117,10 +117,10 @@ def unbatched_python_repository(root: Path, seconds_per_request: float = 0.0) ->
 name: "doubler"
 backend: "python"
 max_batch_size: 0
-input [{ name: "x" data_type: TYPE_FP32 dims: [16] }]
-output [{ name: "y" data_type: TYPE_FP32 dims: [16] }]
+input [{ name: "x" data_type: TYPE_FP32 dims: [LENGTH] }]
+output [{ name: "y" data_type: TYPE_FP32 dims: [LENGTH] }]
 instance_group [{ count: 1 kind: KIND_CPU }]
-"""
+""".replace("LENGTH", str(length))
         + delay,
         {"1/model.py": ECHO_NUMPY},
     )

@@ -52,12 +52,12 @@ def _literal(name: str, value: str) -> bytes:
     return b"\x00" + _integer(len(name_bytes), 7) + name_bytes + _integer(len(value_bytes), 7) + value_bytes
 
 
-def request_headers(authority: str) -> bytes:
-    """The HPACK block of every ModelInfer call on a connection to ``authority``."""
+def request_headers(authority: str, method: str = METHOD) -> bytes:
+    """The HPACK block of every call of ``method`` on a connection to ``authority``."""
     fields = [
         (":method", "POST"),
         (":scheme", "http"),
-        (":path", METHOD),
+        (":path", method),
         (":authority", authority),
         ("content-type", "application/grpc"),
         ("te", "trailers"),
@@ -68,11 +68,11 @@ def request_headers(authority: str) -> bytes:
 class GrpcConnection:
     """One HTTP/2 connection; ``call`` runs one unary call at a time on it."""
 
-    def __init__(self, address: str, timeout_s: float) -> None:
+    def __init__(self, address: str, timeout_s: float, method: str = METHOD) -> None:
         host, _, port = address.rpartition(":")
         self._socket = socket.create_connection((host, int(port)), timeout=timeout_s)
         self._socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._headers = request_headers(address)
+        self._headers = request_headers(address, method)
         self._decoder = hpack.Decoder()
         self._buffer = bytearray(_INITIAL_BUFFER)
         self._view = memoryview(self._buffer)
@@ -101,40 +101,46 @@ class GrpcConnection:
         stream = self._stream
         self._stream += 2
         self._stream_windows[stream] = self._peer_initial_window
+        parts: list[bytes] | None = [] if keep else None
+        self._received = 0
+        self._status: str | None = None
+        self._message = ""
         headers = _frame(_HEADERS, _END_HEADERS, stream, self._headers)
-        if len(message) <= min(self._peer_max_frame, self._send_window, self._peer_initial_window):
-            self._send_window -= len(message)
-            self._socket.sendall(headers + _frame(_DATA, _END_STREAM, stream, message))
-        else:
-            self._socket.sendall(headers)
-            self._send_large(stream, message)
         try:
-            return self._receive(stream, keep)
+            if len(message) <= min(self._peer_max_frame, self._send_window, self._peer_initial_window):
+                self._send_window -= len(message)
+                self._socket.sendall(headers + _frame(_DATA, _END_STREAM, stream, message))
+                ended = False
+            else:
+                self._socket.sendall(headers)
+                ended = self._send_large(stream, message, parts)
+            while not ended:
+                kind, flags, on, payload = self._read_frame()
+                ended = self._handle(kind, flags, on, payload, stream=stream, parts=parts) and on == stream
         finally:
             self._stream_windows.pop(stream, None)
+        return self._response(parts)
 
-    def _send_large(self, stream: int, message: bytes) -> None:
+    def _send_large(self, stream: int, message: bytes, parts: list | None) -> bool:
+        """Send ``message`` in frames as flow control allows; True when the server ended the
+        stream before all of it was sent (an error reply: nothing more is sent or awaited)."""
         sent, view = 0, memoryview(message)
         while sent < len(message):
             allowed = min(self._peer_max_frame, self._send_window, self._stream_windows[stream], len(message) - sent)
-            if allowed <= 0:
-                self._handle(*self._read_frame(), stream=stream, parts=None)  # wait for WINDOW_UPDATE
+            if allowed <= 0:  # wait for WINDOW_UPDATE, answering what else arrives
+                kind, flags, on, payload = self._read_frame()
+                if self._handle(kind, flags, on, payload, stream=stream, parts=parts) and on == stream:
+                    return True
                 continue
             last = sent + allowed == len(message)
             self._socket.sendall(_frame(_DATA, _END_STREAM if last else 0, stream, bytes(view[sent : sent + allowed])))
             sent += allowed
             self._send_window -= allowed
             self._stream_windows[stream] -= allowed
+        return False
 
-    def _receive(self, stream: int, keep: bool) -> bytes | None:
-        parts: list[bytes] | None = [] if keep else None
-        self._received = 0
-        self._status: str | None = None
-        self._message = ""
-        while True:
-            kind, flags, on, payload = self._read_frame()
-            if self._handle(kind, flags, on, payload, stream=stream, parts=parts) and on == stream:
-                break
+    def _response(self, parts: list | None) -> bytes | None:
+        """The ended call's message, or InferenceError with the gRPC status and message."""
         if self._status != "0":
             raise InferenceError(f"gRPC status {self._status}: {self._message or '(no message)'}")
         if not self._received:
