@@ -69,10 +69,10 @@ def _repeats(study) -> list[tuple[int, int, str]]:
 @pytest.mark.browser
 @pytest.mark.slow
 def test_the_front_is_confirmed_interleaved_and_drawn_with_its_spread(tmp_path, mlp_file, capsys):
-    """Three configurations that serve about alike, candidates all: two more fresh servers each,
-    A B C A B C; trials.csv ranks by medians beside the lowest and highest; every repeat is a row
-    of measurements.csv; the report draws error bars in a real browser; the baseline's anchor
-    shows its drift."""
+    """Three configurations that serve about alike, candidates all: up to two more fresh servers
+    each, a round at a time (A B C, then those still racing, the baseline always); trials.csv
+    ranks by medians beside the lowest and highest; every repeat is a row of measurements.csv;
+    the report draws error bars in a real browser; the baseline's anchor shows its drift."""
     space = "  max_queue_delay_us: [0, 100]\n  protocol: [grpc, http]"  # alike: within the candidates' margin
     spec = _spec(tmp_path, mlp_file, name="confirm", trials=3, repeats=2, anchor=2, space=space)
     spec.write_text(spec.read_text().replace("  max_queue_delay_us: [0]\n", "").replace("  protocol: [http]\n", ""))
@@ -87,18 +87,21 @@ def test_the_front_is_confirmed_interleaved_and_drawn_with_its_spread(tmp_path, 
     assert len(anchors) == 1, "after 2 of the 3 trials"
     order = [of for number, of, _ in _repeats(study) if number not in anchors]
     candidates = list(dict.fromkeys(order))
-    assert len(candidates) >= 2 and order == candidates * 2, "interleaved: A B C A B C"
+    first_round, second_round = order[: len(candidates)], order[len(candidates) :]
+    assert len(candidates) >= 2 and first_round == candidates, "every candidate once, interleaved"
+    assert second_round == [n for n in candidates if n in second_round] and 0 in second_round, "then the race"
     measurements = pd.read_csv(directory / "measurements.csv")
     for number in candidates:
         mine = (measurements["number"] == number) | (measurements["repeat_of"] == number)
         p50 = sorted(measurements[mine & (measurements["level"] == "c1")]["p50_ms"])
         row = trials.loc[number]
-        assert row["measured"] == len(p50) >= 3
+        anchored = len(anchors) if number == 0 else 0  # the baseline's anchor is a measurement too
+        assert row["measured"] == len(p50) == 2 + (number in second_round) + anchored
         assert row["p50_ms@c1:lo"] == min(p50) and row["p50_ms@c1:hi"] == max(p50)
         assert row["p50_ms@c1"] == pytest.approx(float(np.median(p50))), "the median"
-    assert "were measured 3" in printed and "Drift: baseline (trial 0) re-measured" in printed
+    assert "were measured" in printed and "Drift: baseline (trial 0) re-measured" in printed
     summary = (directory / "summary.md").read_text()
-    assert "## How far the front can be trusted" in summary and "were measured 3" in summary
+    assert "## How far the front can be trusted" in summary and "were measured" in summary
     assert "## Measured on" in summary
     dom = subprocess.run(
         [
@@ -130,7 +133,7 @@ def test_configurations_that_serve_alike_keep_the_baseline(tmp_path, mlp_file, c
     printed = capsys.readouterr().out
     directory = tmp_path / "results" / "tie"
     trials = pd.read_csv(directory / "trials.csv").set_index("number")
-    assert (trials["measured"] == 5).all(), trials["measured"]
+    assert trials.loc[0, "measured"] == 5 and (trials["measured"] >= 2).all(), trials["measured"]
     kept = r"measurably beat (it|the baseline) on p50_ms@c1"
     assert re.search(kept, printed), printed[-2000:]
     assert re.search(kept, (directory / "summary.md").read_text())
@@ -169,8 +172,10 @@ def test_an_interrupted_confirmation_is_resumed_and_nothing_is_lost(tmp_path, ml
     assert set(before) <= set(complete), "what was measured is kept"
     trials = pd.read_csv(directory / "trials.csv")
     candidates = sorted({of for _, of, _ in complete})
-    assert sorted(of for _, of, _ in complete) == sorted(candidates * 2), "each candidate has its two repeats, no more"
-    assert (trials.set_index("number").loc[candidates, "measured"] == 3).all()
+    counts = {of: sum(1 for _, o, _ in complete if o == of) for of in candidates}
+    assert set(counts.values()) <= {1, 2} and counts[0] == 2, f"two repeats at most (fewer: out of the race) {counts}"
+    measured = trials.set_index("number").loc[candidates, "measured"]
+    assert (measured == [counts[of] + 1 for of in candidates]).all(), "no repeat lost or doubled"
 
 
 def test_a_study_measured_on_another_machine_is_refused_unless_allowed(tmp_path, mlp_file, capsys, monkeypatch):
