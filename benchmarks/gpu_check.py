@@ -125,7 +125,7 @@ def main() -> None:
     spec = work / "gpu-seed.yaml"
     server = f", tritonserver: {args.tritonserver}, backend_directory: {args.backends}" if args.tritonserver else ""
     repeats = 1 if args.dry_run else 2  # the front's candidates on fresh servers (study.confirm_repeats)
-    window_s = 0.5 if args.dry_run else 1  # the dry run checks the flow, not the figures: the default windows
+    window_s = 0.3 if args.dry_run else 1  # the dry run checks the flow, not the figures: short windows
     spec.write_text(
         SPEC.format(
             trials=trials,

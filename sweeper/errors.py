@@ -34,9 +34,17 @@ class PrecisionError(TrialError):
     the precision leaves the search space for the rest of the study."""
 
 
-class ServerDied(TrialError):
-    """The server died while the trial measured it (a crash, a signal): the trial is measured
-    again on a fresh server, and only a second death is the configuration's failure."""
+class MeasurementLost(TrialError):
+    """A measurement cut off from outside the configuration: the trial is measured again on a
+    fresh server, and only a second loss is the configuration's failure."""
+
+
+class ServerDied(MeasurementLost):
+    """The server died while the trial measured it (a crash, a signal)."""
+
+
+class ConnectionLost(MeasurementLost):
+    """The load generator lost its connection while the server lived on (reset, closed)."""
 
 
 class ModelError(SweeperError):

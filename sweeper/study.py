@@ -30,7 +30,7 @@ from optuna.trial import FrozenTrial, TrialState
 from tritonclient.grpc import model_config_pb2 as mc
 
 from sweeper.artifacts import PRECISIONS, ArtifactBuilder, outside_tolerance, time_in_process
-from sweeper.errors import ModelError, PrecisionError, ServerDied, TrialError
+from sweeper.errors import MeasurementLost, ModelError, PrecisionError, ServerDied, TrialError
 from sweeper.files import write_atomic
 from sweeper.launchers import LABEL_STUDY, LABEL_TRIAL, REUSE, Launcher, PeakMemory, Server, server_metadata
 from sweeper.load import CapacityTarget, LoadGenerator, Workload, served_outputs
@@ -432,7 +432,7 @@ class TrialRunner:
         timings: dict[str, float] = {}
         writer.started(self.servers.mode, self._generator.info, machine_fingerprint())
         try:
-            measured = self._run_twice_if_the_server_dies(trial, writer, config, timings)
+            measured = self._run_twice_if_lost(trial, writer, config, timings)
         except TrialError as exc:
             stop = stop_requested()
             if stop is not None:  # a signal cut a library short (an import reads as ImportError): re-run it
@@ -457,15 +457,16 @@ class TrialRunner:
         writer.measured(measured.measurements, measured.capacities, constraints)
         return tuple(figures[column] for column in self._loaded.ranking.columns)
 
-    def _run_twice_if_the_server_dies(
+    def _run_twice_if_lost(
         self, trial: optuna.Trial, writer: TrialWriter, config: TrialConfig, timings: dict[str, float]
     ) -> Measured:
-        """``_run``; a server that died mid-measurement (an intermittent crash is no verdict on the
-        configuration) is replaced by a fresh one and the trial measured again, its first log kept
-        as ``server.attempt-1.log``. A second death fails the trial."""
+        """``_run``; a measurement cut off (the server died, or the load generator lost its
+        connection: an intermittent crash is no verdict on the configuration) is taken again on
+        a fresh server, the first log kept as ``server.attempt-1.log``. A second loss fails the
+        trial."""
         try:
             return self._run(trial, writer, config, timings)
-        except ServerDied as exc:
+        except MeasurementLost as exc:
             if stop_requested() is not None:
                 raise
             writer.retried(str(exc))

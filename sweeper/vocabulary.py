@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import json
 import re
 from typing import Any, Literal, Union
 
@@ -118,13 +119,19 @@ def serving_key(params: dict[str, Any]) -> tuple:
     """A configuration as a hashable key of how it serves: ``off`` and 0 stay distinct, and with
     ``max_batch_size`` 1 every queue delay serves alike (a batch of one is full at once, so the
     batcher never waits): they are one configuration, ``off`` another. Without a
-    ``dynamic_batching`` block, its swept fields (``config.dynamic_batching.*``) are not applied."""
+    ``dynamic_batching`` block, its swept fields (``config.dynamic_batching.*``) are not applied;
+    preferred batch sizes above ``max_batch_size`` are not served (Triton refuses them), so a
+    combination listing one serves as the sizes it keeps."""
     values = dict(params)
     batching = values.get("max_queue_delay_us", BATCHING_OFF) != BATCHING_OFF
     if values.get("max_batch_size") == 1 and batching:
         values["max_queue_delay_us"] = 0
     if not batching:
         values = {k: v for k, v in values.items() if not k.startswith(f"{CONFIG_FIELD}dynamic_batching.")}
+    preferred = f"{CONFIG_FIELD}dynamic_batching.preferred_batch_size"
+    if isinstance(values.get(preferred), str) and isinstance(values.get("max_batch_size"), int):
+        kept = [size for size in json.loads(values[preferred]) if size <= values["max_batch_size"]]
+        values[preferred] = json.dumps(kept)
     extra = sorted((k, type(v).__name__, v) for k, v in values.items() if k not in KNOBS)
     return (*((knob, type(values.get(knob)).__name__, values.get(knob)) for knob in KNOBS), *extra)
 

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from sweeper.errors import TrialError
+from sweeper.errors import ConnectionLost, TrialError
 from sweeper.launchers import Endpoints
 from sweeper.load._client import connect, describe_failure
 from sweeper.load._grpc import GrpcConnection
@@ -78,8 +78,10 @@ class Loop:
         """Raise TrialError if a request failed."""
         failed = next((w.error for w in list(self.workers) if w.error is not None), None)
         if failed is not None:
-            what = describe_failure(failed, self.timeout_s)
-            raise TrialError(f"{self.protocol} inference failed at {self.level.describe()}: {what}")
+            what = f"{self.protocol} inference failed at {self.level.describe()}: "
+            what += describe_failure(failed, self.timeout_s)
+            lost = isinstance(failed, OSError) and not isinstance(failed, TimeoutError)
+            raise (ConnectionLost if lost else TrialError)(what)
 
     def close(self) -> None:
         self.stop.set()

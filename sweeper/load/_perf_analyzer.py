@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 from typing import Union
 
-from sweeper.errors import SweeperError, TrialError
+from sweeper.errors import ConnectionLost, SweeperError, TrialError
 from sweeper.launchers import Endpoints, describe_exit, run_to_completion
 from sweeper.load._base import (
     CLIENT_BOUND_CORES,
@@ -66,6 +66,10 @@ _US = 1e-3  # perf_analyzer reports microseconds; measurements are in millisecon
 _VERSION = re.compile(r"Perf Analyzer Version ([^\n]+)")
 _SEND_RATE = re.compile(r"Avg send request rate: ([\d.]+)")
 _BEHIND = "not able to keep up with the desired request rate"
+# perf_analyzer's words (its HTTP and gRPC clients') for a connection that broke under it.
+_CONNECTION_LOST = re.compile(
+    r"Connection reset|Socket closed|Broken pipe|Connection refused|Failed to connect|GOAWAY|Stream removed", re.I
+)
 
 
 class PerfAnalyzerUnavailable(SweeperError):
@@ -298,7 +302,10 @@ def run_level(
     if status < 0:  # e.g. SIGKILL from the kernel's OOM killer: perf_analyzer keeps its responses
         raise TrialError(f"perf_analyzer {describe_exit(status)} (out of memory?): {_last_lines(output)}")
     if status != 0 or not csv_file.is_file():
-        raise TrialError(f"perf_analyzer failed (exit status {status}): {_last_lines(output)}")
+        lost = status != 0 and _CONNECTION_LOST.search(output) is not None
+        raise (ConnectionLost if lost else TrialError)(
+            f"perf_analyzer failed (exit status {status}): {_last_lines(output)}"
+        )
     report = parse(csv_file.read_text(), output)
     return (
         dataclasses.replace(report, windows=windows or report.windows, stable=stable),

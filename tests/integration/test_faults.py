@@ -365,3 +365,37 @@ def test_reload_mode_restarts_a_server_that_died(tmp_path, mlp_file):
     assert "killed by signal 9" in trials.loc[0, "retried"]
     assert trials.loc[1, "state"] == "COMPLETE" and trials.loc[1, "reuse"] == "reload"
     assert (results / "faults" / "reload" / "server-2.log").is_file(), "a new server after the death"
+
+
+LOST = """
+study: {name: lost, trials: 2, sampler: grid, confirm_repeats: 0, anchor_every: 0}
+model: {name: mlp, source: {onnx: MODEL}}
+search_space:
+  max_batch_size: [8]
+  max_queue_delay_us: [0]
+  protocol: [grpc]
+  server:
+    --grpc-max-connection-age: [400]
+baseline: {max_batch_size: 8, max_queue_delay_us: 0, instance_count: 1, protocol: grpc}
+load: {generator: builtin, concurrency: [1], warmup_s: 0.2, window_s: 0.3, stability_tolerance: 1.0, max_windows: 3}
+objectives:
+  - {metric: p50_ms, concurrency: 1, direction: minimize}
+"""
+
+
+def test_a_load_generator_that_loses_its_connection_is_measured_again_before_it_counts(tmp_path, mlp_file, capsys):
+    """The server lives on but closes the load generator's connection under it (GOAWAY: it
+    closes connections older than 400 ms): no verdict on the first loss. The trial is measured
+    again on a fresh server, both logs kept; the loss repeats, so only then is it the
+    configuration's failure, and trials.csv says both."""
+    spec = write_spec(tmp_path, LOST.replace("MODEL", str(mlp_file)))
+    results = tmp_path / "results"
+    assert main(["run", str(spec), "--results-dir", str(results)]) == 0
+    out = capsys.readouterr().out
+    trials = pd.read_csv(results / "lost" / "trials.csv").set_index("number")
+    assert trials.loc[0, "state"] == "COMPLETE" and pd.isna(trials.loc[0, "retried"]), "the baseline keeps its connection"
+    aged = trials.loc[1]
+    assert aged["state"] == "FAIL" and "GOAWAY" in aged["retried"] and "GOAWAY" in aged["failure"], aged.to_dict()
+    assert "measured again" in out
+    folder = results / "lost" / "trials" / "1"
+    assert (folder / "server.attempt-1.log").is_file() and (folder / "server.log").is_file()

@@ -814,9 +814,10 @@ def test_config_fields_and_server_options_are_categorical_parameters_with_the_ba
         "dynamic_batching.preferred_batch_size": None,
         "parameters.intra_op_thread_count": None,
     }
-    # mbs 1: off + one batched; mbs 8: off, 0, 100. Without batching the preferred sizes are not applied.
-    off, batched = 1 * 3 * 3, 3 * 3 * 3
-    assert loaded.space_size == 2 * ((off + 1 * batched) + (off + 2 * batched)), "two protocols"
+    # mbs 1: off + one batched; mbs 8: off, 0, 100. Without batching the preferred sizes are not
+    # applied; with mbs 1, [4] and [4, 8] both serve as no preferred size: one configuration.
+    off, batched, batched_mbs1 = 1 * 3 * 3, 3 * 3 * 3, 2 * 3 * 3
+    assert loaded.space_size == 2 * ((off + batched_mbs1) + (off + 2 * batched)), "two protocols"
 
 
 def test_the_baselines_own_field_values_come_from_its_config(tmp_path, mlp_file):
