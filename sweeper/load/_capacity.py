@@ -1,11 +1,13 @@
 """Capacity at a latency target: the highest load whose latency percentile stays within a budget,
 found by a bounded search (grow, then bisect) over the load: concurrency, or requests/s.
 
-From ``low`` the load doubles while the percentile keeps within the budget (up to ``high``);
-the first load over it and the last within it are then bisected until they are at most
-``resolution`` apart. Every load tried is a measurement of its own (warm-up, stability
-windows). The answer is read from the loads tried by one rule (``capacity_of``), so a load
-within the budget above one that broke it (noise) does not count.
+``low`` is measured first (light load must hold the budget too); then, from where the most
+similar configuration of the study held it (``CapacityTarget.start``) or else from ``low``, the
+load grows while the percentile keeps within the budget (up to ``high``); the first load over it
+and the last within it are then bisected until they are at most ``resolution`` apart. Every
+load tried is a measurement of its own (warm-up, stability windows). The answer is read from
+the loads tried by one rule (``capacity_of``), so a load within the budget above one that broke
+it (noise) does not count.
 
 perf_analyzer's own ``--binary-search`` is not used: its CSV holds only the loads within its
 ``--latency-threshold`` (those over it are printed as passes, without their figures), and it

@@ -393,7 +393,9 @@ def test_a_load_generator_that_loses_its_connection_is_measured_again_before_it_
     assert main(["run", str(spec), "--results-dir", str(results)]) == 0
     out = capsys.readouterr().out
     trials = pd.read_csv(results / "lost" / "trials.csv").set_index("number")
-    assert trials.loc[0, "state"] == "COMPLETE" and pd.isna(trials.loc[0, "retried"]), "the baseline keeps its connection"
+    assert trials.loc[0, "state"] == "COMPLETE" and pd.isna(trials.loc[0, "retried"]), (
+        "the baseline keeps its connection"
+    )
     aged = trials.loc[1]
     assert aged["state"] == "FAIL" and "GOAWAY" in aged["retried"] and "GOAWAY" in aged["failure"], aged.to_dict()
     assert "measured again" in out
