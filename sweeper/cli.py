@@ -53,9 +53,10 @@ def _trial_line(trial: TrialRecord, ranking: Ranking, total: int, done: int) -> 
         )
     if trial.kind != "complete":
         reason = trial.failure if trial.kind == "failed" else f"interrupted ({trial.interrupted or 'stopped'})"
-        return f"{head}  [red]FAILED[/red]: {escape(reason)}{dropped}"
+        twice = f" (measured twice; the first time: {escape(trial.retried)})" if trial.retried else ""
+        return f"{head}  [red]FAILED[/red]{twice}: {escape(reason)}{dropped}"
     if trial.retried:
-        head += f"  [yellow]measured again[/yellow] (its first server died: {escape(trial.retried)})"
+        head += f"  [yellow]measured again[/yellow] (its first measurement was lost: {escape(trial.retried)})"
     figures = "  ".join(f"{column}={trial.figures[column]:.4g}" for column in ranking.columns)
     flags = "" if trial.feasible(ranking) else "  [yellow]infeasible[/yellow]"
     if trial.client_bound:

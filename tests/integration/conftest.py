@@ -233,6 +233,12 @@ def swept(tmp_path_factory, mlp_file):
     return spec, result.directory
 
 
+def _interruptible() -> None:
+    """Ctrl-C reaches the child as it reaches a sweeper in a terminal, even when the suite itself
+    was started in the background (where SIGINT is ignored, and children inherit that)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start_sweep(spec: Path, results: Path, *extra: str) -> subprocess.Popen:
     """`sweeper run` in a child process."""
     return subprocess.Popen(
@@ -240,6 +246,7 @@ def start_sweep(spec: Path, results: Path, *extra: str) -> subprocess.Popen:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=_interruptible,
     )
 
 

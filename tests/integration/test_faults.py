@@ -398,6 +398,6 @@ def test_a_load_generator_that_loses_its_connection_is_measured_again_before_it_
     )
     aged = trials.loc[1]
     assert aged["state"] == "FAIL" and "GOAWAY" in aged["retried"] and "GOAWAY" in aged["failure"], aged.to_dict()
-    assert "measured again" in out
+    assert "FAILED (measured twice; the first time: " in out
     folder = results / "lost" / "trials" / "1"
     assert (folder / "server.attempt-1.log").is_file() and (folder / "server.log").is_file()
