@@ -16,6 +16,15 @@ from sweeper.storage import open_storage
 from tests.conftest import signal_at_first_commit
 
 
+@pytest.fixture(autouse=True)
+def interruptible():
+    """Python's own Ctrl-C handler, as a sweeper in a terminal has it: a suite started in the
+    background inherits SIGINT ignored, and an ignored SIGINT stays ignored (signals_unwind)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 @pytest.mark.parametrize("signum, raised", [(signal.SIGTERM, Terminated), (signal.SIGINT, KeyboardInterrupt)])
 def test_a_signal_inside_a_write_is_raised_after_it(tmp_path, signum, raised):
     storage = open_storage(f"sqlite:///{tmp_path / 'study.db'}")
