@@ -235,7 +235,7 @@ class Sweep:
         stored = self.study.user_attrs.get("in_process") if self.study is not None else None
         if stored is not None:
             return stored
-        timing = self._runner.time_reference() if self._runner is not None else None
+        timing = self._runner.time_reference()
         return dataclasses.asdict(timing) if timing is not None else None
 
     def _stored_fingerprint(self) -> dict:

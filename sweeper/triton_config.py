@@ -272,9 +272,8 @@ def config_field(path: str) -> ConfigField:
     if covered is not None:
         raise ValueError(f"{path} is set by {covered}")
     top = path.split(".")[0].split("[")[0]
-    changed = _CHANGES_SERVING.get(top) or _CHANGES_SERVING.get(
-        next((k for k in _CHANGES_SERVING if k.lower() == path.lower()), "")
-    )
+    # A whole field, or a parameter entry (whose key Triton reads in any case).
+    changed = next((why for key, why in _CHANGES_SERVING.items() if key == top or key.lower() == path.lower()), None)
     if changed is not None:
         raise ValueError(f"{path} changes what is served, not how: {changed}; set it in the model's own config.pbtxt")
     segments = path.split(".")

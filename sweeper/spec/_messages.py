@@ -67,40 +67,37 @@ def _key_path(loc: tuple[Any, ...], unknown_key: bool) -> tuple[Any, ...]:
 
 
 def describe(path: Path, exc: ValidationError) -> str:
-    lines, alternatives = [], {}
+    first: dict[str, tuple[tuple[Any, ...], dict]] = {}
+    wanted: dict[str, list[str]] = {}
     for error in exc.errors():
         loc = _key_path(tuple(error["loc"]), error["type"] == "extra_forbidden")
         key = ".".join(str(p) for p in loc)
-        if key in alternatives:
-            # A union reports each alternative at one key: one line that names them all.
-            wanted = error["msg"].removeprefix("Input should be ")
-            if wanted != error["msg"] and wanted not in alternatives[key]:
-                alternatives[key].append(wanted)
-            continue
-        alternatives[key] = [error["msg"].removeprefix("Input should be ")]
-        if error["type"] == "extra_forbidden":
-            owner = _model_at(loc[:-1])
-            allowed = list(owner.model_fields) if owner else []
-            guess = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
-            hint = f"; did you mean '{guess[0]}'?" if guess else "."
-            lines.append((key, f"{echo(key)[1:-1]}: unknown key{hint} Allowed here: {', '.join(allowed)}"))
-        elif error["type"] == "missing":
-            lines.append((key, f"{key}: required key is missing"))
-        else:
-            message = error["msg"].removeprefix("Value error, ")
-            given = error.get("input")
-            shown = "" if isinstance(given, (dict, list)) or given is None else f" (got {echo(given)})"
-            lines.append((key, message[:300], shown))
-    text = []
-    for key, *parts in lines:
-        if len(parts) == 1:
-            text.append(parts[0])
-            continue
-        message, shown = parts
-        if len(alternatives[key]) > 1:
-            message = "should be " + " or ".join(alternatives[key])
-        # A check across keys (no location of its own) names its keys in its message.
-        text.append(f"{key}: {message}{shown}" if key else f"{message}{shown}")
-    more = len(text) - _MAX_PROBLEMS
-    text = text[:_MAX_PROBLEMS] + ([f"... and {more} more problem(s)"] if more > 0 else [])
-    return f"{path}: invalid spec:\n  " + "\n  ".join(text)
+        # A union reports each alternative at one key: one line that names them all.
+        alternative = error["msg"].removeprefix("Input should be ")
+        if key not in first:
+            first[key], wanted[key] = (loc, error), [alternative]
+        elif alternative != error["msg"] and alternative not in wanted[key]:
+            wanted[key].append(alternative)
+    lines = [_line(key, loc, error, wanted[key]) for key, (loc, error) in first.items()]
+    more = len(lines) - _MAX_PROBLEMS
+    lines = lines[:_MAX_PROBLEMS] + ([f"... and {more} more problem(s)"] if more > 0 else [])
+    return f"{path}: invalid spec:\n  " + "\n  ".join(lines)
+
+
+def _line(key: str, loc: tuple[Any, ...], error: dict, wanted: list[str]) -> str:
+    """One problem as the user wrote the spec; ``wanted``: what each alternative of a union takes."""
+    if error["type"] == "extra_forbidden":
+        owner = _model_at(loc[:-1])
+        allowed = list(owner.model_fields) if owner else []
+        guess = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+        hint = f"; did you mean '{guess[0]}'?" if guess else "."
+        return f"{echo(key)[1:-1]}: unknown key{hint} Allowed here: {', '.join(allowed)}"
+    if error["type"] == "missing":
+        return f"{key}: required key is missing"
+    message = (
+        "should be " + " or ".join(wanted) if len(wanted) > 1 else error["msg"].removeprefix("Value error, ")[:300]
+    )
+    given = error.get("input")
+    shown = "" if isinstance(given, (dict, list)) or given is None else f" (got {echo(given)})"
+    # A check across keys (no location of its own) names its keys in its message.
+    return f"{key}: {message}{shown}" if key else f"{message}{shown}"

@@ -79,7 +79,7 @@ def sweeper_containers() -> set[str]:
     for line in described:
         container, name, owner, *sources = line.split()
         pid = owner.rpartition(":")[2]
-        if (pid.isdigit() and _ours(pid)) or any(s.startswith(tuple(_SESSION_TEMP) or ("//",)) for s in sources):
+        if (pid.isdigit() and _ours(pid)) or any(s.startswith(tuple(_SESSION_TEMP)) for s in sources):
             ours.add(f"{container[:12]} {name.lstrip('/')}")
     return ours
 
