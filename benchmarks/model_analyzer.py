@@ -16,7 +16,11 @@ Prints each tool's wall time, its pick and claimed figure, the re-measured capac
 lowest, highest) and their ratio; writes summary.json to ``--out``.
 
     .venv/bin/python benchmarks/model_analyzer.py [--budget-ms 10] [--trials 12] [--confirm-candidates 4]
-        [--repeats 4] [--out DIR] [--model-analyzer-from DIR]
+        [--repeats 4] [--out DIR] [--model-analyzer-from DIR] [--open-loop]
+
+``--open-loop`` also runs the sweeper with ``load.mode: request_rate`` (capacity in requests/s
+at the budget, requests on a schedule, queueing included) and measures every pick both closed
+and open loop: how the pick changes between the two.
 """
 
 from __future__ import annotations
@@ -142,8 +146,21 @@ def model_analyzer_pick(work: Path, budget_ms: float) -> dict:
     }
 
 
-def run_the_sweeper(work: Path, budget_ms: float, trials: int, candidates: int | None) -> dict:
-    """The sweeper on the same space plus the protocol; its export pick and claimed capacity."""
+CLOSED_LOOP = {"concurrency": [1], "capacity": {"low": 1, "high": 64, "resolution": 2}}
+OPEN_LOOP = {
+    "mode": "request_rate",
+    "request_rates": [100],
+    "capacity": {"low": 500, "high": 16000, "resolution": 500},
+}
+"""The loads of each mode: requests in flight (closed loop, as Model Analyzer measures), or
+requests/s on a schedule (open loop: capacity in requests/s, queueing included)."""
+
+
+def run_the_sweeper(work: Path, budget_ms: float, trials: int, candidates: int | None, mode: str) -> dict:
+    """The sweeper on the same space plus the protocol, closed or open loop (``mode``); its
+    export pick and claimed capacity."""
+    loads = OPEN_LOOP if mode == "request_rate" else CLOSED_LOOP
+    level = {"request_rate": 100} if mode == "request_rate" else {"concurrency": 1}
     spec = {
         "study": {
             "name": "vs-model-analyzer",
@@ -165,7 +182,7 @@ def run_the_sweeper(work: Path, budget_ms: float, trials: int, candidates: int |
             "precision": ["fp32"],
         },
         "baseline": {"max_batch_size": 8, "max_queue_delay_us": 0, "instance_count": 1, "protocol": "http"},
-        "load": {"generator": "perf_analyzer", "concurrency": [1], "capacity": {"low": 1, "high": 64, "resolution": 2}},
+        "load": {"generator": "perf_analyzer", **loads},
         "objectives": [
             {
                 "metric": "capacity",
@@ -176,7 +193,7 @@ def run_the_sweeper(work: Path, budget_ms: float, trials: int, candidates: int |
             },
             {"metric": "server_memory_mb", "direction": "minimize"},
         ],
-        "constraints": [{"metric": "p99_ms", "concurrency": 1, "max": budget_ms}],
+        "constraints": [{"metric": "p99_ms", **level, "max": budget_ms}],
     }
     work.mkdir(parents=True, exist_ok=True)
     path = work / "spec.yaml"
@@ -200,24 +217,36 @@ def run_the_sweeper(work: Path, budget_ms: float, trials: int, candidates: int |
         "configurations": int(len(result.tables.trials)),
         "runs": runs,
         "pick": pick,
-        "claimed": f"{row[column]:.0f}/s at concurrency {row[column + ':load']:g} (median of {int(row['measured'])})",
+        "claimed": f"{row[column]:.0f}/s at {_load_words(mode, row[column + ':load'])} "
+        f"(median of {int(row['measured'])})",
         "why": list(choice.why) if choice is not None else [],
     }
 
 
-def remeasure(work: Path, source, launcher: LocalLauncher, picks: dict, budget_ms: float, repeats: int) -> dict:
-    """Each pick's capacity at the budget on fresh servers, interleaved, with perf_analyzer."""
+def _load_words(mode: str, load: float) -> str:
+    return f"{load:g} requests/s" if mode == "request_rate" else f"concurrency {load:g}"
+
+
+def remeasure(
+    work: Path, source, launcher: LocalLauncher, picks: dict, budget_ms: float, repeats: int, mode: str
+) -> dict:
+    """Each pick's capacity at the budget on fresh servers, interleaved, with perf_analyzer,
+    closed or open loop (``mode``)."""
     generator = PerfAnalyzerGenerator(find_perf_analyzer(None))
-    settings = LoadSpec(concurrency=[1], capacity={"low": 1, "high": 64, "resolution": 2}).settings
+    settings = LoadSpec(**(OPEN_LOOP if mode == "request_rate" else CLOSED_LOOP)).settings
     target = CapacityTarget(capacity_column("p99_ms", budget_ms), "p99_ms", budget_ms)
     load = workload(source)
     found: dict[str, list[float]] = {name: [] for name in picks}
     for round_ in range(repeats):
         for name, pick in picks.items():
-            with serve(launcher, source, pick, work / f"{name}-{round_}") as server:
+            with serve(launcher, source, pick, work / f"{mode}-{name}-{round_}") as server:
                 _, (capacity,) = generator.measure_trial(server.endpoints, pick.protocol, load, settings, [target])
             found[name].append(capacity.throughput)
-            print(f"  round {round_ + 1} {name}: {capacity.throughput:.0f}/s at c{capacity.load:g}", flush=True)
+            print(
+                f"  {mode} round {round_ + 1} {name}: {capacity.throughput:.0f}/s at "
+                f"{_load_words(mode, capacity.load)}",
+                flush=True,
+            )
     return found
 
 
@@ -228,6 +257,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=4, help="re-measurements of each pick")
     parser.add_argument("--confirm-candidates", type=int, default=4, help="the sweeper's study.confirm_candidates")
     parser.add_argument("--out", type=Path, default=Path("/tmp/sweeper-vs-model-analyzer"))
+    parser.add_argument(
+        "--open-loop",
+        action="store_true",
+        help="also sweep with load.mode request_rate, and measure every pick closed and open loop",
+    )
     parser.add_argument(
         "--model-analyzer-from", type=Path, help="a model-analyzer folder of an earlier run: its pick and time"
     )
@@ -248,46 +282,57 @@ def main() -> None:
         f"pick {knob_label(analyzer['pick'])}: {analyzer['claimed']}",
         flush=True,
     )
-    sweeper = run_the_sweeper(work / "sweeper", args.budget_ms, args.trials, args.confirm_candidates)
-    print(
-        f"sweeper: {sweeper['seconds']:.0f} s, {sweeper['configurations']} configurations, {sweeper['runs']} runs; "
-        f"pick {knob_label(sweeper['pick'])}: {sweeper['claimed']}",
-        flush=True,
-    )
-    for sentence in sweeper["why"]:
-        print(f"  {sentence}")
-    print(f"both picks measured again, interleaved on fresh servers ({args.repeats} each, perf_analyzer):")
-    found = remeasure(
-        work / "remeasure",
-        source,
-        launcher,
-        {"model_analyzer": analyzer["pick"], "sweeper": sweeper["pick"]},
-        args.budget_ms,
-        args.repeats,
-    )
-    medians = {name: statistics.median(values) for name, values in found.items()}
-    ratio = medians["sweeper"] / medians["model_analyzer"] if medians["model_analyzer"] else float("inf")
-    for name, values in found.items():
-        print(f"  {name}: median {medians[name]:.0f}/s ({min(values):.0f}-{max(values):.0f})")
-    apart = min(found["sweeper"]) > max(found["model_analyzer"]) or max(found["sweeper"]) < min(found["model_analyzer"])
-    # Interleaved rounds share the machine's state: the ratio within each round is the fair one.
-    rounds = [a / b for a, b in zip(found["sweeper"], found["model_analyzer"]) if b]
-    print(
-        f"sweeper / Model Analyzer: {ratio:.2f}x by the medians ({'ranges apart' if apart else 'ranges overlap'}); "
-        f"within each round {min(rounds):.2f}-{max(rounds):.2f}x, ahead in {sum(r > 1 for r in rounds)} of "
-        f"{len(rounds)}; wall time {sweeper['seconds'] / analyzer['seconds']:.2f}x"
-    )
-    summary = {
-        "budget_ms": args.budget_ms,
-        "model_analyzer": {**analyzer, "pick": knob_label(analyzer["pick"]), "remeasured": found["model_analyzer"]},
-        "sweeper": {**sweeper, "pick": knob_label(sweeper["pick"]), "remeasured": found["sweeper"]},
-        "ratio_of_medians": ratio,
-        "ranges_apart": apart,
-        "round_ratios": rounds,
-        "wall_time_ratio": sweeper["seconds"] / analyzer["seconds"],
+    sweepers = {
+        "sweeper": run_the_sweeper(
+            work / "sweeper", args.budget_ms, args.trials, args.confirm_candidates, "concurrency"
+        )
     }
+    if args.open_loop:
+        sweepers["sweeper_open_loop"] = run_the_sweeper(
+            work / "sweeper-open-loop", args.budget_ms, args.trials, args.confirm_candidates, "request_rate"
+        )
+    for name, sweeper in sweepers.items():
+        print(
+            f"{name}: {sweeper['seconds']:.0f} s, {sweeper['configurations']} configurations, {sweeper['runs']} runs; "
+            f"pick {knob_label(sweeper['pick'])}: {sweeper['claimed']}",
+            flush=True,
+        )
+        for sentence in sweeper["why"]:
+            print(f"  {sentence}")
+    picks = {"model_analyzer": analyzer["pick"], **{name: found["pick"] for name, found in sweepers.items()}}
+    summary: dict = {"budget_ms": args.budget_ms, "model_analyzer": {**analyzer, "pick": knob_label(analyzer["pick"])}}
+    summary.update({name: {**found, "pick": knob_label(found["pick"])} for name, found in sweepers.items()})
+    modes = ["concurrency", "request_rate"] if args.open_loop else ["concurrency"]
+    for mode in modes:
+        print(f"the picks measured again, interleaved on fresh servers ({args.repeats} each, perf_analyzer, {mode}):")
+        found = remeasure(work / "remeasure", source, launcher, picks, args.budget_ms, args.repeats, mode)
+        for name, values in found.items():
+            print(f"  {name}: median {statistics.median(values):.0f}/s ({min(values):.0f}-{max(values):.0f})")
+            summary[name][f"remeasured_{mode}"] = values
+        for name in sweepers:
+            summary[name][f"against_model_analyzer_{mode}"] = _compare(found[name], found["model_analyzer"], name)
+    sweeper = sweepers["sweeper"]
+    summary["wall_time_ratio"] = sweeper["seconds"] / analyzer["seconds"]
+    print(
+        f"wall time: sweeper {sweeper['seconds']:.0f} s / Model Analyzer {analyzer['seconds']:.0f} s = "
+        f"{summary['wall_time_ratio']:.2f}x"
+    )
     (work / "summary.json").write_text(json.dumps(summary, indent=2))
     print(f"wrote {work / 'summary.json'}")
+
+
+def _compare(mine: list[float], theirs: list[float], name: str) -> dict:
+    """``mine`` against ``theirs``, measured in the same rounds: the ratio of the medians, whether
+    the ranges are apart, and the ratio within each round (rounds share the machine's state)."""
+    ratio = statistics.median(mine) / statistics.median(theirs) if statistics.median(theirs) else float("inf")
+    apart = min(mine) > max(theirs) or max(mine) < min(theirs)
+    rounds = [a / b for a, b in zip(mine, theirs) if b]
+    print(
+        f"  {name} / Model Analyzer: {ratio:.2f}x by the medians ({'ranges apart' if apart else 'ranges overlap'}); "
+        f"within each round {min(rounds):.2f}-{max(rounds):.2f}x, ahead in {sum(r > 1 for r in rounds)} of "
+        f"{len(rounds)}"
+    )
+    return {"ratio_of_medians": ratio, "ranges_apart": apart, "round_ratios": rounds}
 
 
 if __name__ == "__main__":

@@ -234,6 +234,9 @@ class TrialRecord:
     the model did not start) or ``measure``."""
     retried: str | None = None
     """Why the trial was measured again on a fresh server (its first server died), or None."""
+    neighbour_of: int | None = None
+    """A configuration one step from that trial, the knee when it was enqueued
+    (``sweeper.study.enqueue_neighbour``)."""
     dropped_precision: bool = False
     """Whether this trial found that its precision cannot serve the model (later proposals of it
     are not measured)."""
@@ -358,6 +361,7 @@ def read_trial(trial: FrozenTrial) -> TrialRecord:
         memory=Memory(**attrs.get("memory", {})),
         capacities=tuple(Capacity.from_dict(c) for c in attrs.get("capacities", [])),
         repeat_of=attrs.get("repeat_of"),
+        neighbour_of=attrs.get("neighbour_of"),
         anchor=bool(attrs.get("anchor", False)),
         failed_at=attrs.get("failed_at"),
         retried=attrs.get("retried"),
@@ -440,6 +444,7 @@ def enqueued_attrs(
     picked: bool = False,
     repeat_of: int | None = None,
     anchor: bool = False,
+    neighbour_of: int | None = None,
 ) -> dict[str, Any]:
     """The user attributes an enqueued trial starts with."""
     attrs: dict[str, Any] = {}
@@ -453,6 +458,8 @@ def enqueued_attrs(
         attrs["retry_of"] = retry_of
     if picked:
         attrs["picked_after_redraws"] = True
+    if neighbour_of is not None:
+        attrs["neighbour_of"] = neighbour_of
     return attrs
 
 

@@ -146,6 +146,7 @@ def _trial_row(
         "failure": _failure(trial, retried_by),
         "retried": trial.retried,
         "retry_of": trial.retry_of,
+        "neighbour_of": trial.neighbour_of,
     }
 
 
@@ -276,11 +277,15 @@ _TINY = 1e-12
 """A floor for a figure of 0 (a capacity no load met): it stays far from any positive best."""
 
 
+def ideal_distance(frame: pd.DataFrame, objectives: list[str], directions: list[str]) -> pd.Series:
+    """Each row's squared distance from the ideal point (each objective's best value in
+    ``frame``), each objective's gap measured as a ratio (``_log_ratio``)."""
+    return sum(_log_ratio(frame[o], d) ** 2 for o, d in zip(objectives, directions))
+
+
 def knee(frame: pd.DataFrame, objectives: list[str], directions: list[str]) -> int:
-    """The knee of a front: the trial nearest the ideal point (each objective's best value on the
-    front) when each objective's gap is measured as a ratio (``_log_ratio``)."""
-    distance = sum(_log_ratio(frame[o], d) ** 2 for o, d in zip(objectives, directions))
-    return int(frame.loc[distance.idxmin(), "number"])
+    """The knee of a front: the trial nearest the ideal point (``ideal_distance``)."""
+    return int(frame.loc[ideal_distance(frame, objectives, directions).idxmin(), "number"])
 
 
 def hypervolume(points: np.ndarray, directions: list[str], reference: list[float]) -> float:
@@ -306,9 +311,13 @@ def reference_point(values: pd.DataFrame, directions: list[str]) -> list[float]:
 
 
 TIE_RULE = (
-    "the better median on more objectives, then the smaller server memory, then fewer instances, then the earlier trial"
+    "fewer knobs changed from the baseline, then the better median on more objectives, then the smaller server "
+    "memory, then fewer instances, then the earlier trial"
 )
-"""How a tie is broken: by what was measured, then by what costs least to run."""
+"""How a tie is broken. Inside a tie no measurement tells the trials apart (their medians differ
+by less than the spread, which is no difference), so the least change to what runs today comes
+first: the same answer from every study that measured the tie, and the least to review and roll
+back. Then what was measured, then what costs least to run."""
 
 
 def overlaps(a: pd.Series, b: pd.Series, objectives: list[str]) -> bool:
@@ -357,7 +366,8 @@ def recommend(
 
     Where some trials were confirmed on fresh servers, only those take part. On their front, the
     objectives whose differences exceed the spread decide (``deciding_objectives``); the knee is
-    the trial nearest the ideal by ratio on those, or the best on ``primary``. When the baseline
+    the trial nearest the ideal by ratio on those (where ``primary`` decides, among the trials
+    whose spread on it overlaps its best's). When the baseline
     cannot be told apart from the knee on any objective, the baseline is kept. Otherwise the
     front trials whose spreads overlap the knee's (and each other's) on every objective tie
     with it, broken by ``TIE_RULE``."""
@@ -368,8 +378,11 @@ def recommend(
     weighed = [(o, d) for o, d in zip(objectives, directions) if o in deciding] or list(zip(objectives, directions))
     candidates = front
     if primary in deciding:
-        best = front[primary].max() if directions[objectives.index(primary)] == "maximize" else front[primary].min()
-        candidates = front[front[primary] == best]
+        # The primary objective decides first, by what was measured: the front trials it cannot
+        # tell from the best on it (spreads overlapping) remain, and the others decide among them.
+        maximize = directions[objectives.index(primary)] == "maximize"
+        best = front.loc[front[primary].idxmax() if maximize else front[primary].idxmin()]
+        candidates = front[[overlaps(row, best, [primary]) for _, row in front.iterrows()]]
     number = knee(candidates, *map(list, zip(*weighed)))
     rows = pool.set_index("number", drop=False)
     baseline = rows[rows["baseline"].astype(bool)] if "baseline" in rows else rows.iloc[:0]
@@ -387,7 +400,7 @@ def recommend(
             tied.append(candidate)
     if len(tied) < 2:
         return Recommendation(number, number, (), False, tuple(deciding), named)
-    ordered = _tie_order(rows.loc[tied], objectives, directions)
+    ordered = _tie_order(rows.loc[tied], objectives, directions, baseline.iloc[0] if not baseline.empty else None)
     return Recommendation(ordered[0], number, tuple(ordered), False, tuple(deciding), named)
 
 
@@ -395,16 +408,32 @@ def _gap(a: pd.Series, b: pd.Series, objective: str) -> float:
     return float(np.log(max(float(a[objective]), _TINY) / max(float(b[objective]), _TINY)))
 
 
-def _tie_order(tied: pd.DataFrame, objectives: list[str], directions: list[str]) -> list[int]:
-    """``TIE_RULE``: more objectives on which the trial has the best median of the tie, then
-    less server memory, then fewer instances, then the earlier trial."""
+def knobs_changed(row: pd.Series, baseline: pd.Series) -> int:
+    """How many parameters (knobs, swept fields and options) ``row`` sets otherwise than ``baseline``."""
+    columns = [c for c in parameter_columns(row.index) if c in row.index and c in baseline.index]
+    return sum(not (_unset(row[c]) and _unset(baseline[c])) and row[c] != baseline[c] for c in columns)
+
+
+def _unset(value: object) -> bool:
+    """A field a trial leaves as the model has it (no value in its row)."""
+    return value is None or (isinstance(value, float) and np.isnan(value))
+
+
+def _tie_order(
+    tied: pd.DataFrame, objectives: list[str], directions: list[str], baseline: pd.Series | None
+) -> list[int]:
+    """``TIE_RULE``: fewer knobs changed from ``baseline``, then more objectives on which the
+    trial has the best median of the tie, then less server memory, then fewer instances, then
+    the earlier trial."""
+    changed = {n: knobs_changed(tied.loc[n], baseline) if baseline is not None else 0 for n in tied.index}
     wins = pd.Series(0, index=tied.index)
     for objective, direction in zip(objectives, directions):
         values = tied[objective].astype(float)
         wins += values == (values.min() if direction == "minimize" else values.max())
     memory = tied["server_memory_mb"].astype(float).fillna(np.inf) if "server_memory_mb" in tied else wins * 0
     order = sorted(
-        tied.index, key=lambda n: (-wins[n], memory[n], tied.loc[n, "instance_count"], int(tied.loc[n, "number"]))
+        tied.index,
+        key=lambda n: (changed[n], -wins[n], memory[n], tied.loc[n, "instance_count"], int(tied.loc[n, "number"])),
     )
     return [int(n) for n in order]
 

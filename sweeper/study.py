@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 import optuna
+import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 from tritonclient.grpc import model_config_pb2 as mc
 
@@ -50,13 +51,13 @@ from sweeper.record import (
     write_server_version,
 )
 from sweeper.repository import write_model
-from sweeper.results import confirmation_candidates, still_racing
+from sweeper.results import confirmation_candidates, ideal_distance, knee, pareto_front, still_racing
 from sweeper.samplers import make_sampler
 from sweeper.server_options import server_argv
 from sweeper.signals import signals_deferred, stop_requested
 from sweeper.spec import LoadedSpec
 from sweeper.triton_config import apply_trial, to_pbtxt
-from sweeper.vocabulary import KNOBS, InProcessTiming, TrialConfig, distinct_configurations, serving_key
+from sweeper.vocabulary import KNOBS, InProcessTiming, Ranking, TrialConfig, distinct_configurations, serving_key
 
 _REDRAWS_BEFORE_PICKING = 25
 
@@ -162,6 +163,73 @@ def capacity_starts(trials: list[FrozenTrial], params: dict[str, Any], columns: 
         if found:
             starts[column] = max(found)[2]
     return starts
+
+
+def neighbours(space: dict[str, list], params: dict[str, Any]) -> list[dict[str, Any]]:
+    """The configurations one step from ``params``: one knob set to a value beside its own in the
+    space's list, in the spec's order (max_batch_size [1, 8, 32]: 8 -> 1 and 32), the rest kept."""
+    found = []
+    for name, choices in space.items():
+        if params.get(name) not in choices:
+            continue
+        at = choices.index(params[name])
+        found += [{**params, name: choices[i]} for i in (at - 1, at + 1) if 0 <= i < len(choices)]
+    return found
+
+
+def first_figures(trials: list[FrozenTrial], ranking: Ranking) -> pd.DataFrame:
+    """The completed trials (repeats aside) by their first measurement, as Optuna holds them:
+    ``number``, the parameters, each objective column and ``feasible`` (every constraint holds)."""
+    rows = [
+        {
+            "number": t.number,
+            **t.params,
+            **dict(zip(ranking.columns, t.values)),
+            "feasible": all(v <= 0 for v in t.constraints.values()),
+        }
+        for t in trials
+        if t.state == TrialState.COMPLETE and t.user_attrs.get("repeat_of") is None and t.values is not None
+    ]
+    return pd.DataFrame(rows)
+
+
+def enqueue_neighbour(study: optuna.Study, space: dict[str, list], ranking: Ranking) -> bool:
+    """Enqueue the knee's most promising untried neighbour (``neighbours``), with the knee
+    found by first measurements as ``sweeper.results.recommend`` finds it (the feasible front's,
+    the best on a primary objective). Most promising: a value no feasible trial has yet, then the
+    value whose feasible trials came nearest the ideal (``ideal_distance``, their median). A
+    sampler's path leaves the knee's surroundings half measured, and studies that measure
+    different halves recommend different configurations. Returns whether one was enqueued."""
+    trials = study.get_trials(deepcopy=False)
+    figures = first_figures(trials, ranking)
+    feasible = figures[figures["feasible"].astype(bool)] if not figures.empty else figures
+    if feasible.empty:
+        return False
+    front = pareto_front(feasible, ranking.columns, ranking.directions)
+    if ranking.primary is not None:
+        primary = front[ranking.primary]
+        maximize = ranking.directions[ranking.columns.index(ranking.primary)] == "maximize"
+        front = front[primary == (primary.max() if maximize else primary.min())]
+    knee_number = knee(front, ranking.columns, ranking.directions)
+    knee_params = next(t.params for t in trials if t.number == knee_number)
+    busy = set(taken_configs(trials)) | {config_key(planned_params(t)) for t in trials if t.state == TrialState.WAITING}
+    dropped = dropped_precisions(trials)
+    untried = [
+        config
+        for config in neighbours(space, knee_params)
+        if config_key(config) not in busy and config["precision"] not in dropped
+    ]
+    if not untried:
+        return False
+    distance = ideal_distance(feasible, ranking.columns, ranking.directions)
+
+    def evidence(config: dict[str, Any]) -> float:
+        name = next(n for n in config if config[n] != knee_params.get(n))
+        alike = distance[feasible[name].apply(lambda value: value == config[name])]
+        return float(alike.median()) if not alike.empty else -1.0
+
+    study.enqueue_trial(min(untried, key=evidence), user_attrs=enqueued_attrs(neighbour_of=knee_number))
+    return True
 
 
 def counted(trials: list[FrozenTrial]) -> int:
@@ -592,9 +660,10 @@ def run_study(
     on_trial_end: Callable[[optuna.Study, FrozenTrial], None] | None = None,
     objective: Callable[[optuna.Trial], Any] | None = None,
 ) -> tuple[optuna.Study, str]:
-    """Run trials until the study has ``study.trials`` counted ones (other workers' included);
-    returns the study and why it stopped: ``done`` or ``exhausted`` (every configuration of the
-    space is taken). ``objective`` replaces the runner (the search benchmark replays a table)."""
+    """Run trials until the study has ``study.trials`` counted ones (other workers' included),
+    the last ``study.neighbours`` of them around the knee (``enqueue_neighbour``); returns the
+    study and why it stopped: ``done`` or ``exhausted`` (every configuration of the space is
+    taken). ``objective`` replaces the runner (the search benchmark replays a table)."""
     fail_abandoned(study, storage, exclusive)
     requeue_interrupted(study)
     enqueue_baseline(study, loaded.baseline)
@@ -623,6 +692,9 @@ def run_study(
             fail_abandoned(study, storage, exclusive=False)
             requeue_interrupted(study)
             continue
+        if not waiting and done + running >= target - loaded.spec.study.neighbour_trials:
+            # The last trials measure around the knee; with none untried, the sampler proposes.
+            enqueue_neighbour(study, loaded.space, loaded.ranking)
         study.optimize(
             objective or runner,
             n_trials=1,

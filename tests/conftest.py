@@ -115,8 +115,8 @@ FAST_LOAD = """
 load:
   generator: builtin
   concurrency: [1]
-  warmup_s: 0.2
-  window_s: 0.3
+  warmup_s: 0.1
+  window_s: 0.2
   stability_tolerance: 1.0
   max_windows: 3
 """

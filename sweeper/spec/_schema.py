@@ -88,6 +88,22 @@ class StudySpec(_Strict):
     anchor_every: Int = Field(
         default=10, ge=0, le=100_000, description="re-measure the baseline after every this many trials (0: never)"
     )
+    neighbours: Int | None = Field(
+        default=None,
+        ge=0,
+        le=100_000,
+        description="of study.trials, the last this many measure the knee's untried one-step neighbours "
+        "(None: a quarter; 0: none; the grid sampler: none)",
+    )
+
+    @property
+    def neighbour_trials(self) -> int:
+        """How many of ``trials`` go to the knee's neighbours: ``neighbours`` or a quarter, and
+        never the baseline's own trial."""
+        if self.sampler == "grid":  # a grid measures every neighbour in its turn
+            return 0
+        wanted = self.neighbours if self.neighbours is not None else self.trials // 4
+        return min(wanted, self.trials - 1)
 
 
 class SourceSpec(_Strict):

@@ -62,7 +62,7 @@ def test_a_baseline_that_does_not_load_stops_the_run_with_the_container_log(tmp_
 
 def test_sigterm_mid_trial_leaves_no_container(tmp_path, mlp_file, docker_block):
     spec = _spec(tmp_path, mlp_file, docker_block, name="docker-term")
-    spec.write_text(spec.read_text().replace("warmup_s: 0.2", "warmup_s: 30"))
+    spec.write_text(spec.read_text().replace("warmup_s: 0.1", "warmup_s: 30"))
     sweep = start_sweep(spec, tmp_path / "results")
     log = tmp_path / "results" / "docker-term" / "trials" / "0" / "server.log"
     wait_for(sweep, server_log_says(log, "Started GRPCInferenceService"), "trial 0 serving")

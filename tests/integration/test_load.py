@@ -147,9 +147,12 @@ def test_above_capacity_a_request_rate_queues_and_falls_behind(server, generator
     assert flooded.behind_schedule and flooded.client_bound
 
 
+@pytest.mark.parametrize("generator", ["perf_analyzer"], indirect=True)
 def test_capacity_is_the_highest_load_within_the_budget(server, generator):
     """Grow then bisect over concurrency 1..8; every load tried is a measurement; the answer is
-    within the budget and one resolution step below a load that broke it (or the upper bound)."""
+    within the budget and one resolution step below a load that broke it (or the upper bound).
+    One generator: the search is the family's base class over ``measure`` (whose generators the
+    tests above hold to the same figures)."""
     level_1 = generator.measure(server.endpoints, "grpc", WORKLOAD, 1, QUICK)
     budget = round(level_1.p99_ms * 2.5, 3)
     search = QUICK_SPEC.model_copy(update={"capacity": CapacitySearchSpec(low=1, high=8, resolution=1)}).settings

@@ -25,7 +25,7 @@ study: {name: NAME, trials: TRIALS, sampler: grid, confirm_repeats: 0}
 model:
 DATA  source: {repository: FOLDER}
 SPACE
-load: {generator: GENERATOR, concurrency: [1, 2], warmup_s: 0.2, window_s: 0.3, stability_tolerance: 1.0, max_windows: 3}
+load: {generator: GENERATOR, concurrency: [1, 2], warmup_s: 0.1, window_s: 0.2, stability_tolerance: 1.0, max_windows: 3}
 objectives:
   - {metric: p50_ms, concurrency: 1, direction: minimize}
   - {metric: throughput, concurrency: 2, direction: maximize}

@@ -141,6 +141,46 @@ def test_capacity_and_server_memory_size_a_front_a_report_and_an_export(tmp_path
     assert {c["column"] for c in record["capacity"]} == {capacity, never}
 
 
+NEIGHBOURS_SPEC = (
+    """
+study: {name: near, trials: 4, sampler: random, seed: 0, confirm_repeats: 0, neighbours: 2}
+model:
+  name: mlp
+  source: {onnx: MODEL}
+search_space:
+  max_batch_size: [1, 4, 8]
+  max_queue_delay_us: [0]
+  instance_count: [1]
+  protocol: [http, grpc]
+  precision: [fp32]
+baseline: {max_batch_size: 8, max_queue_delay_us: 0, instance_count: 1, protocol: http}
+objectives:
+  - {metric: p50_ms, concurrency: 1, direction: minimize}
+"""
+    + FAST_LOAD
+)
+
+
+def test_the_last_trials_measure_the_knees_neighbours(tmp_path, mlp_file, capsys):
+    """Of 4 trials, the last 2 measure the knee's untried neighbours, each one knob of the knee
+    it names moved one step along its list (max_batch_size 8 -> 4, not 1; HTTP -> gRPC); once the
+    knee has none left untried, the sampler proposes again."""
+    spec = write_spec(tmp_path, NEIGHBOURS_SPEC.replace("MODEL", str(mlp_file)))
+    assert main(["run", str(spec), "--results-dir", str(tmp_path / "results")]) == 0
+    assert "(a neighbour of the knee, trial " in capsys.readouterr().out
+    trials = pd.read_csv(tmp_path / "results" / "near" / "trials.csv").set_index("number")
+    assert len(trials) == 4 and (trials["state"] == "COMPLETE").all()
+    assert trials["neighbour_of"].iloc[:2].isna().all() and trials["neighbour_of"].iloc[2:].notna().any()
+    sizes = [1, 4, 8]
+    for number, row in trials[trials["neighbour_of"].notna()].iterrows():
+        knee = trials.loc[int(row["neighbour_of"])]
+        assert int(row["neighbour_of"]) < number
+        moved = [k for k in ("max_batch_size", "protocol") if row[k] != knee[k]]
+        assert len(moved) == 1, (row, knee)
+        if moved == ["max_batch_size"]:
+            assert abs(sizes.index(row["max_batch_size"]) - sizes.index(knee["max_batch_size"])) == 1
+
+
 def _snapshot(folder):
     """Every file under ``folder`` with its bytes."""
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
@@ -290,9 +330,11 @@ objectives:
 """
 
 
-@pytest.mark.parametrize("generator", ["builtin", "perf_analyzer"])
-def test_off_zero_and_a_delay_are_three_server_behaviours(tmp_path, mlp_file, generator):
-    """The team's config.pbtxt has `dynamic_batching { }`: trial 0 batches, as they run it."""
+def test_off_zero_and_a_delay_are_three_server_behaviours(tmp_path, mlp_file):
+    """The team's config.pbtxt has `dynamic_batching { }`: trial 0 batches, as they run it. With
+    perf_analyzer, the default; that both generators see batching is the load family's shared
+    test (tests/integration/test_load.py)."""
+    generator = "perf_analyzer"
     (tmp_path / "config.pbtxt").write_text(
         'name: "mlp"\nmax_batch_size: 8\ndynamic_batching { }\ninstance_group [{ count: 1 kind: KIND_CPU }]\n'
     )
@@ -321,14 +363,14 @@ def test_off_zero_and_a_delay_are_three_server_behaviours(tmp_path, mlp_file, ge
     assert record["parameters"]["max_queue_delay_us"] == 0 and record["generator"]["name"] == generator
 
 
-# Open-loop load and a capacity over rates: reload mode on both launchers measures them too.
+# Open-loop load and a capacity over rates: reload mode measures them too.
 RELOAD_LOAD = """load:
   generator: builtin
   mode: request_rate
   request_rates: [50]
   capacity: {low: 50, high: 100, resolution: 50}
-  warmup_s: 0.2
-  window_s: 0.3
+  warmup_s: 0.1
+  window_s: 0.2
   stability_tolerance: 1.0
   max_windows: 3
 objectives:
@@ -352,12 +394,10 @@ baseline: {max_batch_size: 8, max_queue_delay_us: 0, instance_count: 1, protocol
 )
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("launcher", ["local", "docker"])
-def test_reload_mode_serves_every_trial_from_one_server(tmp_path, mlp_file, launcher, docker_block):
-    server = (
-        {"reuse": "reload"} if launcher == "local" else {**docker_block, "reuse": "reload", "startup_timeout_s": 60}
-    )
+def test_reload_mode_serves_every_trial_from_one_server(tmp_path, mlp_file):
+    """On the local launcher: loading and unloading on each launcher is the launcher family's
+    shared test (tests/integration/test_launchers.py), a whole sweep in containers test_docker's."""
+    server = {"reuse": "reload"}
     spec = write_spec(tmp_path, RELOAD.replace("MODEL", str(mlp_file)).replace("SERVER", json.dumps(server)))
     assert main(["run", str(spec), "--results-dir", str(tmp_path / "results")]) == 0
     directory = tmp_path / "results" / "reload"
@@ -410,7 +450,8 @@ def test_storage_errors_are_one_line_without_the_password(tmp_path, mlp_file, ca
 @pytest.mark.slow
 def test_two_workers_share_a_postgresql_study(tmp_path, mlp_file, postgres_url):
     """Two sweepers, one study in a real PostgreSQL: the trials are shared, not run twice."""
-    spec = write_spec(tmp_path, SPEC.replace("MODEL", str(mlp_file)).replace("trials: 3", "trials: 4"))
+    body = SPEC.replace("MODEL", str(mlp_file)).replace("trials: 3", "trials: 4, heartbeat_s: 2")
+    spec = write_spec(tmp_path, body.replace("confirm_repeats: 1", "confirm_repeats: 0"))
     command = [sys.executable, "-m", "sweeper.cli", "run", str(spec), "--storage", postgres_url, "--results-dir"]
     first = subprocess.Popen([*command, str(tmp_path / "a")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     log = tmp_path / "a" / "e2e" / "trials" / "0" / "server.log"

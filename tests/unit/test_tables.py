@@ -35,7 +35,7 @@ from sweeper.results import (
     still_racing,
     tables,
 )
-from sweeper.study import enqueue_repeats
+from sweeper.study import enqueue_neighbour, enqueue_repeats, neighbours
 from sweeper.vocabulary import KNOBS, Bound, Objective, Ranking
 
 SPACE = {
@@ -367,6 +367,17 @@ def test_a_lead_within_the_spread_is_a_tie_broken_by_what_was_measured():
     assert choice.number == 5, "one best median each: the smaller server memory decides, not the instance count"
     assert indistinguishable(rows, ["p50_ms@c1", "throughput@c8"]) == [(3, 5)]
     assert choice.deciding == (), "no objective tells 3 and 5 apart"
+    # With a baseline of 2 instances, trial 5 (2 instances) changes fewer knobs than trial 3 (1):
+    # it comes first although trial 3 now uses less memory.
+    baseline = _rows(
+        number=[0],
+        baseline=[True],
+        instance_count=[2],
+        **{"p50_ms@c1": [(3.0, 2.9, 3.1)], "throughput@c8": [(50.0, 45.0, 55.0)]},
+    )
+    lighter_3 = rows.iloc[:2].assign(server_memory_mb=[100.0, 120.0])
+    assert recommend(lighter_3, *LATENCY_THROUGHPUT).tied == (3, 5), "without a baseline: memory decides"
+    assert recommend(pd.concat([lighter_3, baseline]), *LATENCY_THROUGHPUT).tied == (5, 3)
     apart = rows.assign(**{"p50_ms@c1:hi": [1.0, 1.2, 2.1], "p50_ms@c1:lo": [1.0, 1.01, 1.9]})
     alone = recommend(apart.iloc[:2], ["p50_ms@c1"], ["minimize"])
     assert (alone.number, alone.tied) == (3, ()), "a lead beyond both spreads is a lead"
@@ -425,6 +436,26 @@ def test_memory_noise_never_outweighs_a_capacity_beaten_beyond_both_spreads():
     assert "4.4x capacity@p99_ms<=10" in why and "2.1% more server_memory_mb" in why, why
     primary = recommend(rows, *CAPACITY_MEMORY, primary="server_memory_mb")
     assert primary.number == 1 and primary.baseline_kept, "memory first: the baseline is the front's smallest"
+
+
+def test_a_primary_lead_inside_the_spread_leaves_the_choice_to_the_other_objectives():
+    """The encoder of the pick issue's runs: trial 8 (2 instances) led on capacity by its median,
+    3,019/s (2,284-3,076) against trial 2's 2,852/s (2,635-2,895), for 193 MB against 116 MB.
+    Capacity is primary, but it cannot tell them apart: memory decides, trial 2."""
+    rows = _rows(
+        number=[0, 2, 8],
+        baseline=[True, False, False],
+        instance_count=[1, 1, 2],
+        **{
+            "capacity@p99_ms<=20": [(1150.0, 1100.0, 1200.0), (2852.0, 2635.0, 2895.0), (3019.0, 2284.0, 3076.0)],
+            "server_memory_mb": [(110.0, 109.0, 111.0), (115.6, 115.0, 116.0), (193.3, 193.0, 194.0)],
+        },
+    )
+    objectives = (["capacity@p99_ms<=20", "server_memory_mb"], ["maximize", "minimize"])
+    choice = recommend(rows, *objectives, primary="capacity@p99_ms<=20")
+    assert (choice.number, choice.tied, choice.baseline_kept) == (2, (), False)
+    apart = rows.assign(**{"capacity@p99_ms<=20:lo": [1100.0, 2635.0, 2990.0]})
+    assert recommend(apart, *objectives, primary="capacity@p99_ms<=20").number == 8, "a lead beyond both spreads"
 
 
 def test_an_objective_inside_the_spread_does_not_decide():
@@ -486,6 +517,31 @@ def test_repeats_are_enqueued_interleaved_and_only_the_missing_ones(study):
     assert [t.user_attrs["repeat_of"] for t in waiting] == [2, 4, 1, 2, 4, 1], "A B C A B C"
     assert enqueue_repeats(study, [2, 4, 1], repeats=2) == 0, "resuming adds nothing measured or waiting"
     assert enqueue_repeats(study, [2, 4, 1], repeats=3) == 3
+
+
+def test_the_knees_untried_neighbours_are_enqueued_most_promising_first(study):
+    """The knee by first measurements is trial 2 (delay 0, 1 instance, gRPC, FP32). Its neighbours
+    one step along each list: delay off (trial 4 has it) or 500, 2 instances, HTTP, INT8. A value
+    no feasible trial has (2 instances; INT8, whose only trial failed the accuracy guard) comes
+    first; then the value whose trials came nearest the ideal (HTTP: trials 0 and 1; 500: trial 0)."""
+    ranking = read_study(study).ranking
+    assert neighbours(SPACE, {**study.trials[2].params}) == [
+        {**study.trials[2].params, **change}
+        for change in (
+            {"max_queue_delay_us": "off"},
+            {"max_queue_delay_us": 500},
+            {"instance_count": 2},
+            {"protocol": "http"},
+            {"precision": "int8"},
+        )
+    ]
+    picked = []
+    while enqueue_neighbour(study, SPACE, ranking):
+        waiting = study.get_trials(states=(TrialState.WAITING,))[-1]
+        assert waiting.user_attrs["neighbour_of"] == 2
+        fixed = waiting.system_attrs["fixed_params"]
+        picked.append({k: v for k, v in fixed.items() if v != study.trials[2].params[k]})
+    assert picked == [{"instance_count": 2}, {"precision": "int8"}, {"protocol": "http"}, {"max_queue_delay_us": 500}]
 
 
 def test_a_confirmed_capacity_is_the_median_of_its_measurements(tmp_path):

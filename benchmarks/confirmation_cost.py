@@ -1,0 +1,76 @@
+"""What confirmation costs and what a cap on its candidates would have changed, read from a
+finished study (nothing is measured): the candidates the study confirmed, the repeat runs they
+took, and for each cap (``study.confirm_candidates``) the repeat runs it would have kept and
+whether the confirmed front and the recommendation stay those of the whole confirmation.
+Candidates are chosen with the spec's ``load.stability_tolerance`` when its file is still where
+the study recorded it (0.15 otherwise).
+
+A cap keeps the first candidates in the order confirmation chooses them (the knee, the front,
+then the trials near it; the baseline always): the study is read again with the other
+candidates' repeats left out, as if they had never been measured.
+
+    .venv/bin/python benchmarks/confirmation_cost.py RESULTS/STUDY [--storage URL]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+
+import optuna
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from sweeper.record import StudyRecord, read_study
+from sweeper.results import confirmation_candidates, study_recommendation, tables
+from sweeper.spec import LoadSpec, read_yaml
+
+
+def without_repeats_of(record: StudyRecord, dropped: set[int]) -> StudyRecord:
+    """``record`` as if the repeats of the ``dropped`` trials had never been measured."""
+    kept = tuple(t for t in record.trials if t.repeat_of not in dropped or t.anchor)
+    return dataclasses.replace(record, trials=kept)
+
+
+def outcome(record: StudyRecord) -> tuple[list[int], int]:
+    """The confirmed front (trial numbers) and the recommendation."""
+    result = tables(record)
+    return sorted(int(n) for n in result.pareto["number"]), study_recommendation(result).number
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("folder", type=Path, help="a study's results folder (holding study.db)")
+    parser.add_argument("--storage", help="the study's storage URL when it is not the folder's study.db")
+    args = parser.parse_args()
+    storage = args.storage or f"sqlite:///{args.folder / 'study.db'}"
+    study = optuna.load_study(study_name=args.folder.name, storage=storage)
+    record = read_study(study)
+    spec = Path(record.facts.get("spec", ""))  # the spec's path, as the study recorded it
+    load = (read_yaml(spec).get("load") or {}) if spec.is_file() else {}
+    margin = LoadSpec(stability_tolerance=load.get("stability_tolerance", 0.15)).settings.confirmation_margin
+    candidates = confirmation_candidates(record, record.ranking, margin)
+    baseline = [t.number for t in record.trials if t.baseline and t.repeat_of is None]
+    repeats = [t for t in record.trials if t.repeat_of is not None and not t.anchor]
+    front, pick = outcome(record)
+    print(
+        f"{args.folder.name}: {len(candidates) - len(baseline)} candidates and the baseline, {len(repeats)} repeat "
+        f"runs; confirmed front {front}, recommendation trial {pick}"
+    )
+    others = [n for n in candidates if n not in baseline]
+    for cap in range(1, len(others) + 1):
+        dropped = set(others[cap:])
+        capped = without_repeats_of(record, dropped)
+        runs = sum(t.repeat_of is not None and not t.anchor for t in capped.trials)
+        front_capped, pick_capped = outcome(capped)
+        same = "same front and pick" if (front_capped, pick_capped) == (front, pick) else "differs"
+        print(
+            f"  confirm_candidates: {cap}: {runs} repeat runs ({runs / len(repeats):.0%}); front {front_capped}, "
+            f"recommendation trial {pick_capped}: {same}"
+        )
+
+
+if __name__ == "__main__":
+    main()
