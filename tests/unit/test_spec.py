@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from sweeper.cli import main
-from sweeper.spec import load_spec
+from sweeper.spec import StudySpec, load_spec
 from sweeper.vocabulary import TrialConfig
 from tests.conftest import REPO, child_processes, refused, run_refused, write_spec
 
@@ -859,3 +859,11 @@ def test_the_readmes_and_the_spec_references_specs_are_valid(tmp_path, mlp_file)
     loaded = load_spec(write_spec(tmp_path, _spec_block(REPO / "docs" / "spec.md")))
     assert loaded.space["config.dynamic_batching.preferred_batch_size"][:3] == ["[4]", "[8]", "[4, 8]"]
     assert loaded.space["server.buffer-manager-thread-count"] == [0, 4, None]
+
+
+def test_the_knees_neighbours_take_a_quarter_of_the_trials_unless_the_spec_says():
+    assert StudySpec(name="s", trials=20).neighbour_trials == 5
+    assert StudySpec(name="s", trials=3).neighbour_trials == 0
+    assert StudySpec(name="s", trials=4, neighbours=10).neighbour_trials == 3, "the baseline's trial stays"
+    assert StudySpec(name="s", trials=20, neighbours=0).neighbour_trials == 0
+    assert StudySpec(name="s", trials=20, sampler="grid").neighbour_trials == 0, "a grid measures them all"
