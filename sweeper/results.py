@@ -411,12 +411,9 @@ def _gap(a: pd.Series, b: pd.Series, objective: str) -> float:
 def knobs_changed(row: pd.Series, baseline: pd.Series) -> int:
     """How many parameters (knobs, swept fields and options) ``row`` sets otherwise than ``baseline``."""
     columns = [c for c in parameter_columns(row.index) if c in row.index and c in baseline.index]
-    return sum(not (_unset(row[c]) and _unset(baseline[c])) and row[c] != baseline[c] for c in columns)
-
-
-def _unset(value: object) -> bool:
-    """A field a trial leaves as the model has it (no value in its row)."""
-    return value is None or (isinstance(value, float) and np.isnan(value))
+    # Parameters are scalars (Optuna's categorical choices; lists are stored as JSON text), and
+    # one a trial leaves as the model has it is missing from its row on both sides.
+    return sum(not (pd.isna(row[c]) and pd.isna(baseline[c])) and row[c] != baseline[c] for c in columns)
 
 
 def _tie_order(

@@ -51,7 +51,7 @@ from sweeper.record import (
     write_server_version,
 )
 from sweeper.repository import write_model
-from sweeper.results import confirmation_candidates, ideal_distance, knee, pareto_front, still_racing
+from sweeper.results import confirmation_candidates, ideal_distance, recommend, still_racing
 from sweeper.samplers import make_sampler
 from sweeper.server_options import server_argv
 from sweeper.signals import signals_deferred, stop_requested
@@ -178,39 +178,33 @@ def neighbours(space: dict[str, list], params: dict[str, Any]) -> list[dict[str,
 
 
 def first_figures(trials: list[FrozenTrial], ranking: Ranking) -> pd.DataFrame:
-    """The completed trials (repeats aside) by their first measurement, as Optuna holds them:
-    ``number``, the parameters, each objective column and ``feasible`` (every constraint holds)."""
-    rows = [
-        {
-            "number": t.number,
-            **t.params,
-            **dict(zip(ranking.columns, t.values)),
-            "feasible": all(v <= 0 for v in t.constraints.values()),
-        }
-        for t in trials
-        if t.state == TrialState.COMPLETE and t.user_attrs.get("repeat_of") is None and t.values is not None
-    ]
+    """The completed trials (repeats aside) by their first measurement, as Optuna holds them (a
+    replayed table has no trial records for ``sweeper.results.tables`` to read): ``number``, the
+    parameters, each objective column with its spread of one measurement (``:lo`` = ``:hi``) and
+    ``feasible`` (every constraint holds)."""
+    rows = []
+    for t in trials:
+        if t.state != TrialState.COMPLETE or t.user_attrs.get("repeat_of") is not None or t.values is None:
+            continue
+        figures = dict(zip(ranking.columns, t.values))
+        spread = {f"{column}:{end}": value for column, value in figures.items() for end in ("lo", "hi")}
+        feasible = all(v <= 0 for v in t.constraints.values())
+        rows.append({"number": t.number, **t.params, **figures, **spread, "feasible": feasible})
     return pd.DataFrame(rows)
 
 
-def enqueue_neighbour(study: optuna.Study, space: dict[str, list], ranking: Ranking) -> bool:
-    """Enqueue the knee's most promising untried neighbour (``neighbours``), with the knee
-    found by first measurements as ``sweeper.results.recommend`` finds it (the feasible front's,
-    the best on a primary objective). Most promising: a value no feasible trial has yet, then the
-    value whose feasible trials came nearest the ideal (``ideal_distance``, their median). A
-    sampler's path leaves the knee's surroundings half measured, and studies that measure
-    different halves recommend different configurations. Returns whether one was enqueued."""
-    trials = study.get_trials(deepcopy=False)
+def enqueue_neighbour(study: optuna.Study, trials: list[FrozenTrial], space: dict[str, list], ranking: Ranking) -> bool:
+    """Enqueue the knee's most promising untried neighbour (``neighbours``), the knee found by
+    ``sweeper.results.recommend`` over the first measurements of ``trials`` (the study's, as
+    read). Most promising: a value no feasible trial has yet, then the value whose feasible
+    trials came nearest the ideal (``ideal_distance``, their median). A sampler's path leaves
+    the knee's surroundings half measured, and studies that measure different halves recommend
+    different configurations. Returns whether one was enqueued."""
     figures = first_figures(trials, ranking)
     feasible = figures[figures["feasible"].astype(bool)] if not figures.empty else figures
     if feasible.empty:
         return False
-    front = pareto_front(feasible, ranking.columns, ranking.directions)
-    if ranking.primary is not None:
-        primary = front[ranking.primary]
-        maximize = ranking.directions[ranking.columns.index(ranking.primary)] == "maximize"
-        front = front[primary == (primary.max() if maximize else primary.min())]
-    knee_number = knee(front, ranking.columns, ranking.directions)
+    knee_number = recommend(feasible, ranking.columns, ranking.directions, ranking.primary).knee
     knee_params = next(t.params for t in trials if t.number == knee_number)
     busy = set(taken_configs(trials)) | {config_key(planned_params(t)) for t in trials if t.state == TrialState.WAITING}
     dropped = dropped_precisions(trials)
@@ -225,7 +219,7 @@ def enqueue_neighbour(study: optuna.Study, space: dict[str, list], ranking: Rank
 
     def evidence(config: dict[str, Any]) -> float:
         name = next(n for n in config if config[n] != knee_params.get(n))
-        alike = distance[feasible[name].apply(lambda value: value == config[name])]
+        alike = distance[feasible[name] == config[name]]
         return float(alike.median()) if not alike.empty else -1.0
 
     study.enqueue_trial(min(untried, key=evidence), user_attrs=enqueued_attrs(neighbour_of=knee_number))
@@ -694,7 +688,7 @@ def run_study(
             continue
         if not waiting and done + running >= target - loaded.spec.study.neighbour_trials:
             # The last trials measure around the knee; with none untried, the sampler proposes.
-            enqueue_neighbour(study, loaded.space, loaded.ranking)
+            enqueue_neighbour(study, trials, loaded.space, loaded.ranking)
         study.optimize(
             objective or runner,
             n_trials=1,

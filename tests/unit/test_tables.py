@@ -536,7 +536,7 @@ def test_the_knees_untried_neighbours_are_enqueued_most_promising_first(study):
         )
     ]
     picked = []
-    while enqueue_neighbour(study, SPACE, ranking):
+    while enqueue_neighbour(study, study.get_trials(), SPACE, ranking):
         waiting = study.get_trials(states=(TrialState.WAITING,))[-1]
         assert waiting.user_attrs["neighbour_of"] == 2
         fixed = waiting.system_attrs["fixed_params"]
