@@ -96,7 +96,7 @@ def test_kill_9_of_the_sweeper_leaves_nothing_and_the_trial_is_rerun(tmp_path, m
 def test_a_server_aborted_mid_measurement_is_measured_again_on_a_fresh_one(tmp_path, mlp_file):
     """SIGABRT, as the python backend's intermittent crash under large concurrent payloads
     (triton-inference-server/server#8882) ends the server: no verdict on the configuration."""
-    spec = _spec(tmp_path, mlp_file, trials=2, warmup=3)
+    spec = _spec(tmp_path, mlp_file, trials=2, warmup=2)
     results = tmp_path / "results"
     sweep = start_sweep(spec, results)
     log = results / "faults" / "trials" / "0" / "server.log"
@@ -348,7 +348,7 @@ except KeyboardInterrupt:
 
 @pytest.mark.slow
 def test_reload_mode_restarts_a_server_that_died(tmp_path, mlp_file):
-    spec = _spec(tmp_path, mlp_file, trials=2, warmup=3, extra="server: {reuse: reload}\n")
+    spec = _spec(tmp_path, mlp_file, trials=2, warmup=2, extra="server: {reuse: reload}\n")
     results = tmp_path / "results"
     sweep = start_sweep(spec, results)
     wait_for(

@@ -22,14 +22,21 @@ def _source(kind: str, tmp_path, mlp_file) -> str:
     return str(folder)
 
 
+def _quicker(spec) -> None:
+    """Confirmation and measurement windows have tests of their own (test_confirm.py,
+    test_load.py): the spec otherwise runs as ``init`` wrote it, with short windows."""
+    text = spec.read_text().replace("confirm_repeats: 2", "confirm_repeats: 0")
+    assert "\nload:\n" in text, text
+    spec.write_text(text.replace("\nload:\n", "\nload:\n  warmup_s: 0.1\n  window_s: 0.2\n  max_windows: 3\n"))
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["onnx", "pytorch", "python-folder-with-strings"])
 def test_the_spec_init_writes_runs_as_it_is(kind, tmp_path, mlp_file, monkeypatch):
     monkeypatch.chdir(tmp_path)
     spec = tmp_path / "s.yaml"
     assert main(["init", _source(kind, tmp_path, mlp_file), "-o", str(spec), "--trials", "2"]) == 0
-    # Confirmation has tests of its own (test_confirm.py): here the spec runs as written otherwise.
-    spec.write_text(spec.read_text().replace("confirm_repeats: 2", "confirm_repeats: 0"))
+    _quicker(spec)
     assert main(["run", str(spec), "--results-dir", str(tmp_path / "results")]) == 0
     (study,) = (tmp_path / "results").iterdir()
     trials = pd.read_csv(study / "trials.csv")
@@ -71,7 +78,7 @@ def test_a_skl2onnx_classifier_sweeps_and_exports_its_label_and_probabilities(tm
     model = _iris_classifier(tmp_path / "iris" / "model.onnx", zipmap=False)
     spec = tmp_path / "s.yaml"
     assert main(["init", str(model), "-o", str(spec), "--trials", "2"]) == 0
-    spec.write_text(spec.read_text().replace("confirm_repeats: 2", "confirm_repeats: 1"))
+    _quicker(spec)
     assert main(["run", str(spec), "--results-dir", "results"]) == 0
     trials = pd.read_csv(tmp_path / "results" / "iris" / "trials.csv")
     # A tree ensemble has nothing to quantize, and FP16 only wraps it in casts: each says so once.

@@ -208,14 +208,14 @@ def test_an_unstable_perf_analyzer_measurement_is_kept_and_marked(server, perf_a
 
 
 def test_a_request_longer_than_the_window_is_measured(local_launcher, tmp_path, generator):
-    """A 0.7 s request and 0.3 s windows: perf_analyzer records no request in most windows
+    """A 0.35 s request and 0.15 s windows: perf_analyzer records no request in most windows
     ("No valid requests recorded", exit 3) and is run again with longer windows."""
-    repository = unbatched_python_repository(tmp_path / "repo", seconds_per_request=0.7).parent
+    repository = unbatched_python_repository(tmp_path / "repo", seconds_per_request=0.35).parent
     workload = Workload("doubler", INPUTS, (TensorSpec("y", "FP32", (16,)),), WORKLOAD.samples, 1, False)
-    load = LoadSpec(concurrency=[1], warmup_s=0.1, window_s=0.3, stability_tolerance=1.0, max_windows=3).settings
+    load = LoadSpec(concurrency=[1], warmup_s=0.1, window_s=0.15, stability_tolerance=1.0, max_windows=3).settings
     with local_launcher.start(repository, tmp_path / "server.log", {}, model_name="doubler") as server:
         m = generator.measure(server.endpoints, "http", workload, 1, load)
-    assert m.p50_ms == pytest.approx(700, rel=0.15) and m.requests >= 2
+    assert m.p50_ms == pytest.approx(350, rel=0.15) and m.requests >= 2
 
 
 def test_a_server_that_dies_mid_run_fails_with_perf_analyzers_words(local_launcher, tmp_path, mlp_file, perf_analyzer):

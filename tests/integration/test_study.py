@@ -323,7 +323,7 @@ search_space:
   max_queue_delay_us: [off, 0, 100]
   protocol: [grpc]
 baseline: {config_pbtxt: config.pbtxt, protocol: grpc}
-load: {generator: GENERATOR, concurrency: [1, 6], warmup_s: 0.2, window_s: 0.4, stability_tolerance: 1.0, max_windows: 3}
+load: {generator: GENERATOR, concurrency: [1, 6], warmup_s: 0.1, window_s: 0.25, stability_tolerance: 1.0, max_windows: 3}
 objectives:
   - {metric: p50_ms, concurrency: 1, direction: minimize}
   - {metric: throughput, concurrency: 6, direction: maximize}
