@@ -11,6 +11,7 @@ its first measurements (``tables(..., confirmed=False)``: what it reported befor
 the knee when its pick is the most common pick, or a declared tie that includes it.
 
     .venv/bin/python benchmarks/front_stability.py [--studies 3] [--spaces grid demo] [--repeats 2]
+        [--out FILE.json] [--keep DIR]
 """
 
 from __future__ import annotations
@@ -76,6 +77,12 @@ def _knees(record) -> dict:
             "figures": {c: float(rows.loc[choice.number, c]) for c in objectives},
             "spread": {c: [float(rows.loc[choice.number, f"{c}:{e}"]) for e in ("lo", "hi")] for c in objectives},
         },
+        # The knee's neighbours the study measured (study.neighbours): where its last trials went.
+        "neighbours": [
+            f"trial {t.number} (of {t.neighbour_of}): {knob_label(t.config)}"
+            for t in record.trials
+            if t.neighbour_of is not None and t.config is not None
+        ],
     }
 
 
@@ -103,10 +110,12 @@ def main() -> None:
     parser.add_argument("--spaces", nargs="+", choices=("grid", "demo"), default=["grid", "demo"])
     parser.add_argument("--repeats", type=int, default=2, help="study.confirm_repeats")
     parser.add_argument("--out", type=Path, help="also write the figures as JSON here")
+    parser.add_argument("--keep", type=Path, help="keep the studies' specs and results in this folder")
     args = parser.parse_args()
     found: dict = {}
     with tempfile.TemporaryDirectory(prefix="front-stability-") as scratch:
-        folder = Path(scratch)
+        folder = Path(args.keep or scratch)
+        folder.mkdir(parents=True, exist_ok=True)
         for space in args.spaces:
             runs = []
             for index in range(1, args.studies + 1):

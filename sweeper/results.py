@@ -535,21 +535,21 @@ def confirmation_candidates(study: StudyRecord, ranking: Ranking, margin: float,
 def still_racing(study: StudyRecord, ranking: Ranking, candidates: list[int]) -> list[int]:
     """The candidates worth another measurement, by what was measured so far: one that another
     candidate beats beyond both spreads on every objective cannot come back to the front or the
-    pick (successive halving's rule, on measured spreads), and is measured no more. The baseline
-    always runs: the recommendation compares against it."""
+    pick (successive halving's rule, on measured spreads), and is measured no more; with a
+    primary objective, beaten beyond both spreads on it is enough, as the pick is made among the
+    trials that the best on it cannot be told from (``recommend``). The baseline always runs:
+    the recommendation compares against it."""
     result = tables(study, ranking)
     rows = result.trials.set_index("number")
-    objectives, signs = ranking.columns, [1.0 if d == "minimize" else -1.0 for d in ranking.directions]
+    deciding = [ranking.primary] if ranking.primary is not None else ranking.columns
+    signs = {c: 1.0 if d == "minimize" else -1.0 for c, d in zip(ranking.columns, ranking.directions)}
     alive = [n for n in candidates if n in rows.index and rows.loc[n, "state"] == "COMPLETE"]
 
     def beaten(loser: int, winner: int) -> bool:
         a, b = rows.loc[loser], rows.loc[winner]
         if not b["feasible"]:
             return False
-        return all(
-            (b[f"{c}:hi"] < a[f"{c}:lo"]) if sign > 0 else (b[f"{c}:lo"] > a[f"{c}:hi"])
-            for c, sign in zip(objectives, signs)
-        )
+        return all((b[f"{c}:hi"] < a[f"{c}:lo"]) if signs[c] > 0 else (b[f"{c}:lo"] > a[f"{c}:hi"]) for c in deciding)
 
     return [n for n in alive if rows.loc[n, "baseline"] or not any(beaten(n, other) for other in alive if other != n)]
 

@@ -120,13 +120,14 @@ def test_interrupted_trial_is_rerun_and_a_failed_one_is_not(tmp_path, mlp_file):
     loaded = _loaded(tmp_path, mlp_file, "random", 0, trials=4)
     storage = open_storage(f"sqlite:///{tmp_path / 'study.db'}", 10)
     study = open_study(loaded, storage)
-    _failed_trial(study, loaded, {"interrupted": "KeyboardInterrupt"}, max_queue_delay_us="off")
+    _failed_trial(study, loaded, {"interrupted": "KeyboardInterrupt", "neighbour_of": 3}, max_queue_delay_us="off")
     _failed_trial(study, loaded, {"failure": "the model did not load"}, protocol="grpc")
     assert [kind_of(t) for t in study.get_trials()] == ["interrupted", "failed"]
     assert requeue_interrupted(study) == [0]
     assert requeue_interrupted(study) == [], "queued once"
     waiting = study.get_trials(states=(TrialState.WAITING,))
     assert len(waiting) == 1 and waiting[0].user_attrs["retry_of"] == 0
+    assert waiting[0].user_attrs["neighbour_of"] == 3, "a neighbour's re-run is still the knee's neighbour"
     assert planned_params(waiting[0])["max_queue_delay_us"] == "off"
 
 

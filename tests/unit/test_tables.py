@@ -4,6 +4,7 @@ versions (schema 1): what a finished sweep of that release holds, read through s
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -321,6 +322,10 @@ def test_a_candidate_beaten_beyond_both_spreads_leaves_the_race_and_the_cap_keep
         study.add_trial(repeat)
     record = read_study(study)
     assert still_racing(record, record.ranking, [1, 2, 4, 0]) == [1, 2, 0]
+    by_throughput = dataclasses.replace(record.ranking, primary="throughput@c8")
+    assert still_racing(record, by_throughput, [1, 2, 4, 0]) == [2, 0], (
+        "the pick is made on the primary objective: trial 1 (600-610/s), beaten on it beyond both spreads, leaves"
+    )
     everything = confirmation_candidates(read_study(study), record.ranking, margin=10.0)
     assert everything[-1] == 0 and set(everything) >= {1, 2}, everything
     capped = confirmation_candidates(read_study(study), record.ranking, margin=10.0, cap=1)
@@ -521,7 +526,7 @@ def test_repeats_are_enqueued_interleaved_and_only_the_missing_ones(study):
 
 def test_the_knees_untried_neighbours_are_enqueued_most_promising_first(study):
     """The knee by first measurements is trial 2 (delay 0, 1 instance, gRPC, FP32). Its neighbours
-    one step along each list: delay off (trial 4 has it) or 500, 2 instances, HTTP, INT8. A value
+    one knob away: delay off (trial 4 has it) or 500, 2 instances, HTTP, INT8. A value
     no feasible trial has (2 instances; INT8, whose only trial failed the accuracy guard) comes
     first; then the value whose trials came nearest the ideal (HTTP: trials 0 and 1; 500: trial 0)."""
     ranking = read_study(study).ranking
@@ -535,6 +540,9 @@ def test_the_knees_untried_neighbours_are_enqueued_most_promising_first(study):
             {"precision": "int8"},
         )
     ]
+    off = {**study.trials[4].params}
+    delays = [n["max_queue_delay_us"] for n in neighbours(SPACE, off) if n["max_queue_delay_us"] != "off"]
+    assert delays == [0, 500], "any other value of a knob, the nearest along its list first"
     picked = []
     while enqueue_neighbour(study, study.get_trials(), SPACE, ranking):
         waiting = study.get_trials(states=(TrialState.WAITING,))[-1]
