@@ -166,17 +166,14 @@ def capacity_starts(trials: list[FrozenTrial], params: dict[str, Any], columns: 
 
 
 def neighbours(space: dict[str, list], params: dict[str, Any]) -> list[dict[str, Any]]:
-    """The configurations one knob away from ``params``: one knob set to another value of its
-    list, the nearest along the spec's order first (max_queue_delay_us [off, 0, 500, 5000] from
-    500: 0, 5000, off), the rest kept. Any value, not only the adjacent ones: a study whose path
-    never measured a value (delay 0) reaches it from any knee."""
+    """The configurations one step from ``params``: one knob set to a value beside its own in the
+    space's list, in the spec's order (max_batch_size [1, 8, 32]: 8 -> 1 and 32), the rest kept."""
     found = []
     for name, choices in space.items():
         if params.get(name) not in choices:
             continue
         at = choices.index(params[name])
-        others = sorted((i for i in range(len(choices)) if i != at), key=lambda i: (abs(i - at), i))
-        found += [{**params, name: choices[i]} for i in others]
+        found += [{**params, name: choices[i]} for i in (at - 1, at + 1) if 0 <= i < len(choices)]
     return found
 
 

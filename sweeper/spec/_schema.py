@@ -92,7 +92,7 @@ class StudySpec(_Strict):
         default=None,
         ge=0,
         le=100_000,
-        description="of study.trials, the last this many measure the knee's untried neighbours (one knob changed) "
+        description="of study.trials, the last this many measure the knee's untried one-step neighbours "
         "(None: a quarter; 0: none; the grid sampler: none)",
     )
 

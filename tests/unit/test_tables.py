@@ -526,7 +526,7 @@ def test_repeats_are_enqueued_interleaved_and_only_the_missing_ones(study):
 
 def test_the_knees_untried_neighbours_are_enqueued_most_promising_first(study):
     """The knee by first measurements is trial 2 (delay 0, 1 instance, gRPC, FP32). Its neighbours
-    one knob away: delay off (trial 4 has it) or 500, 2 instances, HTTP, INT8. A value
+    one step along each list: delay off (trial 4 has it) or 500, 2 instances, HTTP, INT8. A value
     no feasible trial has (2 instances; INT8, whose only trial failed the accuracy guard) comes
     first; then the value whose trials came nearest the ideal (HTTP: trials 0 and 1; 500: trial 0)."""
     ranking = read_study(study).ranking
@@ -540,9 +540,6 @@ def test_the_knees_untried_neighbours_are_enqueued_most_promising_first(study):
             {"precision": "int8"},
         )
     ]
-    off = {**study.trials[4].params}
-    delays = [n["max_queue_delay_us"] for n in neighbours(SPACE, off) if n["max_queue_delay_us"] != "off"]
-    assert delays == [0, 500], "any other value of a knob, the nearest along its list first"
     picked = []
     while enqueue_neighbour(study, study.get_trials(), SPACE, ranking):
         waiting = study.get_trials(states=(TrialState.WAITING,))[-1]
