@@ -7,7 +7,9 @@ the study recorded it (0.15 otherwise).
 
 A cap keeps the first candidates in the order confirmation chooses them (the knee, the front,
 then the trials near it; the baseline always): the study is read again with the other
-candidates' repeats left out, as if they had never been measured.
+candidates' repeats left out, as if they had never been measured. The race is replayed too:
+after each candidate's first repeat, ``still_racing`` (today's rule, a primary objective's
+included) says which would have been measured no more; their later repeats are left out.
 
     .venv/bin/python benchmarks/confirmation_cost.py RESULTS/STUDY [--storage URL]
 """
@@ -24,7 +26,7 @@ import optuna
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sweeper.record import StudyRecord, read_study
-from sweeper.results import confirmation_candidates, study_recommendation, tables
+from sweeper.results import confirmation_candidates, still_racing, study_recommendation, tables
 from sweeper.spec import LoadSpec, read_yaml
 
 
@@ -32,6 +34,30 @@ def without_repeats_of(record: StudyRecord, dropped: set[int]) -> StudyRecord:
     """``record`` as if the repeats of the ``dropped`` trials had never been measured."""
     kept = tuple(t for t in record.trials if t.repeat_of not in dropped or t.anchor)
     return dataclasses.replace(record, trials=kept)
+
+
+def after_first_round(record: StudyRecord) -> StudyRecord:
+    """``record`` with each candidate's first repeat only (anchors kept)."""
+    seen: set[int] = set()
+    kept = []
+    for trial in sorted(record.trials, key=lambda t: t.number):
+        if trial.repeat_of is not None and not trial.anchor:
+            if trial.repeat_of in seen:
+                continue
+            seen.add(trial.repeat_of)
+        kept.append(trial)
+    return dataclasses.replace(record, trials=tuple(kept))
+
+
+def raced(record: StudyRecord, candidates: list[int]) -> tuple[StudyRecord, list[int]]:
+    """``record`` as today's race would have left it: the candidates out after the first round
+    keep their first repeat only. Returns it and those candidates."""
+    racing = still_racing(after_first_round(record), record.ranking, candidates)
+    out = [n for n in candidates if n not in racing]
+    first = after_first_round(record)
+    first_repeats = {t.number for t in first.trials if t.repeat_of in out}
+    kept = tuple(t for t in record.trials if t.repeat_of not in out or t.anchor or t.number in first_repeats)
+    return dataclasses.replace(record, trials=kept), out
 
 
 def outcome(record: StudyRecord) -> tuple[list[int], int]:
@@ -58,6 +84,14 @@ def main() -> None:
     print(
         f"{args.folder.name}: {len(candidates) - len(baseline)} candidates and the baseline, {len(repeats)} repeat "
         f"runs; confirmed front {front}, recommendation trial {pick}"
+    )
+    race, out = raced(record, candidates)
+    runs = sum(t.repeat_of is not None and not t.anchor for t in race.trials)
+    front_raced, pick_raced = outcome(race)
+    same = "same front and pick" if (front_raced, pick_raced) == (front, pick) else "differs"
+    print(
+        f"  today's race: trials {out} out after their first repeat; {runs} repeat runs ({runs / len(repeats):.0%}); "
+        f"front {front_raced}, recommendation trial {pick_raced}: {same}"
     )
     others = [n for n in candidates if n not in baseline]
     for cap in range(1, len(others) + 1):
