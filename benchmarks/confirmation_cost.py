@@ -85,25 +85,22 @@ def main() -> None:
         f"{args.folder.name}: {len(candidates) - len(baseline)} candidates and the baseline, {len(repeats)} repeat "
         f"runs; confirmed front {front}, recommendation trial {pick}"
     )
+    repeat_runs = len(repeats)
+
+    def against_whole(variant: StudyRecord) -> str:
+        runs = sum(t.repeat_of is not None and not t.anchor for t in variant.trials)
+        front_variant, pick_variant = outcome(variant)
+        same = "same front and pick" if (front_variant, pick_variant) == (front, pick) else "differs"
+        return (
+            f"{runs} repeat runs ({runs / repeat_runs:.0%}); front {front_variant}, "
+            f"recommendation trial {pick_variant}: {same}"
+        )
+
     race, out = raced(record, candidates)
-    runs = sum(t.repeat_of is not None and not t.anchor for t in race.trials)
-    front_raced, pick_raced = outcome(race)
-    same = "same front and pick" if (front_raced, pick_raced) == (front, pick) else "differs"
-    print(
-        f"  today's race: trials {out} out after their first repeat; {runs} repeat runs ({runs / len(repeats):.0%}); "
-        f"front {front_raced}, recommendation trial {pick_raced}: {same}"
-    )
+    print(f"  today's race: trials {out} out after their first repeat; {against_whole(race)}")
     others = [n for n in candidates if n not in baseline]
     for cap in range(1, len(others) + 1):
-        dropped = set(others[cap:])
-        capped = without_repeats_of(record, dropped)
-        runs = sum(t.repeat_of is not None and not t.anchor for t in capped.trials)
-        front_capped, pick_capped = outcome(capped)
-        same = "same front and pick" if (front_capped, pick_capped) == (front, pick) else "differs"
-        print(
-            f"  confirm_candidates: {cap}: {runs} repeat runs ({runs / len(repeats):.0%}); front {front_capped}, "
-            f"recommendation trial {pick_capped}: {same}"
-        )
+        print(f"  confirm_candidates: {cap}: {against_whole(without_repeats_of(record, set(others[cap:])))}")
 
 
 if __name__ == "__main__":
