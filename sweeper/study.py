@@ -196,10 +196,13 @@ def first_figures(trials: list[FrozenTrial], ranking: Ranking) -> pd.DataFrame:
 def enqueue_neighbour(study: optuna.Study, trials: list[FrozenTrial], space: dict[str, list], ranking: Ranking) -> bool:
     """Enqueue the knee's most promising untried neighbour (``neighbours``), the knee found by
     ``sweeper.results.recommend`` over the first measurements of ``trials`` (the study's, as
-    read). Most promising: a value no feasible trial has yet, then the value whose feasible
-    trials came nearest the ideal (``ideal_distance``, their median). A sampler's path leaves
-    the knee's surroundings half measured, and studies that measure different halves recommend
-    different configurations. Returns whether one was enqueued."""
+    read). Most promising: a value no feasible trial has yet, then the neighbour whose evidence
+    came nearest the ideal (``ideal_distance``): the median over the feasible trials with its
+    value that are fewest knobs apart from it. Not every trial with the value: their median is
+    decided by the other knobs (1 instance looks poor where most 1-instance trials waited 5 ms
+    in the queue). A sampler's path leaves the knee's surroundings half measured, and studies
+    that measure different halves recommend different configurations. Returns whether one was
+    enqueued."""
     figures = first_figures(trials, ranking)
     feasible = figures[figures["feasible"].astype(bool)] if not figures.empty else figures
     if feasible.empty:
@@ -219,8 +222,11 @@ def enqueue_neighbour(study: optuna.Study, trials: list[FrozenTrial], space: dic
 
     def evidence(config: dict[str, Any]) -> float:
         name = next(n for n in config if config[n] != knee_params.get(n))
-        alike = distance[feasible[name] == config[name]]
-        return float(alike.median()) if not alike.empty else -1.0
+        alike = feasible[feasible[name] == config[name]]
+        if alike.empty:
+            return -1.0
+        apart = sum((alike[knob] != config[knob]).astype(int) for knob in space)
+        return float(distance[apart[apart == apart.min()].index].median())
 
     study.enqueue_trial(min(untried, key=evidence), user_attrs=enqueued_attrs(neighbour_of=knee_number))
     return True

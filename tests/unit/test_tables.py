@@ -549,6 +549,25 @@ def test_the_knees_untried_neighbours_are_enqueued_most_promising_first(study):
     assert picked == [{"instance_count": 2}, {"precision": "int8"}, {"protocol": "http"}, {"max_queue_delay_us": 500}]
 
 
+def test_a_neighbours_evidence_is_the_trials_nearest_to_it(study):
+    """2 instances, measured three times: once one knob from the knee's x2 neighbour (delay 0,
+    HTTP: 0.62 ms, 1,050/s), twice two knobs from it with a long queue (5 and 4 ms). The median
+    over every x2 trial says x2 is poor; the nearest trial says it is as good as the knee, so it
+    comes right after INT8 (no feasible trial), before HTTP and delay 500."""
+    for number, delay, p50, throughput in ((5, 0, 0.62, 1050.0), (6, 500, 5.0, 200.0), (7, "off", 4.0, 250.0)):
+        trial = _trial(number, delay, "http", p50, throughput, 2.4)
+        trial.params["instance_count"] = 2
+        study.add_trial(trial)
+    ranking = read_study(study).ranking
+    picked = []
+    while enqueue_neighbour(study, study.get_trials(), SPACE, ranking):
+        waiting = study.get_trials(states=(TrialState.WAITING,))[-1]
+        assert waiting.user_attrs["neighbour_of"] == 2
+        fixed = waiting.system_attrs["fixed_params"]
+        picked.append({k: v for k, v in fixed.items() if v != study.trials[2].params[k]})
+    assert picked == [{"precision": "int8"}, {"instance_count": 2}, {"protocol": "http"}, {"max_queue_delay_us": 500}]
+
+
 def test_a_confirmed_capacity_is_the_median_of_its_measurements(tmp_path):
     """The issue's trial 16: capacities 1,326, 3,997 and 3,641/s on three servers; the tables
     showed the first (1,326) beside a spread of 1,326-3,997."""
