@@ -524,6 +524,17 @@ def test_repeats_are_enqueued_interleaved_and_only_the_missing_ones(study):
     assert enqueue_repeats(study, [2, 4, 1], repeats=3) == 3
 
 
+def _neighbours_enqueued(study, ranking, knee: int) -> list[dict]:
+    """Enqueue neighbours until none is left; each one's move from the ``knee`` it names."""
+    picked = []
+    while enqueue_neighbour(study, study.get_trials(), SPACE, ranking):
+        waiting = study.get_trials(states=(TrialState.WAITING,))[-1]
+        assert waiting.user_attrs["neighbour_of"] == knee
+        fixed = waiting.system_attrs["fixed_params"]
+        picked.append({k: v for k, v in fixed.items() if v != study.trials[knee].params[k]})
+    return picked
+
+
 def test_the_knees_untried_neighbours_are_enqueued_most_promising_first(study):
     """The knee by first measurements is trial 2 (delay 0, 1 instance, gRPC, FP32). Its neighbours
     one step along each list: delay off (trial 4 has it) or 500, 2 instances, HTTP, INT8. A value
@@ -540,12 +551,7 @@ def test_the_knees_untried_neighbours_are_enqueued_most_promising_first(study):
             {"precision": "int8"},
         )
     ]
-    picked = []
-    while enqueue_neighbour(study, study.get_trials(), SPACE, ranking):
-        waiting = study.get_trials(states=(TrialState.WAITING,))[-1]
-        assert waiting.user_attrs["neighbour_of"] == 2
-        fixed = waiting.system_attrs["fixed_params"]
-        picked.append({k: v for k, v in fixed.items() if v != study.trials[2].params[k]})
+    picked = _neighbours_enqueued(study, ranking, knee=2)
     assert picked == [{"instance_count": 2}, {"precision": "int8"}, {"protocol": "http"}, {"max_queue_delay_us": 500}]
 
 
@@ -559,12 +565,7 @@ def test_a_neighbours_evidence_is_the_trials_nearest_to_it(study):
         trial.params["instance_count"] = 2
         study.add_trial(trial)
     ranking = read_study(study).ranking
-    picked = []
-    while enqueue_neighbour(study, study.get_trials(), SPACE, ranking):
-        waiting = study.get_trials(states=(TrialState.WAITING,))[-1]
-        assert waiting.user_attrs["neighbour_of"] == 2
-        fixed = waiting.system_attrs["fixed_params"]
-        picked.append({k: v for k, v in fixed.items() if v != study.trials[2].params[k]})
+    picked = _neighbours_enqueued(study, ranking, knee=2)
     assert picked == [{"precision": "int8"}, {"instance_count": 2}, {"protocol": "http"}, {"max_queue_delay_us": 500}]
 
 
