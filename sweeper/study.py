@@ -51,7 +51,7 @@ from sweeper.record import (
     write_server_version,
 )
 from sweeper.repository import write_model
-from sweeper.results import confirmation_candidates, ideal_distance, recommend, still_racing
+from sweeper.results import confirmation_candidates, ideal_distance, knobs_changed, recommend, still_racing
 from sweeper.samplers import make_sampler
 from sweeper.server_options import server_argv
 from sweeper.signals import signals_deferred, stop_requested
@@ -225,7 +225,7 @@ def enqueue_neighbour(study: optuna.Study, trials: list[FrozenTrial], space: dic
         alike = feasible[feasible[name] == config[name]]
         if alike.empty:
             return -1.0
-        apart = sum((alike[knob] != config[knob]).astype(int) for knob in space)
+        apart = alike.apply(knobs_changed, axis=1, baseline=pd.Series(config))
         return float(distance[apart[apart == apart.min()].index].median())
 
     study.enqueue_trial(min(untried, key=evidence), user_attrs=enqueued_attrs(neighbour_of=knee_number))
