@@ -10,7 +10,7 @@ import socket
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -187,13 +187,17 @@ def server_options(model_name: str | None, complete_config: bool) -> list[str]:
     return control + (["--disable-auto-complete-config"] if complete_config else [])
 
 
-def wait_until_ready(server: Server, model_name: str | None, *, timeout_s: float) -> None:
+def wait_until_ready(
+    server: Server, model_name: str | None, *, timeout_s: float, on_poll: Callable[[], None] | None = None
+) -> None:
     """Poll readiness (the model's, or the server's); connection errors mean "not yet", a dead
-    server means "never"."""
+    server means "never". ``on_poll`` runs before each poll."""
     path = f"/v2/models/{model_name}/ready" if model_name is not None else "/v2/health/ready"
     url = f"http://{server.endpoints.http}{path}"
     deadline = time.monotonic() + timeout_s
     while True:
+        if on_poll is not None:
+            on_poll()
         if not server.alive():
             raise server.failure("the server exited before it was ready")
         try:

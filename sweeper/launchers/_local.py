@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import ctypes
 import functools
+import glob
 import os
 import shutil
 import signal
@@ -28,7 +29,7 @@ from sweeper.launchers._base import (
     server_options,
     wait_until_ready,
 )
-from sweeper.launchers._watchdog import remove_shm, watchdog
+from sweeper.launchers._watchdog import remove_empty_dir, remove_shm, watchdog
 
 if TYPE_CHECKING:
     from sweeper.spec import ServerSpec
@@ -36,6 +37,13 @@ if TYPE_CHECKING:
 _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
 _REAP_TIMEOUT_S = 10.0
+# The python backend makes a folder here as it loads (a fixed path, not $TMPDIR) and removes it
+# only on a graceful shutdown, which a trial's server never gets.
+_PYTHON_ENV_GLOB = "/tmp/python_env_*"
+
+
+def _python_env_dirs() -> set[str]:
+    return set(glob.glob(_PYTHON_ENV_GLOB))
 
 
 def pytriton_server_dir() -> Path | None:
@@ -84,12 +92,11 @@ class LocalLauncher(Launcher):
         self._timeout = startup_timeout_s
         self._bundled = pytriton_server_dir() if tritonserver is None else None
         self._links_backends = self._bundled is not None and backend_directory is None
+        self._backends_guarded = False
         if self._bundled is not None:
             self._binary = self._bundled / "bin" / "tritonserver"
-        if self._links_backends:
-            self._backends = Path(tempfile.mkdtemp(prefix="sweeper-backends-"))  # laid out by preflight
-            atexit.register(shutil.rmtree, self._backends, ignore_errors=True)
-        elif self._binary is not None and self._backends is None:
+        # The wheel's backends are linked into a temporary folder by preflight.
+        if not self._links_backends and self._binary is not None and self._backends is None:
             self._backends = self._binary.parent.parent / "backends"
 
     @classmethod
@@ -118,6 +125,9 @@ class LocalLauncher(Launcher):
 
     def _link_bundled_backends(self) -> None:
         """The wheel's python backend plus the stub for this interpreter, as links."""
+        if self._backends is None:
+            self._backends = Path(tempfile.mkdtemp(prefix="sweeper-backends-"))
+            atexit.register(self._remove_linked_backends)
         python_dir = self._backends / "python"
         stub = self._bundled / "python_backend_stubs" / f"{sys.version_info.major}.{sys.version_info.minor}"
         python_dir.mkdir(parents=True, exist_ok=True)
@@ -125,6 +135,11 @@ class LocalLauncher(Launcher):
             link = python_dir / source.name
             if source.name != "__pycache__" and not link.exists():
                 link.symlink_to(source)
+
+    def _remove_linked_backends(self) -> None:
+        shutil.rmtree(self._backends, ignore_errors=True)
+        if self._backends_guarded:
+            watchdog().remove("tree", str(self._backends))
 
     @functools.cached_property
     def has_gpu(self) -> bool:
@@ -185,8 +200,12 @@ class LocalLauncher(Launcher):
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(self._backends / "python"), env.get("PYTHONPATH")]))
         log_path.parent.mkdir(parents=True, exist_ok=True)
         guard = watchdog()
+        if self._links_backends and not self._backends_guarded:  # removed even if the sweeper is killed
+            guard.add("tree", str(self._backends))
+            self._backends_guarded = True
         guard.add("shm", shm_prefix)
         _adopt_orphans()
+        env_dirs_before = _python_env_dirs()
         with open(log_path, "wb") as log:
             process = subprocess.Popen(
                 argv,
@@ -198,24 +217,54 @@ class LocalLauncher(Launcher):
                 preexec_fn=_die_with_parent,
             )
         guard.add("group", str(process.pid))
-        server = _LocalServer(process, endpoints, log_path, shm_prefix)
+        server = _LocalServer(process, endpoints, log_path, shm_prefix, env_dirs_before)
         try:
-            wait_until_ready(server, model_name, timeout_s=self._timeout)
+            # The backend's folder is claimed as soon as it appears: a sweeper killed while the
+            # server starts leaves none behind.
+            wait_until_ready(server, model_name, timeout_s=self._timeout, on_poll=server.claim_env_dirs)
         except BaseException:
             server.stop()
             raise
+        server.claim_env_dirs()
         return server
 
 
 class _LocalServer(Server):
-    def __init__(self, process: subprocess.Popen, endpoints: Endpoints, log_path: Path, shm_prefix: str) -> None:
+    def __init__(
+        self,
+        process: subprocess.Popen,
+        endpoints: Endpoints,
+        log_path: Path,
+        shm_prefix: str,
+        env_dirs_before: set[str],
+    ) -> None:
         self._process = process
         self.endpoints = endpoints
         self.pid = process.pid
         self._log_path = log_path
         self.shm_prefix = shm_prefix
         """Names of the python backend's shared-memory regions start with this."""
+        self._env_dirs_before = env_dirs_before
+        self._env_dirs: set[str] = set()
         self._stopped = False
+
+    def claim_env_dirs(self) -> None:
+        """Take the python backend's folder, made as it loads its first model, as this server's,
+        to remove when it stops (``_PYTHON_ENV_GLOB``): the new ones since the server started,
+        looked for until one is found while it starts and loads models, so that a server started
+        later is not mistaken for this one."""
+        if self._env_dirs:
+            return
+        self._env_dirs = _python_env_dirs() - self._env_dirs_before
+        guard = watchdog()
+        for path in self._env_dirs:
+            guard.add("dir", path)
+
+    def load(self, model_name: str, timeout_s: float) -> None:
+        try:
+            super().load(model_name, timeout_s)
+        finally:
+            self.claim_env_dirs()
 
     def alive(self) -> bool:
         return self._process.poll() is None
@@ -251,7 +300,11 @@ class _LocalServer(Server):
         while _signal_group(group, 0) and time.monotonic() < deadline:
             time.sleep(0.01)
         remove_shm(self.shm_prefix)
+        self.claim_env_dirs()  # stopped before it was ready
         guard = watchdog()
+        for path in self._env_dirs:
+            remove_empty_dir(path)
+            guard.remove("dir", path)
         guard.remove("group", str(group))
         guard.remove("shm", self.shm_prefix)
         self._stopped = True

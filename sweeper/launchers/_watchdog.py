@@ -1,10 +1,11 @@
 """A watchdog process that cleans up after a sweeper that was killed (``kill -9``, OOM).
 
 The sweeper tells it, line by line over a pipe, what it started (server process groups,
-containers, python-backend shared-memory prefixes) and what it has cleaned up already. When
-the pipe closes, the sweeper is gone; whatever is still registered is killed or removed, and
-the watchdog exits. A normal exit leaves nothing registered. The watchdog runs in a session of
-its own, so the Ctrl-C that interrupts the sweeper does not reach it.
+containers, the python backend's shared-memory prefixes and folders, the sweeper's own temporary
+folders) and what it has cleaned up already. When the pipe closes, the sweeper is gone; whatever
+is still registered is killed or removed, and the watchdog exits. A normal exit leaves nothing
+registered. The watchdog runs in a session of its own, so the Ctrl-C that interrupts the sweeper
+does not reach it.
 
     python -m sweeper.launchers._watchdog     (started by ``watchdog()``; reads stdin)
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import glob
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -45,7 +47,8 @@ class Watchdog:
                 pass  # the watchdog is gone (killed by hand): cleanup is then the sweeper's alone
 
     def add(self, kind: str, value: str) -> None:
-        """Register a ``group`` (pid), ``shm`` (file prefix) or ``container`` (id and engine URL)."""
+        """Register a ``group`` (pid), ``shm`` (file prefix), ``dir`` (a folder, removed if empty),
+        ``tree`` (a folder, removed with its contents) or ``container`` (id and engine URL)."""
         self._send(f"+ {kind} {value}")
 
     def remove(self, kind: str, value: str) -> None:
@@ -82,6 +85,15 @@ def remove_shm(prefix: str) -> int:
     return removed
 
 
+def remove_empty_dir(path: str) -> None:
+    """Remove a folder if it is empty: one with something in it may be in use by another server
+    (the python backend extracts execution environments into its folder)."""
+    try:
+        os.rmdir(path)
+    except OSError:
+        pass
+
+
 def _clean(kind: str, value: str) -> None:
     if kind == "group":
         try:
@@ -90,6 +102,10 @@ def _clean(kind: str, value: str) -> None:
             pass
     elif kind == "shm":
         remove_shm(value)
+    elif kind == "dir":
+        remove_empty_dir(value)
+    elif kind == "tree":
+        shutil.rmtree(value, ignore_errors=True)
     elif kind == "container":
         container_id, _, base_url = value.partition(" ")
         try:
@@ -112,7 +128,7 @@ def main() -> None:
         elif sign == "-":
             registered.pop((kind, value), None)
     # Processes first (they hold the shared memory), then files, then containers.
-    order = {"group": 0, "shm": 1, "container": 2}
+    order = {"group": 0, "shm": 1, "dir": 1, "tree": 1, "container": 2}
     for kind, value in sorted(registered, key=lambda item: order.get(item[0], 3)):
         _clean(kind, value)
 

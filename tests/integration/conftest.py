@@ -1,8 +1,9 @@
 """Real parts for the integration tier: the nvidia-pytriton tritonserver, a Docker engine and its
 test image, PostgreSQL, perf_analyzer. Nothing here is skipped: a missing part fails the test.
 
-Every test is checked for leftovers when it ends: a tritonserver process, a sweeper container or
-a python-backend shared-memory file that the test started and left fails that test, by name.
+Every test is checked for leftovers when it ends: a tritonserver process, a sweeper container, or
+a python-backend shared-memory file or folder that the test started and left fails that test, by
+name.
 Servers that fixtures keep for several tests are registered with ``keep``.
 """
 
@@ -116,10 +117,27 @@ def no_server_outlives_the_suite(tmp_path_factory):
     assert not tritonservers(), f"tritonserver processes left after the suite: {tritonservers()}"
 
 
+def python_env_folders() -> set[str]:
+    """The python backend's folders (it makes one in /tmp as it loads, whatever $TMPDIR says)."""
+    return set(glob.glob("/tmp/python_env_*"))
+
+
+def leftovers() -> dict[str, set[str]]:
+    """Everything a sweeper could leave behind, by kind; the sweeper's own temporary folders too,
+    which a test's launcher keeps until the suite ends (so ``nothing_left_behind`` skips them)."""
+    return {
+        "tritonservers": tritonservers(),
+        "containers": sweeper_containers(),
+        "shared memory": shm_files(),
+        "python backend folders": python_env_folders(),
+        "temporary folders": set(glob.glob(f"{tempfile.gettempdir()}/sweeper-backends-*")),
+    }
+
+
 @pytest.fixture(autouse=True)
 def nothing_left_behind(request):
-    """Fail the test that leaves a server, a container or shared memory behind."""
-    servers, containers, shm = tritonservers(), sweeper_containers(), shm_files()
+    """Fail the test that leaves a server, a container, shared memory or a backend folder behind."""
+    servers, containers, shm, folders = tritonservers(), sweeper_containers(), shm_files(), python_env_folders()
     yield
     deadline = time.monotonic() + 5
     while True:
@@ -128,12 +146,14 @@ def nothing_left_behind(request):
             c for c in sweeper_containers() - containers if not any(c.startswith(k[:12]) for k in _KEPT_CONTAINERS)
         }
         new_shm = shm_files() - shm
-        if not (new_servers or new_containers or new_shm) or time.monotonic() > deadline:
+        new_folders = python_env_folders() - folders
+        if not (new_servers or new_containers or new_shm or new_folders) or time.monotonic() > deadline:
             break
         time.sleep(0.2)
     assert not new_servers, f"{request.node.nodeid} left tritonserver processes: {new_servers}"
     assert not new_containers, f"{request.node.nodeid} left containers: {new_containers}"
     assert not new_shm, f"{request.node.nodeid} left shared memory: {new_shm}"
+    assert not new_folders, f"{request.node.nodeid} left python backend folders: {new_folders}"
 
 
 @pytest.fixture(scope="session")

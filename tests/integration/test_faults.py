@@ -21,14 +21,7 @@ import yaml
 from sweeper.cli import main
 from sweeper.record import kind_of
 from tests.conftest import write_spec
-from tests.integration.conftest import (
-    server_log_says,
-    shm_files,
-    start_sweep,
-    sweeper_containers,
-    tritonservers,
-    wait_for,
-)
+from tests.integration.conftest import leftovers, server_log_says, start_sweep, tritonservers, wait_for
 
 SPEC = """
 study: {name: faults, trials: TRIALS, sampler: grid, heartbeat_s: 1, confirm_repeats: 0, anchor_every: 0}
@@ -49,17 +42,15 @@ def _spec(folder: Path, model: Path, *, trials: int = 2, warmup: float = 0.2, ex
     return write_spec(folder, body + extra)
 
 
-def _gone_within(seconds: float, before: tuple[set, set, set]) -> float:
-    """Seconds until no server, container or shared memory beyond ``before`` is left."""
+def _gone_within(seconds: float, before: dict[str, set[str]]) -> float:
+    """Seconds until nothing beyond ``before`` is left (``leftovers``)."""
     started = time.monotonic()
     while time.monotonic() - started < seconds:
-        if not (tritonservers() - before[0] or sweeper_containers() - before[1] or shm_files() - before[2]):
+        if not any(leftovers()[kind] - found for kind, found in before.items()):
             return time.monotonic() - started
         time.sleep(0.1)
-    raise AssertionError(
-        f"left after {seconds} s: {tritonservers() - before[0]} {sweeper_containers() - before[1]} "
-        f"{shm_files() - before[2]}"
-    )
+    left = {kind: leftovers()[kind] - found for kind, found in before.items()}
+    raise AssertionError(f"left after {seconds} s: {left}")
 
 
 def _study(directory: Path) -> optuna.Study:
@@ -71,7 +62,7 @@ def test_kill_9_of_the_sweeper_leaves_nothing_and_the_trial_is_rerun(tmp_path, m
     extra = "" if launcher == "local" else yaml.safe_dump({"server": {**docker_block, "startup_timeout_s": 60}})
     spec = _spec(tmp_path, mlp_file, warmup=30, extra=extra)
     results = tmp_path / "results"
-    before = (tritonservers(), sweeper_containers(), shm_files())
+    before = leftovers()
     sweep = start_sweep(spec, results)
     wait_for(
         sweep,
@@ -281,7 +272,7 @@ def test_a_signal_in_each_phase_stops_cleanly_and_the_trial_is_rerun(tmp_path, m
     else:
         spec_path = _spec(tmp_path, mlp_file, trials=1, warmup=30)
         seen = server_log_says(directory / "trials" / "0" / "server.log", "Started GRPCInferenceService")
-    before = (tritonservers(), sweeper_containers(), shm_files())
+    before = leftovers()
     sweep = start_sweep(spec_path, results)
     wait_for(sweep, seen, f"the {phase} phase", timeout_s=120)
     if phase != "build":
@@ -333,7 +324,7 @@ try:
 except KeyboardInterrupt:
     sys.exit(130)
 """)
-    before = (tritonservers(), sweeper_containers(), shm_files())
+    before = leftovers()
     done = subprocess.run(
         [sys.executable, str(script)],
         capture_output=True,

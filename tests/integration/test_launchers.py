@@ -100,11 +100,13 @@ def test_a_killed_server_says_how_it_ended(local_launcher, tmp_path, mlp_file):
         server.stop()
 
 
-def test_stop_ends_the_whole_process_group_and_its_shared_memory(local_launcher, tmp_path, mlp_file):
+def test_stop_ends_the_whole_process_group_its_shared_memory_and_folders(local_launcher, tmp_path, mlp_file):
     import glob
 
     repository = make_repository(tmp_path / "repo", mlp_file, TrialConfig(4, "off", 2, "http", "fp32"))
+    folders_before = set(glob.glob("/tmp/python_env_*"))
     server = local_launcher.start(repository, tmp_path / "server.log", {}, model_name="mlp")
+    assert set(glob.glob("/tmp/python_env_*")) - folders_before, "the python backend makes its folder in /tmp"
     group = server.pid
     stubs = [p for p in Path("/proc").iterdir() if p.name.isdigit() and _group_of(p) == group and int(p.name) != group]
     assert stubs, "the python backend stubs run in the server's process group"
@@ -115,6 +117,7 @@ def test_stop_ends_the_whole_process_group_and_its_shared_memory(local_launcher,
     with pytest.raises(ProcessLookupError):
         os.killpg(group, 0)
     assert not glob.glob(f"/dev/shm/{server.shm_prefix}*")
+    assert not set(glob.glob("/tmp/python_env_*")) - folders_before, "a killed server's backend folder is removed"
 
 
 def _group_of(proc: Path) -> int | None:
