@@ -44,7 +44,7 @@ errors = Console(stderr=True, highlight=False, soft_wrap=True)
 def _trial_line(trial: TrialRecord, ranking: Ranking, total: int, done: int) -> str:
     head = f"trial {trial.number} [{done}/{total}]{' (baseline)' if trial.baseline else ''}  "
     if trial.neighbour_of is not None:
-        head = f"trial {trial.number} [{done}/{total}] (a neighbour of the knee, trial {trial.neighbour_of})  "
+        head = f"trial {trial.number} [{done}/{total}] (a neighbour of trial {trial.neighbour_of}, on the front)  "
     if trial.repeat_of is not None:
         head = f"trial {trial.number}: {'anchor' if trial.anchor else 'repeat'} of trial {trial.repeat_of}  "
     head += knob_label(trial.config) if trial.config is not None else ""

@@ -16,6 +16,7 @@ import contextlib
 import dataclasses
 import io
 import itertools
+import numbers
 import random
 import re
 import time
@@ -51,13 +52,21 @@ from sweeper.record import (
     write_server_version,
 )
 from sweeper.repository import write_model
-from sweeper.results import confirmation_candidates, ideal_distance, knobs_changed, recommend, still_racing
+from sweeper.results import confirmation_candidates, ideal_distance, pareto_front, recommend, still_racing
 from sweeper.samplers import make_sampler
 from sweeper.server_options import server_argv
 from sweeper.signals import signals_deferred, stop_requested
 from sweeper.spec import LoadedSpec
 from sweeper.triton_config import apply_trial, to_pbtxt
-from sweeper.vocabulary import KNOBS, InProcessTiming, Ranking, TrialConfig, distinct_configurations, serving_key
+from sweeper.vocabulary import (
+    BATCHING_OFF,
+    KNOBS,
+    InProcessTiming,
+    Ranking,
+    TrialConfig,
+    distinct_configurations,
+    serving_key,
+)
 
 _REDRAWS_BEFORE_PICKING = 25
 
@@ -166,15 +175,23 @@ def capacity_starts(trials: list[FrozenTrial], params: dict[str, Any], columns: 
 
 
 def neighbours(space: dict[str, list], params: dict[str, Any]) -> list[dict[str, Any]]:
-    """The configurations one step from ``params``: one knob set to a value beside its own in the
-    space's list, in the spec's order (max_batch_size [1, 8, 32]: 8 -> 1 and 32), the rest kept."""
+    """The configurations one knob away from ``params``, the rest kept. A knob of numbers
+    (``off`` aside: max_batch_size, the queue delay, instances) moves to a value beside its own in
+    the spec's list (max_batch_size [1, 8, 32]: 8 -> 1 and 32); any other knob (protocol,
+    precision, a field of words) to each of its other values, since its list is no scale: FP32
+    is not nearer INT8 through FP16."""
     found = []
     for name, choices in space.items():
         if params.get(name) not in choices:
             continue
         at = choices.index(params[name])
-        found += [{**params, name: choices[i]} for i in (at - 1, at + 1) if 0 <= i < len(choices)]
+        steps = (at - 1, at + 1) if _numeric(choices) else range(len(choices))
+        found += [{**params, name: choices[i]} for i in steps if 0 <= i < len(choices) and i != at]
     return found
+
+
+def _numeric(choices: list) -> bool:
+    return all(isinstance(c, numbers.Real) and not isinstance(c, bool) for c in choices if c != BATCHING_OFF)
 
 
 def first_figures(trials: list[FrozenTrial], ranking: Ranking) -> pd.DataFrame:
@@ -193,43 +210,87 @@ def first_figures(trials: list[FrozenTrial], ranking: Ranking) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+_EFFECT_RIDGE = 0.1
+"""Shrinks a knob value's estimated effect towards none where few trials measured it."""
+
+
+def knob_effects(frame: pd.DataFrame, space: dict[str, list], columns: list[str]) -> dict[str, dict[tuple, float]]:
+    """What each knob value does to each objective with the other knobs held, as ``frame``'s
+    trials tell it: a ridge fit of the objective's log on one indicator per (knob, value), so an
+    effect is a ratio (x2 instances: 0.8x the throughput) and a value's trials that also waited
+    5 ms in the queue do not make the value look slow. ``{column: {(knob, value): log effect}}``."""
+    names = [(knob, value) for knob, values in space.items() for value in values]
+    indicators = np.column_stack([np.ones(len(frame))] + [(frame[k] == v).to_numpy(float) for k, v in names])
+    penalty = _EFFECT_RIDGE * np.eye(indicators.shape[1])
+    penalty[0, 0] = 0.0  # the intercept is not shrunk
+    effects = {}
+    for column in columns:
+        logs = np.log(frame[column].astype(float).clip(lower=1e-12).to_numpy())
+        fitted = np.linalg.solve(indicators.T @ indicators + penalty, indicators.T @ logs)
+        effects[column] = dict(zip(names, fitted[1:]))
+    return effects
+
+
+def _predicted_figures(
+    origin: dict[str, Any], feasible: pd.DataFrame, effects: dict[str, dict[tuple, float]], config: dict[str, Any]
+) -> dict[str, float] | None:
+    """The figures of ``config``, one knob from ``origin`` (its parameters and figures), as
+    ``effects`` predict them; None for a value no feasible trial has (nothing to predict from)."""
+    name = next(n for n in config if config[n] != origin.get(n))
+    if not (feasible[name] == config[name]).any():
+        return None
+    return {
+        column: float(origin[column]) * np.exp(change[(name, config[name])] - change[(name, origin[name])])
+        for column, change in effects.items()
+    }
+
+
 def enqueue_neighbour(study: optuna.Study, trials: list[FrozenTrial], space: dict[str, list], ranking: Ranking) -> bool:
-    """Enqueue the knee's most promising untried neighbour (``neighbours``), the knee found by
+    """Enqueue the most promising untried neighbour (``neighbours``) of the knee, found by
     ``sweeper.results.recommend`` over the first measurements of ``trials`` (the study's, as
-    read). Most promising: a value no feasible trial has yet, then the neighbour whose evidence
-    came nearest the ideal (``ideal_distance``): the median over the feasible trials with its
-    value that are fewest knobs apart from it. Not every trial with the value: their median is
-    decided by the other knobs (1 instance looks poor where most 1-instance trials waited 5 ms
-    in the queue). A sampler's path leaves the knee's surroundings half measured, and studies
-    that measure different halves recommend different configurations. Returns whether one was
-    enqueued."""
+    read); when the knee has none left, of the front trial next nearest the ideal that has. A
+    knee can be a summit by one-knob moves that a front trial climbs past: max_batch_size 1 with
+    no batcher, where neither 8 without a batcher nor 1 with one batches anything.
+
+    Most promising: a value no feasible trial has yet, then the neighbour whose predicted figures
+    (the trial's own, moved by the changed value's ``knob_effects``) come nearest the ideal of the
+    measured and the predicted figures (``ideal_distance``). A sampler's path leaves the knee's
+    surroundings half measured, and studies that measure different halves recommend different
+    configurations. Returns whether one was enqueued."""
     figures = first_figures(trials, ranking)
     feasible = figures[figures["feasible"].astype(bool)] if not figures.empty else figures
     if feasible.empty:
         return False
-    knee_number = recommend(feasible, ranking.columns, ranking.directions, ranking.primary).knee
-    knee_params = next(t.params for t in trials if t.number == knee_number)
+    columns, directions = ranking.columns, ranking.directions
+    knee_number = recommend(feasible, columns, directions, ranking.primary).knee
+    front = pareto_front(feasible, columns, directions)
+    by_distance = front.assign(distance=ideal_distance(front, columns, directions)).sort_values("distance")
+    origins = [knee_number, *(int(n) for n in by_distance["number"] if n != knee_number)]
     busy = set(taken_configs(trials)) | {config_key(planned_params(t)) for t in trials if t.state == TrialState.WAITING}
     dropped = dropped_precisions(trials)
-    untried = [
-        config
-        for config in neighbours(space, knee_params)
-        if config_key(config) not in busy and config["precision"] not in dropped
-    ]
-    if not untried:
-        return False
-    distance = ideal_distance(feasible, ranking.columns, ranking.directions)
-
-    def evidence(config: dict[str, Any]) -> float:
-        name = next(n for n in config if config[n] != knee_params.get(n))
-        alike = feasible[feasible[name] == config[name]]
-        if alike.empty:
-            return -1.0
-        apart = alike.apply(knobs_changed, axis=1, baseline=pd.Series(config))
-        return float(distance[apart[apart == apart.min()].index].median())
-
-    study.enqueue_trial(min(untried, key=evidence), user_attrs=enqueued_attrs(neighbour_of=knee_number))
-    return True
+    effects = knob_effects(feasible, space, columns)
+    rows = feasible.set_index("number")
+    for origin in origins:
+        params = next(t.params for t in trials if t.number == origin)
+        untried = [
+            config
+            for config in neighbours(space, params)
+            if config_key(config) not in busy and config["precision"] not in dropped
+        ]
+        if not untried:
+            continue
+        moved_from = {**rows.loc[origin, columns].to_dict(), **params}
+        predicted = [_predicted_figures(moved_from, feasible, effects, config) for config in untried]
+        unknown = [config for config, figures in zip(untried, predicted) if figures is None]
+        if unknown:  # a value never measured feasibly: the most to learn
+            chosen = unknown[0]
+        else:
+            frame = pd.concat([feasible[columns], pd.DataFrame(predicted)], ignore_index=True)
+            distances = ideal_distance(frame, columns, directions).iloc[len(feasible) :]
+            chosen = untried[int(np.argmin(distances.to_numpy()))]
+        study.enqueue_trial(chosen, user_attrs=enqueued_attrs(neighbour_of=origin))
+        return True
+    return False
 
 
 def counted(trials: list[FrozenTrial]) -> int:

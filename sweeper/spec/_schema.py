@@ -92,8 +92,8 @@ class StudySpec(_Strict):
         default=None,
         ge=0,
         le=100_000,
-        description="of study.trials, the last this many measure the knee's untried one-step neighbours "
-        "(None: a quarter; 0: none; the grid sampler: none)",
+        description="of study.trials, the last this many measure untried neighbours (one knob moved) of the "
+        "knee, then of the next front trials (None: a quarter; 0: none; the grid sampler: none)",
     )
 
     @property

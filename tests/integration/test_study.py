@@ -161,24 +161,24 @@ objectives:
 )
 
 
-def test_the_last_trials_measure_the_knees_neighbours(tmp_path, mlp_file, capsys):
-    """Of 4 trials, the last 2 measure the knee's untried neighbours, each one knob of the knee
-    it names moved one step along its list (max_batch_size 8 -> 4, not 1; HTTP -> gRPC); once the
-    knee has none left untried, the sampler proposes again."""
+def test_the_last_trials_measure_the_front_trials_neighbours(tmp_path, mlp_file, capsys):
+    """Of 4 trials, the last 2 measure untried neighbours of the knee (or, with none left, of the
+    next front trial), each one knob of the trial it names moved: max_batch_size, a knob of
+    numbers, one step along its list (8 -> 4, not 1); once none is left, the sampler proposes."""
     spec = write_spec(tmp_path, NEIGHBOURS_SPEC.replace("MODEL", str(mlp_file)))
     assert main(["run", str(spec), "--results-dir", str(tmp_path / "results")]) == 0
-    assert "(a neighbour of the knee, trial " in capsys.readouterr().out
+    assert "(a neighbour of trial " in capsys.readouterr().out
     trials = pd.read_csv(tmp_path / "results" / "near" / "trials.csv").set_index("number")
     assert len(trials) == 4 and (trials["state"] == "COMPLETE").all()
     assert trials["neighbour_of"].iloc[:2].isna().all() and trials["neighbour_of"].iloc[2:].notna().any()
     sizes = [1, 4, 8]
     for number, row in trials[trials["neighbour_of"].notna()].iterrows():
-        knee = trials.loc[int(row["neighbour_of"])]
+        origin = trials.loc[int(row["neighbour_of"])]
         assert int(row["neighbour_of"]) < number
-        moved = [k for k in ("max_batch_size", "protocol") if row[k] != knee[k]]
-        assert len(moved) == 1, (row, knee)
+        moved = [k for k in ("max_batch_size", "protocol") if row[k] != origin[k]]
+        assert len(moved) == 1, (row, origin)
         if moved == ["max_batch_size"]:
-            assert abs(sizes.index(row["max_batch_size"]) - sizes.index(knee["max_batch_size"])) == 1
+            assert abs(sizes.index(row["max_batch_size"]) - sizes.index(origin["max_batch_size"])) == 1
 
 
 def _snapshot(folder):

@@ -524,49 +524,72 @@ def test_repeats_are_enqueued_interleaved_and_only_the_missing_ones(study):
     assert enqueue_repeats(study, [2, 4, 1], repeats=3) == 3
 
 
-def _neighbours_enqueued(study, ranking, knee: int) -> list[dict]:
-    """Enqueue neighbours until none is left; each one's move from the ``knee`` it names."""
+def _neighbours_enqueued(study, ranking) -> list[tuple[int, dict]]:
+    """Enqueue neighbours until none is left: the trial each one surrounds, and its move from it."""
     picked = []
     while enqueue_neighbour(study, study.get_trials(), SPACE, ranking):
         waiting = study.get_trials(states=(TrialState.WAITING,))[-1]
-        assert waiting.user_attrs["neighbour_of"] == knee
+        origin = waiting.user_attrs["neighbour_of"]
         fixed = waiting.system_attrs["fixed_params"]
-        picked.append({k: v for k, v in fixed.items() if v != study.trials[knee].params[k]})
+        picked.append((origin, {k: v for k, v in fixed.items() if v != study.trials[origin].params[k]}))
     return picked
 
 
-def test_the_knees_untried_neighbours_are_enqueued_most_promising_first(study):
-    """The knee by first measurements is trial 2 (delay 0, 1 instance, gRPC, FP32). Its neighbours
-    one step along each list: delay off (trial 4 has it) or 500, 2 instances, HTTP, INT8. A value
-    no feasible trial has (2 instances; INT8, whose only trial failed the accuracy guard) comes
-    first; then the value whose trials came nearest the ideal (HTTP: trials 0 and 1; 500: trial 0)."""
-    ranking = read_study(study).ranking
-    assert neighbours(SPACE, {**study.trials[2].params}) == [
-        {**study.trials[2].params, **change}
-        for change in (
-            {"max_queue_delay_us": "off"},
-            {"max_queue_delay_us": 500},
-            {"instance_count": 2},
-            {"protocol": "http"},
-            {"precision": "int8"},
-        )
+def test_a_knob_of_numbers_moves_one_step_and_a_knob_of_words_to_any_other_value():
+    space = {"max_batch_size": [1, 8, 32], "max_queue_delay_us": ["off", 0, 500], "precision": ["fp32", "fp16", "int8"]}
+    found = neighbours(space, {"max_batch_size": 1, "max_queue_delay_us": 0, "precision": "fp32"})
+    moves = [
+        {k: v for k, v in config.items() if v != {"max_batch_size": 1, "max_queue_delay_us": 0, "precision": "fp32"}[k]}
+        for config in found
     ]
-    picked = _neighbours_enqueued(study, ranking, knee=2)
-    assert picked == [{"instance_count": 2}, {"precision": "int8"}, {"protocol": "http"}, {"max_queue_delay_us": 500}]
+    assert moves == [
+        {"max_batch_size": 8},
+        {"max_queue_delay_us": "off"},
+        {"max_queue_delay_us": 500},
+        {"precision": "fp16"},
+        {"precision": "int8"},
+    ], "FP32 is not nearer INT8 through FP16"
 
 
-def test_a_neighbours_evidence_is_the_trials_nearest_to_it(study):
-    """2 instances, measured three times: once one knob from the knee's x2 neighbour (delay 0,
-    HTTP: 0.62 ms, 1,050/s), twice two knobs from it with a long queue (5 and 4 ms). The median
-    over every x2 trial says x2 is poor; the nearest trial says it is as good as the knee, so it
-    comes right after INT8 (no feasible trial), before HTTP and delay 500."""
-    for number, delay, p50, throughput in ((5, 0, 0.62, 1050.0), (6, 500, 5.0, 200.0), (7, "off", 4.0, 250.0)):
-        trial = _trial(number, delay, "http", p50, throughput, 2.4)
-        trial.params["instance_count"] = 2
-        study.add_trial(trial)
+def test_the_knees_untried_neighbours_come_first_then_the_next_front_trials(study):
+    """The knee by first measurements is trial 2 (delay 0, 1 instance, gRPC, FP32). Its neighbours:
+    delay off (trial 4 has it) or 500, 2 instances, HTTP, INT8. A value no feasible trial has (2
+    instances; INT8, whose only trial failed the accuracy guard) comes first; then the one
+    predicted nearest the ideal (HTTP: faster and busier than gRPC where both ran, delay off).
+    With none left, trial 1, the other front trial, has its neighbours measured (its delay 0 is
+    the knee's HTTP neighbour, waiting already)."""
     ranking = read_study(study).ranking
-    picked = _neighbours_enqueued(study, ranking, knee=2)
-    assert picked == [{"precision": "int8"}, {"instance_count": 2}, {"protocol": "http"}, {"max_queue_delay_us": 500}]
+    picked = _neighbours_enqueued(study, ranking)
+    assert picked == [
+        (2, {"instance_count": 2}),
+        (2, {"precision": "int8"}),
+        (2, {"protocol": "http"}),
+        (2, {"max_queue_delay_us": 500}),
+        (1, {"instance_count": 2}),
+        (1, {"precision": "int8"}),
+    ]
+
+
+def test_a_values_promise_is_read_with_the_other_knobs_held(tmp_path):
+    """INT8 was measured once, with a 500 us queue delay: 1.4 ms, slower than the knee (delay 0:
+    0.6 ms). Read as it is, INT8 looks worse than HTTP (0.7 ms, measured with no batcher). Read
+    against FP32 with the same delay (1.5 ms, 1,000/s), INT8 is faster and busier: the knee's
+    INT8 neighbour comes before its HTTP one."""
+    created = optuna.create_study(
+        study_name="held", storage=f"sqlite:///{tmp_path / 'study.db'}", directions=["minimize", "maximize"]
+    )
+    created.set_user_attr("objectives", ["p50_ms@c1", "throughput@c8"])
+    created.set_user_attr("source", {"kind": "onnx"})
+    for number, delay, protocol, p50, throughput, precision in (
+        (0, 0, "grpc", 0.6, 1100.0, "fp32"),
+        (1, 500, "grpc", 1.5, 1000.0, "fp32"),
+        (2, 500, "grpc", 1.4, 1150.0, "int8"),
+        (3, "off", "http", 0.7, 600.0, "fp32"),
+        (4, "off", "grpc", 0.65, 550.0, "fp32"),
+    ):
+        created.add_trial(_trial(number, delay, protocol, p50, throughput, 2.0, precision=precision))
+    picked = _neighbours_enqueued(created, read_study(created).ranking)
+    assert picked[:3] == [(0, {"instance_count": 2}), (0, {"precision": "int8"}), (0, {"protocol": "http"})]
 
 
 def test_a_confirmed_capacity_is_the_median_of_its_measurements(tmp_path):
