@@ -165,6 +165,13 @@ class LocalLauncher(Launcher):
         origin = "nvidia-pytriton's tritonserver" if self._bundled is not None else f"tritonserver {self._binary}"
         return f"the local launcher's server ({origin})"
 
+    def _server_env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        # The python-backend stub embeds Python: it finds this venv's packages through PATH.
+        env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(self._backends / "python"), env.get("PYTHONPATH")]))
+        return env
+
     def start(
         self,
         repository: Path,
@@ -194,10 +201,6 @@ class LocalLauncher(Launcher):
             *server_options(model_name, complete_config),
             *options,
         ]
-        env = dict(os.environ)
-        # The python-backend stub embeds Python: it finds this venv's packages through PATH.
-        env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(self._backends / "python"), env.get("PYTHONPATH")]))
         log_path.parent.mkdir(parents=True, exist_ok=True)
         guard = watchdog()
         if self._links_backends and not self._backends_guarded:  # removed even if the sweeper is killed
@@ -212,7 +215,7 @@ class LocalLauncher(Launcher):
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                env=env,
+                env=self._server_env(),
                 process_group=0,
                 preexec_fn=_die_with_parent,
             )
