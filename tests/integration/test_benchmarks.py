@@ -1,5 +1,5 @@
 """The benchmark scripts that must keep running: the GPU check's CPU dry run (where no GPU is
-lent, the same flow on the CPU) and the search replay against the recorded grid."""
+lent, the same flow on the CPU) and the replays against the recorded grid."""
 
 from __future__ import annotations
 
@@ -53,3 +53,16 @@ def test_the_search_replay_reads_the_recorded_grid():
     assert "grid: 120 configurations" in done.stdout, "144 combinations; with max_batch_size 1 the delays serve alike"
     rows = [line for line in done.stdout.splitlines() if line.startswith("| random") or line.startswith("| grid")]
     assert len(rows) == 2
+
+
+def test_the_pick_replay_names_the_grids_pick_and_how_often_studies_agree():
+    done = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "pick_agreement.py"), "--seeds", "2", "--noise", "0.05"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "the grid's pick: " in done.stdout
+    (row,) = [line for line in done.stdout.splitlines() if line.startswith("| 5%")]
+    assert " of 2 | " in row
