@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import optuna
 import pandas as pd
+import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -58,22 +59,20 @@ class NoisyGrid(Mapping):
         return len(self._grid)
 
 
-def _spec(objectives: list[str] | None) -> Path:
+def load_demo(objectives: list[str] | None) -> LoadedSpec:
     """The demo spec, its objectives replaced by ``metric@concurrency:direction`` where given."""
     if not objectives:
-        return DEMO
+        return load_spec(DEMO)
     spec = read_yaml(DEMO)
     spec["objectives"] = []
     for entry in objectives:
         metric, _, rest = entry.partition("@")
         level, _, direction = rest.partition(":")
         spec["objectives"].append({"metric": metric, "concurrency": int(level), "direction": direction})
-    import yaml
-
-    handle = tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False)
-    with handle:
-        yaml.safe_dump(spec, handle)
-    return Path(handle.name)
+    with tempfile.TemporaryDirectory(prefix="pick-agreement-") as folder:
+        path = Path(folder) / "demo.yaml"
+        path.write_text(yaml.safe_dump(spec))
+        return load_spec(path)
 
 
 def grid_pick(loaded: LoadedSpec, grid: dict[tuple, pd.Series]) -> tuple[tuple, pd.Series]:
@@ -114,7 +113,7 @@ def main() -> None:
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     warnings.simplefilter("ignore")
-    loaded = load_spec(_spec(args.objectives))
+    loaded = load_demo(args.objectives)
     grid = read_grid(Path(args.grid))
     columns = loaded.ranking.columns
     _, best = grid_pick(loaded, grid)
