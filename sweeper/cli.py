@@ -51,7 +51,8 @@ def _trial_line(trial: TrialRecord, ranking: Ranking, total: int, done: int) -> 
     dropped = ""
     if trial.dropped_precision:
         dropped = (
-            f"\n  precision {trial.config.precision} leaves the search space: its other configurations are not measured"
+            f"\n  precision {trial.config.precision} leaves the search space: its other configurations are not"
+            " measured, and this trial does not count toward study.trials"
         )
     if trial.kind != "complete":
         reason = trial.failure if trial.kind == "failed" else f"interrupted ({trial.interrupted or 'stopped'})"

@@ -294,8 +294,16 @@ def enqueue_neighbour(study: optuna.Study, trials: list[FrozenTrial], space: dic
 
 
 def counted(trials: list[FrozenTrial]) -> int:
-    """Trials that count towards ``study.trials``: distinct configurations measured or failed."""
-    return len({config_key(t.params) for t in trials if kind_of(t) in ("complete", "failed")})
+    """Trials that count towards ``study.trials``: distinct configurations measured or failed,
+    less those that found a precision cannot serve the model (``dropped_precisions``): a fact
+    about the model, found once, not a configuration the study got to compare."""
+    return len(
+        {
+            config_key(t.params)
+            for t in trials
+            if kind_of(t) in ("complete", "failed") and "precision_dropped" not in t.user_attrs
+        }
+    )
 
 
 def requeue_interrupted(study: optuna.Study) -> list[int]:

@@ -13,7 +13,8 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from sweeper.record import kind_of
+from sweeper.errors import TrialError
+from sweeper.record import TrialWriter, kind_of
 from sweeper.samplers import SAMPLERS
 from sweeper.signals import Terminated, clear_stop, signals_unwind
 from sweeper.spec import load_spec
@@ -92,6 +93,32 @@ def test_more_trials_than_the_space_stops_when_exhausted(tmp_path, mlp_file):
     study, outcome = _replay(loaded, f"sqlite:///{tmp_path / 'study.db'}")
     assert outcome == "exhausted"
     assert counted(study.trials) == 6
+
+
+def test_a_precision_that_cannot_serve_the_model_costs_one_trial_and_counts_for_none(tmp_path, mlp_file):
+    """INT8 is tried first and found unable to serve (as a build that changes no operator is):
+    its other configurations are never proposed, and the 4 trials are 4 FP32 configurations."""
+    body = SPEC.replace("MODEL", str(mlp_file)).replace("SAMPLER", "random").replace("SEED", "0")
+    loaded = load_spec(write_spec(tmp_path, body.replace("TRIALS", "4").replace("[fp32]", "[fp32, int8]")))
+    storage = optuna.storages.InMemoryStorage()
+    study = open_study(loaded, storage)
+    study.enqueue_trial({**loaded.baseline.as_dict(), "precision": "int8", "protocol": "grpc"})
+    propose = Proposer(loaded)
+
+    def objective(trial):
+        config = propose(trial)
+        if config.precision == "int8":
+            writer = TrialWriter(trial)
+            writer.failed("int8 changes no operator of this model", "build")
+            writer.precision_dropped("int8", "int8 changes no operator of this model")
+            raise TrialError("int8 changes no operator of this model")
+        return _values(config.as_dict())
+
+    run_study(study, loaded, None, storage, exclusive=True, objective=objective)
+    tried = [t for t in study.trials if kind_of(t) in ("complete", "failed")]
+    assert [t.params["precision"] for t in tried].count("int8") == 1, "found once"
+    assert sum(t.state == TrialState.COMPLETE for t in tried) == 4, "the verdict took none of the 4 trials"
+    assert counted(study.trials) == 4
 
 
 def test_a_seeded_sampler_repeats_its_proposals(tmp_path, mlp_file):
