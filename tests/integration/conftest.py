@@ -78,6 +78,8 @@ def sweeper_containers() -> set[str]:
     ).stdout.splitlines()
     ours = set()
     for line in described:
+        if len(line.split()) < 3:
+            continue  # removed between the listing and the inspection: gone, not left
         container, name, owner, *sources = line.split()
         pid = owner.rpartition(":")[2]
         if (pid.isdigit() and _ours(pid)) or any(s.startswith(tuple(_SESSION_TEMP)) for s in sources):

@@ -45,12 +45,14 @@ def _spec(folder: Path, model: Path, *, trials: int = 2, warmup: float = 0.2, ex
 def _gone_within(seconds: float, before: dict[str, set[str]]) -> float:
     """Seconds until nothing beyond ``before`` is left (``leftovers``)."""
     started = time.monotonic()
-    while time.monotonic() - started < seconds:
-        if not any(leftovers()[kind] - found for kind, found in before.items()):
+    while True:
+        now = leftovers()
+        left = {kind: now[kind] - found for kind, found in before.items() if now[kind] - found}
+        if not left:
             return time.monotonic() - started
+        if time.monotonic() - started > seconds:
+            raise AssertionError(f"left after {seconds} s: {left}")
         time.sleep(0.1)
-    left = {kind: leftovers()[kind] - found for kind, found in before.items()}
-    raise AssertionError(f"left after {seconds} s: {left}")
 
 
 def _study(directory: Path) -> optuna.Study:
