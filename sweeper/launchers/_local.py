@@ -208,7 +208,7 @@ class LocalLauncher(Launcher):
             self._backends_guarded = True
         guard.add("shm", shm_prefix)
         _adopt_orphans()
-        env_dirs_before = _python_env_dirs()
+        folders_before = _python_env_dirs()
         with open(log_path, "wb") as log:
             process = subprocess.Popen(
                 argv,
@@ -220,54 +220,49 @@ class LocalLauncher(Launcher):
                 preexec_fn=_die_with_parent,
             )
         guard.add("group", str(process.pid))
-        server = _LocalServer(process, endpoints, log_path, shm_prefix, env_dirs_before)
+        server = _LocalServer(process, endpoints, log_path, shm_prefix)
+        # The backend's folder is claimed as soon as it appears (a sweeper killed while the server
+        # starts leaves none behind), and only while the server starts.
+        claim = functools.partial(server.claim_env_dirs, folders_before)
         try:
-            # The backend's folder is claimed as soon as it appears: a sweeper killed while the
-            # server starts leaves none behind.
-            wait_until_ready(server, model_name, timeout_s=self._timeout, on_poll=server.claim_env_dirs)
+            wait_until_ready(server, model_name, timeout_s=self._timeout, on_poll=claim)
         except BaseException:
+            claim()
             server.stop()
             raise
-        server.claim_env_dirs()
+        claim()
         return server
 
 
 class _LocalServer(Server):
-    def __init__(
-        self,
-        process: subprocess.Popen,
-        endpoints: Endpoints,
-        log_path: Path,
-        shm_prefix: str,
-        env_dirs_before: set[str],
-    ) -> None:
+    def __init__(self, process: subprocess.Popen, endpoints: Endpoints, log_path: Path, shm_prefix: str) -> None:
         self._process = process
         self.endpoints = endpoints
         self.pid = process.pid
         self._log_path = log_path
         self.shm_prefix = shm_prefix
         """Names of the python backend's shared-memory regions start with this."""
-        self._env_dirs_before = env_dirs_before
         self._env_dirs: set[str] = set()
         self._stopped = False
 
-    def claim_env_dirs(self) -> None:
+    def claim_env_dirs(self, before: set[str]) -> None:
         """Take the python backend's folder, made as it loads its first model, as this server's,
-        to remove when it stops (``_PYTHON_ENV_GLOB``): the new ones since the server started,
-        looked for until one is found while it starts and loads models, so that a server started
-        later is not mistaken for this one."""
+        to remove when it stops (``_PYTHON_ENV_GLOB``): the new ones since ``before``, taken just
+        before the server started or loaded a model, so that another server's is not mistaken for
+        this one's. A server has one: once found, it is not looked for again."""
         if self._env_dirs:
             return
-        self._env_dirs = _python_env_dirs() - self._env_dirs_before
+        self._env_dirs = _python_env_dirs() - before
         guard = watchdog()
         for path in self._env_dirs:
             guard.add("dir", path)
 
     def load(self, model_name: str, timeout_s: float) -> None:
+        before = set() if self._env_dirs else _python_env_dirs()
         try:
             super().load(model_name, timeout_s)
         finally:
-            self.claim_env_dirs()
+            self.claim_env_dirs(before)
 
     def alive(self) -> bool:
         return self._process.poll() is None
@@ -303,7 +298,6 @@ class _LocalServer(Server):
         while _signal_group(group, 0) and time.monotonic() < deadline:
             time.sleep(0.01)
         remove_shm(self.shm_prefix)
-        self.claim_env_dirs()  # stopped before it was ready
         guard = watchdog()
         for path in self._env_dirs:
             remove_empty_dir(path)
