@@ -52,9 +52,9 @@ def after_first_round(record: StudyRecord) -> StudyRecord:
 def raced(record: StudyRecord, candidates: list[int]) -> tuple[StudyRecord, list[int]]:
     """``record`` as today's race would have left it: the candidates out after the first round
     keep their first repeat only. Returns it and those candidates."""
-    racing = still_racing(after_first_round(record), record.ranking, candidates)
-    out = [n for n in candidates if n not in racing]
     first = after_first_round(record)
+    racing = still_racing(first, record.ranking, candidates)
+    out = [n for n in candidates if n not in racing]
     first_repeats = {t.number for t in first.trials if t.repeat_of in out}
     kept = tuple(t for t in record.trials if t.repeat_of not in out or t.anchor or t.number in first_repeats)
     return dataclasses.replace(record, trials=kept), out

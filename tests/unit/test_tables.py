@@ -537,11 +537,8 @@ def _neighbours_enqueued(study, ranking) -> list[tuple[int, dict]]:
 
 def test_a_knob_of_numbers_moves_one_step_and_a_knob_of_words_to_any_other_value():
     space = {"max_batch_size": [1, 8, 32], "max_queue_delay_us": ["off", 0, 500], "precision": ["fp32", "fp16", "int8"]}
-    found = neighbours(space, {"max_batch_size": 1, "max_queue_delay_us": 0, "precision": "fp32"})
-    moves = [
-        {k: v for k, v in config.items() if v != {"max_batch_size": 1, "max_queue_delay_us": 0, "precision": "fp32"}[k]}
-        for config in found
-    ]
+    origin = {"max_batch_size": 1, "max_queue_delay_us": 0, "precision": "fp32"}
+    moves = [{k: v for k, v in config.items() if v != origin[k]} for config in neighbours(space, origin)]
     assert moves == [
         {"max_batch_size": 8},
         {"max_queue_delay_us": "off"},
