@@ -1,4 +1,4 @@
-"""The command line: ``sweeper run | check | report | export``.
+"""The command line: ``sweeper init | run | check | report | export | verify``.
 
 Strings from the spec become launcher classes here, and library errors are translated once,
 here, into one line plus a hint: exit status 2 for bad input (nothing was started or written),
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import json
 import sqlite3
 import sys
 from collections.abc import Sequence
@@ -25,6 +26,7 @@ from rich.table import Table
 from sweeper.errors import SweeperError, UsageError
 from sweeper.export import export
 from sweeper.files import write_atomic
+from sweeper.fleet import FleetTarget, sizing_capacity
 from sweeper.record import StudyRecord, TrialRecord, read_study, read_trial, sweeper_version
 from sweeper.results import StudyTables, confidence_sentences, parse_ranking, tables, write_tables
 from sweeper.server_options import server_argv
@@ -249,15 +251,22 @@ def _run_with_progress(sweep: Sweep) -> str:
         return sweep.run(on_trial_end)
 
 
-def _report(study: optuna.Study, record: StudyRecord, result: StudyTables, out: Path) -> None:
+def _report(
+    study: optuna.Study, record: StudyRecord, result: StudyTables, out: Path, target: FleetTarget | None = None
+) -> None:
     from sweeper.report import write_report  # plotly and matplotlib load only for a report
 
-    info = write_report(study, record, result, out)
+    info = write_report(study, record, result, out, target)
     if info.running:
         console.print(f"[yellow]{info.running} trial(s) still running: the report shows the finished ones[/yellow]")
     console.print(f"report: {out / 'report.html'} (also pareto.png, breakdown.png, summary.md)")
     if info.reranked:
         console.print(f"ranked by {info.ranked_by}: re-ranked from the stored measurements, no server started")
+    if info.fleet is not None:
+        console.print(f"{info.fleet_title} (report.html, summary.md):", markup=False)
+        console.print(info.fleet.to_string(float_format=lambda v: f"{v:,.4g}"), markup=False)
+        for sentence in info.fleet_sentences:
+            console.print(sentence, markup=False)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -266,10 +275,13 @@ def cmd_report(args: argparse.Namespace) -> int:
     study = open_stored_study(directory, args.storage)
     record = read_study(study)
     ranking = parse_ranking(record, args.objective, args.constraint)
+    target = _fleet_target(args)
+    if target is not None:
+        sizing_capacity(ranking)  # refused before anything is written
     out = Path(args.out) if args.out else directory
     result = tables(record, ranking)
     write_tables(result, out)
-    _report(study, record, result, out)
+    _report(study, record, result, out, target)
     return 0
 
 
@@ -280,10 +292,19 @@ def cmd_export(args: argparse.Namespace) -> int:
     ranking = parse_ranking(record, args.objective, args.constraint)
     pick = " ".join(args.pick)
     exported = export(
-        record, directory, Path(args.out), pick=pick, where=args.where, backend=args.backend, ranking=ranking
+        record,
+        directory,
+        Path(args.out),
+        pick=pick,
+        where=args.where,
+        backend=args.backend,
+        ranking=ranking,
+        target=_fleet_target(args),
     )
     console.print(f"exported trial {exported.trial} ({pick}) to {exported.model_dir}")
     for sentence in exported.why:
+        console.print(f"  {sentence}", markup=False)
+    for sentence in exported.fleet.sentences() if exported.fleet is not None else ():
         console.print(f"  {sentence}", markup=False)
     console.print(f"  {knob_label(exported.config)}  backend={exported.backend}")
     protocol = exported.config.protocol.upper()
@@ -293,6 +314,71 @@ def cmd_export(args: argparse.Namespace) -> int:
         console.print(f"  start tritonserver with {' '.join(options)} (measured with them; not in config.pbtxt)")
     console.print(exported.pbtxt, markup=False)
     return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    """``sweeper verify DIR``: an export measured again; 0 when its capacity holds, 1 when it regressed."""
+    from sweeper.verify import read_export, verify  # servers and load: only verify needs them here
+
+    export = read_export(Path(args.export_dir))
+    if not args.json:
+        console.print(f"verifying {export.folder}: a fresh server, the capacity measured as recorded", markup=False)
+    verdict = verify(export, args.tolerance)
+    if args.json:
+        print(json.dumps({"export": str(export.folder), **verdict.as_dict()}))
+    else:
+        console.print(verdict.line(), markup=False)
+        for note in verdict.notes:
+            console.print(f"  note: {note}", markup=False)
+    return 0 if verdict.holds else 1
+
+
+def _verify_parser(commands: argparse._SubParsersAction) -> None:
+    """``sweeper verify``."""
+    verifier = commands.add_parser(
+        "verify", help="measure an export again on a fresh server; exit 1 when its capacity regressed"
+    )
+    verifier.add_argument("export_dir", metavar="EXPORT_DIR", help="the folder sweeper export --out wrote")
+    verifier.add_argument(
+        "--tolerance",
+        type=float,
+        default=0.0,
+        metavar="F",
+        help="widen the band by this fraction of the recorded lowest capacity (default 0: the recorded spread)",
+    )
+    verifier.add_argument("--json", action="store_true", help="print the verdict as one JSON object")
+    verifier.set_defaults(handler=cmd_verify)
+
+
+def _fleet_target(args: argparse.Namespace) -> FleetTarget | None:
+    """``--target-rate`` (with ``--headroom`` and ``--cost-per-hour``) as a FleetTarget, or None."""
+    if args.target_rate is None:
+        if args.headroom is not None or args.cost_per_hour is not None:
+            raise UsageError("--headroom and --cost-per-hour size a fleet: give --target-rate too")
+        return None
+    return FleetTarget(args.target_rate, args.headroom or 0.0, args.cost_per_hour)
+
+
+def _fleet_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--target-rate",
+        type=float,
+        metavar="R",
+        help="size a fleet: the servers that serve R inferences/s (requests/s at one sample a request) within "
+        "the capacity's latency budget, from the lowest capacity measured on fresh servers",
+    )
+    parser.add_argument(
+        "--headroom",
+        type=float,
+        metavar="F",
+        help="with --target-rate: the fraction of each server's capacity kept spare (default 0)",
+    )
+    parser.add_argument(
+        "--cost-per-hour",
+        type=float,
+        metavar="C",
+        help="with --target-rate: what one server costs an hour; adds the cost per million inferences",
+    )
 
 
 def _spec_options(parser: argparse.ArgumentParser) -> None:
@@ -378,6 +464,7 @@ def _export_parser(commands: argparse._SubParsersAction) -> None:
     )
     exporter.add_argument("--storage", help="Optuna storage URL (default: the folder's study.db)")
     _ranking_options(exporter)
+    _fleet_options(exporter)
     exporter.set_defaults(handler=cmd_export)
 
 
@@ -411,9 +498,11 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--storage", help="Optuna storage URL (default: the folder's study.db)")
     report.add_argument("--out", help="folder for the tables and report (default: the study folder)")
     _ranking_options(report)
+    _fleet_options(report)
     report.set_defaults(handler=cmd_report)
 
     _export_parser(commands)
+    _verify_parser(commands)
     return parser
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import hashlib
 import json
 import operator
 import platform
@@ -25,6 +26,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from sweeper.errors import SweeperError, UsageError
 from sweeper.files import atomic_folder, write_atomic
+from sweeper.fleet import Fleet, FleetTarget, fleet_of, sizing_capacity
 from sweeper.machine import machine_fingerprint
 from sweeper.record import StudyRecord, TrialRecord
 from sweeper.repository import write_model
@@ -35,6 +37,8 @@ from sweeper.triton_config import model_backend, parse_pbtxt, serve_as, to_pbtxt
 from sweeper.vocabulary import COLUMN_PATTERN, NUMBER_PATTERN, Ranking, TrialConfig, is_metric
 
 _CONDITION = re.compile(rf"^\s*({COLUMN_PATTERN})\s*(<=|>=|<|>|==)\s*({NUMBER_PATTERN})\s*$")
+EXPORT_RECORD = "sweeper-export.json"
+"""What an export writes beside config.pbtxt: what was measured, how, and why this configuration."""
 _OPERATORS = {"<=": operator.le, ">=": operator.ge, "<": operator.lt, ">": operator.gt, "==": operator.eq}
 
 
@@ -49,6 +53,8 @@ class Exported:
     pbtxt: str
     why: tuple[str, ...] = ()
     """The recommendation in words (``--pick knee``)."""
+    fleet: Fleet | None = None
+    """The servers that serve ``--target-rate`` (None without one)."""
 
 
 def parse_condition(text: str, columns: list[str]) -> tuple[str, str, float]:
@@ -149,10 +155,13 @@ def export(
     where: list[str],
     backend: str | None,
     ranking: Ranking | None = None,
+    target: FleetTarget | None = None,
 ) -> Exported:
     """Write the chosen trial's model into the model repository ``out``: the config its server
-    loaded, with only the backend changed where ``backend`` asks for another one."""
+    loaded, with only the backend changed where ``backend`` asks for another one; with a
+    ``target``, the servers that serve it (``sweeper.fleet``)."""
     ranking = ranking or study.ranking
+    sizing = sizing_capacity(ranking) if target is not None else None
     row, choice = chosen(study, pick, where, ranking)
     trial = study.trial(int(row["number"]))
     source = ModelSource.from_facts(study.facts["source"])
@@ -185,11 +194,27 @@ def export(
             "chosen_among": choice.pool,
             "why": list(choice.why),
         }
+    fleet = None
+    if sizing is not None:
+        closed_loop = all(m.request_rate is None for m in trial.measurements)
+        fleet = fleet_of(row, sizing, target, closed_loop=closed_loop)
+        record["fleet"] = fleet.as_dict()
     with atomic_folder(out / model.name) as staging:
         written = write_model(staging.parent, source, model, model_file, link=False, folder=staging)
-        write_atomic(written / "sweeper-export.json", json.dumps(record, indent=2) + "\n")
+        record["files"] = file_hashes(written)
+        write_atomic(written / EXPORT_RECORD, json.dumps(record, indent=2) + "\n")
     why = choice.why if choice is not None else ()
-    return Exported(trial.number, trial.config, record["backend"], out / model.name, to_pbtxt(model), why)
+    return Exported(trial.number, trial.config, record["backend"], out / model.name, to_pbtxt(model), why, fleet)
+
+
+def file_hashes(folder: Path) -> dict[str, str]:
+    """The SHA-256 of every file of an exported model folder but its record, by relative path:
+    ``sweeper verify`` measures only what was exported."""
+    return {
+        str(path.relative_to(folder)): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(folder.rglob("*"))
+        if path.is_file() and path.name != EXPORT_RECORD
+    }
 
 
 def served_config(trial: TrialRecord, directory: Path) -> mc.ModelConfig:
@@ -230,6 +255,7 @@ def _export_record(
         "ranked_by": {
             "objectives": [dataclasses.asdict(o) for o in ranking.objectives],
             "constraints": [b.label for b in ranking.constraints],
+            "primary": ranking.primary,
         },
         "parameters": config.as_dict(),
         "client_protocol": config.protocol,
@@ -247,12 +273,7 @@ def _export_record(
         "their medians)"
         if row["measured"] > 1
         else "measured once: no spread (study.confirm_repeats measures the front again)",
-        "measured_by": {
-            "launcher": study.facts.get("launcher"),
-            "server": (study.facts.get("fingerprint") or {}).get("server"),
-            "tritonserver": study.facts.get("server_version"),
-            "backend": measured,
-        },
+        "measured_by": _measured_by(study, measured),
         "capacity": [c.as_dict() for c in trial.capacities],
         "accuracy": {
             "max_abs_error": _number(row["max_abs_error"]),
@@ -265,6 +286,19 @@ def _export_record(
         "hardware": trial.machine or machine_fingerprint(),
         "versions": _versions(study),
         "exported_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def _measured_by(study: StudyRecord, backend: str) -> dict:
+    """What measured the trial: the launcher, server and backend, and what ``sweeper verify``
+    serves and measures with again (the spec's server, load and request data, the tensors)."""
+    return {
+        "launcher": study.facts.get("launcher"),
+        "server": (study.facts.get("fingerprint") or {}).get("server"),
+        "tritonserver": study.facts.get("server_version"),
+        "backend": backend,
+        "settings": study.facts.get("measured_with"),
+        "tensors": {k: study.facts["source"][k] for k in ("inputs", "outputs")},
     }
 
 

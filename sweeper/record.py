@@ -47,6 +47,7 @@ _STUDY_FACTS = (
     "fingerprint",
     "confirm_repeats",
     "in_process",
+    "measured_with",
 )
 
 

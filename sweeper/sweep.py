@@ -32,7 +32,7 @@ from sweeper.record import (
     write_study_facts,
 )
 from sweeper.results import StudyTables, tables, write_tables
-from sweeper.spec import LoadedSpec
+from sweeper.spec import LoadedSpec, Spec
 from sweeper.storage import default_storage, exclusive_run, existing_study, open_storage, storage_label
 from sweeper.study import TrialRunner, confirm_study, open_study, run_study
 
@@ -74,7 +74,7 @@ def plan_sweep(
     storage_label(storage_url)  # a malformed URL is bad input
     _check_stored_study(loaded, storage_url)
     launcher = LAUNCHERS[loaded.spec.server.launcher].from_spec(loaded.spec.server)
-    generator = choose_generator(loaded.spec.load.generator, _perf_analyzer_setting(loaded))
+    generator = choose_generator(loaded.spec.load.generator, loaded.spec.load.perf_analyzer_setting)
     launcher.preflight()
     backend = choose_backend(loaded, launcher)
     _check_measurable(loaded, launcher)
@@ -82,6 +82,18 @@ def plan_sweep(
     if not allow_other_machine:
         _check_same_machine(plan)
     return plan
+
+
+def measured_with(spec: Spec) -> dict:
+    """The spec's blocks that say how a trial is served and measured (the server, the load, the
+    request data), JSON-ready: an export records them for ``sweeper verify``."""
+    model = spec.model
+    return {
+        "server": spec.server.model_dump(mode="json"),
+        "load": spec.load.model_dump(mode="json"),
+        "input_data": str(model.input_data) if model.input_data is not None else None,
+        "example_inputs": model.example_inputs.model_dump(mode="json"),
+    }
 
 
 def study_fingerprint(plan: SweepPlan) -> dict:
@@ -141,11 +153,6 @@ def _check_measurable(loaded: LoadedSpec, launcher: Launcher) -> None:
                     f"{loaded.path}: {key}.{index}.metric: gpu_memory_mb needs a GPU; {launcher.describe()} has none",
                     hint="use server_memory_mb (the server's resident memory), or server.docker.gpus on a GPU host",
                 )
-
-
-def _perf_analyzer_setting(loaded: LoadedSpec) -> object:
-    value = loaded.spec.load.perf_analyzer
-    return value.model_dump() if hasattr(value, "model_dump") else value
 
 
 def choose_backend(loaded: LoadedSpec, launcher: Launcher) -> str:
@@ -228,6 +235,7 @@ class Sweep:
             "fingerprint": self._stored_fingerprint(),
             "confirm_repeats": plan.loaded.spec.study.confirm_repeats,
             "in_process": self._in_process(),
+            "measured_with": measured_with(plan.loaded.spec),
         }
 
     def _in_process(self) -> dict | None:

@@ -274,6 +274,34 @@ def is_metric(column: str) -> bool:
 
 
 _OBJECTIVE = re.compile(rf"^\s*(min|max|minimize|maximize)\s*:\s*({_COLUMN})\s*$")
+_TRIAL_METRIC_WORDS = {"server_memory_mb": "server memory", "gpu_memory_mb": "GPU memory"}
+_CAPACITY_COLUMN = re.compile(rf"{CAPACITY}@(p\d+)_ms<=({_NUMBER})")
+
+
+def parse_capacity_column(column: str) -> tuple[str, float]:
+    """``capacity@p99_ms<=20`` -> (``p99_ms``, 20.0); ValueError for another column."""
+    match = _CAPACITY_COLUMN.fullmatch(column)
+    if match is None:
+        raise ValueError(f"'{column[:100]}' is not a capacity column (capacity@<percentile><=<budget>)")
+    return f"{match.group(1)}_ms", float(match.group(2))
+
+
+def metric_words(column: str, *, unit: bool = True) -> str:
+    """A metric column in words, with its unit: ``capacity at p99 <= 60 ms (inferences/s)``,
+    ``p50 latency at concurrency 1 (ms)``, ``server memory (MB)``; other columns as they are."""
+    capacity = _CAPACITY_COLUMN.fullmatch(column)
+    if capacity is not None:
+        words, measure = f"capacity at {capacity.group(1)} <= {capacity.group(2)} ms", "inferences/s"
+    elif column in _TRIAL_METRIC_WORDS:
+        words, measure = _TRIAL_METRIC_WORDS[column], "MB"
+    else:
+        level = re.fullmatch(r"(p\d+)_ms@(c\d+|r.+)|(throughput)@(c\d+|r.+)", column)
+        if level is None:
+            return column
+        name, at = (f"{level.group(1)} latency", level.group(2)) if level.group(1) else ("throughput", level.group(4))
+        load = f"concurrency {at[1:]}" if at.startswith("c") else f"{at[1:]} requests/s"
+        words, measure = f"{name} at {load}", "ms" if level.group(1) else "inferences/s"
+    return f"{words} ({measure})" if unit else words
 
 
 @dataclasses.dataclass(frozen=True)

@@ -11,6 +11,7 @@ from pathlib import Path
 import optuna
 
 from sweeper.files import atomic_path, write_atomic
+from sweeper.fleet import FleetTarget
 from sweeper.record import StudyRecord
 from sweeper.report._html import render_html
 from sweeper.report._info import ReportInfo, collect, in_process_of, param_importances
@@ -33,9 +34,12 @@ def machines(record: StudyRecord) -> list[dict]:
     return found
 
 
-def write_report(study: optuna.Study, record: StudyRecord, result: StudyTables, out: Path) -> ReportInfo:
+def write_report(
+    study: optuna.Study, record: StudyRecord, result: StudyTables, out: Path, target: FleetTarget | None = None
+) -> ReportInfo:
     """Draw the report of ``study`` (its ``record`` and its ``result`` tables, under its own
-    ranking or a re-rank: nothing is measured again) into the four files in ``out``."""
+    ranking or a re-rank: nothing is measured again) into the four files in ``out``; with a
+    ``target``, the servers each Pareto trial needs for it."""
     info = collect(
         result,
         study_name=record.name,
@@ -43,6 +47,7 @@ def write_report(study: optuna.Study, record: StudyRecord, result: StudyTables, 
         importances=param_importances(study, result.ranking),
         reranked=result.ranking != record.ranking,
         machines=machines(record),
+        target=target,
     )
     out.mkdir(parents=True, exist_ok=True)
     write_atomic(out / "report.html", render_html(info))

@@ -9,7 +9,7 @@ import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 
 from sweeper.report._info import BREAKDOWN_LABELS, BREAKDOWN_PARTS, PARETO_GROUPS, SIZING_NOTE, ReportInfo
-from sweeper.vocabulary import compute_ms, parameter_columns
+from sweeper.vocabulary import compute_ms, metric_words, parameter_columns
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 1200px; color: #222; }
@@ -45,6 +45,10 @@ def render_html(info: ReportInfo) -> str:
         sections.append("<h2>Capacity and memory</h2>")
         sections.append(f"<p>{html.escape(SIZING_NOTE)}</p>")
         sections.append(_table(info.sizing.reset_index(names="trial"), knobs_first=False))
+    if info.fleet is not None:
+        sections.append(f"<h2>{html.escape(info.fleet_title)}</h2>")
+        sections.append(f'<p class="fleet">{html.escape(" ".join(info.fleet_sentences))}</p>')
+        sections.append(_table(info.fleet.reset_index(names="trial"), knobs_first=False))
     sections.append("<h2>Pareto trials</h2>")
     sections.append(_table(info.pareto.drop(columns=["state"], errors="ignore")))
     if info.hypervolume_history is not None:
@@ -87,6 +91,18 @@ def _pareto_figure(info: ReportInfo) -> go.Figure:
     each trial's five knobs on hover."""
     x, y = info.objectives[0], info.objectives[1]
     figure = go.Figure()
+    chosen = info.recommended_point()
+    if chosen is not None:  # under the groups' markers: a ring around the trial to deploy
+        figure.add_trace(
+            go.Scatter(
+                x=[chosen[x]],
+                y=[chosen[y]],
+                name=f"recommendation (#{int(chosen['number'])})",
+                mode="markers",
+                marker={"size": 24, "symbol": "circle-open", "color": "#1f77b4", "line": {"width": 2}},
+                hoverinfo="skip",
+            )
+        )
     hover = "<br>".join(["trial %{customdata[0]}", "%{customdata[1]}", f"{x}=%{{x:.4g}}", f"{y}=%{{y:.4g}}"])
     hover += "<extra></extra>"
     for group, style in PARETO_GROUPS.items():
@@ -106,7 +122,9 @@ def _pareto_figure(info: ReportInfo) -> go.Figure:
                 error_y=_error_bar(points, y),
             )
         )
-    figure.update_layout(xaxis_title=x, yaxis_title=y, legend={"orientation": "h", "y": -0.2})
+    figure.update_layout(
+        xaxis_title=metric_words(x), yaxis_title=metric_words(y), legend={"orientation": "h", "y": -0.2}
+    )
     return figure
 
 

@@ -12,6 +12,7 @@ import optuna
 import pandas as pd
 
 from sweeper.errors import UsageError
+from sweeper.fleet import FleetTarget, budget_words, fleet_of, front_fleets, sizing_capacity
 from sweeper.record import read_trial
 from sweeper.results import (
     StudyTables,
@@ -20,6 +21,7 @@ from sweeper.results import (
     level_figures,
     listed_levels,
     reference_point,
+    study_recommendation,
 )
 from sweeper.vocabulary import (
     CAPACITY,
@@ -107,6 +109,21 @@ class ReportInfo:
     """Sentences on how far the figures can be trusted: confirmation, ties, drift."""
     machines: list[str] = dataclasses.field(default_factory=list)
     """Each machine (fingerprint) the trials were measured on, in words."""
+    recommended: int | None = None
+    """The trial the measurements stand behind (``sweeper.results.recommend``); None when no
+    trial is feasible."""
+    fleet_title: str | None = None
+    """What the fleet table sizes for, in words (None without ``--target-rate``)."""
+    fleet: pd.DataFrame | None = None
+    """The servers each Pareto trial and the baseline need for the target (by label), their
+    memory in all, and cost per million inferences with a cost (``sweeper.fleet``)."""
+    fleet_sentences: list[str] = dataclasses.field(default_factory=list)
+    """The recommendation's fleet in words."""
+
+    def recommended_point(self) -> pd.Series | None:
+        """The recommendation's row of ``points``, as the Pareto plot marks it (None: no pick)."""
+        chosen = self.points[self.points["number"] == self.recommended]
+        return None if chosen.empty else chosen.iloc[0]
 
     def pareto_group(self, group: str) -> pd.DataFrame:
         """The points drawn as ``group`` (a PARETO_GROUPS key), sorted by the first objective."""
@@ -131,9 +148,11 @@ def collect(
     importances: dict[str, dict[str, float] | str],
     reranked: bool = False,
     machines: list[dict] | None = None,
+    target: FleetTarget | None = None,
 ) -> ReportInfo:
     """Compute the report of a study's tables (pure: the importances, which need Optuna's study,
-    are computed by the caller: ``sweeper.report``; the in-process timing is a stored fact)."""
+    are computed by the caller: ``sweeper.report``; the in-process timing is a stored fact);
+    with a ``target``, the fleet each Pareto trial needs for it."""
     if result.trials.empty or not (result.trials["state"] == "COMPLETE").any():
         raise UsageError(
             f"study '{study_name}' has no completed trial yet",
@@ -151,6 +170,7 @@ def collect(
     shown = sorted(set(result.pareto["number"]) | ({baseline_number} if baseline_number is not None else set()))
     breakdown, batching = _breakdown_and_batching(measurements, at_level, shown, label)
     feasible = trials[trials["feasible"]]
+    recommended = study_recommendation(result).number if not feasible.empty else None
     completed = result.trials[result.trials["state"] == "COMPLETE"]
     problems = result.trials[~result.trials["feasible"]]  # failed trials are never feasible
     return ReportInfo(
@@ -176,7 +196,27 @@ def collect(
         problems=problems[["number", "state", *parameter_columns(problems.columns), "infeasible", "failure"]],
         confidence=confidence_sentences(result),
         machines=[_machine(m) for m in machines or []],
+        recommended=recommended,
+        **(_fleets(result, shown, label, recommended, target) if target is not None else {}),
     )
+
+
+def _fleets(
+    result: StudyTables, shown: list[int], label: Callable[[int], str], recommended: int | None, target: FleetTarget
+) -> dict:
+    """The report's fleet fields: the table of ``shown`` trials and the recommendation's sentences."""
+    column = sizing_capacity(result.ranking)
+    closed_loop = bool(result.measurements["request_rate"].isna().all())
+    fleet = front_fleets(result.trials, shown, column, target, closed_loop=closed_loop)
+    fleet.index = [label(int(n)) for n in fleet.pop("number")]
+    sentences = []
+    if recommended is not None:
+        row = result.trials.set_index("number", drop=False).loc[recommended]
+        sentences = [f"The recommendation, {label(recommended)}:"]
+        sentences += fleet_of(row, column, target, closed_loop=closed_loop).sentences()
+    spare = f", {target.headroom:.0%} headroom" if target.headroom else ""
+    title = f"Servers for {target.rate:,.0f} inferences/s at {budget_words(column)}{spare}"
+    return {"fleet_title": title, "fleet": fleet, "fleet_sentences": sentences}
 
 
 def _machine(fingerprint: dict) -> str:

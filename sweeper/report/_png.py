@@ -11,6 +11,7 @@ matplotlib.use("Agg")  # files only; no display is needed or wanted
 import matplotlib.pyplot as plt
 
 from sweeper.report._info import BREAKDOWN_LABELS, BREAKDOWN_PARTS, PARETO_GROUPS, ReportInfo
+from sweeper.vocabulary import metric_words
 
 
 def render_pareto(info: ReportInfo, path: Path) -> Path:
@@ -51,18 +52,36 @@ def render_pareto(info: ReportInfo, path: Path) -> Path:
                     xytext=(4, 4),
                     textcoords="offset points",
                 )
-        axes.set_xlabel(x)
-        axes.set_ylabel(y)
+        _mark_recommendation(axes, info, x, y)
+        axes.set_xlabel(metric_words(x))
+        axes.set_ylabel(metric_words(y))
         axes.legend(loc="best")
     else:  # one objective: its value per trial
         axes.plot(info.points["number"], info.points[info.objectives[0]], "o")
         axes.set_xlabel("trial")
-        axes.set_ylabel(info.objectives[0])
+        axes.set_ylabel(metric_words(info.objectives[0]))
     axes.set_title(f"Pareto front: {info.study_name}")
     figure.tight_layout()
     figure.savefig(path, dpi=120, format="png")
     plt.close(figure)
     return path
+
+
+def _mark_recommendation(axes: plt.Axes, info: ReportInfo, x: str, y: str) -> None:
+    """A ring around the trial to deploy."""
+    chosen = info.recommended_point()
+    if chosen is not None:
+        axes.plot(
+            [chosen[x]],
+            [chosen[y]],
+            marker="o",
+            markersize=18,
+            markerfacecolor="none",
+            markeredgecolor="#1f77b4",
+            markeredgewidth=2,
+            linestyle="none",
+            label=f"recommendation (#{int(chosen['number'])})",
+        )
 
 
 def render_breakdown(info: ReportInfo, path: Path) -> Path:

@@ -53,7 +53,9 @@ def render_summary(info: ReportInfo) -> str:
         _batching_table(info),
     ]
     if not info.sizing.empty:
-        lines += ["", "## Capacity and memory", "", SIZING_NOTE, "", _sizing_table(info)]
+        lines += ["", "## Capacity and memory", "", SIZING_NOTE, "", _labelled_table(info.sizing)]
+    if info.fleet is not None:
+        lines += ["", f"## {info.fleet_title}", "", " ".join(info.fleet_sentences), "", _labelled_table(info.fleet)]
     lines += ["", "## Pareto front", "", _markdown_table(info)]
     lines += ["", "## How far the front can be trusted", "", *(f"- {s}" for s in info.confidence)]
     lines += ["", "## Measured on", "", *(f"- {m}" for m in info.machines)]
@@ -114,10 +116,11 @@ def _markdown_table(info: ReportInfo) -> str:
     return "\n".join(rows)
 
 
-def _sizing_table(info: ReportInfo) -> str:
-    columns = list(info.sizing.columns)
+def _labelled_table(frame: pd.DataFrame) -> str:
+    """A table whose index is the trials' labels."""
+    columns = list(frame.columns)
     rows = ["| trial | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
-    for label, values in info.sizing.iterrows():
+    for label, values in frame.iterrows():
         cells = ["" if pd.isna(v) else f"{v:.4g}" if isinstance(v, float) else str(v) for v in values]
         rows.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(rows)

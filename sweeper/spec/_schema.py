@@ -337,6 +337,12 @@ class LoadSpec(_Strict):
         return self
 
     @property
+    def perf_analyzer_setting(self) -> str | list[str] | dict | None:
+        """``perf_analyzer`` as ``sweeper.load.find_perf_analyzer`` takes it (an image as a mapping)."""
+        value = self.perf_analyzer
+        return value.model_dump() if isinstance(value, PerfAnalyzerImageSpec) else value
+
+    @property
     def capacity_bounds(self) -> tuple[float, float, float]:
         """``load.capacity``'s low, high and resolution, the mode's defaults where unset."""
         given = (self.capacity.low, self.capacity.high, self.capacity.resolution)

@@ -1,6 +1,6 @@
 """The package's shape: no function over 60 lines, and its import graph, every edge counted (imports inside functions and under
 TYPE_CHECKING included, a package's ``__init__`` importing its own parts too): no cycles, the
-vocabulary a leaf, and the readers of a finished study (results, report, export) apart from the
+vocabulary a leaf, and the readers of a finished study (results, report, export, fleet) apart from the
 machinery that measures (study, launchers, load)."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import pytest
 from tests.conftest import REPO
 
 MEASURING = ("sweeper.study", "sweeper.launchers", "sweeper.load", "sweeper.sweep")
-READERS = ("sweeper.results", "sweeper.report", "sweeper.export", "sweeper.record")
+READERS = ("sweeper.results", "sweeper.report", "sweeper.export", "sweeper.record", "sweeper.fleet")
 
 
 def _module_name(root: Path, path: Path) -> str:
