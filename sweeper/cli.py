@@ -119,6 +119,10 @@ def cmd_init(args: argparse.Namespace) -> int:
     from sweeper.starter import draft, spec_text, unique_study_name
 
     out = Path(args.output) if args.output else None
+    if out is not None and out.is_dir():
+        raise UsageError(
+            f"-o {out}: is a folder; -o names the spec file to write", hint=f"e.g. -o {out / 'sweep.yaml'}"
+        )
     if out is not None and out.exists() and not args.force:
         raise UsageError(f"{out} exists; sweeper init does not overwrite it", hint="--force to replace it")
     if out is not None and not out.parent.is_dir():
@@ -278,7 +282,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     target = _fleet_target(args)
     if target is not None:
         sizing_capacity(ranking)  # refused before anything is written
-    out = Path(args.out) if args.out else directory
+    out = _folder_option(args.out, "--out") if args.out else directory
     result = tables(record, ranking)
     write_tables(result, out)
     _report(study, record, result, out, target)
@@ -294,7 +298,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     exported = export(
         record,
         directory,
-        Path(args.out),
+        _folder_option(args.out, "--out"),
         pick=pick,
         where=args.where,
         backend=args.backend,
@@ -348,6 +352,14 @@ def _verify_parser(commands: argparse._SubParsersAction) -> None:
     )
     verifier.add_argument("--json", action="store_true", help="print the verdict as one JSON object")
     verifier.set_defaults(handler=cmd_verify)
+
+
+def _folder_option(value: str, option: str) -> Path:
+    """A folder the command writes into: refused (exit 2) when a file stands there."""
+    path = Path(value)
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"{option} {value}: is a file, not a folder", hint="give a folder (created if missing)")
+    return path
 
 
 def _fleet_target(args: argparse.Namespace) -> FleetTarget | None:

@@ -186,6 +186,8 @@ def read_perf_analyzer_json(path: Path, inputs: list[TensorSpec]) -> Samples:
         document = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise DataError(f"{path}: not a JSON file: {exc}") from None
+    except RecursionError:
+        raise DataError(f"{path}: its JSON is nested too deep to be request data (a tensor has a few axes)") from None
     entries = document.get("data") if isinstance(document, dict) else None
     if not isinstance(entries, list) or not entries:
         raise DataError(f'{path}: expected {{"data": [ {{"<input>": ...}}, ... ]}} with at least one entry')

@@ -50,16 +50,28 @@ def default_storage(directory: Path) -> str:
     return f"sqlite:///{directory / 'study.db'}"
 
 
+def masked(url: str) -> str:
+    """``url`` with whatever stands between the user name and the host hidden, whether or not
+    it parses as a URL (``postgresql://u:***@host/db``): no message prints a password."""
+    head, at, host = url.rpartition("@")
+    slashes = head.find("//")
+    prefix, credentials = (head[: slashes + 2], head[slashes + 2 :]) if slashes >= 0 else ("", head)
+    if not at or ":" not in credentials:
+        return url[:200]
+    return f"{prefix}{credentials.split(':', 1)[0]}:***@{host}"[:200]
+
+
 def storage_label(url: str) -> str:
     """The storage URL with its password hidden; UsageError when it is not a database URL or
     names a database kind SQLAlchemy does not know."""
     try:
         parsed = sqlalchemy.engine.make_url(url)
         shown = parsed.render_as_string(hide_password=True)
-    except sqlalchemy.exc.ArgumentError:
+    except (sqlalchemy.exc.ArgumentError, ValueError) as exc:  # ValueError: a port that is no number
+        reason = "its port is not a number" if isinstance(exc, ValueError) else "not a database URL"
         raise UsageError(
-            f"--storage / study.storage: not a database URL: {url[:200]!r}",
-            hint="e.g. sqlite:///path/study.db or postgresql://user@host/db",
+            f"--storage / study.storage: {reason}: {masked(url)!r}",
+            hint="e.g. sqlite:///path/study.db or postgresql://user@host:5432/db",
         ) from None
     try:
         parsed.get_dialect()

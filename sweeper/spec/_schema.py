@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, PlainValidator, Strict, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator, Strict, StrictBool, model_validator
 
 from sweeper.artifacts import PRECISIONS
 from sweeper.samplers import DEFAULT_SAMPLER, SAMPLERS
@@ -76,7 +76,7 @@ class StudySpec(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", max_length=100)
     trials: Int = Field(default=20, ge=1, le=100_000)
     sampler: Literal[tuple(SAMPLERS)] = DEFAULT_SAMPLER  # type: ignore[valid-type]
-    seed: Int | None = 0
+    seed: Int | None = Field(default=0, ge=0, le=2**32 - 1, description="numpy and Optuna take 0 .. 2**32-1")
     storage: str | None = None
     heartbeat_s: Int = Field(default=10, ge=1, le=3600, description="a worker silent for 3x this is dead")
     confirm_repeats: Int = Field(
@@ -154,7 +154,7 @@ class ExampleInputsSpec(_Strict):
     low: Float = 0.0
     high: Float = 1.0
     ranges: dict[str, InputRangeSpec] = Field(default_factory=dict)
-    seed: Int = 0
+    seed: Int = Field(default=0, ge=0, le=2**32 - 1, description="numpy's generators take 0 .. 2**32-1")
     samples: Int = Field(default=8, ge=1, le=10_000, description="generated samples (requests cycle through them)")
 
     @model_validator(mode="after")
@@ -429,7 +429,7 @@ class ObjectiveSpec(_MetricSpec):
     """One of ``objectives:``: a metric minimized or maximized."""
 
     direction: Literal["minimize", "maximize"]
-    primary: bool = Field(
+    primary: StrictBool = Field(
         default=False, description="the pick takes the front's best on this objective first (at most one)"
     )
 

@@ -92,5 +92,7 @@ def read_yaml(path: Path) -> Any:
         line = f" (line {where.line + 1}, column {where.column + 1})" if where else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise SpecError(f"{path}{line}: the YAML does not parse: {problem[:200]}") from None
+    except RecursionError:
+        raise SpecError(f"{path}: the YAML is nested too deep to be a spec (a spec is a few levels deep)") from None
     finally:
         loader.dispose()

@@ -92,3 +92,13 @@ def test_pick_trial_and_where(study_dir, tmp_path, capsys):
     assert main(["export", str(study_dir), "--out", str(tmp_path / "c"), "--where", "p51_ms@c1 <= 3"]) == 2
     assert "no column 'p51_ms@c1'" in capsys.readouterr().err
     assert main(["export", str(study_dir), "--out", str(tmp_path / "d"), "--pick", "best"]) == 2
+
+
+def test_export_and_report_onto_a_file_are_refused(study_dir, tmp_path, capsys):
+    target = tmp_path / "a-file"
+    target.write_text("mine")
+    for command in ("export", "report"):
+        assert main([command, str(study_dir), "--out", str(target)]) == 2
+        err = capsys.readouterr().err
+        assert f"--out {target}: is a file, not a folder" in err and "Traceback" not in err
+    assert target.read_text() == "mine"

@@ -505,6 +505,18 @@ BAD_SPECS = {
         ("precision: [fp32]", "precision: [fp32]\n  server:\n    --buffer-manager-thread-count: [4, null]"),
         "search_space.server.--buffer-manager-thread-count.1: should be a valid boolean or",
     ),
+    "example-seed-negative": (
+        ("  name: mlp\n", "  name: mlp\n  example_inputs: {seed: -3}\n"),
+        "model.example_inputs.seed: Input should be greater than or equal to 0 (got -3)",
+    ),
+    "study-seed-too-large": (
+        ("study: {name: s1, trials: 2}", "study: {name: s1, trials: 2, seed: 4294967296}"),
+        "study.seed: Input should be less than or equal to 4294967295",
+    ),
+    "primary-yes-is-a-word": (
+        ("direction: minimize}", "direction: minimize, primary: yes}"),
+        "objectives.0.primary: Input should be a valid boolean (got 'yes')",
+    ),
     "config-not-a-list-names-the-field": (
         ("precision: [fp32]", "precision: [fp32]\n  config:\n    instance_group[0].kind: KIND_CPU"),
         "search_space.config.instance_group[0].kind: Input should be a valid list",
@@ -649,6 +661,7 @@ RAW_FILES = {
         "expands to more than",
     ),
     "too-large": (b"# " + b"x" * (2 << 20) + b"\n", "too large for a spec"),
+    "nested-5000-deep": (b"a: " + b"[" * 5000 + b"]" * 5000 + b"\n", "the YAML is nested too deep to be a spec"),
 }
 
 
@@ -706,6 +719,31 @@ def test_command_line_problems_exit_2(tmp_path, mlp_file, capsys):
     )
     refused(["run", str(tmp_path), "--results-dir", str(results)], capsys, results, "is a folder, not a spec file")
     refused(["report", str(tmp_path / "nowhere")], capsys, results, "no such study folder")
+    refused(["init", str(mlp_file), "-o", str(tmp_path), "--force"], capsys, results, "is a folder; -o names the spec")
+
+
+# Storage URLs that do not parse or name no database: refused, and no message prints the password.
+BAD_STORAGE_URLS = {
+    "postgresql://me:hunter2@host:abc/db": "its port is not a number: 'postgresql://me:***@host:abc/db'",
+    "postgresql://me:hunter2@[::1/db": "its port is not a number",
+    "postgresql//me:hunter2@host/db": "not a database URL: 'postgresql//me:***@host/db'",
+    "postgresql:me:hunter2@host/db": "not a database URL",
+    "foodb://me:hunter2@host/db": "unknown database kind 'foodb' in foodb://me:***@host/db",
+}
+
+
+@pytest.mark.parametrize("url", sorted(BAD_STORAGE_URLS))
+def test_a_storage_url_that_names_no_database_is_refused_without_its_password(url, tmp_path, mlp_file, capsys):
+    results = tmp_path / "results"
+    argv = ["run", str(_spec(tmp_path, mlp_file)), "--results-dir", str(results), "--storage", url]
+    err = refused(argv, capsys, results, BAD_STORAGE_URLS[url])
+    assert "hunter2" not in err
+
+
+def test_request_data_nested_far_deeper_than_a_tensor_is_refused(tmp_path, mlp_file, capsys):
+    (tmp_path / "deep.json").write_text('{"data": [{"x": ' + "[" * 5000 + "1.0" + "]" * 5000 + "}]}")
+    spec = _spec(tmp_path, mlp_file, VALID.replace("  name: mlp\n", "  name: mlp\n  input_data: deep.json\n"))
+    run_refused(spec, capsys, "model.input_data", "its JSON is nested too deep to be request data")
 
 
 def test_unknown_option_is_a_usage_error(capsys):
