@@ -84,6 +84,17 @@ class Measurement:
     send_rate: float | None = None
     behind_schedule: bool = False
     search: str | None = None
+    intervals: dict[str, list[float | None]] | None = None
+    """Each percentile's 95 % interval from the order statistics of its samples (``p99_ms`` ->
+    [low, high], None for a side the samples do not bound: ``sweeper.load._tail``); None where
+    the generator reports percentiles without its samples."""
+    verdict: str | None = None
+    """A load a capacity search judged: ``within`` or ``over`` the budget by its whole interval,
+    or ``... by its point estimate`` where the interval still straddled the budget (or there was
+    none) after the most samples a load gets."""
+    remeasured: str | None = None
+    """Why this measurement was taken again before it could decide a capacity (it is kept; the
+    one taken after it decides)."""
 
     @property
     def level(self) -> str:

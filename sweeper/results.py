@@ -17,13 +17,39 @@ import pandas as pd
 
 from sweeper.errors import UsageError
 from sweeper.files import atomic_path
-from sweeper.record import MEASUREMENT_FIELDS, StudyRecord, TrialRecord
-from sweeper.vocabulary import KNOBS, METRICS, Bound, Objective, Ranking, metric_column, parameter_columns
+from sweeper.record import MEASUREMENT_FIELDS, Measurement, StudyRecord, TrialRecord
+from sweeper.vocabulary import (
+    KNOBS,
+    METRICS,
+    PERCENTILES,
+    Bound,
+    Objective,
+    Ranking,
+    metric_column,
+    parameter_columns,
+)
 
-MEASUREMENT_COLUMNS = ["number", "repeat_of", "level", *MEASUREMENT_FIELDS]
+_INTERVAL_COLUMNS = [f"{p}:{side}" for p in PERCENTILES for side in ("lo", "hi")]
+MEASUREMENT_COLUMNS = [
+    "number",
+    "repeat_of",
+    "level",
+    *(f for f in MEASUREMENT_FIELDS if f != "intervals"),
+    *_INTERVAL_COLUMNS,
+]
 """measurements.csv: one row per trial and load measured (``level`` ``c8`` or ``r500``; ``search``
 names the capacity search that chose a load, empty for the levels the spec lists;
-``repeat_of`` the trial a confirmation repeat or anchor measured again)."""
+``repeat_of`` the trial a confirmation repeat or anchor measured again; ``p99_ms:lo`` and
+``p99_ms:hi`` the 95 % interval of each percentile, empty where the generator kept no samples or
+they do not bound that side; ``verdict`` a capacity search's judgement of the load, and
+``remeasured`` why a load was measured again, both rows kept)."""
+
+
+def _measurement_row(trial: TrialRecord, measurement: Measurement) -> dict:
+    row = {"number": trial.number, "repeat_of": trial.repeat_of, "level": measurement.level, **measurement.as_dict()}
+    for percentile, (low, high) in (row.pop("intervals") or {}).items():
+        row.update({f"{percentile}:lo": low, f"{percentile}:hi": high})
+    return row
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,10 +112,7 @@ def tables(study: StudyRecord, ranking: Ranking | None = None, *, confirmed: boo
     for trial in study.trials:
         if trial.kind == "duplicate":
             continue
-        measurement_rows += [
-            {"number": trial.number, "repeat_of": trial.repeat_of, "level": m.level, **m.as_dict()}
-            for m in trial.measurements
-        ]
+        measurement_rows += [_measurement_row(trial, m) for m in trial.measurements]
         if trial.repeat_of is None:
             found = repeats.get(trial.number, []) if confirmed and trial.kind == "complete" else []
             summary = confirmed_figures(trial, found) if found else None

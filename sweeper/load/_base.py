@@ -13,8 +13,9 @@ import numpy as np
 from sweeper.data import Samples
 from sweeper.errors import TrialError
 from sweeper.launchers import Endpoints, server_statistics
-from sweeper.load._capacity import CapacityTarget, search_capacity
+from sweeper.load._capacity import CapacityTarget, load_verdict, search_capacity
 from sweeper.load._client import describe_failure, send_once
+from sweeper.load._tail import Tail
 from sweeper.load._wire import InferenceError, check_outputs, grpc_message, http_request
 from sweeper.record import Capacity, LoadGeneratorInfo, Measurement
 from sweeper.tensors import TensorSpec
@@ -80,9 +81,11 @@ class LoadGenerator(abc.ABC):
         requests: list[bytes],
         level: Level,
         settings: LoadSettings,
+        tail: Tail | None = None,
     ) -> Measurement:
-        """Warm up, then measure ``level`` under the spec's load ``settings``; raise TrialError
-        when a request fails."""
+        """Warm up, then measure ``level`` under the spec's load ``settings`` (for a load a
+        capacity search judges, with enough samples to judge it by ``tail``, as far as the
+        generator can); raise TrialError when a request fails."""
 
     def measure(
         self, endpoints: Endpoints, protocol: str, workload: Workload, level: Level | int, settings: LoadSettings
@@ -102,28 +105,40 @@ class LoadGenerator(abc.ABC):
         targets: list[CapacityTarget],
     ) -> tuple[list[Measurement], list[Capacity]]:
         """Every level of ``settings``, then each capacity search within its bounds (a load
-        measured once serves every search and level that names it)."""
+        measured once serves every search and level that names it; one measured again before it
+        could decide keeps both measurements, in the order taken)."""
         requests = workload.encoded(protocol, endpoints)
         check_first_response(protocol, endpoints, workload, requests[0], settings.request_timeout_s)
-        measured: dict[str, Measurement] = {}
+        taken: list[Measurement] = []
+        standing: dict[str, int] = {}  # a level's label -> the measurement of it that counts
+        # The first search's tail: a listed level is also where its search starts.
+        first = Tail(targets[0].percentile, targets[0].budget_ms) if targets else None
 
-        def at(level: Level, search: str | None = None) -> Measurement:
-            if level.label not in measured:
-                found = self.measure_level(endpoints, protocol, workload, requests, level, settings)
-                measured[level.label] = dataclasses.replace(found, search=search)
-            return measured[level.label]
+        def at(level: Level, search: str | None, tail: Tail | None, again: str | None = None) -> Measurement:
+            if again is not None:
+                index = standing.pop(level.label)
+                taken[index] = dataclasses.replace(taken[index], remeasured=again)
+            if level.label not in standing:
+                found = self.measure_level(endpoints, protocol, workload, requests, level, settings, tail)
+                standing[level.label] = len(taken)
+                taken.append(dataclasses.replace(found, search=search))
+            return taken[standing[level.label]]
 
         for level in settings.levels:
-            at(level)
+            at(level, None, first)
         template = settings.levels[0]
         capacities = []
         for target in targets:
+            tail = Tail(target.percentile, target.budget_ms)
 
-            def measure(value: float, column: str = target.column) -> Measurement:
-                return at(template.with_value(value), column)
+            def measure(value: float, again: str | None = None, column: str = target.column, tail: Tail = tail):
+                return at(template.with_value(value), column, tail, again)
 
             capacities.append(search_capacity(measure, target, settings.capacity))
-        return list(measured.values()), capacities
+            for load in capacities[-1].tried:
+                index = standing[template.with_value(load).label]
+                taken[index] = dataclasses.replace(taken[index], verdict=load_verdict(taken[index], target))
+        return taken, capacities
 
 
 def check_first_response(

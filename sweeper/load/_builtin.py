@@ -9,12 +9,16 @@ up to ``MAX_IN_FLIGHT``; a run whose sends fall behind the schedule is flagged.
 
 Each thread owns one connection (HTTP/1.1 or HTTP/2 gRPC) and records the end time and the
 latency of every request. After the warm-up, back-to-back windows run until the last three
-agree (``stable_windows``); percentiles come from every sample of those three windows.
+agree (``stable_windows``); percentiles come from every sample of those three windows. A load a
+capacity search judges (``Tail``) is measured on, window after window pooled with those three,
+while its percentile's interval straddles the budget, up to ``MORE_SAMPLES`` times the samples
+the percentile needs (``sweeper.load._tail``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections.abc import Callable
 
@@ -30,9 +34,10 @@ from sweeper.load._base import (
     server_times,
     statistics_of,
 )
-from sweeper.load._loops import ON_SCHEDULE, Worker, start_loop
+from sweeper.load._loops import ON_SCHEDULE, Loop, Worker, start_loop
+from sweeper.load._tail import MORE_SAMPLES, Tail, interval
 from sweeper.record import LoadGeneratorInfo, Measurement, sweeper_version
-from sweeper.vocabulary import Level, LoadSettings
+from sweeper.vocabulary import PERCENTILES, Level, LoadSettings
 
 STABLE_WINDOWS = 3
 
@@ -57,7 +62,10 @@ class Run:
     boundaries: list[Boundary]
     stable: bool
     latencies_ns: np.ndarray
-    """The samples of the last ``STABLE_WINDOWS`` windows."""
+    """The samples of the pooled windows: the last ``STABLE_WINDOWS``, and any measured after
+    them while the tail's verdict was open."""
+    pooled_from: int
+    """The index in ``boundaries`` where the pooled windows begin."""
 
 
 def _window(workers: list[Worker], start: Boundary, end: Boundary) -> list[int]:
@@ -86,10 +94,12 @@ def run_until_stable(
     max_windows: int,
     timeout_s: float,
     statistics: Callable[[], dict],
+    tail: Tail | None = None,
 ) -> Run:
     """Drive ``level`` until ``STABLE_WINDOWS`` windows agree (or ``max_windows`` were
     measured); a window in which no request ended starts the count again with longer windows
-    (``WINDOW_GROWTH``); raise TrialError when a request fails."""
+    (``WINDOW_GROWTH``); with a ``tail``, on while its verdict is open (``_settle``); raise
+    TrialError when a request fails."""
     loop = start_loop(protocol, endpoints, requests, level, timeout_s)
     workers = loop.workers
 
@@ -123,10 +133,33 @@ def run_until_stable(
                 if windows_agree(throughputs, means, tolerance):
                     stable = True
                     break
+        pooled_from = len(boundaries) - STABLE_WINDOWS - 1
+        if tail is not None:
+            _settle(loop, boundaries, boundary, tail, pooled_from, window, max_windows)
     finally:
         loop.close()
-    first, last = boundaries[-STABLE_WINDOWS - 1], boundaries[-1]
-    return Run(boundaries, stable, np.asarray(_window(list(workers), first, last), dtype=np.int64))
+    samples = _window(list(workers), boundaries[pooled_from], boundaries[-1])
+    return Run(boundaries, stable, np.asarray(samples, dtype=np.int64), pooled_from)
+
+
+def _settle(
+    loop: Loop,
+    boundaries: list[Boundary],
+    boundary: Callable[[], Boundary],
+    tail: Tail,
+    pooled_from: int,
+    window: float,
+    max_windows: int,
+) -> None:
+    """Measure more windows, pooled with the stable ones, while ``tail`` says the samples do not
+    settle the load's verdict; at most ``max_windows`` * ``MORE_SAMPLES`` windows more."""
+    for _ in range(max_windows * MORE_SAMPLES):
+        pooled = np.asarray(_window(list(loop.workers), boundaries[pooled_from], boundaries[-1]), dtype=float)
+        if tail.settled(pooled / 1e6):
+            return
+        loop.stop.wait(window)
+        loop.check()
+        boundaries.append(boundary())
 
 
 class BuiltinGenerator(LoadGenerator):
@@ -152,6 +185,7 @@ class BuiltinGenerator(LoadGenerator):
         requests: list[bytes],
         level: Level,
         settings: LoadSettings,
+        tail: Tail | None = None,
     ) -> Measurement:
         run = run_until_stable(
             protocol,
@@ -164,13 +198,14 @@ class BuiltinGenerator(LoadGenerator):
             max_windows=settings.max_windows,
             timeout_s=settings.request_timeout_s,
             statistics=lambda: statistics_of(endpoints, workload),
+            tail=tail,
         )
         return _measurement(run, level, workload.batch_size)
 
 
 def _measurement(run: Run, level: Level, batch_size: int) -> Measurement:
-    """The figures of the last ``STABLE_WINDOWS`` windows of a run: percentiles from every sample."""
-    first, last = run.boundaries[-STABLE_WINDOWS - 1], run.boundaries[-1]
+    """The figures of a run's pooled windows: percentiles and their intervals from every sample."""
+    first, last = run.boundaries[run.pooled_from], run.boundaries[-1]
     elapsed = last.at - first.at
     samples = run.latencies_ns / 1e6
     if samples.size == 0:
@@ -192,6 +227,7 @@ def _measurement(run: Run, level: Level, batch_size: int) -> Measurement:
         throughput=samples.size * batch_size / elapsed,
         **server_times(first.stats, last.stats),
         requests=int(samples.size),
+        intervals={p: _bounded(interval(samples, p)) for p in PERCENTILES},
         windows=len(run.boundaries) - 1,
         stable=run.stable,
         client_cpu=client_cpu,
@@ -202,3 +238,8 @@ def _measurement(run: Run, level: Level, batch_size: int) -> Measurement:
         send_rate=(last.sent - first.sent) / elapsed if scheduled else None,
         behind_schedule=behind,
     )
+
+
+def _bounded(bounds: tuple[float, float]) -> list[float | None]:
+    """An interval as stored: None for a side the samples do not bound."""
+    return [value if math.isfinite(value) else None for value in bounds]

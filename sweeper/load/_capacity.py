@@ -18,10 +18,16 @@ per run, so every load tried keeps perf_analyzer's own figures.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 
+from sweeper.load._tail import OVER, UNDECIDED, WITHIN, verdict
 from sweeper.record import Capacity, Measurement
 from sweeper.vocabulary import SearchBounds
+
+OUTLIER_DROP = 0.15
+"""A load over the budget whose throughput is this much below a lower load's that held it is
+measured again before it may cap the search (the stability tolerance's default)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,8 +42,39 @@ class CapacityTarget:
     from there instead of doubling up from ``low`` (None: no such configuration yet)."""
 
 
+def load_verdict(measurement: Measurement, target: CapacityTarget) -> str:
+    """``within`` or ``over`` the budget by the whole 95 % interval of the percentile, else by
+    its point estimate, said so (``within by its point estimate``): the interval straddled the
+    budget after the most samples a load gets, or the generator kept no samples."""
+    bounds = (measurement.intervals or {}).get(target.percentile)
+    if bounds:
+        low, high = (-math.inf if bounds[0] is None else bounds[0]), (math.inf if bounds[1] is None else bounds[1])
+        decided = verdict(low, high, target.budget_ms)
+        if decided != UNDECIDED:
+            return decided
+    point = WITHIN if getattr(measurement, target.percentile) <= target.budget_ms else OVER
+    return f"{point} by its point estimate"
+
+
 def _within(measurement: Measurement, target: CapacityTarget) -> bool:
-    return getattr(measurement, target.percentile) <= target.budget_ms
+    return load_verdict(measurement, target).startswith(WITHIN)
+
+
+def _suspect(load: float, tried: dict[float, Measurement], target: CapacityTarget, bounds: SearchBounds) -> str | None:
+    """Why a load that broke the budget may be an outlier rather than the capacity: its
+    throughput fell well below that of the highest lower load that held the budget (in a closed
+    loop more requests in flight serve no less, and an open loop sends what it is asked to, short
+    of a disturbance: a stall, a neighbour on the host). None: it stands."""
+    below = [other for other, m in tried.items() if other < load and _within(m, target)]
+    if not below:
+        return None
+    neighbour = tried[max(below)]
+    if tried[load].throughput >= (1 - OUTLIER_DROP) * neighbour.throughput:
+        return None
+    return (
+        f"its throughput {tried[load].throughput:.4g}/s fell {OUTLIER_DROP:.0%} or more below that of "
+        f"{bounds.describe(max(below))} ({neighbour.throughput:.4g}/s)"
+    )
 
 
 def _midpoint(low: float, high: float, bounds: SearchBounds) -> float | None:
@@ -55,46 +92,86 @@ def _on_grid(load: float, bounds: SearchBounds) -> float:
     return float(int(snapped)) if bounds.integer else snapped
 
 
-def search_capacity(measure: Callable[[float], Measurement], target: CapacityTarget, bounds: SearchBounds) -> Capacity:
+Measure = Callable[..., Measurement]
+"""``measure(load)``, or ``measure(load, why)`` to measure a load again (the first measurement kept)."""
+
+
+def search_capacity(measure: Measure, target: CapacityTarget, bounds: SearchBounds) -> Capacity:
     """From ``bounds.low`` (light load must hold too), then from ``target.start`` where comparable
     configurations crossed the budget: a step of a quarter above it while within the budget
     (doubling after that), or straight to bisecting below it; without a start, doubling from
-    ``low``. Then bisect to the resolution. The capacity, with every load tried in ``tried``
+    ``low``. Then bisect to the resolution. A load that breaks the budget where a lower load
+    says it should not (``_suspect``), when it is measured or once the bisection has measured
+    below it, is measured again, once, before it may cap the search; the search then goes on
+    from what the loads say. The capacity, with every load tried in ``tried``
     (``measure`` may answer from loads measured already)."""
     tried: dict[float, Measurement] = {}
+    again: set[float] = set()
 
     def within(load: float) -> bool:
         if load not in tried:
             tried[load] = measure(load)
+        if not _within(tried[load], target) and load not in again:
+            why = _suspect(load, tried, target, bounds)
+            if why is not None:
+                again.add(load)
+                tried[load] = measure(load, why)
         return _within(tried[load], target)
 
     if not within(bounds.low):
         return capacity_of(tried, target, bounds)
-    good, over, growth = bounds.low, None, 2.0
+    good, over = _bracket(within, target, bounds)
+    while True:
+        _bisect(within, good, over, bounds)
+        broken = [load for load, m in tried.items() if not _within(m, target) and load not in again]
+        suspects = [load for load in broken if _suspect(load, tried, target, bounds) is not None]
+        if not suspects:
+            return capacity_of(tried, target, bounds)
+        within(min(suspects))  # measured again; the bracket is read anew from every load
+        limit = min((load for load, m in tried.items() if not _within(m, target)), default=None)
+        good = max(load for load, m in tried.items() if _within(m, target) and (limit is None or load < limit))
+        good, over = (good, limit) if limit is not None else _grow(within, good, bounds, 2.0)
+
+
+def _bracket(
+    within: Callable[[float], bool], target: CapacityTarget, bounds: SearchBounds
+) -> tuple[float, float | None]:
+    """The highest load within the budget and the lowest over it found by growing from ``low``
+    (or from ``target.start``); None over it: the search's upper bound held."""
+    good, growth = bounds.low, 2.0
     start = None if target.start is None else _on_grid(target.start, bounds)
     if start is not None and start > bounds.low:
-        if within(start):
-            good, growth = start, 1.25
-        else:
-            over = start
-    while over is None and good < bounds.high:
+        if not within(start):
+            return good, start
+        good, growth = start, 1.25
+    return _grow(within, good, bounds, growth)
+
+
+def _grow(
+    within: Callable[[float], bool], good: float, bounds: SearchBounds, growth: float
+) -> tuple[float, float | None]:
+    """Grow from ``good`` (by ``growth`` first, doubling after): the last load within the budget
+    and the first over it (None: the upper bound held)."""
+    while good < bounds.high:
         load = min(bounds.high, good * growth)
         load = float(int(load)) if bounds.integer else load
         load = load if load > good else min(bounds.high, good + bounds.resolution)
         growth = 2.0
-        if within(load):
-            good = load
-        else:
-            over = load
+        if not within(load):
+            return good, load
+        good = load
+    return good, None
+
+
+def _bisect(within: Callable[[float], bool], good: float, over: float | None, bounds: SearchBounds) -> None:
     while over is not None and over - good > bounds.resolution:
         middle = _midpoint(good, over, bounds)
         if middle is None:
-            break
+            return
         if within(middle):
             good = middle
         else:
             over = middle
-    return capacity_of(tried, target, bounds)
 
 
 def capacity_of(tried: dict[float, Measurement], target: CapacityTarget, bounds: SearchBounds) -> Capacity:

@@ -4,6 +4,8 @@ queue time and the output check; then what each has of its own (faults, finding 
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 from pathlib import Path
@@ -323,3 +325,53 @@ def test_request_timeout_is_a_clear_failure(delayed_server):
     with pytest.raises(TrialError, match="no response within load.request_timeout_s"):
         BUILTIN.measure(delayed_server.endpoints, "http", WORKLOAD, 1, impatient)
     assert time.perf_counter() - started < 10
+
+
+class _PausingGenerator(BuiltinGenerator):
+    """The built-in generator, but the first measurement of concurrency ``at`` runs while the
+    server's process group is stopped and continued in turns (SIGSTOP/SIGCONT, 60 ms each): a
+    stall from outside the configuration, as a noisy neighbour makes one."""
+
+    def __init__(self, group: int, at: int) -> None:
+        super().__init__()
+        self._group, self._at, self.paused = group, at, 0
+
+    def measure_level(self, endpoints, protocol, workload, requests, level, settings, tail=None):
+        if level.concurrency != self._at or self.paused:
+            return super().measure_level(endpoints, protocol, workload, requests, level, settings, tail)
+        self.paused += 1
+        done = threading.Event()
+
+        def stall() -> None:
+            while not done.wait(0.06):
+                os.killpg(self._group, signal.SIGSTOP)
+                try:
+                    time.sleep(0.06)
+                finally:
+                    os.killpg(self._group, signal.SIGCONT)
+
+        staller = threading.Thread(target=stall, daemon=True)
+        staller.start()
+        try:
+            return super().measure_level(endpoints, protocol, workload, requests, level, settings, tail)
+        finally:
+            done.set()
+            staller.join()
+            os.killpg(self._group, signal.SIGCONT)
+
+
+def test_an_outlier_load_is_measured_again_and_does_not_cap_the_capacity(server):
+    """Concurrency 4 measured while the server stalls breaks a budget every load holds otherwise,
+    at a fraction of concurrency 2's throughput: it is measured again before it may cap the
+    search, both measurements are kept, and the capacity goes past it."""
+    pausing = _PausingGenerator(server._process.pid, at=4)
+    search = QUICK_SPEC.model_copy(update={"capacity": CapacitySearchSpec(low=1, high=8, resolution=1)}).settings
+    target = CapacityTarget("capacity@p99_ms<=20", "p99_ms", 20.0)
+    measurements, (capacity,) = pausing.measure_trial(server.endpoints, "http", WORKLOAD, search, [target])
+    fours = [m for m in measurements if m.concurrency == 4]
+    assert pausing.paused == 1 and len(fours) == 2, [(m.level, m.p99_ms, m.remeasured) for m in measurements]
+    stalled, again = fours
+    assert stalled.p99_ms > 20 and "fell 15% or more below that of concurrency" in stalled.remeasured
+    assert again.remeasured is None and again.p99_ms <= 20 and again.verdict.startswith("within")
+    assert capacity.load > 4, capacity
+    assert stalled.intervals["p99_ms"][0] is not None, "the built-in generator keeps its samples: an interval"

@@ -84,3 +84,59 @@ def test_a_start_where_comparable_configurations_crossed_brackets_from_there():
     rates = SearchBounds(10, 5000, 10, integer=False, unit="requests/s")
     warm = search_capacity(lambda r: _at(r, r / 100), dataclasses.replace(TARGET, start=1234.5), rates)
     assert warm.load == pytest.approx(1000, abs=10) and all(load % 10 == pytest.approx(0) for load in warm.tried)
+
+
+def _noisy(curve, outliers):
+    """``curve`` as measured, but the first measurement of each load in ``outliers`` is the
+    outlier given there (p99, throughput); every measurement is logged as (load, why)."""
+    log = []
+
+    def measure(load, again=None):
+        log.append((load, again))
+        if load in outliers and again is None:
+            p99, throughput = outliers[load]
+            return dataclasses.replace(_at(load, p99), throughput=throughput)
+        return _at(load, curve(load))
+
+    return measure, log
+
+
+def test_an_outlier_that_breaks_the_budget_is_measured_again_before_it_caps_the_search():
+    """The MobileNet case: p99 within the budget up to concurrency 25, but one window at 16
+    stalls (p99 3x, throughput 700/s): once 15 held at 1,500/s, 16 is measured again and the
+    search goes on past it."""
+    measure, log = _noisy(lambda c: c * 0.4, {16: (30.0, 700.0)})
+    capacity = search_capacity(measure, TARGET, CONCURRENCY)
+    assert capacity.load == 25, capacity.tried
+    again = [why for load, why in log if why is not None]
+    assert len(again) == 1 and "fell 15% or more below that of concurrency 15 (1500/s)" in again[0]
+    assert [load for load, _ in log].count(16) == 2, "measured twice, no more"
+
+
+def test_an_outlier_is_measured_again_as_soon_as_a_lower_load_shows_it():
+    """From a start of 8 (a comparable configuration's crossing) the search steps to 10, then
+    doubles: 20 breaks with half 10's throughput, is measured again at once, holds, and the
+    search goes on to 25."""
+    measure, log = _noisy(lambda c: c * 0.4, {20: (30.0, 500.0)})
+    capacity = search_capacity(measure, dataclasses.replace(TARGET, start=8), CONCURRENCY)
+    assert capacity.load == 25, capacity.tried
+    assert [load for load, why in log if why] == [20]
+    assert log[log.index((20, None)) + 1][0] == 20, "measured again before the search moved on"
+
+
+def test_a_load_that_breaks_the_budget_again_caps_the_search():
+    """Measured again and still over: the capacity is below it, as before."""
+    measure, log = _noisy(lambda c: 5.0 if c < 16 else 30.0, {16: (30.0, 100.0)})
+    capacity = search_capacity(measure, TARGET, CONCURRENCY)
+    assert capacity.load < 16 and [load for load, _ in log].count(16) == 2
+
+
+def test_a_verdict_comes_from_the_interval_where_it_decides_and_says_when_it_does_not():
+    from sweeper.load import load_verdict
+
+    within = dataclasses.replace(_at(4, 9.0), intervals={"p99_ms": [8.5, 9.6]})
+    over = dataclasses.replace(_at(4, 11.0), intervals={"p99_ms": [10.2, 12.0]})
+    open_ = dataclasses.replace(_at(4, 9.5), intervals={"p99_ms": [8.0, None]})
+    assert load_verdict(within, TARGET) == "within" and load_verdict(over, TARGET) == "over"
+    assert load_verdict(open_, TARGET) == "within by its point estimate"
+    assert load_verdict(_at(4, 10.5), TARGET) == "over by its point estimate", "no samples: no interval"
