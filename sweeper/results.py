@@ -19,6 +19,7 @@ from sweeper.errors import UsageError
 from sweeper.files import atomic_path
 from sweeper.record import MEASUREMENT_FIELDS, Measurement, StudyRecord, TrialRecord
 from sweeper.vocabulary import (
+    CAPACITY,
     KNOBS,
     METRICS,
     PERCENTILES,
@@ -27,6 +28,7 @@ from sweeper.vocabulary import (
     Ranking,
     metric_column,
     parameter_columns,
+    parse_capacity_column,
 )
 
 _INTERVAL_COLUMNS = [f"{p}:{side}" for p in PERCENTILES for side in ("lo", "hi")]
@@ -655,6 +657,35 @@ def drift(study: StudyRecord, ranking: Ranking | None = None) -> Drift | None:
     return Drift(baseline.number, pd.DataFrame(rows), spread)
 
 
+def _capacities(columns: list[str]) -> list[str]:
+    return [c for c in columns if c.startswith(f"{CAPACITY}@")]
+
+
+def capacity_sentence(result: StudyTables, number: int, column: str) -> str:
+    """A front trial's capacity with its spread over fresh servers, and the load that decided it
+    on its first server: the percentile there, its 95 % interval and the samples behind it."""
+    row = result.trials.set_index("number").loc[number]
+    spread = (
+        f"{row[f'{column}:lo']:,.0f}-{row[f'{column}:hi']:,.0f}/s over {int(row['measured'])} servers"
+        if row["measured"] > 1
+        else "one server"
+    )
+    sentence = f"Trial {number}: {column} {row[column]:,.0f}/s ({spread})"
+    percentile = parse_capacity_column(column)[0]
+    rows = result.measurements
+    first = rows[(rows["number"] == number) & (rows["search"] == column) & rows["remeasured"].isna()]
+    deciding = first[first["verdict"].fillna("").str.startswith("within")]
+    if deciding.empty:
+        return sentence + "."
+    load = deciding.loc[deciding["concurrency"].fillna(deciding["request_rate"]).idxmax()]
+    low, high = load.get(f"{percentile}:lo"), load.get(f"{percentile}:hi")
+    bounds = f", 95 % interval {low:.3g}-{high:.3g} ms" if pd.notna(low) and pd.notna(high) else ""
+    return (
+        f"{sentence}; decided at {load['level']} on its first server: {percentile} {load[percentile]:.3g} ms"
+        f"{bounds} from {int(load['requests']):,} requests ({load['verdict']})."
+    )
+
+
 def confidence_sentences(result: StudyTables) -> list[str]:
     """How far the front can be trusted, in sentences: the trials confirmed on fresh servers,
     the front trials no measurement tells apart, a tie at the knee and the rule that broke it,
@@ -679,6 +710,7 @@ def confidence_sentences(result: StudyTables) -> list[str]:
         feasible = trials[trials["feasible"]]
         choice = study_recommendation(result)
         sentences += recommendation_sentences(choice, feasible, objectives)
+        sentences += [capacity_sentence(result, int(n), c) for n in front["number"] for c in _capacities(objectives)]
     if result.drift is not None:
         sentences.append(f"Drift: {result.drift.describe()}.")
         drifted = trials[trials["drift"].notna()]

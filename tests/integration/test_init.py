@@ -40,7 +40,11 @@ def test_the_spec_init_writes_runs_as_it_is(kind, tmp_path, mlp_file, monkeypatc
     assert main(["run", str(spec), "--results-dir", str(tmp_path / "results")]) == 0
     (study,) = (tmp_path / "results").iterdir()
     trials = pd.read_csv(study / "trials.csv")
-    assert len(trials) == 2 and (trials["state"] == "COMPLETE").all(), trials["failure"].tolist()
+    # A precision that fails the accuracy guard here (INT8 of the MLP on some CPUs) costs one
+    # trial that does not count toward study.trials: two configurations that serve, and that one.
+    assert (trials["state"] == "COMPLETE").all(), trials["failure"].tolist()
+    dropped = trials["infeasible"].fillna("").str.contains("cosine similarity")
+    assert len(trials[~dropped]) == 2 and len(trials) <= 2 + dropped.sum(), trials["infeasible"].tolist()
     assert trials.set_index("number").loc[0, "baseline"]
     assert (study / "report.html").is_file()
 

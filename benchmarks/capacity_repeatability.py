@@ -1,0 +1,105 @@
+"""Capacity repeatability: each configuration's capacity on three fresh servers, and what it cost.
+
+For each configuration a one-configuration study is run with ``sweeper run`` (the spec's default
+load windows, ``confirm_repeats: 2``: the trial and two repeats, each on a fresh server); its
+capacity's range over median across the three servers is the spread. Also: the wall time of
+the studies and, for each load that decided a capacity (the highest within the budget), the
+requests behind it and its verdict. ``--checkout DIR`` runs another checkout's sweeper (e.g. a
+``git worktree`` of an earlier commit) with this venv, for a before/after on the same host.
+
+    .venv/bin/python benchmarks/capacity_repeatability.py MODEL.onnx [--budget 60] [--checkout DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+
+CONFIGURATIONS = ("1,off,1", "8,off,1", "8,0,1", "8,0,2")
+"""max_batch_size, max_queue_delay_us, instance_count (HTTP, FP32)."""
+SPEC = """study: {{name: {name}, trials: 1, sampler: grid, confirm_repeats: 2, neighbours: 0, anchor_every: 0}}
+model:
+  name: {model}
+  source: {{onnx: {path}}}
+search_space:
+  max_batch_size: [{mbs}]
+  max_queue_delay_us: [{delay}]
+  instance_count: [{instances}]
+  protocol: [http]
+  precision: [fp32]
+baseline: {{max_batch_size: {mbs}, max_queue_delay_us: {delay}, instance_count: {instances}, protocol: http}}
+load:
+  concurrency: [1]
+  capacity: {{low: 1, high: 64, resolution: 2}}
+objectives:
+  - {{metric: capacity, percentile: p99_ms, budget_ms: {budget:g}, direction: maximize}}
+"""
+
+
+def run_one(model: Path, config: str, budget: float, folder: Path, checkout: Path | None) -> dict:
+    """One configuration's study: its capacity on three servers, its wall time, its deciding loads."""
+    mbs, delay, instances = config.split(",")
+    name = f"rep-{mbs}-{delay}-{instances}"
+    spec = folder / f"{name}.yaml"
+    spec.write_text(
+        SPEC.format(
+            name=name, model=model.stem, path=model, mbs=mbs, delay=delay, instances=instances, budget=budget
+        )
+    )
+    env = dict(os.environ, PYTHONPATH=str(checkout)) if checkout else dict(os.environ)
+    command = [sys.executable, "-m", "sweeper.cli", "run", str(spec), "--results-dir", str(folder), "--no-report"]
+    started = time.perf_counter()
+    subprocess.run(command, check=True, env=env, cwd=checkout or Path.cwd(), stdout=subprocess.DEVNULL)
+    wall = time.perf_counter() - started
+    column = f"capacity@p99_ms<={budget:g}"
+    trials = pd.read_csv(folder / name / "trials.csv")
+    row = trials.iloc[0]
+    rows = pd.read_csv(folder / name / "measurements.csv")
+    searched = rows[rows["search"] == column] if "search" in rows else rows.iloc[:0]
+    deciding = []
+    for _, run in searched.groupby("number"):
+        held = run[run["p99_ms"] <= budget]
+        if not held.empty:
+            top = held.loc[held["concurrency"].idxmax()]
+            deciding.append(f"{int(top['requests'])}:{top.get('verdict', '')}")
+    return {
+        "configuration": f"mbs={mbs} delay={delay} x{instances}",
+        "median": row[column],
+        "low": row[f"{column}:lo"],
+        "high": row[f"{column}:hi"],
+        "spread": (row[f"{column}:hi"] - row[f"{column}:lo"]) / row[column] if row[column] else float("nan"),
+        "servers": int(row["measured"]),
+        "wall_s": round(wall, 1),
+        "deciding loads (requests:verdict)": " ".join(deciding),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model", type=Path)
+    parser.add_argument("--budget", type=float, default=60.0)
+    parser.add_argument("--configurations", nargs="+", default=list(CONFIGURATIONS), metavar="MBS,DELAY,N")
+    parser.add_argument("--checkout", type=Path, help="run this checkout's sweeper (default: this one)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="sweeper-repeat-") as folder:
+        results = [
+            run_one(args.model.resolve(), c, args.budget, Path(folder), args.checkout) for c in args.configurations
+        ]
+    table = pd.DataFrame(results)
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
+    print(
+        f"spread (range over median): median {statistics.median(table['spread']):.1%}, "
+        f"max {table['spread'].max():.1%}; wall {table['wall_s'].sum():.0f} s"
+    )
+
+
+if __name__ == "__main__":
+    main()
