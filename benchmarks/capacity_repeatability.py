@@ -50,9 +50,7 @@ def run_one(model: Path, config: str, budget: float, folder: Path, checkout: Pat
     name = f"rep-{mbs}-{delay}-{instances}"
     spec = folder / f"{name}.yaml"
     spec.write_text(
-        SPEC.format(
-            name=name, model=model.stem, path=model, mbs=mbs, delay=delay, instances=instances, budget=budget
-        )
+        SPEC.format(name=name, model=model.stem, path=model, mbs=mbs, delay=delay, instances=instances, budget=budget)
     )
     env = dict(os.environ, PYTHONPATH=str(checkout)) if checkout else dict(os.environ)
     command = [sys.executable, "-m", "sweeper.cli", "run", str(spec), "--results-dir", str(folder), "--no-report"]
