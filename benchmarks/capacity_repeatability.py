@@ -8,6 +8,7 @@ requests behind it and its verdict. ``--checkout DIR`` runs another checkout's s
 ``git worktree`` of an earlier commit) with this venv, for a before/after on the same host.
 
     .venv/bin/python benchmarks/capacity_repeatability.py MODEL.onnx [--budget 60] [--checkout DIR]
+        [--generator auto|builtin|perf_analyzer]
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ search_space:
   precision: [fp32]
 baseline: {{max_batch_size: {mbs}, max_queue_delay_us: {delay}, instance_count: {instances}, protocol: http}}
 load:
+  generator: {generator}
   concurrency: [1]
   capacity: {{low: 1, high: 64, resolution: 2}}
 objectives:
@@ -44,13 +46,22 @@ objectives:
 """
 
 
-def run_one(model: Path, config: str, budget: float, folder: Path, checkout: Path | None) -> dict:
+def run_one(model: Path, config: str, budget: float, folder: Path, checkout: Path | None, generator: str) -> dict:
     """One configuration's study: its capacity on three servers, its wall time, its deciding loads."""
     mbs, delay, instances = config.split(",")
     name = f"rep-{mbs}-{delay}-{instances}"
     spec = folder / f"{name}.yaml"
     spec.write_text(
-        SPEC.format(name=name, model=model.stem, path=model, mbs=mbs, delay=delay, instances=instances, budget=budget)
+        SPEC.format(
+            name=name,
+            model=model.stem,
+            path=model,
+            mbs=mbs,
+            delay=delay,
+            instances=instances,
+            budget=budget,
+            generator=generator,
+        )
     )
     env = dict(os.environ, PYTHONPATH=str(checkout)) if checkout else dict(os.environ)
     command = [sys.executable, "-m", "sweeper.cli", "run", str(spec), "--results-dir", str(folder), "--no-report"]
@@ -86,10 +97,12 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=60.0)
     parser.add_argument("--configurations", nargs="+", default=list(CONFIGURATIONS), metavar="MBS,DELAY,N")
     parser.add_argument("--checkout", type=Path, help="run this checkout's sweeper (default: this one)")
+    parser.add_argument("--generator", choices=["auto", "builtin", "perf_analyzer"], default="auto")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="sweeper-repeat-") as folder:
         results = [
-            run_one(args.model.resolve(), c, args.budget, Path(folder), args.checkout) for c in args.configurations
+            run_one(args.model.resolve(), c, args.budget, Path(folder), args.checkout, args.generator)
+            for c in args.configurations
         ]
     table = pd.DataFrame(results)
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3g}"))

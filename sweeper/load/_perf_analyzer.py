@@ -22,7 +22,6 @@ import dataclasses
 import functools
 import io
 import json
-import math
 import os
 import re
 import resource
@@ -44,9 +43,8 @@ from sweeper.load._base import (
     batch_average,
     statistics_of,
 )
-from sweeper.load._builtin import STABLE_WINDOWS
 from sweeper.load._loops import MAX_IN_FLIGHT, warm_up
-from sweeper.load._tail import MORE_SAMPLES, Tail, quantile_of
+from sweeper.load._tail import Tail
 from sweeper.record import LoadGeneratorInfo, Measurement
 from sweeper.vocabulary import Level, LoadSettings
 
@@ -66,16 +64,6 @@ _NO_REQUESTS = "No valid requests recorded within time interval"
 _SERVER_LATENCY = re.compile(r"Avg request latency: (\d+) usec")
 _REQUEST_COUNT = re.compile(r"Request count: (\d+)")
 _US = 1e-3  # perf_analyzer reports microseconds; measurements are in milliseconds
-# The parts of its average latency in the CSV: the whole, once it is told --percentile, is no column.
-_LATENCY_PARTS = (
-    "Client Send",
-    "Network+Server Send/Recv",
-    "Server Queue",
-    "Server Compute Input",
-    "Server Compute Infer",
-    "Server Compute Output",
-    "Client Recv",
-)
 _VERSION = re.compile(r"Perf Analyzer Version ([^\n]+)")
 _SEND_RATE = re.compile(r"Avg send request rate: ([\d.]+)")
 _BEHIND = "not able to keep up with the desired request rate"
@@ -236,13 +224,11 @@ def arguments(
     max_windows: int,
     data_file: Path,
     csv_file: Path,
-    percentile: str | None = None,
 ) -> list[str]:
-    """perf_analyzer's options for one level (stable on ``percentile``, ``p99_ms``, where given:
-    the percentile a capacity search judges the level by; else on the mean latency). A request
-    rate runs on as many threads as the built-in generator's open loop keeps requests in flight
-    (``MAX_IN_FLIGHT``; its default of 4 caps an overloaded server's queue at 4). Not
-    ``--async``: overloaded, perf_analyzer 2.60's asynchronous rate mode does not come back."""
+    """perf_analyzer's options for one level. A request rate runs on as many threads as the
+    built-in generator's open loop keeps requests in flight (``MAX_IN_FLIGHT``; its default of
+    4 caps an overloaded server's queue at 4). Not ``--async``: overloaded, perf_analyzer 2.60's
+    asynchronous rate mode does not come back."""
     if level.concurrency is not None:
         load = [f"--concurrency-range={level.concurrency}:{level.concurrency}"]
     else:
@@ -270,26 +256,7 @@ def arguments(
     ]
     if batch_size is not None:
         args.append(f"-b{batch_size}")
-    if percentile is not None:
-        args.append(f"--percentile={round(quantile_of(percentile) * 100)}")
     return args
-
-
-def counted_windows(args: list[str], requests: int) -> list[str]:
-    """``args`` with windows that each last until ``requests`` requests ended (perf_analyzer's
-    count windows: 1 s or longer)."""
-    return [*args, "--measurement-mode=count_windows", f"--measurement-request-count={requests}"]
-
-
-OPEN_MARGIN = 0.25
-"""A percentile within this fraction of the budget, from fewer samples than it needs, leaves the
-verdict open: perf_analyzer reports no samples to bound it, so the level is measured again with
-windows long enough to hold them (``counted_windows``)."""
-
-
-def _open(figures: dict[str, float], tail: Tail) -> bool:
-    seen = figures[tail.percentile]
-    return figures["requests"] < tail.needed and abs(seen - tail.budget_ms) <= OPEN_MARGIN * tail.budget_ms
 
 
 def longer_windows(args: list[str], factor: int) -> list[str]:
@@ -364,7 +331,7 @@ def parse(table: str, output: str) -> Report:
         "p90_ms": us("p90 latency"),
         "p95_ms": us("p95 latency"),
         "p99_ms": us("p99 latency"),
-        "mean_ms": us("Avg latency") if "Avg latency" in row else sum(map(us, _LATENCY_PARTS)),
+        "mean_ms": us("Avg latency"),
         "throughput": float(row["Inferences/Second"]),
         "queue_ms": us("Server Queue"),
         "compute_input_ms": us("Server Compute Input"),
@@ -413,6 +380,9 @@ class PerfAnalyzerGenerator(LoadGenerator):
         settings: LoadSettings,
         tail: Tail | None = None,
     ) -> Measurement:
+        """perf_analyzer reports percentiles, not its samples: ``tail`` changes nothing (its
+        told-to ``--percentile`` and count windows cost 2.2-2.9x the wall time of a capacity
+        study here and narrowed no spread between servers: benchmarks/README.md)."""
         if settings.warmup_s > 0:
             warm_up(protocol, endpoints, requests, level, settings.warmup_s, settings.request_timeout_s)
         with tempfile.TemporaryDirectory(prefix="sweeper-pa-") as folder:
@@ -429,23 +399,12 @@ class PerfAnalyzerGenerator(LoadGenerator):
                 max_windows=settings.max_windows,
                 data_file=data_file,
                 csv_file=csv_file,
-                percentile=tail.percentile if tail is not None else None,
             )
             limit = 60 + 3 * (settings.max_windows + 3) * (settings.window_s + settings.request_timeout_s)
             before = statistics_of(endpoints, workload)
             report, cpu, wall = run_level(
                 self.analyzer, args, csv_file, timeout_s=limit, max_windows=settings.max_windows
             )
-            if tail is not None and _open(report.figures, tail):  # the figures of the longer run stand
-                before = statistics_of(endpoints, workload)
-                per_window = math.ceil(tail.needed / STABLE_WINDOWS)
-                report, cpu, wall = run_level(
-                    self.analyzer,
-                    counted_windows(args, per_window),
-                    csv_file,
-                    timeout_s=limit * MORE_SAMPLES,
-                    max_windows=settings.max_windows,
-                )
             batch = batch_average(before, statistics_of(endpoints, workload))
         client_cpu = cpu / wall if wall > 0 else 0.0
         behind = bool(report.figures.get("behind_schedule"))

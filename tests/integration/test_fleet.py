@@ -89,6 +89,11 @@ def test_the_report_shows_the_servers_each_front_trial_needs(fleet_study, tmp_pa
     summary = (out / "summary.md").read_text()
     heading = "## Servers for 100,000 inferences/s at p99 <= 200 ms"
     assert heading in summary
+    sentence = next(
+        line for line in summary.splitlines() if line.startswith(f"- Trial {pareto['number'].iloc[0]}: {CAPACITY}")
+    )
+    assert "decided at c4 on its first server: p99_ms" in sentence, sentence
+    assert "95 % interval" in sentence and "(within)" in sentence, "the built-in client's samples bound the p99"
     section = summary.split(heading)[1].split("\n## ")[0].splitlines()
     for _, row in pareto.iterrows():
         servers = math.ceil(100_000 / row[f"{CAPACITY}:lo"])

@@ -15,7 +15,7 @@ from sweeper.launchers import Endpoints
 from sweeper.load import server_times, windows_agree
 from sweeper.load._grpc import METHOD, request_headers
 from sweeper.load._loops import MAX_IN_FLIGHT
-from sweeper.load._perf_analyzer import arguments, counted_windows, parse
+from sweeper.load._perf_analyzer import arguments, parse
 from sweeper.load._wire import InferenceError, check_outputs, grpc_message, grpc_outputs, http_request
 from sweeper.tensors import TensorSpec
 from sweeper.vocabulary import Level
@@ -156,27 +156,3 @@ def test_perf_analyzer_arguments_map_the_spec():
     assert "--request-rate-range=250.5" in rate and "--request-distribution=poisson" in rate
     assert f"--max-threads={MAX_IN_FLIGHT}" in rate, "its default of 4 threads caps what is in flight at 4"
     assert not any(a.startswith("--concurrency-range") for a in rate)
-
-
-def test_a_level_judged_on_a_percentile_is_stable_on_it_and_its_mean_is_its_parts():
-    """Told ``--percentile``, perf_analyzer 2.60 drops the ``Avg latency`` column; its parts (the
-    same CSV's latency breakdown) add up to it."""
-    table = (
-        "Concurrency,Inferences/Second,Client Send,Network+Server Send/Recv,Server Queue,Server Compute Input,"
-        "Server Compute Infer,Server Compute Output,Client Recv,p50 latency,p90 latency,p95 latency,p99 latency,"
-        "request/response,response wait\n2,1530.34,123,297,247,17,495,50,0,1227,1526,1628,3515,123,1105\n"
-    )
-    figures = parse(table, "    Request count: 2821\n").figures
-    assert figures["mean_ms"] == pytest.approx(1.229) and figures["p99_ms"] == pytest.approx(3.515)
-    assert figures["requests"] == 2821
-    endpoints = Endpoints("127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3")
-    common = dict(window_s=0.5, tolerance=0.15, max_windows=6, data_file=Path("/d"), csv_file=Path("/r"))
-    args = arguments("m", "http", endpoints, Level(concurrency=4), None, percentile="p99_ms", **common)
-    assert "--percentile=99" in args
-    assert "--percentile=95" in arguments(
-        "m", "http", endpoints, Level(concurrency=4), None, percentile="p95_ms", **common
-    )
-    assert not any(
-        a.startswith("--percentile") for a in arguments("m", "http", endpoints, Level(concurrency=4), None, **common)
-    )
-    assert counted_windows(args, 334)[-2:] == ["--measurement-mode=count_windows", "--measurement-request-count=334"]
