@@ -12,7 +12,7 @@ latency of every request. After the warm-up, back-to-back windows run until the 
 agree (``stable_windows``); percentiles come from every sample of those three windows. A load a
 capacity search judges (``Tail``) is measured on, window after window pooled with those three,
 while its percentile's interval straddles the budget, up to ``MORE_SAMPLES`` times the samples
-the percentile needs (``sweeper.load._tail``).
+the percentile needs and at most ``max_windows`` windows more (``sweeper.load._tail``).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from sweeper.load._base import (
     statistics_of,
 )
 from sweeper.load._loops import ON_SCHEDULE, Loop, Worker, start_loop
-from sweeper.load._tail import MORE_SAMPLES, Tail, interval
+from sweeper.load._tail import Tail, interval
 from sweeper.record import LoadGeneratorInfo, Measurement, sweeper_version
 from sweeper.vocabulary import PERCENTILES, Level, LoadSettings
 
@@ -152,8 +152,9 @@ def _settle(
     max_windows: int,
 ) -> None:
     """Measure more windows, pooled with the stable ones, while ``tail`` says the samples do not
-    settle the load's verdict; at most ``max_windows`` * ``MORE_SAMPLES`` windows more."""
-    for _ in range(max_windows * MORE_SAMPLES):
+    settle the load's verdict; at most ``max_windows`` windows more (the time the load's
+    stability could take again: a slow load is then decided on its point estimate)."""
+    for _ in range(max_windows):
         pooled = np.asarray(_window(list(loop.workers), boundaries[pooled_from], boundaries[-1]), dtype=float)
         if tail.settled(pooled / 1e6):
             return
