@@ -211,10 +211,19 @@ def file_hashes(folder: Path) -> dict[str, str]:
     """The SHA-256 of every file of an exported model folder but its record, by relative path:
     ``sweeper verify`` measures only what was exported."""
     return {
-        str(path.relative_to(folder)): hashlib.sha256(path.read_bytes()).hexdigest()
+        str(path.relative_to(folder)): _sha256(path)
         for path in sorted(folder.rglob("*"))
         if path.is_file() and path.name != EXPORT_RECORD
     }
+
+
+def _sha256(path: Path) -> str:
+    """A file's SHA-256, read in pieces (a model file can be larger than the memory to spare)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        for piece in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(piece)
+    return digest.hexdigest()
 
 
 def served_config(trial: TrialRecord, directory: Path) -> mc.ModelConfig:
