@@ -15,7 +15,7 @@ import math
 import pandas as pd
 
 from sweeper.errors import UsageError
-from sweeper.vocabulary import CAPACITY, Ranking, metric_words
+from sweeper.vocabulary import Ranking, is_capacity, metric_words
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,7 +136,7 @@ def budget_words(column: str) -> str:
 def sizing_capacity(ranking: Ranking) -> str:
     """The capacity a fleet is sized by: the primary objective where it is a capacity, else the
     first capacity objective; UsageError (naming what to add) when the ranking has none."""
-    capacities = [o.column for o in ranking.objectives if o.column.startswith(f"{CAPACITY}@")]
+    capacities = [column for column in ranking.columns if is_capacity(column)]
     if not capacities:
         raise UsageError(
             "--target-rate sizes a fleet from capacity at a latency budget, and this study ranks by none "

@@ -19,13 +19,13 @@ from sweeper.errors import UsageError
 from sweeper.files import atomic_path
 from sweeper.record import MEASUREMENT_FIELDS, Measurement, StudyRecord, TrialRecord
 from sweeper.vocabulary import (
-    CAPACITY,
     KNOBS,
     METRICS,
     PERCENTILES,
     Bound,
     Objective,
     Ranking,
+    is_capacity,
     metric_column,
     parameter_columns,
     parse_capacity_column,
@@ -657,10 +657,6 @@ def drift(study: StudyRecord, ranking: Ranking | None = None) -> Drift | None:
     return Drift(baseline.number, pd.DataFrame(rows), spread)
 
 
-def _capacities(columns: list[str]) -> list[str]:
-    return [c for c in columns if c.startswith(f"{CAPACITY}@")]
-
-
 def capacity_sentence(result: StudyTables, number: int, column: str) -> str:
     """A front trial's capacity with its spread over fresh servers, and the load that decided it
     on its first server: the percentile there, its 95 % interval and the samples behind it."""
@@ -710,7 +706,9 @@ def confidence_sentences(result: StudyTables) -> list[str]:
         feasible = trials[trials["feasible"]]
         choice = study_recommendation(result)
         sentences += recommendation_sentences(choice, feasible, objectives)
-        sentences += [capacity_sentence(result, int(n), c) for n in front["number"] for c in _capacities(objectives)]
+        sentences += [
+            capacity_sentence(result, int(n), c) for n in front["number"] for c in objectives if is_capacity(c)
+        ]
     if result.drift is not None:
         sentences.append(f"Drift: {result.drift.describe()}.")
         drifted = trials[trials["drift"].notna()]

@@ -19,7 +19,7 @@ from pathlib import Path
 from pydantic import ValidationError
 from tritonclient.grpc import model_config_pb2 as mc
 
-from sweeper.data import DataError, Samples, generate_samples, read_samples
+from sweeper.data import DataError, Samples
 from sweeper.errors import SweeperError, TrialError, UsageError
 from sweeper.export import EXPORT_RECORD, file_hashes
 from sweeper.fleet import sizing_capacity
@@ -28,7 +28,7 @@ from sweeper.load import CapacityTarget, LoadGenerator, Workload, choose_generat
 from sweeper.record import Capacity
 from sweeper.repository import write_model
 from sweeper.source import ModelSource, SourceError, from_repository
-from sweeper.spec import ExampleInputsSpec, LoadSpec, ServerSpec
+from sweeper.spec import ExampleInputsSpec, LoadSpec, ServerSpec, request_samples
 from sweeper.tensors import TensorSpec
 from sweeper.triton_config import model_backend, serve_as
 from sweeper.vocabulary import LoadSettings, Objective, Ranking, parse_capacity_column
@@ -287,17 +287,7 @@ def _tensors(listed: list[dict]) -> tuple[TensorSpec, ...]:
 
 def _samples(inputs: tuple[TensorSpec, ...], input_data: str | None, examples: ExampleInputsSpec) -> Samples:
     """The requests the study sent: its request data file, or its samples generated again."""
-    inputs = list(inputs)
     try:
-        if input_data is not None:
-            return read_samples(Path(input_data), inputs)
-        return generate_samples(
-            inputs,
-            examples.samples,
-            low=examples.low,
-            high=examples.high,
-            seed=examples.seed,
-            ranges=examples.input_ranges,
-        )
+        return request_samples(list(inputs), Path(input_data) if input_data is not None else None, examples)
     except DataError as exc:
         raise UsageError(f"the export's request data: {exc}") from None

@@ -278,6 +278,11 @@ _TRIAL_METRIC_WORDS = {"server_memory_mb": "server memory", "gpu_memory_mb": "GP
 _CAPACITY_COLUMN = re.compile(rf"{CAPACITY}@(p\d+)_ms<=({_NUMBER})")
 
 
+def is_capacity(column: str) -> bool:
+    """Whether ``column`` is a capacity (``capacity@p99_ms<=20``)."""
+    return _CAPACITY_COLUMN.fullmatch(column) is not None
+
+
 def parse_capacity_column(column: str) -> tuple[str, float]:
     """``capacity@p99_ms<=20`` -> (``p99_ms``, 20.0); ValueError for another column."""
     match = _CAPACITY_COLUMN.fullmatch(column)

@@ -5,7 +5,7 @@ the strict YAML reader (``_yaml``) with its messages (``_messages``), and the re
 (``_resolve``: the model loaded, the space and the baseline). ``load_spec`` is the entry.
 """
 
-from sweeper.spec._resolve import LoadedSpec, load_spec
+from sweeper.spec._resolve import LoadedSpec, load_spec, request_samples
 from sweeper.spec._schema import (
     AccuracySpec,
     BaselineSpec,
@@ -42,4 +42,5 @@ __all__ = [
     "StudySpec",
     "load_spec",
     "read_yaml",
+    "request_samples",
 ]

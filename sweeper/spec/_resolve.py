@@ -19,7 +19,7 @@ from sweeper.samplers import SAMPLERS, missing_requirement
 from sweeper.server_options import check_option_value, option_name
 from sweeper.source import InputsError, ModelSource, SourceError, from_onnx, from_pytorch, from_repository
 from sweeper.spec._messages import describe
-from sweeper.spec._schema import Spec
+from sweeper.spec._schema import ExampleInputsSpec, Spec
 from sweeper.spec._yaml import read_yaml
 from sweeper.tensors import TensorSpec
 from sweeper.triton_config import config_field, knobs_from_config, parse_pbtxt
@@ -278,16 +278,22 @@ def _check_ranges(inputs: list[TensorSpec], ranges: dict[str, Any], path: Path) 
         )
 
 
+def request_samples(inputs: list[TensorSpec], input_data: Path | None, examples: ExampleInputsSpec) -> Samples:
+    """The requests a sweep sends: its ``model.input_data`` file, or ``model.example_inputs``
+    generated (the same every time: seeded); DataError when the data does not fit ``inputs``."""
+    if input_data is not None:
+        return read_samples(input_data, inputs)
+    return generate_samples(
+        inputs, examples.samples, low=examples.low, high=examples.high, seed=examples.seed, ranges=examples.input_ranges
+    )
+
+
 def _samples(spec: Spec, model: ModelSource, path: Path) -> Samples:
     inputs = list(model.inputs)
     try:
-        if spec.model.input_data is not None:
-            return read_samples(spec.model.input_data, inputs)
-        data = spec.model.example_inputs
-        _check_ranges(inputs, data.ranges, path)
-        return generate_samples(
-            inputs, data.samples, low=data.low, high=data.high, seed=data.seed, ranges=data.input_ranges
-        )
+        if spec.model.input_data is None:
+            _check_ranges(inputs, spec.model.example_inputs.ranges, path)
+        return request_samples(inputs, spec.model.input_data, spec.model.example_inputs)
     except DataError as exc:
         key = "model.input_data" if spec.model.input_data is not None else "model.inputs"
         raise SpecError(f"{path}: {key}: {exc}") from None
