@@ -5,6 +5,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import json
+import random
 import re
 import socket
 import time
@@ -78,7 +79,9 @@ class Server(abc.ABC):
         reason = self.exit_reason()
         if reason is not None:
             parts.append(f"the server {reason}")
-        errors = error_lines(self.log_text()[log_from:])
+        log = self.log_text()[log_from:]
+        # A server that ended without an error line: its last words are the best reason there is.
+        errors = error_lines(log) or (last_line(log) if reason is not None else "")
         if errors:
             parts.append(errors)
         return TrialError("; ".join(parts))
@@ -167,11 +170,79 @@ class Launcher(abc.ABC):
         return f"the {self.name} launcher's server"
 
 
-def free_port(address: str) -> int:
-    """A TCP port nothing listens on now."""
+class PortTaken(TrialError):
+    """A port chosen for the server was bound by another process before the server bound it:
+    the instrument's failure, never the configuration's; the server is started on other ports."""
+
+
+# What Triton logs (and the engine answers) when a port it is told to bind is taken.
+_PORT_TAKEN = re.compile(r"already in use|address in use|port is already allocated", re.IGNORECASE)
+_START_TRIES = 3
+
+
+def free_ports(address: str, count: int) -> list[int]:
+    """``count`` distinct TCP ports nothing is bound to now, chosen below the kernel's range of
+    ephemeral ports where it can: the kernel never hands those to an outgoing connection (the
+    sweeper's own clients, a database's) in the seconds before the server binds them."""
+    low, high = _ephemeral_range()
+    candidates = list(range(10_000, low)) if low > 11_000 else []
+    random.shuffle(candidates)
+    ports: list[int] = []
+    for port in candidates:
+        if len(ports) == count:
+            return ports
+        if _bindable(address, port):
+            ports.append(port)
+    while len(ports) < count:  # no room below the range: let the kernel choose within it
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind((address, 0))
+            if sock.getsockname()[1] not in ports:
+                ports.append(sock.getsockname()[1])
+    return ports
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32_768, 60_999  # Linux's default
+
+
+def _bindable(address: str, port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((address, 0))
-        return sock.getsockname()[1]
+        try:
+            sock.bind((address, port))
+        except OSError:
+            return False
+    return True
+
+
+def listen_options(address: str, ports: Sequence[int]) -> list[str]:
+    """Tritonserver arguments that bind its HTTP, gRPC and metrics services to ``ports`` (in that
+    order) on ``address``."""
+    services = ("http", "grpc", "metrics")
+    return [
+        f"--{s}-{key}={value}"
+        for s, port in zip(services, ports)
+        for key, value in (("address", address), ("port", port))
+    ]
+
+
+def port_taken(message: str) -> bool:
+    """Whether a server's error lines (or the engine's answer) say a port it was to bind is taken."""
+    return _PORT_TAKEN.search(message) is not None
+
+
+def start_on_free_ports(start_once: Callable[[], Server]) -> Server:
+    """``start_once()`` (which chooses its ports), again on other ports while a port it chose
+    was taken before the server bound it."""
+    for _ in range(_START_TRIES - 1):
+        try:
+            return start_once()
+        except PortTaken:
+            continue
+    return start_once()
 
 
 def connect_address(address: str) -> str:
@@ -199,6 +270,8 @@ def wait_until_ready(
         if on_poll is not None:
             on_poll()
         if not server.alive():
+            if port_taken(error_lines(server.log_text())):
+                raise PortTaken(str(server.failure("a port chosen for the server was taken")))
             raise server.failure("the server exited before it was ready")
         try:
             with urllib.request.urlopen(url, timeout=2) as response:
@@ -211,17 +284,23 @@ def wait_until_ready(
         time.sleep(_POLL_S)
 
 
-# Triton's glog error lines ("E1127 16:05:01.123456 1234 file.cc:42] message") and its fatal
-# messages ("error: creating server: ...").
-_ERROR_LINE = re.compile(r"^(?:E\d{4} [\d:.]+\s+\d+\s+\S+\]\s*|error: )(.*)$")
+# Triton's glog error lines ("E1127 16:05:01.123456 1234 file.cc:42] message"), also where a
+# python stub's unterminated output ran into them, and its fatal messages ("error: ...").
+_ERROR_LINE = re.compile(r"(?:E\d{4} \d\d:\d\d:[\d.]+\s+\d+\s+\S+\]\s*|^error: )(.*)$")
 # What a server without a GPU logs as errors at every start: noise, not the trial's failure.
 _NOISE = re.compile(r"NVML|DCGM|CudaDriverHelper|Unable to get CUDA|cudaGetDeviceCount|CUDA driver")
 
 
 def error_lines(log: str, limit: int = _LOG_LINES) -> str:
     """The last error lines of a Triton log on one line, or "" (start-up noise is not a reason)."""
-    errors = [m.group(1).strip().strip('"') for m in map(_ERROR_LINE.match, log.splitlines()) if m]
+    errors = [m.group(1).strip().strip('"') for m in map(_ERROR_LINE.search, log.splitlines()) if m]
     return " | ".join([e for e in errors if not _NOISE.search(e)][-limit:])
+
+
+def last_line(log: str, limit: int = 300) -> str:
+    """The log's last non-empty line, cut to ``limit`` characters; "" for an empty log."""
+    lines = [line.strip() for line in log.splitlines() if line.strip()]
+    return lines[-1][:limit] if lines else ""
 
 
 def describe_exit(status: int) -> str:

@@ -22,11 +22,15 @@ from sweeper.launchers._base import (
     LABEL_TRIAL,
     Endpoints,
     Launcher,
+    PortTaken,
     Server,
     connect_address,
     describe_exit,
-    free_port,
+    free_ports,
+    listen_options,
+    port_taken,
     server_options,
+    start_on_free_ports,
     wait_until_ready,
 )
 from sweeper.launchers._watchdog import watchdog
@@ -214,13 +218,12 @@ class DockerLauncher(Launcher):
         container options); ``argv`` gets the addresses and ports on the host network."""
         options: dict[str, Any] = {}
         if self._spec.network == "host":
-            ports = [free_port(self._address) for _ in _PORTS]
-            for service, port in zip(("http", "grpc", "metrics"), ports):
-                argv += [f"--{service}-address={self._address}", f"--{service}-port={port}"]
+            ports = free_ports(self._address, len(_PORTS))
+            argv += listen_options(self._address, ports)
             options["network_mode"] = "host"
             host = connect_address(self._address)
         else:
-            ports = [free_port("127.0.0.1") for _ in _PORTS]
+            ports = free_ports("127.0.0.1", len(_PORTS))
             host = "127.0.0.1"
             # Published on the loopback only: Triton has no authentication.
             options["ports"] = {f"{inner}/tcp": ("127.0.0.1", outer) for inner, outer in zip(_PORTS, ports)}
@@ -251,6 +254,14 @@ class DockerLauncher(Launcher):
         ]
         if self._spec.backend_directory:
             argv.append(f"--backend-directory={self._spec.backend_directory}")
+        return start_on_free_ports(functools.partial(self._start_once, argv, repository, log_path, labels, model_name))
+
+    def _start_once(
+        self, argv: list[str], repository: Path, log_path: Path, labels: dict[str, str], model_name: str | None
+    ) -> Server:
+        """Create and start the container on ports chosen now, wait until Triton is ready;
+        removed on failure."""
+        argv = list(argv)
         host, ports, container_options = self._network(argv)
         volumes = read_only_volumes(self._spec.volumes)
         volumes[str(repository.resolve())] = {"bind": _CONTAINER_REPOSITORY, "mode": "ro"}
@@ -275,7 +286,8 @@ class DockerLauncher(Launcher):
             wait_until_ready(server, model_name, timeout_s=self._timeout)
         except docker.errors.APIError as exc:
             server.stop()
-            raise TrialError(f"the container did not start: {short(exc)}") from None
+            error = PortTaken if port_taken(str(exc)) else TrialError
+            raise error(f"the container did not start: {short(exc)}") from None
         except BaseException:
             server.stop()
             raise

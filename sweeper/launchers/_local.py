@@ -25,8 +25,10 @@ from sweeper.launchers._base import (
     Server,
     connect_address,
     describe_exit,
-    free_port,
+    free_ports,
+    listen_options,
     server_options,
+    start_on_free_ports,
     wait_until_ready,
 )
 from sweeper.launchers._watchdog import remove_empty_dir, remove_shm, watchdog
@@ -182,31 +184,31 @@ class LocalLauncher(Launcher):
         complete_config: bool = False,
         options: Sequence[str] = (),
     ) -> Server:
-        ports = [free_port(self._address) for _ in range(3)]
-        host = connect_address(self._address)
-        endpoints = Endpoints(*(f"{host}:{port}" for port in ports))
-        # The python backend names its shared-memory regions with this prefix: ours to remove.
-        shm_prefix = f"sweeper_{os.getpid()}_{uuid.uuid4().hex[:8]}_"
         argv = [
             str(self._binary),
             f"--model-repository={repository}",
             f"--backend-directory={self._backends}",
-            f"--backend-config=python,shm-region-prefix-name={shm_prefix}",
-            f"--http-address={self._address}",
-            f"--http-port={ports[0]}",
-            f"--grpc-address={self._address}",
-            f"--grpc-port={ports[1]}",
-            f"--metrics-address={self._address}",
-            f"--metrics-port={ports[2]}",
             *server_options(model_name, complete_config),
             *options,
         ]
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        guard = watchdog()
         if self._links_backends and not self._backends_guarded:  # removed even if the sweeper is killed
-            guard.add("tree", str(self._backends))
+            watchdog().add("tree", str(self._backends))
             self._backends_guarded = True
-        guard.add("shm", shm_prefix)
+        return start_on_free_ports(functools.partial(self._start_once, argv, log_path, model_name))
+
+    def _start_once(self, argv: list[str], log_path: Path, model_name: str | None) -> Server:
+        """Start the server on ports chosen now and wait until it is ready; stopped on failure."""
+        ports = free_ports(self._address, 3)
+        endpoints = Endpoints(*(f"{connect_address(self._address)}:{port}" for port in ports))
+        # The python backend names its shared-memory regions with this prefix: ours to remove.
+        shm_prefix = f"sweeper_{os.getpid()}_{uuid.uuid4().hex[:8]}_"
+        argv = [
+            *argv,
+            f"--backend-config=python,shm-region-prefix-name={shm_prefix}",
+            *listen_options(self._address, ports),
+        ]
+        watchdog().add("shm", shm_prefix)
         _adopt_orphans()
         folders_before = _python_env_dirs()
         with open(log_path, "wb") as log:
@@ -219,7 +221,7 @@ class LocalLauncher(Launcher):
                 process_group=0,
                 preexec_fn=_die_with_parent,
             )
-        guard.add("group", str(process.pid))
+        watchdog().add("group", str(process.pid))
         server = _LocalServer(process, endpoints, log_path, shm_prefix)
         # The backend's folder is claimed as soon as it appears (a sweeper killed while the server
         # starts leaves none behind), and only while the server starts.

@@ -7,6 +7,8 @@ import json
 import os
 import re
 import signal
+import socket
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -58,6 +60,34 @@ def test_model_that_fails_to_load_is_a_trial_error_with_the_log_lines(launcher, 
     assert "exited before it was ready" in message and "exited with status 1" in message
     assert "no_such_backend" in message
     assert "CudaDriverHelper" not in message and "NVML" not in message, "start-up noise is no reason"
+
+
+def test_a_port_taken_before_the_server_binds_it_is_chosen_again(launcher, monkeypatch, tmp_path, mlp_file):
+    """Another process binds a chosen port between the choice and the server's bind: the server
+    starts again on other ports (the instrument's failure, not the configuration's). Only the
+    choice is steered, to a port this test holds; the collision and the server's failure are real."""
+    import sweeper.launchers._base as base
+
+    held = socket.socket()
+    held.bind(("127.0.0.1", 0))
+    held.listen()
+    taken = held.getsockname()[1]
+    choices: list[list[int]] = []
+
+    def first_choice_taken(address: str, count: int) -> list[int]:
+        ports = base.free_ports(address, count)
+        ports = [taken, *ports[1:]] if not choices else ports
+        choices.append(ports)
+        return ports
+
+    monkeypatch.setattr(sys.modules[type(launcher).__module__], "free_ports", first_choice_taken)
+    repository = make_repository(tmp_path / "repo", mlp_file, TrialConfig(8, 200, 1, "http", "fp32"))
+    with (
+        held,
+        launcher.start(repository, tmp_path / "server.log", {"triton-sweeper.study": "t"}, model_name="mlp") as server,
+    ):
+        assert len(choices) == 2 and choices[0][0] == taken
+        assert server.endpoints.http.endswith(f":{choices[1][0]}") and server.alive()
 
 
 def test_models_load_and_unload_on_demand(launcher, tmp_path, mlp_file):
