@@ -21,7 +21,7 @@ from typing import Any
 import onnx
 from tritonclient.grpc import model_config_pb2 as mc
 
-from sweeper.tensors import TensorSpec, config_io, onnx_io
+from sweeper.tensors import TensorSpec, batch_axis_fix, config_io, fixed_batch_axis, onnx_io
 from sweeper.triton_config import model_backend, parse_pbtxt, template_from_io, to_pbtxt
 
 ONNX_PLATFORM = "onnxruntime_onnx"
@@ -57,11 +57,16 @@ class ModelSource:
     folder: Path | None = None
     version: str | None = None
     """The version folder Triton serves (the highest, as its default policy picks)."""
+    fixed_batch: int | None = None
+    """The leading dimension an ONNX graph fixes (exported without a dynamic batch axis): its
+    requests carry the model's whole shape and Triton cannot batch them (max_batch_size 0)."""
 
     @property
     def batched(self) -> bool:
         """Whether requests carry a batch axis (``max_batch_size`` > 0)."""
-        return self.kind != "repository" or self.template.max_batch_size > 0
+        if self.kind == "repository":
+            return self.template.max_batch_size > 0
+        return self.fixed_batch is None
 
     @property
     def reference_precision(self) -> str:
@@ -89,6 +94,7 @@ class ModelSource:
             "onnx_file": str(self.onnx_file) if self.onnx_file else None,
             "folder": str(self.folder) if self.folder else None,
             "version": self.version,
+            "fixed_batch": self.fixed_batch,
         }
 
     @classmethod
@@ -103,6 +109,7 @@ class ModelSource:
             Path(facts["onnx_file"]) if facts["onnx_file"] else None,
             Path(facts["folder"]) if facts["folder"] else None,
             facts["version"],
+            facts.get("fixed_batch"),  # studies before it was recorded had only batched ONNX sources
         )
 
 
@@ -117,15 +124,20 @@ def check_onnx(path: Path) -> onnx.ModelProto:
 
 
 def from_onnx(path: Path, name: str) -> ModelSource:
-    """An ONNX file whose first axis is the batch axis."""
+    """An ONNX file whose first axis is the batch axis, or, where the graph fixes it (an export
+    without a dynamic batch axis), a model Triton serves without batching."""
     model = check_onnx(path)
+    fixed = fixed_batch_axis(model)
     try:
-        inputs, outputs = onnx_io(model)
+        inputs, outputs = onnx_io(model, batched=fixed is None)
     except ValueError as exc:
         raise SourceError(str(exc)) from None
     if not inputs or not outputs:
         raise SourceError("the graph has no inputs or no outputs")
-    return ModelSource("onnx", name, template_from_io(name, inputs, outputs), tuple(inputs), tuple(outputs), path)
+    template = template_from_io(name, inputs, outputs)
+    return ModelSource(
+        "onnx", name, template, tuple(inputs), tuple(outputs), path, fixed_batch=None if fixed is None else fixed[1]
+    )
 
 
 _EXPORTS: list[Path] = []
@@ -287,5 +299,18 @@ def from_repository(folder: Path, name: str | None) -> ModelSource:
         onnx_file = folder / version / (model.default_model_filename or "model.onnx")
         if not onnx_file.is_file():
             raise SourceError(f"the onnxruntime model has no file {onnx_file}")
-        check_onnx(onnx_file)
+        _refuse_batching_over_a_fixed_axis(model, check_onnx(onnx_file))
     return ModelSource("repository", name, model, tuple(inputs), tuple(outputs), onnx_file, folder, version)
+
+
+def _refuse_batching_over_a_fixed_axis(config: mc.ModelConfig, model: onnx.ModelProto) -> None:
+    """A config that batches (max_batch_size > 0) over a graph whose leading axis is fixed: every
+    batch of more than one request would fail, so it is said before anything starts."""
+    fixed = fixed_batch_axis(model)
+    if config.max_batch_size > 0 and fixed is not None:
+        name, size = fixed
+        raise SourceError(
+            f"config.pbtxt has max_batch_size {config.max_batch_size} but the ONNX model's input '{name}' has a fixed "
+            f"first axis of {size}: Triton cannot send it batches. Set max_batch_size: 0 with dims the model's whole "
+            f"shape, or {batch_axis_fix([t.name for t in config.input])}"
+        )

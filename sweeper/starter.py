@@ -24,7 +24,7 @@ import numpy as np
 from sweeper.data import generate_samples
 from sweeper.errors import UsageError
 from sweeper.source import SourceError, from_onnx, from_repository, network_of
-from sweeper.tensors import TensorSpec
+from sweeper.tensors import TensorSpec, batch_axis_fix
 from sweeper.vocabulary import distinct_configurations
 
 _FACTORY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
@@ -101,15 +101,23 @@ def _concrete(inputs: tuple[TensorSpec, ...]) -> tuple[tuple[TensorSpec, ...], l
 def _draft_onnx(path: Path, spec_folder: Path) -> Draft:
     model = from_onnx(path, _model_name(path.stem, path.resolve().parent.name))
     inputs, checks = _concrete(model.inputs)
+    if not model.batched:
+        tensors = [t.name for t in (*model.inputs, *model.outputs)]
+        checks.insert(
+            0,
+            f"the model's first axis is fixed at {model.fixed_batch} (exported without a dynamic batch axis): "
+            f"Triton cannot batch its requests, so the space has no batching knobs. To let it batch, "
+            f"{batch_axis_fix(tensors)}",
+        )
     return Draft(
         "onnx",
         _relative(path, spec_folder),
         model.name,
         inputs,
-        batched=True,
+        batched=model.batched,
         convertible=True,
         checks=tuple(checks),
-        latency_s=_onnx_latency(path, inputs),
+        latency_s=_onnx_latency(path, inputs, model.batched),
     )
 
 
@@ -123,7 +131,7 @@ def _draft_folder(folder: Path, spec_folder: Path) -> Draft:
             )
     model = from_repository(folder, None)
     inputs, checks = _concrete(model.inputs)
-    latency = _onnx_latency(model.onnx_file, inputs) if model.onnx_file is not None else None
+    latency = _onnx_latency(model.onnx_file, inputs, model.batched) if model.onnx_file is not None else None
     return Draft(
         "repository",
         _relative(folder, spec_folder),
@@ -209,9 +217,11 @@ def _guess_inputs(network: Any) -> tuple[tuple[TensorSpec, ...], dict[str, tuple
     return inputs, ranges, checks
 
 
-def _example(inputs: tuple[TensorSpec, ...], ranges: dict[str, tuple[float, float]]) -> dict[str, np.ndarray]:
+def _example(
+    inputs: tuple[TensorSpec, ...], ranges: dict[str, tuple[float, float]], batched: bool = True
+) -> dict[str, np.ndarray]:
     samples = generate_samples(list(inputs), 1, low=0.0, high=1.0, seed=0, ranges=ranges)
-    return samples.batch(0, 1, batched=True)
+    return samples.batch(0, 1, batched=batched)
 
 
 def _timed(call: Any) -> float:
@@ -225,12 +235,12 @@ def _timed(call: Any) -> float:
     return float(np.median(times))
 
 
-def _onnx_latency(path: Path, inputs: tuple[TensorSpec, ...]) -> float | None:
+def _onnx_latency(path: Path, inputs: tuple[TensorSpec, ...], batched: bool = True) -> float | None:
     import onnxruntime
 
     try:
         session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        feeds = _example(inputs, {})
+        feeds = _example(inputs, {}, batched)
         return _timed(lambda: session.run(None, feeds))
     except Exception:  # a graph ORT's CPU provider cannot run: the budget falls back to a default
         return None
@@ -322,7 +332,8 @@ def spec_text(
         "model:",
         *([] if model.kind == "repository" else [f"  name: {model.name}"]),
         f"  source: {{{model.kind}: {json.dumps(model.source)}}}",
-        "  inputs:                  # name, datatype and per-sample shape (no batch axis)",
+        "  inputs:                  # name, datatype and "
+        + ("per-sample shape (no batch axis)" if model.batched else "the model's whole shape (it has no batch axis)"),
         *(
             f"    - {{name: {json.dumps(t.name)}, datatype: {t.datatype}, shape: {list(t.shape)}}}"
             for t in model.inputs
@@ -381,7 +392,6 @@ def _space_lines(model: Draft, space: dict[str, list]) -> list[str]:
         lines.append("# The baseline is the folder's own config.pbtxt: always trial 0.")
     else:
         lines.append("# The baseline, what a plain deployment runs: always trial 0.")
-        lines.append(
-            "baseline: {max_batch_size: 8, max_queue_delay_us: off, instance_count: 1, protocol: http, precision: fp32}"
-        )
+        batching = "max_batch_size: 8, max_queue_delay_us: off, " if model.batched else ""
+        lines.append(f"baseline: {{{batching}instance_count: 1, protocol: http, precision: fp32}}")
     return lines

@@ -102,6 +102,28 @@ def onnx_io(model: onnx.ModelProto, *, batched: bool = True) -> tuple[list[Tenso
     return inputs, outputs
 
 
+def fixed_batch_axis(model: onnx.ModelProto) -> tuple[str, int] | None:
+    """The first input whose leading dimension the graph fixes (an export without a dynamic
+    batch axis: ``[1, 3, 64, 64]``) and that dimension; None where every input leaves it open."""
+    initializers = {i.name for i in model.graph.initializer}
+    for value in model.graph.input:
+        if value.name in initializers or value.type.WhichOneof("value") != "tensor_type":
+            continue
+        dims = value.type.tensor_type.shape.dim
+        if dims and dims[0].HasField("dim_value"):
+            return value.name, dims[0].dim_value
+    return None
+
+
+def batch_axis_fix(tensors: list[str]) -> str:
+    """How to export a model with a dynamic batch axis, for the tensors named."""
+    axes = ", ".join(f"'{name}': {{0: 'batch'}}" for name in tensors)
+    return (
+        f"export it with a dynamic batch axis: torch.onnx.export(..., dynamic_axes={{{axes}}}), "
+        "or with the newer exporter (dynamo=True) dynamic_shapes={<argument>: {0: torch.export.Dim('batch')}}"
+    )
+
+
 _KINDS = {
     "sequence_type": "a sequence",
     "map_type": "a map",

@@ -63,7 +63,8 @@ def mlp_file(tmp_path_factory) -> Path:
 
 
 def fixed_batch_onnx(path: Path) -> Path:
-    """An MLP exported without a dynamic batch axis: a batch of more than one fails at run time."""
+    """An MLP whose graph declares a dynamic batch axis but reshapes to a batch of one: the axis
+    looks open and a batch of more than one fails at run time."""
     rng = np.random.default_rng(0)
     w = rng.normal(0, 0.3, (16, 4)).astype(np.float32)
     graph = helper.make_graph(
@@ -75,6 +76,24 @@ def fixed_batch_onnx(path: Path) -> Path:
             helper.make_tensor("w", TensorProto.FLOAT, w.shape, w.ravel()),
             helper.make_tensor("shape", TensorProto.INT64, [2], [1, 4]),
         ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def fixed_axis_onnx(path: Path) -> Path:
+    """An MLP as ``torch.onnx.export`` writes it without dynamic axes: x FP32 [1, 16] -> y FP32
+    [1, 4], the leading axis a fixed 1."""
+    rng = np.random.default_rng(0)
+    w = rng.normal(0, 0.3, (16, 4)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])],
+        "fixed_axis",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor("w", TensorProto.FLOAT, w.shape, w.ravel())],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8

@@ -21,7 +21,7 @@ from sweeper.source import InputsError, ModelSource, SourceError, from_onnx, fro
 from sweeper.spec._messages import describe
 from sweeper.spec._schema import ExampleInputsSpec, Spec
 from sweeper.spec._yaml import read_yaml
-from sweeper.tensors import TensorSpec
+from sweeper.tensors import TensorSpec, batch_axis_fix
 from sweeper.triton_config import config_field, knobs_from_config, parse_pbtxt
 from sweeper.vocabulary import (
     BATCHING_OFF,
@@ -341,10 +341,20 @@ def _space(spec: Spec, model: ModelSource, known: dict[str, Any], path: Path) ->
     if not model.batched:
         fixed = [k for k in ("max_batch_size", "max_queue_delay_us") if getattr(given, k) is not None]
         if fixed:
+            why = (
+                "the model has max_batch_size 0 (no batching)"
+                if model.fixed_batch is None
+                else f"the ONNX model's first axis is fixed at {model.fixed_batch} (exported with no batch axis)"
+            )
             raise SpecError(
-                f"{path}: search_space.{fixed[0]}: the model has max_batch_size 0 (no batching): its requests have no "
-                "batch axis, so max_batch_size and max_queue_delay_us cannot be swept",
-                hint="sweep instance_count and protocol (and precision for an ONNX model)",
+                f"{path}: search_space.{fixed[0]}: {why}: its requests have no batch axis, so max_batch_size and "
+                "max_queue_delay_us cannot be swept",
+                hint="sweep instance_count and protocol (and precision for an ONNX model)"
+                + (
+                    ""
+                    if model.fixed_batch is None
+                    else f"; to let Triton batch, {batch_axis_fix([t.name for t in model.inputs])}"
+                ),
             )
     space: dict[str, list] = {}
     for knob in KNOBS:

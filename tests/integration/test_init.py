@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from sweeper.cli import main
-from tests.conftest import refused
+from tests.conftest import fixed_axis_onnx, refused
 from tests.repositories import string_python_repository
 
 
@@ -96,3 +96,63 @@ def test_a_skl2onnx_classifier_sweeps_and_exports_its_label_and_probabilities(tm
     assert list(outputs["label"].dims) == [1] and outputs["label"].HasField("reshape")
     assert list(outputs["label"].reshape.shape) == [] and list(outputs["probabilities"].dims) == [3]
     assert (tmp_path / "deploy" / "iris" / "1" / "model.onnx").is_file()
+
+
+def test_a_model_exported_without_a_dynamic_batch_axis_is_swept_and_exported_without_batching(
+    tmp_path, monkeypatch, capsys, local_launcher
+):
+    """`init` names the fixed axis and the exporter's fix; no trial sends the model a batch it
+    cannot take; the export serves a request of the model's own shape."""
+    import numpy as np
+    import onnxruntime as ort
+    import tritonclient.http as httpclient
+
+    from sweeper.triton_config import parse_pbtxt
+    from tests.repositories import infer_mlp
+
+    monkeypatch.chdir(tmp_path)
+    model = fixed_axis_onnx(tmp_path / "mlp.onnx")
+    spec = tmp_path / "s.yaml"
+    assert main(["init", str(model), "-o", str(spec), "--trials", "2"]) == 0
+    text = spec.read_text()
+    assert "# CHECK: the model's first axis is fixed at 1" in text and "dynamic_axes={'x': {0: 'batch'}" in text
+    assert "max_batch_size:" not in text and "max_queue_delay_us:" not in text, (
+        "no batching knobs, none in the baseline"
+    )
+    assert "shape: [1, 16]" in text, "the request is the model's whole shape"
+    _quicker(spec)
+    assert main(["run", str(spec), "--results-dir", str(tmp_path / "results")]) == 0
+    (study,) = (tmp_path / "results").iterdir()
+    trials = pd.read_csv(study / "trials.csv")
+    assert (trials["state"] == "COMPLETE").all(), trials["failure"].tolist()
+    assert (trials["max_batch_size"] == 0).all() and len(trials) >= 2
+    assert main(["export", str(study), "--out", str(tmp_path / "deploy")]) == 0
+    config = parse_pbtxt((tmp_path / "deploy" / "mlp" / "config.pbtxt").read_text())
+    assert config.max_batch_size == 0 and not config.HasField("dynamic_batching")
+    assert list(config.input[0].dims) == [1, 16]
+    served = tmp_path / "served"  # the config the trial's server loaded (python backend here)
+    assert main(["export", str(study), "--out", str(served), "--backend", "python"]) == 0
+    x = np.random.default_rng(3).random((1, 16), dtype=np.float32)
+    expected = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    with local_launcher.start(served, tmp_path / "server.log", {}, model_name="mlp") as server:
+        produced = infer_mlp(httpclient, server.endpoints.http, x)
+    np.testing.assert_allclose(produced, expected, atol=5e-3)  # the exported precision may be FP16
+
+
+def test_a_repository_that_batches_over_a_fixed_axis_is_refused_before_anything_starts(tmp_path, capsys):
+    folder = tmp_path / "models" / "mlp"
+    (folder / "1").mkdir(parents=True)
+    fixed_axis_onnx(folder / "1" / "model.onnx")
+    (folder / "config.pbtxt").write_text(
+        'backend: "onnxruntime"\nmax_batch_size: 8\n'
+        'input {name: "x" data_type: TYPE_FP32 dims: [16]}\noutput {name: "y" data_type: TYPE_FP32 dims: [4]}\n'
+    )
+    spec = tmp_path / "s.yaml"
+    refused(
+        ["init", str(folder), "-o", str(spec)],
+        capsys,
+        spec,
+        "max_batch_size 8",
+        "input 'x' has a fixed first axis of 1",
+        "dynamic_axes",
+    )

@@ -13,7 +13,7 @@ import pytest
 from sweeper.cli import main
 from sweeper.spec import StudySpec, load_spec
 from sweeper.vocabulary import TrialConfig
-from tests.conftest import REPO, child_processes, refused, run_refused, write_spec
+from tests.conftest import REPO, child_processes, fixed_axis_onnx, refused, run_refused, write_spec
 
 VALID = """
 study: {name: s1, trials: 2}
@@ -905,3 +905,10 @@ def test_the_knees_neighbours_take_a_quarter_of_the_trials_unless_the_spec_says(
     assert StudySpec(name="s", trials=4, neighbours=10).neighbour_trials == 3, "the baseline's trial stays"
     assert StudySpec(name="s", trials=20, neighbours=0).neighbour_trials == 0
     assert StudySpec(name="s", trials=20, sampler="grid").neighbour_trials == 0, "a grid measures them all"
+
+
+def test_batching_knobs_over_a_model_with_a_fixed_batch_axis_are_refused(tmp_path, capsys):
+    spec = _spec(tmp_path, fixed_axis_onnx(tmp_path / "fixed.onnx"))
+    run_refused(
+        spec, capsys, "search_space.max_batch_size", "first axis is fixed at 1", "dynamic_axes={'x': {0: 'batch'}}"
+    )
