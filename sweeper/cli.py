@@ -132,10 +132,12 @@ def cmd_init(args: argparse.Namespace) -> int:
     budget = args.latency_budget
     if budget is not None and not (0 < budget <= 3_600_000):
         raise UsageError(f"--latency-budget must be a number of milliseconds in (0, 3600000], got {budget:g}")
-    model = draft(args.source, out.parent if out is not None else Path.cwd())
+    model = draft(args.source, out.parent if out is not None else Path.cwd(), keep_gpu=args.keep_gpu)
     study_name = unique_study_name(model.name, Path("results"))
     spec_name = str(out) if out is not None else "spec.yaml"
-    text = spec_text(model, spec_name, args.trials, study_name=study_name, latency_budget_ms=budget)
+    text = spec_text(
+        model, spec_name, args.trials, study_name=study_name, latency_budget_ms=budget, keep_gpu=args.keep_gpu
+    )
     if out is None:
         print(text, end="")
         return 0
@@ -211,6 +213,13 @@ def _print_plan(plan: SweepPlan) -> None:
         f"measured by {plan.generator.describe()}; servers: {loaded.spec.server.reuse} "
         f"({plan.launcher.describe()}, {plan.backend} backend)"
     )
+    if loaded.model.host_changes:
+        console.print(
+            f"the model's config asks for a GPU and this host has none: measured on its CPU "
+            f"({'; '.join(loaded.model.host_changes)}); the figures are this host's, and the export gives the "
+            "GPU fields back (server.keep_gpu: true refuses instead)",
+            markup=False,
+        )
     address = loaded.spec.server.address
     if not _loopback(address):
         errors.print(
@@ -442,6 +451,11 @@ def _init_parser(commands: argparse._SubParsersAction) -> None:
         type=float,
         metavar="MS",
         help="rank by the load sustained while p99 stays within MS milliseconds (capacity) and server memory",
+    )
+    init.add_argument(
+        "--keep-gpu",
+        action="store_true",
+        help="refuse a model config that asks for a GPU on a host without one (default: measure it on the CPU)",
     )
     init.add_argument("--force", action="store_true", help="replace an existing --output")
     init.set_defaults(handler=cmd_init)

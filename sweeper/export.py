@@ -33,7 +33,7 @@ from sweeper.repository import write_model
 from sweeper.results import Recommendation, measured_metrics, recommendation_sentences, study_recommendation, tables
 from sweeper.server_options import server_argv
 from sweeper.source import ModelSource
-from sweeper.triton_config import model_backend, parse_pbtxt, serve_as, to_pbtxt
+from sweeper.triton_config import model_backend, parse_pbtxt, restore_gpu_fields, serve_as, to_pbtxt
 from sweeper.vocabulary import COLUMN_PATTERN, NUMBER_PATTERN, Ranking, TrialConfig, is_metric
 
 _CONDITION = re.compile(rf"^\s*({COLUMN_PATTERN})\s*(<=|>=|<|>|==)\s*({NUMBER_PATTERN})\s*$")
@@ -183,7 +183,16 @@ def export(
     model.name = source.name
     if onnx:
         serve_as(model, backend, source.template)
+    if source.user_template is not None:  # measured on a CPU host: the user's GPU fields go back
+        restore_gpu_fields(model, source.user_template)
     record = _export_record(study, trial, row, ranking, pick, where, (model_backend(model), measured))
+    record["host_changes"] = list(source.host_changes)
+    record["host_changes_note"] = (
+        "the config asks for a GPU; it was measured on a host without one with these changes, which the export "
+        "undoes: its figures are that host's CPU's, not a GPU's"
+        if source.host_changes
+        else None
+    )
     if choice is not None:
         record["recommendation"] = {
             "knee_by_figures": choice.knee,

@@ -22,7 +22,7 @@ import onnx
 from tritonclient.grpc import model_config_pb2 as mc
 
 from sweeper.tensors import TensorSpec, batch_axis_fix, config_io, fixed_batch_axis, onnx_io
-from sweeper.triton_config import model_backend, parse_pbtxt, template_from_io, to_pbtxt
+from sweeper.triton_config import for_cpu, model_backend, parse_pbtxt, template_from_io, to_pbtxt
 
 ONNX_PLATFORM = "onnxruntime_onnx"
 
@@ -60,6 +60,10 @@ class ModelSource:
     fixed_batch: int | None = None
     """The leading dimension an ONNX graph fixes (exported without a dynamic batch axis): its
     requests carry the model's whole shape and Triton cannot batch them (max_batch_size 0)."""
+    host_changes: tuple[str, ...] = ()
+    """What was changed so that this host serves a config written for a GPU
+    (``sweeper.triton_config.for_cpu``); ``user_template`` keeps the config as written."""
+    user_template: mc.ModelConfig | None = None
 
     @property
     def batched(self) -> bool:
@@ -95,6 +99,8 @@ class ModelSource:
             "folder": str(self.folder) if self.folder else None,
             "version": self.version,
             "fixed_batch": self.fixed_batch,
+            "host_changes": list(self.host_changes),
+            "user_template": to_pbtxt(self.user_template) if self.user_template is not None else None,
         }
 
     @classmethod
@@ -110,7 +116,16 @@ class ModelSource:
             Path(facts["folder"]) if facts["folder"] else None,
             facts["version"],
             facts.get("fixed_batch"),  # studies before it was recorded had only batched ONNX sources
+            tuple(facts.get("host_changes", ())),
+            parse_pbtxt(facts["user_template"]) if facts.get("user_template") else None,
         )
+
+    def for_cpu(self) -> ModelSource:
+        """The source as a host without a GPU serves it (``host_changes`` says what changed)."""
+        template, changes = for_cpu(self.template)
+        if not changes:
+            return self
+        return dataclasses.replace(self, template=template, host_changes=changes, user_template=self.template)
 
 
 def check_onnx(path: Path) -> onnx.ModelProto:

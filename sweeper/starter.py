@@ -23,7 +23,8 @@ import numpy as np
 
 from sweeper.data import generate_samples
 from sweeper.errors import UsageError
-from sweeper.source import SourceError, from_onnx, from_repository, network_of
+from sweeper.launchers import host_has_gpu
+from sweeper.source import ModelSource, SourceError, from_onnx, from_repository, network_of
 from sweeper.tensors import TensorSpec, batch_axis_fix
 from sweeper.vocabulary import distinct_configurations
 
@@ -57,12 +58,13 @@ class Draft:
     """One in-process inference of one sample, where it could be timed."""
 
 
-def draft(source: str, spec_folder: Path) -> Draft:
-    """Read the model SOURCE names; UsageError when SOURCE is none of the three kinds."""
+def draft(source: str, spec_folder: Path, *, keep_gpu: bool = False) -> Draft:
+    """Read the model SOURCE names; UsageError when SOURCE is none of the three kinds, or with
+    ``keep_gpu`` a model folder whose config asks for a GPU this host lacks."""
     path = Path(source)
     try:
         if path.is_dir():
-            return _draft_folder(path, spec_folder)
+            return _draft_folder(path, spec_folder, keep_gpu)
         if path.is_file() and path.suffix == ".onnx":
             return _draft_onnx(path, spec_folder)
         if _FACTORY.match(source) and not path.exists():
@@ -121,7 +123,24 @@ def _draft_onnx(path: Path, spec_folder: Path) -> Draft:
     )
 
 
-def _draft_folder(folder: Path, spec_folder: Path) -> Draft:
+def _gpu_fields_on_this_host(model: ModelSource, keep_gpu: bool) -> list[str]:
+    """CHECK lines for a config written for a GPU on a host without one (``for_cpu``); with
+    ``keep_gpu`` it is refused instead."""
+    changes = () if host_has_gpu() else model.for_cpu().host_changes
+    if changes and keep_gpu:
+        raise UsageError(
+            f"{model.folder}: the model's config asks for a GPU ({'; '.join(changes)}) and this host has none",
+            hint="run init on the GPU host, or leave out --keep-gpu to measure the config on this host's CPU",
+        )
+    if not changes:
+        return []
+    return [
+        f"this host has no GPU: the config is measured on its CPU, changed so: {'; '.join(changes)}. The figures "
+        "are this host's; the export gives the GPU fields back (server.keep_gpu: true refuses instead)"
+    ]
+
+
+def _draft_folder(folder: Path, spec_folder: Path, keep_gpu: bool = False) -> Draft:
     if not (folder / "config.pbtxt").is_file():
         models = sorted(p.name for p in folder.iterdir() if (p / "config.pbtxt").is_file())
         if models:
@@ -131,6 +150,7 @@ def _draft_folder(folder: Path, spec_folder: Path) -> Draft:
             )
     model = from_repository(folder, None)
     inputs, checks = _concrete(model.inputs)
+    checks += _gpu_fields_on_this_host(model, keep_gpu)
     latency = _onnx_latency(model.onnx_file, inputs, model.batched) if model.onnx_file is not None else None
     return Draft(
         "repository",
@@ -288,13 +308,18 @@ def trial_budget(model: Draft, space: dict[str, list], levels: int = 2) -> tuple
     return trials, confirming, per_run
 
 
-def launcher_block() -> str:
-    """``server:``: the local launcher where a tritonserver is installed, else Docker."""
+def launcher_block(keep_gpu: bool = False) -> str:
+    """``server:``: the local launcher where a tritonserver is installed, else Docker; with
+    ``keep_gpu`` a config that asks for a GPU is refused on a host without one."""
+    kept = (
+        "  keep_gpu: true              # a config that asks for a GPU is never measured on a CPU\n" if keep_gpu else ""
+    )
     if importlib.util.find_spec("pytriton") is not None or shutil.which("tritonserver"):
-        return "server:\n  launcher: local             # nvidia-pytriton's tritonserver, or server.tritonserver: PATH\n"
+        local = "  launcher: local             # nvidia-pytriton's tritonserver, or server.tritonserver: PATH\n"
+        return f"server:\n{local}{kept}"
     return (
         "server:\n  launcher: docker            # no local tritonserver here (pip install nvidia-pytriton for one)\n"
-        "  docker: {image: nvcr.io/nvidia/tritonserver:24.10-py3}\n"
+        f"  docker: {{image: nvcr.io/nvidia/tritonserver:24.10-py3}}\n{kept}"
     )
 
 
@@ -305,10 +330,11 @@ def spec_text(
     *,
     study_name: str | None = None,
     latency_budget_ms: float | None = None,
+    keep_gpu: bool = False,
 ) -> str:
     """The commented spec of a model, to be written as ``spec_name``: ranked by p50 at
     concurrency 1 and throughput at 8, or with ``latency_budget_ms`` by the load sustained while
-    p99 stays within it (capacity) and the server's memory."""
+    p99 stays within it (capacity) and the server's memory; ``keep_gpu``: ``server.keep_gpu``."""
     space = space_of(model)
     budget, confirming, per_run = trial_budget(model, space, 8 if latency_budget_ms is not None else 2)
     size = distinct_configurations(space)
@@ -343,7 +369,7 @@ def spec_text(
         lines.append("  example_inputs:          # generated requests: each input's own range [low, high)")
         lines.append("    ranges:")
         lines += [f"      {json.dumps(n)}: {{low: {lo:g}, high: {hi:g}}}" for n, (lo, hi) in model.ranges.items()]
-    lines.append(launcher_block().rstrip("\n"))
+    lines.append(launcher_block(keep_gpu).rstrip("\n"))
     lines += _space_lines(model, space)
     lines += _ranking_lines(latency_budget_ms)
     if model.convertible:

@@ -76,6 +76,7 @@ def plan_sweep(
     launcher = LAUNCHERS[loaded.spec.server.launcher].from_spec(loaded.spec.server)
     generator = choose_generator(loaded.spec.load.generator, loaded.spec.load.perf_analyzer_setting)
     launcher.preflight()
+    loaded = _for_this_host(loaded, launcher)
     backend = choose_backend(loaded, launcher)
     _check_measurable(loaded, launcher)
     plan = SweepPlan(loaded, directory, storage_url, launcher, generator, backend)
@@ -153,6 +154,23 @@ def _check_measurable(loaded: LoadedSpec, launcher: Launcher) -> None:
                     f"{loaded.path}: {key}.{index}.metric: gpu_memory_mb needs a GPU; {launcher.describe()} has none",
                     hint="use server_memory_mb (the server's resident memory), or server.docker.gpus on a GPU host",
                 )
+
+
+def _for_this_host(loaded: LoadedSpec, launcher: Launcher) -> LoadedSpec:
+    """A model config written for a GPU, on a server without one: measured on the CPU with each
+    change said (``ModelSource.for_cpu``), or refused with ``server.keep_gpu``."""
+    if launcher.has_gpu:
+        return loaded
+    model = loaded.model.for_cpu()
+    if not model.host_changes:
+        return loaded
+    if loaded.spec.server.keep_gpu:
+        raise SpecError(
+            f"{loaded.path}: server.keep_gpu: the model's config asks for a GPU ({'; '.join(model.host_changes)}) "
+            f"and {launcher.describe()} has none",
+            hint="run on a GPU host, or set server.keep_gpu: false to measure the config on this host's CPU",
+        )
+    return dataclasses.replace(loaded, model=model)
 
 
 def choose_backend(loaded: LoadedSpec, launcher: Launcher) -> str:

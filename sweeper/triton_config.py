@@ -441,6 +441,48 @@ def _deeper_paths(depth: int = 3) -> list[str]:
     return found
 
 
+def copy_of(model: mc.ModelConfig) -> mc.ModelConfig:
+    """A copy of a config, to change without touching the original."""
+    copied = mc.ModelConfig()
+    copied.CopyFrom(model)
+    return copied
+
+
+def for_cpu(template: mc.ModelConfig) -> tuple[mc.ModelConfig, tuple[str, ...]]:
+    """A config written for a GPU, as a host without one can serve it: KIND_GPU instance groups
+    on the CPU (their ``gpus`` dropped) and no GPU execution accelerators (TensorRT, CUDA
+    graphs of ONNX Runtime). Returns the copy and each change in words; none for a CPU config."""
+    model = copy_of(template)
+    changes = []
+    for index, group in enumerate(model.instance_group):
+        if group.kind == mc.ModelInstanceGroup.KIND_GPU:
+            group.kind = mc.ModelInstanceGroup.KIND_CPU
+            changes.append(f"instance_group[{index}].kind: KIND_GPU -> KIND_CPU")
+        if group.gpus:
+            changes.append(f"instance_group[{index}].gpus: {list(group.gpus)} dropped")
+            del group.gpus[:]
+    accelerators = model.optimization.execution_accelerators
+    if accelerators.gpu_execution_accelerator:
+        names = [a.name for a in accelerators.gpu_execution_accelerator]
+        changes.append(f"optimization.execution_accelerators.gpu_execution_accelerator {names} dropped (GPU only)")
+        accelerators.ClearField("gpu_execution_accelerator")
+    return model, tuple(changes)
+
+
+def restore_gpu_fields(model: mc.ModelConfig, user: mc.ModelConfig) -> None:
+    """Give a config measured on a CPU host back the GPU fields of the user's config
+    (``for_cpu`` took them out): each instance group's kind and ``gpus``, and the GPU
+    accelerators, unless a knob set its own (a ``_trt`` precision)."""
+    for group, original in zip(model.instance_group, user.instance_group):
+        group.kind = original.kind
+        del group.gpus[:]
+        group.gpus.extend(original.gpus)
+    wanted = user.optimization.execution_accelerators.gpu_execution_accelerator
+    accelerators = model.optimization.execution_accelerators
+    if wanted and not accelerators.gpu_execution_accelerator:
+        accelerators.gpu_execution_accelerator.extend(wanted)
+
+
 def serve_as(model: mc.ModelConfig, backend: str, template: mc.ModelConfig) -> mc.ModelConfig:
     """Set (in place) the backend an ONNX model is served with: ``onnxruntime`` (Triton's
     backend), ``python`` (the sweeper's python-backend model) or ``original`` (the template's own

@@ -30,7 +30,7 @@ from sweeper.repository import write_model
 from sweeper.source import ModelSource, SourceError, from_repository
 from sweeper.spec import ExampleInputsSpec, LoadSpec, ServerSpec, request_samples
 from sweeper.tensors import TensorSpec
-from sweeper.triton_config import model_backend, serve_as
+from sweeper.triton_config import copy_of, for_cpu, model_backend, serve_as
 from sweeper.vocabulary import LoadSettings, Objective, Ranking, parse_capacity_column
 
 
@@ -262,13 +262,16 @@ def _verified_capacity(record: dict) -> str:
 
 
 def _served_config(export: Export, launcher: Launcher) -> tuple[mc.ModelConfig, tuple[str, ...]]:
-    """The export's config; an ONNX model whose backend the server lacks is served by the
-    sweeper's python-backend model, as the study measured it (said in a note)."""
-    config = mc.ModelConfig()
-    config.CopyFrom(export.source.template)
+    """The export's config; a config written for a GPU is served on a server without one as
+    the study measured it (``for_cpu``), and an ONNX model whose backend the server lacks by the
+    sweeper's python-backend model (each said in a note)."""
+    config, changes = for_cpu(export.source.template)  # a copy either way
+    if launcher.has_gpu:
+        config, changes = copy_of(export.source.template), ()
+    notes = tuple(f"served on this host's CPU: {change}" for change in changes)
     backend = model_backend(config)
     if backend in launcher.backends:
-        return config, ()
+        return config, notes
     if export.source.onnx_file is None or "python" not in launcher.backends:
         raise SweeperError(
             f"{launcher.describe()} has no {backend} backend (it has: {', '.join(sorted(launcher.backends))})",
@@ -276,6 +279,7 @@ def _served_config(export: Export, launcher: Launcher) -> tuple[mc.ModelConfig, 
         )
     serve_as(config, "python", export.source.template)
     return config, (
+        *notes,
         f"{launcher.describe()} has no {backend} backend: the model file served by the sweeper's "
         "python-backend model, as the study measured it",
     )

@@ -176,6 +176,30 @@ output [{ name: "y" data_type: TYPE_FP32 dims: [4] }]
     return folder
 
 
+GPU_CONFIG = """
+name: "mlp_gpu"
+backend: "onnxruntime"
+max_batch_size: 8
+input [{ name: "x" data_type: TYPE_FP32 dims: [16] }]
+output [{ name: "y" data_type: TYPE_FP32 dims: [4] }]
+instance_group [{ count: 2 kind: KIND_GPU gpus: [0] }]
+dynamic_batching { max_queue_delay_microseconds: 100 }
+optimization { execution_accelerators { gpu_execution_accelerator: [{
+  name: "tensorrt"
+  parameters { key: "precision_mode" value: "FP16" }
+}] } }
+"""
+
+
+def gpu_onnx_repository(root: Path) -> Path:
+    """The test MLP as a GPU user's repository has it: two KIND_GPU instances on GPU 0 and ONNX
+    Runtime's TensorRT accelerator."""
+    root.mkdir(parents=True, exist_ok=True)
+    folder = _folder(root, "mlp_gpu", GPU_CONFIG)
+    mlp_onnx(folder / "1" / "model.onnx")
+    return folder
+
+
 REFUSED = {
     "torchscript": (
         'platform: "pytorch_libtorch" max_batch_size: 8 input [{ name: "x" data_type: TYPE_FP32 dims: [4] }] '

@@ -19,7 +19,7 @@ from sweeper.launchers._base import (
     server_statistics,
 )
 from sweeper.launchers._docker import DockerLauncher, run_to_completion
-from sweeper.launchers._local import LocalLauncher
+from sweeper.launchers._local import LocalLauncher, host_has_gpu
 from sweeper.launchers._memory import PeakMemory
 from sweeper.launchers._reuse import REUSE, Reload, Restart
 
@@ -41,6 +41,7 @@ __all__ = [
     "Server",
     "describe_exit",
     "error_lines",
+    "host_has_gpu",
     "gpu_memory_mb",
     "run_to_completion",
     "model_config",

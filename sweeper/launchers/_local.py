@@ -58,6 +58,15 @@ def pytriton_server_dir() -> Path | None:
     return folder if (folder / "bin" / "tritonserver").is_file() else None
 
 
+def host_has_gpu() -> bool:
+    """Whether ``nvidia-smi`` lists a GPU on this host."""
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return False
+    listed = subprocess.run([smi, "-L"], capture_output=True, text=True, check=False)
+    return listed.returncode == 0 and "GPU" in listed.stdout
+
+
 def _die_with_parent() -> None:
     # Runs in the child before exec: the kernel kills tritonserver if the sweeper dies.
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -145,11 +154,7 @@ class LocalLauncher(Launcher):
 
     @functools.cached_property
     def has_gpu(self) -> bool:
-        smi = shutil.which("nvidia-smi")
-        if smi is None:
-            return False
-        listed = subprocess.run([smi, "-L"], capture_output=True, text=True, check=False)
-        return listed.returncode == 0 and "GPU" in listed.stdout
+        return host_has_gpu()
 
     @property
     def backend_directory(self) -> Path:

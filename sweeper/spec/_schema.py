@@ -212,6 +212,11 @@ class ServerSpec(_Strict):
     address: str = "127.0.0.1"
     startup_timeout_s: Float = Field(default=120.0, gt=0, le=86_400)
     docker: DockerSpec | None = None
+    keep_gpu: StrictBool = Field(
+        default=False,
+        description="a model config that asks for a GPU (KIND_GPU, TensorRT) is refused on a host without one, "
+        "instead of being measured on its CPU",
+    )
 
     @model_validator(mode="after")
     def _docker_block(self) -> ServerSpec:

@@ -3,6 +3,7 @@ real server, with the baseline as trial 0 (the runs are cut to two trials by ``i
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import pandas as pd
@@ -10,7 +11,7 @@ import pytest
 
 from sweeper.cli import main
 from tests.conftest import fixed_axis_onnx, refused
-from tests.repositories import string_python_repository
+from tests.repositories import gpu_onnx_repository, string_python_repository
 
 
 def _source(kind: str, tmp_path, mlp_file) -> str:
@@ -156,3 +157,46 @@ def test_a_repository_that_batches_over_a_fixed_axis_is_refused_before_anything_
         "input 'x' has a fixed first axis of 1",
         "dynamic_axes",
     )
+
+
+def test_a_repository_written_for_a_gpu_is_measured_on_this_cpu_and_exported_as_written(tmp_path, monkeypatch, capsys):
+    """KIND_GPU instances and a TensorRT accelerator, on a host without a GPU: init says what it
+    changes, the baseline is served and measured on the CPU, and the export gives the GPU fields
+    back; with --keep-gpu (and server.keep_gpu) the same repository is refused."""
+    from tritonclient.grpc import model_config_pb2 as mc
+
+    from sweeper.triton_config import parse_pbtxt
+
+    monkeypatch.chdir(tmp_path)
+    folder = gpu_onnx_repository(tmp_path / "models")
+    spec = tmp_path / "s.yaml"
+    refused(["init", str(folder), "-o", str(spec), "--keep-gpu"], capsys, spec, "asks for a GPU", "KIND_GPU")
+    assert main(["init", str(folder), "-o", str(spec), "--trials", "1"]) == 0
+    text = spec.read_text()
+    assert "# CHECK: this host has no GPU" in text and "KIND_GPU -> KIND_CPU" in text and "['tensorrt'] dropped" in text
+    _quicker(spec)
+    text = spec.read_text().replace("precision: [native, fp16, int8]", "precision: [native]")
+    spec.write_text(text)
+    kept = tmp_path / "kept.yaml"
+    kept.write_text(text.replace("  launcher: local", "  keep_gpu: true\n  launcher: local"))
+    refused(["check", str(kept)], capsys, tmp_path / "results", "server.keep_gpu", "asks for a GPU")
+    capsys.readouterr()
+    assert main(["run", str(spec), "--results-dir", str(tmp_path / "results")]) == 0
+    assert "measured on its CPU (instance_group[0].kind: KIND_GPU -> KIND_CPU" in capsys.readouterr().out
+    (study,) = (tmp_path / "results").iterdir()
+    trials = pd.read_csv(study / "trials.csv").set_index("number")
+    assert trials.loc[0, "state"] == "COMPLETE" and trials.loc[0, "baseline"], trials["failure"].tolist()
+    served = parse_pbtxt((study / "trials" / "0" / "config.pbtxt").read_text())
+    assert [g.kind for g in served.instance_group] == [mc.ModelInstanceGroup.KIND_CPU] and not served.instance_group[
+        0
+    ].gpus
+    assert not served.optimization.execution_accelerators.gpu_execution_accelerator
+    assert main(["export", str(study), "--out", str(tmp_path / "deploy")]) == 0
+    exported = parse_pbtxt((tmp_path / "deploy" / "mlp_gpu" / "config.pbtxt").read_text())
+    assert exported.instance_group[0].kind == mc.ModelInstanceGroup.KIND_GPU and list(
+        exported.instance_group[0].gpus
+    ) == [0]
+    (accelerator,) = exported.optimization.execution_accelerators.gpu_execution_accelerator
+    assert accelerator.name == "tensorrt" and accelerator.parameters["precision_mode"] == "FP16"
+    record = json.loads((tmp_path / "deploy" / "mlp_gpu" / "sweeper-export.json").read_text())
+    assert "KIND_GPU -> KIND_CPU" in record["host_changes"][0] and "not a GPU's" in record["host_changes_note"]

@@ -150,3 +150,24 @@ def test_a_field_reads_back_as_the_parameter_it_was_stored_as():
         assert field.read(model) is None, "unset"
         field.apply(model, stored)
         assert field.read(model) == stored and field.decode(stored) == value
+
+
+def test_a_gpu_config_is_served_on_the_cpu_and_its_gpu_fields_given_back():
+    from sweeper.triton_config import for_cpu, restore_gpu_fields
+    from tests.repositories import GPU_CONFIG
+
+    user = parse_pbtxt(GPU_CONFIG)
+    served, changes = for_cpu(user)
+    assert changes == (
+        "instance_group[0].kind: KIND_GPU -> KIND_CPU",
+        "instance_group[0].gpus: [0] dropped",
+        "optimization.execution_accelerators.gpu_execution_accelerator ['tensorrt'] dropped (GPU only)",
+    )
+    assert served.instance_group[0].kind == mc.ModelInstanceGroup.KIND_CPU and not served.instance_group[0].gpus
+    assert user.instance_group[0].kind == mc.ModelInstanceGroup.KIND_GPU, "the user's config is not touched"
+    assert for_cpu(served)[1] == (), "a CPU config needs no change"
+    served.instance_group[0].count = 4  # a knob: it stays
+    restore_gpu_fields(served, user)
+    assert served.instance_group[0].count == 4 and served.instance_group[0].kind == mc.ModelInstanceGroup.KIND_GPU
+    assert list(served.instance_group[0].gpus) == [0]
+    assert served.optimization.execution_accelerators == user.optimization.execution_accelerators
