@@ -186,13 +186,7 @@ def export(
     if source.user_template is not None:  # measured on a CPU host: the user's GPU fields go back
         restore_gpu_fields(model, source.user_template)
     record = _export_record(study, trial, row, ranking, pick, where, (model_backend(model), measured))
-    record["host_changes"] = list(source.host_changes)
-    record["host_changes_note"] = (
-        "the config asks for a GPU; it was measured on a host without one with these changes, which the export "
-        "undoes: its figures are that host's CPU's, not a GPU's"
-        if source.host_changes
-        else None
-    )
+    record.update(_host_changes(source))
     if choice is not None:
         record["recommendation"] = {
             "knee_by_figures": choice.knee,
@@ -305,6 +299,15 @@ def _export_record(
         "versions": _versions(study),
         "exported_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+def _host_changes(source: ModelSource) -> dict:
+    """What the record says of a config written for a GPU and measured on a host without one."""
+    note = (
+        "the config asks for a GPU; it was measured on a host without one with these changes, which the export "
+        "undoes: its figures are that host's CPU's, not a GPU's"
+    )
+    return {"host_changes": list(source.host_changes), "host_changes_note": note if source.host_changes else None}
 
 
 def _measured_by(study: StudyRecord, backend: str) -> dict:
