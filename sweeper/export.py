@@ -165,38 +165,18 @@ def export(
     row, choice = chosen(study, pick, where, ranking)
     trial = study.trial(int(row["number"]))
     source = ModelSource.from_facts(study.facts["source"])
-    onnx = source.onnx_file is not None
-    backend = backend or ("onnxruntime" if source.kind != "repository" else "original")
-    if backend != "original" and not onnx:
-        raise UsageError(
-            f"--backend {backend}: the model is not ONNX; it is exported with its own backend ({source.backend})"
-        )
-    if backend == "original" and source.kind != "repository":
-        backend = "onnxruntime"
-    model_file = None
-    if onnx:
-        model_file = directory / "models" / trial.config.precision / "model.onnx"
-        if not model_file.is_file():
-            raise UsageError(f"{model_file} is missing", hint="the study folder must hold the models it built")
+    backend, model_file = _backend_and_file(source, trial, directory, backend)
     model = served_config(trial, directory)
     measured = model_backend(model)
     model.name = source.name
-    if onnx:
+    if model_file is not None:
         serve_as(model, backend, source.template)
     if source.user_template is not None:  # measured on a CPU host: the user's GPU fields go back
         restore_gpu_fields(model, source.user_template)
     record = _export_record(study, trial, row, ranking, pick, where, (model_backend(model), measured))
     record.update(_host_changes(source))
     if choice is not None:
-        record["recommendation"] = {
-            "knee_by_figures": choice.knee,
-            "tie": list(choice.tied),
-            "rule": choice.rule,
-            "baseline_kept": choice.baseline_kept,
-            "deciding_objectives": list(choice.deciding),
-            "chosen_among": choice.pool,
-            "why": list(choice.why),
-        }
+        record["recommendation"] = _recommendation(choice)
     fleet = None
     if sizing is not None:
         closed_loop = all(m.request_rate is None for m in trial.measurements)
@@ -208,6 +188,39 @@ def export(
         write_atomic(written / EXPORT_RECORD, json.dumps(record, indent=2) + "\n")
     why = choice.why if choice is not None else ()
     return Exported(trial.number, trial.config, record["backend"], out / model.name, to_pbtxt(model), why, fleet)
+
+
+def _backend_and_file(
+    source: ModelSource, trial: TrialRecord, directory: Path, backend: str | None
+) -> tuple[str, Path | None]:
+    """The backend to export for (``original``: a folder's own) and the ONNX file of the
+    trial's precision (None for a folder of another format)."""
+    onnx = source.onnx_file is not None
+    backend = backend or ("onnxruntime" if source.kind != "repository" else "original")
+    if backend != "original" and not onnx:
+        raise UsageError(
+            f"--backend {backend}: the model is not ONNX; it is exported with its own backend ({source.backend})"
+        )
+    if backend == "original" and source.kind != "repository":
+        backend = "onnxruntime"
+    if not onnx:
+        return backend, None
+    model_file = directory / "models" / trial.config.precision / "model.onnx"
+    if not model_file.is_file():
+        raise UsageError(f"{model_file} is missing", hint="the study folder must hold the models it built")
+    return backend, model_file
+
+
+def _recommendation(choice: Recommendation) -> dict:
+    return {
+        "knee_by_figures": choice.knee,
+        "tie": list(choice.tied),
+        "rule": choice.rule,
+        "baseline_kept": choice.baseline_kept,
+        "deciding_objectives": list(choice.deciding),
+        "chosen_among": choice.pool,
+        "why": list(choice.why),
+    }
 
 
 def file_hashes(folder: Path) -> dict[str, str]:
