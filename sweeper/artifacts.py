@@ -27,6 +27,7 @@ import onnx
 from sweeper.data import Samples
 from sweeper.errors import PrecisionError, TrialError
 from sweeper.files import write_atomic
+from sweeper.tensors import TensorSpec
 
 Feeds = list[dict[str, np.ndarray]]
 Converter = Callable[[Path, Path, Feeds, bool], None]
@@ -104,13 +105,28 @@ REFERENCE_PRECISIONS = ("fp32", "native")
 
 
 @dataclasses.dataclass(frozen=True)
+class Drift:
+    """How far a precision's outputs are from the reference model's on the sweep's samples."""
+
+    max_abs_error: float
+    cosine_similarity: float
+    """The worst over the outputs."""
+    top1_agreement: float | None = None
+    """The share of score vectors (the last axis of each score output: classes, a vocabulary)
+    whose highest entry is the reference's, the worst over those outputs; None without one."""
+
+    def as_dict(self) -> dict:
+        """JSON-ready form (accuracy.json)."""
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
 class ModelArtifact:
     """One precision's model file and its drift from the reference on the sweep's samples."""
 
     precision: str
     path: Path
-    max_abs_error: float | None
-    cosine_similarity: float | None
+    drift: Drift | None
     """None for TensorRT precisions: the engine is built on the server, so the trial measures
     accuracy through the served model (``ArtifactBuilder.compare``)."""
 
@@ -118,14 +134,25 @@ class ModelArtifact:
 class ArtifactBuilder:
     """Builds each precision on first use; ``build`` returns at once for a cached one."""
 
-    def __init__(self, reference: Path, samples: Samples, models_dir: Path, *, gpu: bool, batched: bool = True) -> None:
+    def __init__(
+        self,
+        reference: Path,
+        samples: Samples,
+        models_dir: Path,
+        *,
+        gpu: bool,
+        batched: bool = True,
+        score_outputs: tuple[str, ...] = (),
+    ) -> None:
         self._reference = reference
+        self._scores = score_outputs
         self._samples = samples
         self._batched = batched
         self._dir = models_dir
         self._gpu = gpu
         self._built: dict[str, ModelArtifact | PrecisionError] = {}
-        self._expected: list[np.ndarray] | None = None
+        self._expected: list[list[np.ndarray]] | None = None
+        self._names: list[str] = []
 
     def build(self, precision: str) -> ModelArtifact:
         """The artifact for ``precision``; a failed conversion is a PrecisionError (remembered)."""
@@ -158,34 +185,39 @@ class ArtifactBuilder:
                     hint=f"{precision} is left out; the model's own precision is measured",
                 )
             partial.replace(target)
-            if recipe.reference:
-                figures = {"max_abs_error": 0.0, "cosine_similarity": 1.0} if recipe.tensorrt is None else {}
+            if recipe.tensorrt is not None:
+                figures = {}
+            elif recipe.reference:
+                figures = Drift(0.0, 1.0, 1.0 if self._scores else None).as_dict()
             else:
-                error, cosine = self.compare(run_onnx(target, self.accuracy_feeds()))
-                figures = {"max_abs_error": error, "cosine_similarity": cosine}
+                figures = self.compare(run_onnx(target, self.accuracy_feeds())).as_dict()
             write_atomic(report, json.dumps(figures))
         figures = json.loads(report.read_text())
-        return ModelArtifact(precision, target, figures.get("max_abs_error"), figures.get("cosine_similarity"))
+        return ModelArtifact(precision, target, Drift(**figures) if figures else None)
 
     def accuracy_feeds(self) -> list[dict[str, np.ndarray]]:
         """Each sample as a request of one: what every precision is checked on."""
         return [self._samples.batch(i, 1, batched=self._batched) for i in range(self._samples.count)]
 
-    def compare(self, produced: list[list[np.ndarray]]) -> tuple[float, float]:
-        """Max abs error and (worst over outputs) cosine similarity against the reference, on
-        ``produced[sample][output]``."""
+    def compare(self, produced: list[list[np.ndarray]]) -> Drift:
+        """The drift of ``produced[sample][output]`` (in the reference model's output order)
+        from the reference model's outputs."""
         if self._expected is None:
             self._expected = run_onnx(self._reference, self.accuracy_feeds())
-        error, cosine = 0.0, 1.0
-        for index in range(len(self._expected[0])):
-            reference = np.concatenate([outputs[index].ravel() for outputs in self._expected])
-            candidate = np.concatenate([np.asarray(outputs[index], dtype=np.float64).ravel() for outputs in produced])
+            self._names = [o.name for o in _session(self._reference).get_outputs()]
+        error, cosine, agreements = 0.0, 1.0, []
+        for index, name in enumerate(self._names):
+            expected = [outputs[index] for outputs in self._expected]
+            served = [np.asarray(outputs[index], dtype=np.float64) for outputs in produced]
+            reference, candidate = (np.concatenate([a.ravel() for a in arrays]) for arrays in (expected, served))
             if reference.shape != candidate.shape:
-                return math.inf, -1.0
+                return Drift(math.inf, -1.0, 0.0 if self._scores else None)
             if reference.size:
                 error = max(error, float(np.max(np.abs(reference - candidate))))
             cosine = min(cosine, _cosine(reference, candidate))
-        return error, cosine
+            if name in self._scores:
+                agreements.append(top1_agreement(expected, served))
+        return Drift(error, cosine, min(agreements) if agreements else None)
 
 
 def _same_computation(reference: Path, converted: Path) -> bool:
@@ -200,14 +232,41 @@ def _same_computation(reference: Path, converted: Path) -> bool:
     return signature(reference) == signature(converted)
 
 
+def top1_agreement(expected: list[np.ndarray], served: list[np.ndarray]) -> float:
+    """The share of score vectors (the last axis, per sample and position) whose highest entry
+    the served output puts where the reference does."""
+    same = total = 0
+    for reference, candidate in zip(expected, served):
+        if reference.ndim == 0 or reference.shape[-1] < 2:
+            continue
+        width = reference.shape[-1]
+        picks = np.argmax(reference.reshape(-1, width), axis=1) == np.argmax(candidate.reshape(-1, width), axis=1)
+        same, total = same + int(picks.sum()), total + picks.size
+    return same / total if total else 1.0
+
+
+def score_outputs(outputs: tuple[TensorSpec, ...]) -> tuple[str, ...]:
+    """The outputs whose last axis is scores (over classes, a vocabulary): floating point with a
+    last axis of more than one entry (or one the model leaves open)."""
+    floats = ("FP16", "FP32", "FP64", "BF16")
+    return tuple(t.name for t in outputs if t.datatype in floats and t.shape and t.shape[-1] != 1)
+
+
 def outside_tolerance(
-    precision: str, error: float, cosine: float, *, min_cosine: float, max_error: float | None
+    precision: str,
+    drift: Drift,
+    *,
+    min_cosine: float,
+    max_error: float | None = None,
+    min_top1: float | None = None,
 ) -> str | None:
-    """Why a precision's drift is not acceptable, or None when it is."""
-    if cosine < min_cosine:
-        return f"{precision} cosine similarity {cosine:.6f} < {min_cosine}"
-    if max_error is not None and error > max_error:
-        return f"{precision} max abs error {error:.3g} > {max_error}"
+    """Why a precision's drift is not acceptable (the spec's ``accuracy``), or None when it is."""
+    if drift.cosine_similarity < min_cosine:
+        return f"{precision} cosine similarity {drift.cosine_similarity:.6f} < {min_cosine}"
+    if max_error is not None and drift.max_abs_error > max_error:
+        return f"{precision} max abs error {drift.max_abs_error:.3g} > {max_error}"
+    if min_top1 is not None and drift.top1_agreement is not None and drift.top1_agreement < min_top1:
+        return f"{precision} top-1 agreement {drift.top1_agreement:.4f} < {min_top1}"
     return None
 
 

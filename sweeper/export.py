@@ -300,10 +300,7 @@ def _export_record(
         else "measured once: no spread (study.confirm_repeats measures the front again)",
         "measured_by": _measured_by(study, measured),
         "capacity": [c.as_dict() for c in trial.capacities],
-        "accuracy": {
-            "max_abs_error": _number(row["max_abs_error"]),
-            "cosine_similarity": _number(row["cosine_similarity"]),
-        },
+        "accuracy": _accuracy_record(row, study.facts.get("accuracy")),
         "backend": backend,
         "measured_backend": measured,
         "backend_note": note,
@@ -312,6 +309,22 @@ def _export_record(
         "versions": _versions(study),
         "exported_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+def _accuracy_record(row: pd.Series, tolerance: dict | None) -> dict:
+    """The trial's drift from the reference model, and each rule of the study's ``accuracy``
+    it passed with its figure (``rules``; none for the reference precision's own file)."""
+    figures = {name: _number(row.get(name)) for name in ("max_abs_error", "cosine_similarity", "top1_agreement")}
+    rules = []
+    for figure, key, holds in (
+        ("cosine_similarity", "min_cosine_similarity", operator.ge),
+        ("max_abs_error", "max_abs_error", operator.le),
+        ("top1_agreement", "min_top1_agreement", operator.ge),
+    ):
+        limit, value = (tolerance or {}).get(key), figures[figure]
+        if limit is not None and value is not None and holds(value, limit):
+            rules.append(f"{figure} {value:.6g} {'>=' if holds is operator.ge else '<='} {limit} (accuracy.{key})")
+    return {**figures, "rules": rules}
 
 
 def _host_changes(source: ModelSource) -> dict:

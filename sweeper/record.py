@@ -29,7 +29,7 @@ from sweeper.vocabulary import KNOBS, METRICS, Bound, Objective, Ranking, TrialC
 SCHEMA_VERSION = 2
 """1: the layout before versions (no served config, generator version or machine); 2: this one."""
 
-ACCURACY_CONSTRAINTS = ("cosine_similarity", "max_abs_error")
+ACCURACY_CONSTRAINTS = ("cosine_similarity", "max_abs_error", "top1_agreement")
 """Constraint names of the accuracy guard; every other constraint bounds a measured metric."""
 
 # The study's user attributes and the trial's, by what they hold.
@@ -48,6 +48,7 @@ _STUDY_FACTS = (
     "confirm_repeats",
     "in_process",
     "measured_with",
+    "accuracy",
 )
 
 
@@ -190,6 +191,8 @@ class Accuracy:
     cosine_similarity: float
     outside_tolerance: str | None = None
     """Why it is outside the spec's tolerance, or None."""
+    top1_agreement: float | None = None
+    """The share of score vectors whose highest entry is the reference's (``artifacts.Drift``)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -314,7 +317,8 @@ class StudyRecord:
     ranking: Ranking
     facts: dict[str, Any]
     """backend, gpu, launcher, model, source (ModelSource facts), spec, generator,
-    server_version: what report and export need (study.db is self-contained)."""
+    server_version, accuracy (the spec's tolerance), ...: what report and export need
+    (study.db is self-contained)."""
     trials: tuple[TrialRecord, ...]
 
     def trial(self, number: int) -> TrialRecord:
@@ -347,7 +351,9 @@ def read_trial(trial: FrozenTrial) -> TrialRecord:
     config = TrialConfig.from_params(params) if proposed_whole(params) else None
     accuracy = None
     if attrs.get("cosine_similarity") is not None:
-        accuracy = Accuracy(attrs.get("max_abs_error"), attrs["cosine_similarity"], attrs.get("infeasible"))
+        accuracy = Accuracy(
+            attrs.get("max_abs_error"), attrs["cosine_similarity"], attrs.get("infeasible"), attrs.get("top1_agreement")
+        )
     generator = attrs.get("load_generator")
     measurements = tuple(Measurement.from_dict(m) for m in attrs.get("measurements", []))
     if generator is None and measurements:  # schema 1: the name on each measurement, no version
@@ -514,6 +520,8 @@ class TrialWriter:
         """Accuracy against the reference model."""
         self._trial.set_user_attr("max_abs_error", accuracy.max_abs_error)
         self._trial.set_user_attr("cosine_similarity", accuracy.cosine_similarity)
+        if accuracy.top1_agreement is not None:
+            self._trial.set_user_attr("top1_agreement", accuracy.top1_agreement)
         if accuracy.outside_tolerance is not None:
             self._trial.set_user_attr("infeasible", accuracy.outside_tolerance)
 

@@ -159,6 +159,7 @@ def _trial_row(
         **spread,
         "max_abs_error": accuracy.max_abs_error if accuracy else None,
         "cosine_similarity": accuracy.cosine_similarity if accuracy else None,
+        "top1_agreement": accuracy.top1_agreement if accuracy else None,
         "server_memory_mb": figures.get("server_memory_mb", trial.memory.server_mb),
         "gpu_memory_mb": figures.get("gpu_memory_mb", trial.memory.gpu_mb),
         **dataclasses.asdict(trial.timings),

@@ -31,7 +31,7 @@ import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 from tritonclient.grpc import model_config_pb2 as mc
 
-from sweeper.artifacts import PRECISIONS, ArtifactBuilder, outside_tolerance, time_in_process
+from sweeper.artifacts import PRECISIONS, ArtifactBuilder, Drift, outside_tolerance, time_in_process
 from sweeper.errors import MeasurementLost, ModelError, PrecisionError, ServerDied, TrialError
 from sweeper.files import write_atomic
 from sweeper.launchers import LABEL_STUDY, LABEL_TRIAL, REUSE, Launcher, PeakMemory, Server, server_metadata
@@ -522,7 +522,12 @@ class TrialRunner:
         batched = self._source.batched
         self.artifacts = (
             ArtifactBuilder(
-                self._source.onnx_file, loaded.samples, directory / "models", gpu=self._gpu, batched=batched
+                self._source.onnx_file,
+                loaded.samples,
+                directory / "models",
+                gpu=self._gpu,
+                batched=batched,
+                score_outputs=loaded.score_outputs,
             )
             if self._source.convertible
             else None
@@ -619,12 +624,16 @@ class TrialRunner:
     def _trial_dir(self, trial: optuna.Trial) -> Path:
         return self._dir / "trials" / str(trial.number)
 
-    def _accuracy(self, precision: str, error: float, cosine: float) -> Accuracy:
-        accuracy = self._spec.accuracy
+    def _accuracy(self, precision: str, drift: Drift) -> Accuracy:
+        tolerance = self._spec.accuracy
         reason = outside_tolerance(
-            precision, error, cosine, min_cosine=accuracy.min_cosine_similarity, max_error=accuracy.max_abs_error
+            precision,
+            drift,
+            min_cosine=tolerance.min_cosine_similarity,
+            max_error=tolerance.max_abs_error,
+            min_top1=tolerance.min_top1_agreement,
         )
-        return Accuracy(error, cosine, reason)
+        return Accuracy(drift.max_abs_error, drift.cosine_similarity, reason, drift.top1_agreement)
 
     def _accuracy_constraints(self, accuracy: Accuracy | None) -> dict[str, float]:
         """The accuracy guard as Optuna constraints (<= 0 holds)."""
@@ -634,6 +643,8 @@ class TrialRunner:
         constraints = {"cosine_similarity": tolerance.min_cosine_similarity - accuracy.cosine_similarity}
         if tolerance.max_abs_error is not None:
             constraints["max_abs_error"] = accuracy.max_abs_error - tolerance.max_abs_error
+        if tolerance.min_top1_agreement is not None and accuracy.top1_agreement is not None:
+            constraints["top1_agreement"] = tolerance.min_top1_agreement - accuracy.top1_agreement
         return constraints
 
     def model_config(self, config: TrialConfig) -> mc.ModelConfig:
@@ -657,8 +668,8 @@ class TrialRunner:
             write_atomic(trial_dir / "config.pbtxt", to_pbtxt(model))
         writer.served(to_pbtxt(model))
         accuracy = None
-        if artifact is not None and artifact.cosine_similarity is not None:
-            accuracy = self._accuracy(config.precision, artifact.max_abs_error, artifact.cosine_similarity)
+        if artifact is not None and artifact.drift is not None:
+            accuracy = self._accuracy(config.precision, artifact.drift)
             writer.accuracy(accuracy)
 
         def write(repository: Path, served: str) -> Path:
@@ -694,7 +705,7 @@ class TrialRunner:
 
     def _served_accuracy(self, server: Server, workload: Workload, precision: str) -> Accuracy:
         produced = served_outputs(server.endpoints, workload, self.artifacts.accuracy_feeds())
-        return self._accuracy(precision, *self.artifacts.compare(produced))
+        return self._accuracy(precision, self.artifacts.compare(produced))
 
     def _measure(
         self, server: Server, workload: Workload, protocol: str, starts: dict[str, float]

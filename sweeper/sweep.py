@@ -254,6 +254,7 @@ class Sweep:
             "confirm_repeats": plan.loaded.spec.study.confirm_repeats,
             "in_process": self._in_process(),
             "measured_with": measured_with(plan.loaded.spec),
+            "accuracy": plan.loaded.spec.accuracy.model_dump(mode="json"),
         }
 
     def _in_process(self) -> dict | None:

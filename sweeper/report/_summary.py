@@ -109,6 +109,7 @@ def _markdown_table(info: ReportInfo) -> str:
         *[f"{o}{end}" for o in info.objectives for end in (":lo", ":hi")],
         *[c for c in info.pareto.columns if c.endswith("/ baseline")],
         "cosine_similarity",
+        *[c for c in ("top1_agreement",) if c in info.pareto and info.pareto[c].notna().any()],
     ]
     rows = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for record in info.pareto[columns].to_dict("records"):

@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import ValidationError
 from tritonclient.grpc import model_config_pb2 as mc
 
-from sweeper.artifacts import PRECISIONS, REFERENCE_PRECISIONS
+from sweeper.artifacts import PRECISIONS, REFERENCE_PRECISIONS, score_outputs
 from sweeper.data import DataError, Samples, generate_samples, read_samples
 from sweeper.errors import SpecError
 from sweeper.samplers import SAMPLERS, missing_requirement
@@ -60,6 +60,13 @@ class LoadedSpec:
         return self.spec.ranking
 
     @property
+    def score_outputs(self) -> tuple[str, ...]:
+        """The outputs top-1 agreement is measured on (``accuracy.top1_outputs``, or each
+        float output whose last axis is scores)."""
+        named = self.spec.accuracy.top1_outputs
+        return tuple(named) if named is not None else score_outputs(self.model.outputs)
+
+    @property
     def space_size(self) -> int:
         """How many configurations of the search space serve differently (with max_batch_size 1
         every queue delay serves alike: ``sweeper.vocabulary.serving_key``)."""
@@ -92,6 +99,7 @@ def load_spec(path: Path, *, study_name: str | None = None, trials: int | None =
     _check_request_size(spec, spec.search_space.max_batch_size, path)
     fields = _swept_fields(spec, path)
     model = _model_source(spec, path)
+    _check_top1(spec, model, path)
     samples = _samples(spec, model, path)
     config = _baseline_config(spec, model, path)
     known = _model_knobs(spec, model, config, path)
@@ -103,6 +111,23 @@ def load_spec(path: Path, *, study_name: str | None = None, trials: int | None =
     baseline = _baseline(spec, model, known, config, fields, path)
     added = _with_baseline(space, baseline)
     return LoadedSpec(spec, path.resolve(), model, samples, space, baseline, added)
+
+
+def _check_top1(spec: Spec, model: ModelSource, path: Path) -> None:
+    """``accuracy.top1_outputs`` names outputs of the model; ``min_top1_agreement`` needs one."""
+    accuracy, names = spec.accuracy, [t.name for t in model.outputs]
+    unknown = [name for name in accuracy.top1_outputs or () if name not in names]
+    if unknown:
+        raise SpecError(
+            f"{path}: accuracy.top1_outputs: {unknown[0]!r} is not an output of the model (its outputs: "
+            f"{', '.join(names)})"
+        )
+    if accuracy.min_top1_agreement is not None and not (accuracy.top1_outputs or score_outputs(model.outputs)):
+        raise SpecError(
+            f"{path}: accuracy.min_top1_agreement: no output of the model is scores over classes (a float output "
+            f"whose last axis has more than one entry; its outputs: {', '.join(names)})",
+            hint="name the score outputs in accuracy.top1_outputs, or leave min_top1_agreement out",
+        )
 
 
 def _check_request_size(spec: Spec, sizes: list[int] | None, path: Path) -> None:

@@ -462,6 +462,17 @@ class AccuracySpec(_Strict):
 
     min_cosine_similarity: Float = Field(default=0.999, ge=-1, le=1)
     max_abs_error: Float | None = Field(default=None, gt=0)
+    min_top1_agreement: Float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="the share of score vectors whose highest entry (class, token) stays the reference's",
+    )
+    top1_outputs: list[Annotated[str, Field(min_length=1)]] | None = Field(
+        default=None,
+        min_length=1,
+        description="the outputs whose last axis is scores; default: every float output whose last axis is not 1",
+    )
 
 
 class Spec(_Strict):

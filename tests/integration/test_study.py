@@ -301,6 +301,38 @@ def test_a_precision_outside_the_accuracy_guard_is_measured_once_and_leaves_the_
     assert set(pd.read_csv(tmp_path / "results" / "acc" / "pareto.csv")["precision"]) == {"fp32"}
 
 
+def test_top1_agreement_guards_int8_beside_cosine_and_the_export_records_the_rules(tmp_path, mlp_file):
+    """The MLP's 4 outputs as scores: each precision's top-1 agreement is measured, held to
+    accuracy.min_top1_agreement, and the export records the rules its pick passed."""
+    body = SPEC.replace("MODEL", str(mlp_file)).replace("name: e2e, trials: 3", "name: top1, trials: 2")
+    body = body.replace("precision: [fp32]", "precision: [fp32, int8]").replace(
+        "protocol: [http, grpc]", "protocol: [http]"
+    )
+    body = body.replace("max_batch_size: [1, 8]", "max_batch_size: [8]").replace(
+        "confirm_repeats: 1", "confirm_repeats: 0"
+    )
+    body += "accuracy: {min_cosine_similarity: 0.9, min_top1_agreement: 1.0}\n"
+    spec = write_spec(tmp_path, body)
+    assert main(["run", str(spec), "--results-dir", str(tmp_path / "results")]) == 0
+    folder = tmp_path / "results" / "top1"
+    trials = pd.read_csv(folder / "trials.csv").set_index("precision")
+    assert trials.loc["fp32", "top1_agreement"] == 1.0
+    int8 = trials.loc["int8"]
+    assert 0 <= int8["top1_agreement"] <= 1 and int8["cosine_similarity"] > 0.9
+    if int8["top1_agreement"] < 1:  # this CPU's INT8 moved a pick: the guard says so
+        assert not int8["feasible"] and "int8 top-1 agreement" in int8["infeasible"]
+    else:
+        assert int8["feasible"]
+    trial = str(int(trials.loc["fp32", "number"]))
+    assert main(["export", str(folder), "--out", str(tmp_path / "deploy"), "--pick", "trial", trial]) == 0
+    record = json.loads((tmp_path / "deploy" / "mlp" / "sweeper-export.json").read_text())
+    assert record["accuracy"]["top1_agreement"] == 1.0
+    assert record["accuracy"]["rules"] == [
+        "cosine_similarity 1 >= 0.9 (accuracy.min_cosine_similarity)",
+        "top1_agreement 1 >= 1.0 (accuracy.min_top1_agreement)",
+    ]
+
+
 def test_a_model_whose_first_trials_all_fail_to_load_alike_stops_with_exit_1(tmp_path, capsys):
     body = SPEC.replace("MODEL", str(unloadable_onnx(tmp_path / "broken.onnx")))
     body = body.replace("name: e2e, trials: 3", "name: broken, trials: 4")

@@ -7,7 +7,15 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from sweeper.artifacts import PRECISIONS, REFERENCE_PRECISIONS, ArtifactBuilder, outside_tolerance
+from sweeper.artifacts import (
+    PRECISIONS,
+    REFERENCE_PRECISIONS,
+    ArtifactBuilder,
+    Drift,
+    outside_tolerance,
+    score_outputs,
+    top1_agreement,
+)
 from sweeper.data import generate_samples
 from sweeper.errors import TrialError
 from sweeper.tensors import TensorSpec
@@ -17,23 +25,20 @@ SAMPLES = generate_samples([TensorSpec("x", "FP32", (16,))], 8, low=0, high=1, s
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory, mlp_file):
-    builder = ArtifactBuilder(mlp_file, SAMPLES, tmp_path_factory.mktemp("artifacts") / "models", gpu=False)
+    folder = tmp_path_factory.mktemp("artifacts") / "models"
+    builder = ArtifactBuilder(mlp_file, SAMPLES, folder, gpu=False, score_outputs=("y",))
     return builder, {p: builder.build(p) for p in ("fp32", "fp16", "int8")}
 
 
 def test_each_precision_is_a_loadable_model_close_to_fp32(built):
     builder, artifacts = built
-    assert artifacts["fp32"].max_abs_error == 0 and artifacts["fp32"].cosine_similarity == 1
+    assert artifacts["fp32"].drift == Drift(0.0, 1.0, 1.0)
     for precision in ("fp16", "int8"):
-        artifact = artifacts[precision]
+        artifact, drift = artifacts[precision], artifacts[precision].drift
         assert artifact.path.name == "model.onnx" and artifact.path.parent.name == precision
-        assert 0 < artifact.max_abs_error < 0.5 and artifact.cosine_similarity > 0.99
-        assert (
-            outside_tolerance(
-                precision, artifact.max_abs_error, artifact.cosine_similarity, min_cosine=0.99, max_error=None
-            )
-            is None
-        )
+        assert 0 < drift.max_abs_error < 0.5 and drift.cosine_similarity > 0.99
+        assert 0.5 <= drift.top1_agreement <= 1, "the MLP's 4 outputs as scores: most picks kept"
+        assert outside_tolerance(precision, drift, min_cosine=0.99) is None
     session = ort.InferenceSession(str(artifacts["fp16"].path), providers=["CPUExecutionProvider"])
     assert session.get_inputs()[0].type == "tensor(float)", "keep_io_types: FP32 in and out"
     int8_ops = {node.op_type for node in onnx.load(str(artifacts["int8"].path)).graph.node}
@@ -45,12 +50,34 @@ def test_artifacts_are_cached_per_study(built, mlp_file):
     stamp = artifacts["int8"].path.stat().st_mtime_ns
     again = ArtifactBuilder(mlp_file, SAMPLES, artifacts["int8"].path.parent.parent, gpu=False).build("int8")
     assert again.path.stat().st_mtime_ns == stamp
-    assert again.cosine_similarity == artifacts["int8"].cosine_similarity
+    assert again.drift == artifacts["int8"].drift
 
 
 def test_tolerance_names_what_failed():
-    assert "cosine similarity 0.900000 < 0.999" in outside_tolerance("int8", 0.1, 0.9, min_cosine=0.999, max_error=None)
-    assert "max abs error 0.1 > 0.01" in outside_tolerance("fp16", 0.1, 1.0, min_cosine=0.9, max_error=0.01)
+    assert "cosine similarity 0.900000 < 0.999" in outside_tolerance("int8", Drift(0.1, 0.9), min_cosine=0.999)
+    assert "max abs error 0.1 > 0.01" in outside_tolerance("fp16", Drift(0.1, 1.0), min_cosine=0.9, max_error=0.01)
+    top1 = {"min_cosine": 0.9, "min_top1": 0.99}
+    assert "top-1 agreement 0.9500 < 0.99" in outside_tolerance("int8", Drift(0.1, 0.9999, 0.95), **top1)
+    assert outside_tolerance("int8", Drift(0.1, 0.9999, None), **top1) is None, "no score output: nothing to hold"
+
+
+def test_top1_agreement_counts_each_score_vector_over_samples_and_positions():
+    """A language model's logits [1, positions, vocabulary]: each position's pick counts."""
+    expected = [np.array([[[0.1, 0.9, 0.0], [0.5, 0.2, 0.3]]]), np.array([[[0.0, 0.0, 1.0], [0.3, 0.3, 0.4]]])]
+    served = [np.array([[[0.1, 0.8, 0.1], [0.2, 0.5, 0.3]]]), np.array([[[0.0, 0.1, 0.9], [0.3, 0.3, 0.4]]])]
+    assert top1_agreement(expected, served) == 0.75
+    assert top1_agreement([np.array([[0.2]])], [np.array([[0.9]])]) == 1.0, "one entry: no pick to keep"
+
+
+def test_score_outputs_are_float_outputs_with_a_last_axis_of_scores():
+    outputs = (
+        TensorSpec("logits", "FP32", (-1, 50257)),
+        TensorSpec("probabilities", "FP16", (10,)),
+        TensorSpec("label", "INT64", (1,)),
+        TensorSpec("value", "FP32", (1,)),
+        TensorSpec("pooled", "FP32", ()),
+    )
+    assert score_outputs(outputs) == ("logits", "probabilities")
 
 
 def test_a_failing_conversion_is_a_trial_error_remembered(tmp_path):
@@ -111,5 +138,5 @@ def test_a_conversion_that_changes_no_operator_is_refused_once_and_a_doubled_ops
     for precision in ("int8", "fp16"):
         with pytest.raises(TrialError, match=f"{precision} changes no operator of this model"):
             builder.build(precision)
-    assert builder.build("fp32").max_abs_error == 0
+    assert builder.build("fp32").drift.max_abs_error == 0
     assert not list((tmp_path / "models").glob("int8/*.onnx")), "nothing is left for a trial to serve"
