@@ -34,6 +34,11 @@ class PrecisionError(TrialError):
     the precision leaves the search space for the rest of the study."""
 
 
+class GeneratorOutOfMemory(TrialError):
+    """The load generator reached its memory limit (``load.client_memory_mb``) and was stopped:
+    the instrument's bound, never the configuration's."""
+
+
 class MeasurementLost(TrialError):
     """A measurement cut off from outside the configuration: the trial is measured again on a
     fresh server, and only a second loss is the configuration's failure."""

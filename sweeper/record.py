@@ -96,6 +96,14 @@ class Measurement:
     remeasured: str | None = None
     """Why this measurement was taken again before it could decide a capacity (it is kept; the
     one taken after it decides)."""
+    note: str | None = None
+    """How this load was measured where it differs from the trial's other loads (perf_analyzer
+    stopped at its memory limit: the built-in client measured it)."""
+    response_bytes: int | None = None
+    """The bytes of output tensors one response carries (what the client reads per request)."""
+    response_mb_s: float | None = None
+    """Output bytes the client read per second at this load (MiB/s: ``response_bytes`` times
+    the requests served per second)."""
 
     @property
     def level(self) -> str:

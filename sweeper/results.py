@@ -683,6 +683,34 @@ def capacity_sentence(result: StudyTables, number: int, column: str) -> str:
     )
 
 
+LARGE_RESPONSE_BYTES = 2**20
+"""Responses this large (output tensors) are said with what they cost the client over the wire."""
+
+
+def client_sentences(measurements: pd.DataFrame) -> list[str]:
+    """What large responses cost the client (bytes per request, MiB/s read, how many loads the
+    client was flagged the bottleneck at), and the loads measured by the built-in client
+    because perf_analyzer reached its memory limit."""
+    sentences = []
+    sized = measurements.dropna(subset=["response_bytes"]) if "response_bytes" in measurements else measurements[:0]
+    if not sized.empty and sized["response_bytes"].max() >= LARGE_RESPONSE_BYTES:
+        busiest = sized.loc[sized["response_mb_s"].idxmax()]
+        bound = int(sized["client_bound"].astype(bool).sum())
+        sentences.append(
+            f"Responses carry up to {sized['response_bytes'].max() / 2**20:.3g} MiB of outputs each: the client read "
+            f"up to {busiest['response_mb_s']:.4g} MiB/s (trial {int(busiest['number'])} at {busiest['level']}); it "
+            f"was flagged the bottleneck at {bound} of {len(sized)} loads (column client_bound)."
+        )
+    noted = measurements[measurements["note"].notna()] if "note" in measurements else measurements[:0]
+    if not noted.empty:
+        trials = ", ".join(map(str, sorted(set(noted["number"].astype(int)))))
+        sentences.append(
+            f"perf_analyzer reached its memory limit (load.client_memory_mb) in trial(s) {trials}: {len(noted)} "
+            "load(s) from there were measured by the built-in client, which keeps no response (column note)."
+        )
+    return sentences
+
+
 def confidence_sentences(result: StudyTables) -> list[str]:
     """How far the front can be trusted, in sentences: the trials confirmed on fresh servers,
     the front trials no measurement tells apart, a tie at the knee and the rule that broke it,
@@ -710,6 +738,7 @@ def confidence_sentences(result: StudyTables) -> list[str]:
         sentences += [
             capacity_sentence(result, int(n), c) for n in front["number"] for c in objectives if is_capacity(c)
         ]
+    sentences += client_sentences(result.measurements)
     if result.drift is not None:
         sentences.append(f"Drift: {result.drift.describe()}.")
         drifted = trials[trials["drift"].notna()]

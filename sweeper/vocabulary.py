@@ -219,6 +219,9 @@ class LoadSettings:
     """Windows agree when their throughput and p99 are within this fraction of each other."""
     max_windows: int
     request_timeout_s: float
+    client_memory_mb: float | None = None
+    """The most memory a load generator process may hold before it is stopped (None: half the
+    memory the host has available when it starts)."""
 
     @property
     def confirmation_margin(self) -> float:

@@ -18,7 +18,7 @@ from sweeper.launchers._base import (
     server_metadata,
     server_statistics,
 )
-from sweeper.launchers._docker import DockerLauncher, run_to_completion
+from sweeper.launchers._docker import OUT_OF_MEMORY, DockerLauncher, run_to_completion
 from sweeper.launchers._local import LocalLauncher, host_has_gpu
 from sweeper.launchers._memory import PeakMemory
 from sweeper.launchers._reuse import REUSE, Reload, Restart
@@ -30,6 +30,7 @@ __all__ = [
     "LABEL_STUDY",
     "LABEL_TRIAL",
     "LAUNCHERS",
+    "OUT_OF_MEMORY",
     "REUSE",
     "Reload",
     "Restart",

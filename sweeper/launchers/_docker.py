@@ -39,6 +39,8 @@ if TYPE_CHECKING:
     from sweeper.spec import DockerSpec, ServerSpec
 
 _CONTAINER_REPOSITORY = "/models"
+OUT_OF_MEMORY = -1001
+"""``run_to_completion``'s status for a command the engine stopped at its memory limit."""
 _PORTS = (8000, 8001, 8002)  # Triton's HTTP, gRPC and metrics ports inside the container
 _DEFAULT_BACKENDS = "/opt/tritonserver/backends"
 # Which sweeper process created a container: "<host>:<pid>".
@@ -117,10 +119,12 @@ def run_to_completion(
     environment: dict[str, str],
     timeout_s: float,
     labels: dict[str, str],
+    memory_mb: float | None = None,
 ) -> tuple[int, str]:
     """Run a one-shot command in ``image`` on the host network (a client of the servers, such as
     perf_analyzer): ``volumes`` read-only, ``writable`` mounted at the same path and used as the
-    working folder. Returns (exit status, output; 124 when it outran ``timeout_s``). The
+    working folder, at most ``memory_mb`` of memory. Returns (exit status, output; 124 when it
+    outran ``timeout_s``, ``OUT_OF_MEMORY`` when the engine stopped it at ``memory_mb``). The
     container is guarded by the watchdog and removed on every exit."""
     client = connect(base_url)
     mounts = read_only_volumes(volumes)
@@ -133,6 +137,7 @@ def run_to_completion(
         environment=environment,
         working_dir=str(writable),
         labels=labels,
+        **({"mem_limit": f"{int(memory_mb)}m", "memswap_limit": f"{int(memory_mb)}m"} if memory_mb else {}),
     )
     guarded = f"{container.id} {base_url or '-'}"
     watchdog().add("container", guarded)
@@ -142,6 +147,9 @@ def run_to_completion(
             status = int(container.wait(timeout=timeout_s)["StatusCode"])
         except Exception:  # the engine's read timed out: the command hangs
             status = 124
+        container.reload()
+        if container.attrs.get("State", {}).get("OOMKilled"):
+            status = OUT_OF_MEMORY
         output = container.logs().decode(errors="replace")
     finally:
         container.remove(force=True)

@@ -93,8 +93,9 @@ class LoadGenerator(abc.ABC):
         """Measure one level (an int: that concurrency)."""
         level = Level(concurrency=level) if isinstance(level, int) else level
         requests = workload.encoded(protocol, endpoints)
-        check_first_response(protocol, endpoints, workload, requests[0], settings.request_timeout_s)
-        return self.measure_level(endpoints, protocol, workload, requests, level, settings)
+        response_bytes = check_first_response(protocol, endpoints, workload, requests[0], settings.request_timeout_s)
+        measured = self.measure_level(endpoints, protocol, workload, requests, level, settings)
+        return dataclasses.replace(measured, **over_the_wire(measured, workload, response_bytes))
 
     def measure_trial(
         self,
@@ -108,7 +109,7 @@ class LoadGenerator(abc.ABC):
         measured once serves every search and level that names it; one measured again before it
         could decide keeps both measurements, in the order taken)."""
         requests = workload.encoded(protocol, endpoints)
-        check_first_response(protocol, endpoints, workload, requests[0], settings.request_timeout_s)
+        response_bytes = check_first_response(protocol, endpoints, workload, requests[0], settings.request_timeout_s)
         taken: list[Measurement] = []
         standing: dict[str, int] = {}  # a level's label -> the measurement of it that counts
         # The first search's tail: a listed level is also where its search starts.
@@ -121,7 +122,9 @@ class LoadGenerator(abc.ABC):
             if level.label not in standing:
                 found = self.measure_level(endpoints, protocol, workload, requests, level, settings, tail)
                 standing[level.label] = len(taken)
-                taken.append(dataclasses.replace(found, search=search))
+                taken.append(
+                    dataclasses.replace(found, search=search, **over_the_wire(found, workload, response_bytes))
+                )
             return taken[standing[level.label]]
 
         for level in settings.levels:
@@ -141,13 +144,25 @@ class LoadGenerator(abc.ABC):
         return taken, capacities
 
 
+def over_the_wire(measured: Measurement, workload: Workload, response_bytes: int) -> dict[str, float]:
+    """What the client read: bytes per response, and MiB/s at the load's throughput (inferences
+    per second over the inferences a request carries)."""
+    per_request = workload.batch_size if workload.batched else 1
+    return {
+        "response_bytes": response_bytes,
+        "response_mb_s": response_bytes * measured.throughput / per_request / 2**20,
+    }
+
+
 def check_first_response(
     protocol: str, endpoints: Endpoints, workload: Workload, request: bytes, timeout_s: float
-) -> None:
-    """One request on its own: TrialError unless its outputs are the model's declared ones."""
+) -> int:
+    """One request on its own: TrialError unless its outputs are the model's declared ones;
+    the bytes of output tensors it carried."""
     try:
         found = send_once(protocol, endpoints, request, timeout_s)
         check_outputs(found, list(workload.outputs), workload.batch_size if workload.batched else None)
+        return sum(size for *_, size in found)
     except InferenceError as exc:
         raise TrialError(f"the first {protocol} response is wrong: {exc}") from None
     except (OSError, ConnectionError) as exc:

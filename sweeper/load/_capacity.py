@@ -199,4 +199,7 @@ def capacity_of(tried: dict[float, Measurement], target: CapacityTarget, bounds:
         )
     if tried[best].client_bound:
         notes.append(f"the load generator was the bottleneck at {bounds.describe(best)}: the server may sustain more")
+    switched = sorted(load for load, m in tried.items() if m.note is not None)
+    if switched:
+        notes.append(f"from {bounds.describe(switched[0])} on: {tried[switched[0]].note}")
     return Capacity(target.column, best, tried[best].throughput, order, "; ".join(notes) or None)

@@ -22,6 +22,7 @@ import dataclasses
 import functools
 import io
 import json
+import math
 import os
 import re
 import resource
@@ -33,8 +34,8 @@ import time
 from pathlib import Path
 from typing import Union
 
-from sweeper.errors import ConnectionLost, SweeperError, TrialError
-from sweeper.launchers import Endpoints, describe_exit, run_to_completion
+from sweeper.errors import ConnectionLost, GeneratorOutOfMemory, SweeperError, TrialError
+from sweeper.launchers import OUT_OF_MEMORY, Endpoints, describe_exit, run_to_completion
 from sweeper.load._base import (
     CLIENT_BOUND_CORES,
     WINDOW_GROWTH,
@@ -43,8 +44,10 @@ from sweeper.load._base import (
     batch_average,
     statistics_of,
 )
+from sweeper.load._builtin import BuiltinGenerator
 from sweeper.load._loops import MAX_IN_FLIGHT, warm_up
 from sweeper.load._tail import Tail
+from sweeper.machine import available_memory_mb, resident_mb
 from sweeper.record import LoadGeneratorInfo, Measurement
 from sweeper.vocabulary import Level, LoadSettings
 
@@ -58,6 +61,8 @@ _REQUIRED_OPTIONS = (
     "--verbose-csv",
 )
 _UNSTABLE = "Failed to obtain stable measurement"
+_WATCH_S = 0.1  # how often a running perf_analyzer's memory is read
+_MIN_MEMORY_MB = 256.0
 _ACCEPT_ANY = ("--stability-percentage=100000", "--max-trials=3")
 _PASS = re.compile(r"Pass \[\d+\] throughput: ([\d.]+) infer/sec")
 _NO_REQUESTS = "No valid requests recorded within time interval"
@@ -88,31 +93,52 @@ class PerfAnalyzer:
     version: str | None = None
     """What ``--version`` says (``0.0.0 (commit 3a49a23)``: the PyPI wheel's build)."""
 
-    def run(self, args: list[str], workdir: Path, timeout_s: float) -> tuple[int, str, float]:
-        """Run with ``args``; (exit status, combined output, CPU seconds it used)."""
+    def run(
+        self, args: list[str], workdir: Path, timeout_s: float, memory_mb: float | None = None
+    ) -> tuple[int, str, float]:
+        """Run with ``args``; (exit status, combined output, CPU seconds it used). Stopped and
+        ``GeneratorOutOfMemory`` when it holds more than ``memory_mb``: the host's
+        out-of-memory killer never gets to choose (perf_analyzer keeps its responses)."""
         if self.image is not None:
-            return _run_in_container(self.image, [*self.command, *args], workdir, timeout_s)
+            return _run_in_container(self.image, [*self.command, *args], workdir, timeout_s, memory_mb)
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        try:
-            done = subprocess.run(
-                [*self.command, *args],
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-                timeout=timeout_s,
-                cwd=workdir,
-                errors="replace",
-            )
-        except subprocess.TimeoutExpired as exc:
-            output = exc.stdout if isinstance(exc.stdout, str) else (exc.stdout or b"").decode(errors="replace")
-            return 124, output + f"\n(perf_analyzer did not finish within {timeout_s:.0f} s)", 0.0
+        status, output = _run_watched([*self.command, *args], workdir, timeout_s, memory_mb)
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-        return done.returncode, done.stdout, cpu
+        return status, output, cpu
+
+
+def _run_watched(argv: list[str], workdir: Path, timeout_s: float, memory_mb: float | None) -> tuple[int, str]:
+    """Run ``argv``, watching its resident memory every ``_WATCH_S``; (status, output), 124 past
+    ``timeout_s``. Killed on the way out whatever ends the wait (a signal included)."""
+    process = subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=workdir, errors="replace"
+    )
+    deadline = time.monotonic() + timeout_s
+    try:
+        while True:
+            try:
+                output, _ = process.communicate(timeout=_WATCH_S)  # output read so far is kept between tries
+                return process.returncode, output
+            except subprocess.TimeoutExpired:
+                held = resident_mb(process.pid) or 0.0
+                if memory_mb is not None and held > memory_mb:
+                    raise GeneratorOutOfMemory(
+                        f"perf_analyzer held {held:.0f} MB, over its memory limit of {memory_mb:.0f} MB "
+                        "(load.client_memory_mb): stopped"
+                    ) from None
+                if time.monotonic() > deadline:
+                    process.kill()
+                    output, _ = process.communicate()
+                    return 124, output + f"\n(perf_analyzer did not finish within {timeout_s:.0f} s)"
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
 
 
 def _run_in_container(
-    image: dict[str, object], argv: list[str], workdir: Path, timeout_s: float
+    image: dict[str, object], argv: list[str], workdir: Path, timeout_s: float, memory_mb: float | None
 ) -> tuple[int, str, float]:
     status, output = run_to_completion(
         image["image"],
@@ -123,7 +149,12 @@ def _run_in_container(
         environment=image.get("env", {}),
         timeout_s=timeout_s,
         labels={"triton-sweeper.perf-analyzer": "1"},
+        memory_mb=memory_mb,
     )
+    if status == OUT_OF_MEMORY:
+        raise GeneratorOutOfMemory(
+            f"perf_analyzer's container reached its memory limit of {memory_mb:.0f} MB (load.client_memory_mb): stopped"
+        )
     return status, output, 0.0  # its CPU is the container's: not counted here
 
 
@@ -275,18 +306,25 @@ class Report:
 
 
 def run_level(
-    analyzer: PerfAnalyzer, args: list[str], csv_file: Path, *, timeout_s: float, max_windows: int
+    analyzer: PerfAnalyzer,
+    args: list[str],
+    csv_file: Path,
+    *,
+    timeout_s: float,
+    max_windows: int,
+    memory_mb: float | None = None,
 ) -> tuple[Report, float, float]:
     """Run one level; (report, CPU seconds, wall seconds). No request ended within a window:
-    measured again with longer windows (``WINDOW_GROWTH``). Unstable: measured again, kept."""
+    measured again with longer windows (``WINDOW_GROWTH``). Unstable: measured again, kept.
+    ``GeneratorOutOfMemory`` once perf_analyzer holds more than ``memory_mb``."""
     started = time.perf_counter()
-    status, output, cpu = analyzer.run(args, csv_file.parent, timeout_s)
+    status, output, cpu = analyzer.run(args, csv_file.parent, timeout_s, memory_mb)
     given = args
     for factor in WINDOW_GROWTH:
         if status == 0 or _NO_REQUESTS not in output:
             break
         args = longer_windows(given, factor)
-        status, output, more = analyzer.run(args, csv_file.parent, timeout_s * factor)
+        status, output, more = analyzer.run(args, csv_file.parent, timeout_s * factor, memory_mb)
         cpu += more
     if status != 0 and _NO_REQUESTS in output:
         raise TrialError(
@@ -296,7 +334,7 @@ def run_level(
     stable = status == 0
     if not stable and _UNSTABLE in output:
         windows = len(_PASS.findall(output))
-        status, output, more = analyzer.run([*args, *_ACCEPT_ANY], csv_file.parent, timeout_s)
+        status, output, more = analyzer.run([*args, *_ACCEPT_ANY], csv_file.parent, timeout_s, memory_mb)
         cpu += more
     else:
         windows = len(_PASS.findall(output))
@@ -349,6 +387,15 @@ def parse(table: str, output: str) -> Report:
     return Report(figures, windows=len(_PASS.findall(output)), stable=True)
 
 
+def client_memory_mb(settings: LoadSettings) -> float:
+    """The most memory perf_analyzer may hold: ``load.client_memory_mb``, else half of what the
+    host has available now (at least ``_MIN_MEMORY_MB``)."""
+    if settings.client_memory_mb is not None:
+        return settings.client_memory_mb
+    available = available_memory_mb()
+    return max(_MIN_MEMORY_MB, available / 2) if available is not None else 4096.0
+
+
 def _last_lines(output: str, limit: int = 3) -> str:
     lines = [line.strip() for line in output.splitlines() if line.strip() and not line.startswith("  Pass [")]
     return " | ".join(lines[-limit:])[:600] or "(no output)"
@@ -362,6 +409,9 @@ class PerfAnalyzerGenerator(LoadGenerator):
 
     def __init__(self, analyzer: PerfAnalyzer) -> None:
         self.analyzer = analyzer
+        self._memory_bound: dict[tuple[str, str], float] = {}
+        """Per server and protocol, the lowest load at which perf_analyzer reached its memory
+        limit: loads from there are measured by the built-in client without trying it again."""
 
     @property
     def info(self) -> LoadGeneratorInfo:
@@ -382,7 +432,34 @@ class PerfAnalyzerGenerator(LoadGenerator):
     ) -> Measurement:
         """perf_analyzer reports percentiles, not its samples: ``tail`` changes nothing (its
         told-to ``--percentile`` and count windows cost 2.2-2.9x the wall time of a capacity
-        study here and narrowed no spread between servers: benchmarks/README.md)."""
+        study here and narrowed no spread between servers: benchmarks/README.md). A load at or
+        above one where perf_analyzer reached its memory limit (it keeps every response) is
+        measured by the built-in client, which keeps none, with a note saying so."""
+        key = (endpoints.http, protocol)
+        if level.value < self._memory_bound.get(key, math.inf):
+            try:
+                return self._measure(endpoints, protocol, workload, requests, level, settings)
+            except GeneratorOutOfMemory as exc:
+                self._memory_bound[key] = level.value
+                why = str(exc)
+        else:
+            why = f"perf_analyzer reached its memory limit at {level.with_value(self._memory_bound[key]).label}"
+        measured = BuiltinGenerator().measure_level(endpoints, protocol, workload, requests, level, settings, tail)
+        note = (
+            f"{why}; measured by the built-in client, which keeps no response (the generator's bound, not the server's)"
+        )
+        return dataclasses.replace(measured, note=note)
+
+    def _measure(
+        self,
+        endpoints: Endpoints,
+        protocol: str,
+        workload: Workload,
+        requests: list[bytes],
+        level: Level,
+        settings: LoadSettings,
+    ) -> Measurement:
+        """One level, measured by perf_analyzer under its memory limit."""
         if settings.warmup_s > 0:
             warm_up(protocol, endpoints, requests, level, settings.warmup_s, settings.request_timeout_s)
         with tempfile.TemporaryDirectory(prefix="sweeper-pa-") as folder:
@@ -403,7 +480,12 @@ class PerfAnalyzerGenerator(LoadGenerator):
             limit = 60 + 3 * (settings.max_windows + 3) * (settings.window_s + settings.request_timeout_s)
             before = statistics_of(endpoints, workload)
             report, cpu, wall = run_level(
-                self.analyzer, args, csv_file, timeout_s=limit, max_windows=settings.max_windows
+                self.analyzer,
+                args,
+                csv_file,
+                timeout_s=limit,
+                max_windows=settings.max_windows,
+                memory_mb=client_memory_mb(settings),
             )
             batch = batch_average(before, statistics_of(endpoints, workload))
         client_cpu = cpu / wall if wall > 0 else 0.0

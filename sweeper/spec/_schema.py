@@ -317,6 +317,12 @@ class LoadSpec(_Strict):
     stability_tolerance: Float = Field(default=0.15, gt=0, le=1)
     max_windows: Int = Field(default=6, ge=3, le=1000)
     request_timeout_s: Float = Field(default=60.0, gt=0, le=86_400)
+    client_memory_mb: Float | None = Field(
+        default=None,
+        gt=0,
+        description="the most memory perf_analyzer may hold before it is stopped (its loads from there are "
+        "measured by the built-in client); default: half the memory the host has available when it starts",
+    )
 
     @model_validator(mode="after")
     def _levels(self) -> LoadSpec:
@@ -368,6 +374,7 @@ class LoadSpec(_Strict):
             stability_tolerance=self.stability_tolerance,
             max_windows=self.max_windows,
             request_timeout_s=self.request_timeout_s,
+            client_memory_mb=self.client_memory_mb,
         )
 
     @property

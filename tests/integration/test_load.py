@@ -38,6 +38,13 @@ OUTPUTS = (TensorSpec("y", "FP32", (4,)),)
 WORKLOAD = Workload("mlp", INPUTS, OUTPUTS, generate_samples(list(INPUTS), 8, low=0, high=1, seed=0), 1, True)
 
 
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError:  # the process ended
+        return b""
+
+
 def _serve(launcher, folder: Path, model: Path, config: TrialConfig):
     repository = make_repository(folder / "repo", model, config)
     server = launcher.start(repository, folder / "server.log", {}, model_name="mlp", complete_config=True)
@@ -232,6 +239,39 @@ def test_a_server_that_dies_mid_run_fails_with_perf_analyzers_words(local_launch
         assert "Failed to" in str(failure.value) or "failed" in str(failure.value).split(":", 1)[1]
     finally:
         server.stop()
+
+
+def test_perf_analyzer_stopped_at_its_memory_limit_hands_its_loads_to_the_builtin_client(
+    local_launcher, tmp_path, perf_analyzer
+):
+    """perf_analyzer keeps every response (1.2 MB each here: 12 GB after 600 requests of 4 MB on
+    this machine): held to load.client_memory_mb, it is stopped, never the host's out-of-memory
+    killer; its loads from there are measured by the built-in client, said in the row and in the
+    capacity's note; each row says what the client read."""
+    length = 300_000
+    repository = unbatched_python_repository(tmp_path / "repo", length=length).parent
+    inputs, outputs = (TensorSpec("x", "FP32", (length,)),), (TensorSpec("y", "FP32", (length,)),)
+    workload = Workload("doubler", inputs, outputs, generate_samples(list(inputs), 1, low=0, high=1, seed=0), 1, False)
+    load = LoadSpec(
+        concurrency=[1],
+        warmup_s=0.1,
+        window_s=0.5,
+        stability_tolerance=1.0,
+        max_windows=3,
+        client_memory_mb=120,
+        capacity=CapacitySearchSpec(low=1, high=4, resolution=1),
+    ).settings
+    target = CapacityTarget("capacity@p99_ms<=60000", "p99_ms", 60_000)
+    with local_launcher.start(repository, tmp_path / "server.log", {}, model_name="doubler") as server:
+        measurements, (capacity,) = perf_analyzer.measure_trial(server.endpoints, "http", workload, load, [target])
+    handed = [m for m in measurements if m.note is not None]
+    assert handed, "perf_analyzer holds more than 120 MB within a few hundred responses of 1.2 MB"
+    assert all(m.generator == "builtin" and "over its memory limit of 120 MB" in m.note for m in handed[:1])
+    assert all(m.generator == "builtin" and "memory limit" in m.note for m in handed)
+    assert capacity.load == 4 and "memory limit" in capacity.note, "the generator's bound, said"
+    assert all(m.response_bytes == 4 * length and m.response_mb_s > 0 for m in measurements)
+    running = [p for p in Path("/proc").glob("[0-9]*/comm") if _read(p).strip() == b"perf_analyzer"]
+    assert not running, "no perf_analyzer is left running"
 
 
 def test_a_missing_or_unrunnable_perf_analyzer_is_one_line_and_auto_falls_back(tmp_path):

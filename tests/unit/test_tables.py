@@ -620,3 +620,26 @@ def test_a_confirmed_capacity_is_the_median_of_its_measurements(tmp_path):
     row = tables(read_study(target)).trials.set_index("number").loc[0]
     assert (row[column], row[f"{column}:lo"], row[f"{column}:hi"]) == (3641.0, 1326.0, 3997.0)
     assert row[f"{column}:load"] == 12.0 and row["measured"] == 3 and row["confirmed"]
+
+
+def test_large_responses_and_a_generator_memory_limit_are_said():
+    from sweeper.results import client_sentences
+
+    rows = pd.DataFrame(
+        {
+            "number": [0, 0, 1],
+            "level": ["c1", "c4", "c4"],
+            "response_bytes": [3 * 2**20, 3 * 2**20, 3 * 2**20],
+            "response_mb_s": [300.0, 960.0, 900.0],
+            "client_bound": [False, True, False],
+            "note": [None, "perf_analyzer held 900 MB, over its memory limit of 800 MB", None],
+        }
+    )
+    large, limit = client_sentences(rows)
+    assert large.startswith(
+        "Responses carry up to 3 MiB of outputs each: the client read up to 960 MiB/s (trial 0 at c4)"
+    )
+    assert "flagged the bottleneck at 1 of 3 loads" in large
+    assert "in trial(s) 0: 1 load(s) from there were measured by the built-in client" in limit
+    small = rows.assign(response_bytes=1000, note=None)
+    assert client_sentences(small) == [], "small responses and no limit reached: nothing to say"
