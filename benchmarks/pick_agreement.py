@@ -34,8 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from search_efficiency import DEMO, HERE, _constraints, read_grid, replay
 
 from sweeper.results import recommend
+from sweeper.search import config_key, first_figures
 from sweeper.spec import LoadedSpec, load_spec, read_yaml
-from sweeper.study import config_key, first_figures
 from sweeper.vocabulary import KNOBS
 
 

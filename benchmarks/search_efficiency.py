@@ -33,8 +33,9 @@ from sweeper.errors import TrialError
 from sweeper.record import TrialWriter, kind_of
 from sweeper.results import hypervolume, reference_point
 from sweeper.samplers import SAMPLERS, make_sampler
+from sweeper.search import config_key
 from sweeper.spec import LoadedSpec, load_spec
-from sweeper.study import Proposer, config_key, run_study
+from sweeper.study import Proposer, run_study
 from sweeper.vocabulary import BATCHING_OFF, KNOBS
 
 HERE = Path(__file__).resolve().parent

@@ -34,7 +34,13 @@ class PrecisionError(TrialError):
     the precision leaves the search space for the rest of the study."""
 
 
-class GeneratorOutOfMemory(TrialError):
+class GeneratorFailed(TrialError):
+    """The load generator failed at a load while the server lived on and kept its connections
+    (perf_analyzer's own error): the load is measured by another generator before anything is
+    said of the configuration."""
+
+
+class GeneratorOutOfMemory(GeneratorFailed):
     """The load generator reached its memory limit (``load.client_memory_mb``) and was stopped:
     the instrument's bound, never the configuration's."""
 

@@ -690,7 +690,7 @@ LARGE_RESPONSE_BYTES = 2**20
 def client_sentences(measurements: pd.DataFrame) -> list[str]:
     """What large responses cost the client (bytes per request, MiB/s read, how many loads the
     client was flagged the bottleneck at), and the loads measured by the built-in client
-    because perf_analyzer reached its memory limit."""
+    because perf_analyzer failed there or reached its memory limit."""
     sentences = []
     sized = measurements.dropna(subset=["response_bytes"]) if "response_bytes" in measurements else measurements[:0]
     if not sized.empty and sized["response_bytes"].max() >= LARGE_RESPONSE_BYTES:
@@ -705,8 +705,8 @@ def client_sentences(measurements: pd.DataFrame) -> list[str]:
     if not noted.empty:
         trials = ", ".join(map(str, sorted(set(noted["number"].astype(int)))))
         sentences.append(
-            f"perf_analyzer reached its memory limit (load.client_memory_mb) in trial(s) {trials}: {len(noted)} "
-            "load(s) from there were measured by the built-in client, which keeps no response (column note)."
+            f"perf_analyzer failed or reached its memory limit (load.client_memory_mb) in trial(s) {trials}: "
+            f"{len(noted)} load(s) were measured by the built-in client instead (column note)."
         )
     return sentences
 

@@ -15,9 +15,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
-import itertools
-import numbers
-import random
 import re
 import time
 import warnings
@@ -27,7 +24,6 @@ from typing import Any
 
 import numpy as np
 import optuna
-import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 from tritonclient.grpc import model_config_pb2 as mc
 
@@ -47,25 +43,29 @@ from sweeper.record import (
     figures_of,
     kind_of,
     mark_interrupted,
-    proposed_whole,
     read_study,
     write_server_version,
 )
 from sweeper.repository import write_model
-from sweeper.results import confirmation_candidates, ideal_distance, pareto_front, recommend, still_racing
+from sweeper.results import confirmation_candidates, still_racing
 from sweeper.samplers import make_sampler
+from sweeper.search import (
+    UntakenSampler,
+    config_key,
+    dropped_precisions,
+    enqueue_neighbour,
+    exhausted,
+    planned_params,
+    taken_configs,
+)
 from sweeper.server_options import server_argv
 from sweeper.signals import signals_deferred, stop_requested
 from sweeper.spec import LoadedSpec
 from sweeper.triton_config import apply_trial, to_pbtxt
 from sweeper.vocabulary import (
-    BATCHING_OFF,
     KNOBS,
     InProcessTiming,
-    Ranking,
     TrialConfig,
-    distinct_configurations,
-    serving_key,
 )
 
 _REDRAWS_BEFORE_PICKING = 25
@@ -73,49 +73,6 @@ _REDRAWS_BEFORE_PICKING = 25
 
 class DuplicateProposal(Exception):
     """The sampler proposed a configuration that is measured or being measured already."""
-
-
-def planned_params(trial: FrozenTrial) -> dict[str, Any]:
-    """A trial's knobs: suggested, or fixed by ``enqueue_trial`` while it waits."""
-    return trial.params or trial.system_attrs.get("fixed_params", {})
-
-
-def config_key(params: dict[str, Any]) -> tuple:
-    """A configuration as a hashable key: configurations that serve alike share one
-    (``sweeper.vocabulary.serving_key``)."""
-    return serving_key(params)
-
-
-def taken_configs(trials: list[FrozenTrial], before: int | None = None) -> dict[tuple, int]:
-    """Configurations measured, failed by configuration, or being measured (by trials numbered
-    below ``before``): key -> the first trial that took it."""
-    taken: dict[tuple, int] = {}
-    for trial in trials:
-        if before is not None and trial.number >= before:
-            continue
-        if kind_of(trial) in ("complete", "failed", "running") and proposed_whole(trial.params):
-            taken.setdefault(config_key(trial.params), trial.number)
-    return taken
-
-
-def dropped_precisions(trials: list[FrozenTrial]) -> dict[str, int]:
-    """Precisions that cannot serve the model (their build failed, or their outputs failed the
-    accuracy guard), each with the trial that found it: later proposals of them are not measured."""
-    found: dict[str, int] = {}
-    for trial in trials:
-        dropped = trial.user_attrs.get("precision_dropped")
-        if dropped and trial.user_attrs.get("repeat_of") is None and kind_of(trial) in ("complete", "failed"):
-            found.setdefault(dropped["precision"], trial.number)
-    return found
-
-
-def exhausted(space: dict[str, list], trials: list[FrozenTrial]) -> bool:
-    """Whether every configuration of ``space`` is taken, or belongs to a dropped precision."""
-    dropped = dropped_precisions(trials)
-    kept = [p for p in space["precision"] if p not in dropped]
-    by_number = {t.number: t for t in trials}
-    taken = [key for key, number in taken_configs(trials).items() if by_number[number].params["precision"] in kept]
-    return len(taken) >= (distinct_configurations({**space, "precision": kept}) if kept else 0)
 
 
 FIRST_FEW = 3
@@ -172,125 +129,6 @@ def capacity_starts(trials: list[FrozenTrial], params: dict[str, Any], columns: 
         if found:
             starts[column] = max(found)[2]
     return starts
-
-
-def neighbours(space: dict[str, list], params: dict[str, Any]) -> list[dict[str, Any]]:
-    """The configurations one knob away from ``params``, the rest kept. A knob of numbers
-    (``off`` aside: max_batch_size, the queue delay, instances) moves to a value beside its own in
-    the spec's list (max_batch_size [1, 8, 32]: 8 -> 1 and 32); any other knob (protocol,
-    precision, a field of words) to each of its other values, since its list is no scale: FP32
-    is not nearer INT8 through FP16."""
-    found = []
-    for name, choices in space.items():
-        if params.get(name) not in choices:
-            continue
-        at = choices.index(params[name])
-        steps = (at - 1, at + 1) if _numeric(choices) else range(len(choices))
-        found += [{**params, name: choices[i]} for i in steps if 0 <= i < len(choices) and i != at]
-    return found
-
-
-def _numeric(choices: list) -> bool:
-    return all(isinstance(c, numbers.Real) and not isinstance(c, bool) for c in choices if c != BATCHING_OFF)
-
-
-def first_figures(trials: list[FrozenTrial], ranking: Ranking) -> pd.DataFrame:
-    """The completed trials (repeats aside) by their first measurement, as Optuna holds them (a
-    replayed table has no trial records for ``sweeper.results.tables`` to read): ``number``, the
-    parameters, each objective column with its spread of one measurement (``:lo`` = ``:hi``) and
-    ``feasible`` (every constraint holds)."""
-    rows = []
-    for t in trials:
-        if t.state != TrialState.COMPLETE or t.user_attrs.get("repeat_of") is not None or t.values is None:
-            continue
-        figures = dict(zip(ranking.columns, t.values))
-        spread = {f"{column}:{end}": value for column, value in figures.items() for end in ("lo", "hi")}
-        feasible = all(v <= 0 for v in t.constraints.values())
-        rows.append({"number": t.number, **t.params, **figures, **spread, "feasible": feasible})
-    return pd.DataFrame(rows)
-
-
-_EFFECT_RIDGE = 0.1
-"""Shrinks a knob value's estimated effect towards none where few trials measured it."""
-
-
-def knob_effects(frame: pd.DataFrame, space: dict[str, list], columns: list[str]) -> dict[str, dict[tuple, float]]:
-    """What each knob value does to each objective with the other knobs held, as ``frame``'s
-    trials tell it: a ridge fit of the objective's log on one indicator per (knob, value), so an
-    effect is a ratio (x2 instances: 0.8x the throughput) and a value's trials that also waited
-    5 ms in the queue do not make the value look slow. ``{column: {(knob, value): log effect}}``."""
-    names = [(knob, value) for knob, values in space.items() for value in values]
-    indicators = np.column_stack([np.ones(len(frame))] + [(frame[k] == v).to_numpy(float) for k, v in names])
-    penalty = _EFFECT_RIDGE * np.eye(indicators.shape[1])
-    penalty[0, 0] = 0.0  # the intercept is not shrunk
-    effects = {}
-    for column in columns:
-        logs = np.log(frame[column].astype(float).clip(lower=1e-12).to_numpy())
-        fitted = np.linalg.solve(indicators.T @ indicators + penalty, indicators.T @ logs)
-        effects[column] = dict(zip(names, fitted[1:]))
-    return effects
-
-
-def _predicted_figures(
-    origin: dict[str, Any], feasible: pd.DataFrame, effects: dict[str, dict[tuple, float]], config: dict[str, Any]
-) -> dict[str, float] | None:
-    """The figures of ``config``, one knob from ``origin`` (its parameters and figures), as
-    ``effects`` predict them; None for a value no feasible trial has (nothing to predict from)."""
-    name = next(n for n in config if config[n] != origin.get(n))
-    if not (feasible[name] == config[name]).any():
-        return None
-    return {
-        column: float(origin[column]) * np.exp(change[(name, config[name])] - change[(name, origin[name])])
-        for column, change in effects.items()
-    }
-
-
-def enqueue_neighbour(study: optuna.Study, trials: list[FrozenTrial], space: dict[str, list], ranking: Ranking) -> bool:
-    """Enqueue the most promising untried neighbour (``neighbours``) of the knee, found by
-    ``sweeper.results.recommend`` over the first measurements of ``trials`` (the study's, as
-    read); when the knee has none left, of the front trial next nearest the ideal that has. A
-    knee can be a summit by one-knob moves that a front trial climbs past: max_batch_size 1 with
-    no batcher, where neither 8 without a batcher nor 1 with one batches anything.
-
-    Most promising: a value no feasible trial has yet, then the neighbour whose predicted figures
-    (the trial's own, moved by the changed value's ``knob_effects``) come nearest the ideal of the
-    measured and the predicted figures (``ideal_distance``). A sampler's path leaves the knee's
-    surroundings half measured, and studies that measure different halves recommend different
-    configurations. Returns whether one was enqueued."""
-    figures = first_figures(trials, ranking)
-    feasible = figures[figures["feasible"].astype(bool)] if not figures.empty else figures
-    if feasible.empty:
-        return False
-    columns, directions = ranking.columns, ranking.directions
-    knee_number = recommend(feasible, columns, directions, ranking.primary).knee
-    front = pareto_front(feasible, columns, directions)
-    by_distance = front.assign(distance=ideal_distance(front, columns, directions)).sort_values("distance")
-    origins = [knee_number, *(int(n) for n in by_distance["number"] if n != knee_number)]
-    busy = set(taken_configs(trials)) | {config_key(planned_params(t)) for t in trials if t.state == TrialState.WAITING}
-    dropped = dropped_precisions(trials)
-    effects = knob_effects(feasible, space, columns)
-    rows = feasible.set_index("number")
-    for origin in origins:
-        params = next(t.params for t in trials if t.number == origin)
-        untried = [
-            config
-            for config in neighbours(space, params)
-            if config_key(config) not in busy and config["precision"] not in dropped
-        ]
-        if not untried:
-            continue
-        moved_from = {**rows.loc[origin, columns].to_dict(), **params}
-        predicted = [_predicted_figures(moved_from, feasible, effects, config) for config in untried]
-        unknown = [config for config, figures in zip(untried, predicted) if figures is None]
-        if unknown:  # a value never measured feasibly: the most to learn
-            chosen = unknown[0]
-        else:
-            frame = pd.concat([feasible[columns], pd.DataFrame(predicted)], ignore_index=True)
-            distances = ideal_distance(frame, columns, directions).iloc[len(feasible) :]
-            chosen = untried[int(np.argmin(distances.to_numpy()))]
-        study.enqueue_trial(chosen, user_attrs=enqueued_attrs(neighbour_of=origin))
-        return True
-    return False
 
 
 def counted(trials: list[FrozenTrial]) -> int:
@@ -404,7 +242,8 @@ def fail_abandoned(study: optuna.Study, storage: optuna.storages.RDBStorage, exc
 def open_study(loaded: LoadedSpec, storage: optuna.storages.RDBStorage) -> optuna.Study:
     """Create the study, or load it when the name exists (a re-run resumes it; the sweep has
     checked beforehand that its objectives are the spec's: ``sweeper.sweep``)."""
-    sampler = make_sampler(loaded.spec.study.sampler, loaded.spec.study.seed, loaded.space_size)
+    base = make_sampler(loaded.spec.study.sampler, loaded.spec.study.seed, loaded.space_size)
+    sampler = UntakenSampler(base, loaded.space, loaded.spec.study.seed)
     return optuna.create_study(
         study_name=loaded.name,
         storage=storage,
@@ -441,17 +280,13 @@ def _timed(timings: dict[str, float], key: str) -> Iterator[None]:
 
 
 class Proposer:
-    """The sampler's proposal as a configuration no other trial has taken.
-
-    A repeated proposal fails its trial (DuplicateProposal, ``duplicate_of``), so the sweep
-    asks the sampler again; after many repeats in a row (a sampler that has converged on a
-    small space) an untaken configuration is enqueued for it."""
+    """The proposal as a configuration no other trial has taken. The study's sampler
+    (``sweeper.search.UntakenSampler``) proposes untaken ones; a repeat that slips past it
+    (another worker took the configuration in the same instant) fails its trial
+    (DuplicateProposal, ``duplicate_of``) and the sweep asks again."""
 
     def __init__(self, loaded: LoadedSpec) -> None:
         self._space = loaded.space
-        self._size = loaded.space_size
-        self._seed = loaded.spec.study.seed
-        self._in_a_row = 0
 
     def __call__(self, trial: optuna.Trial) -> TrialConfig:
         """Suggest every parameter; raise DuplicateProposal when another trial has the configuration."""
@@ -468,28 +303,9 @@ class Proposer:
         if earlier is None and not trial.user_attrs.get("baseline"):  # one verdict covers the precision
             earlier = dropped_precisions(trials).get(config.precision)
         if earlier is None:
-            self._in_a_row = 0
             return config
         TrialWriter(trial).duplicate_of(earlier)
-        self._in_a_row += 1
-        if self._in_a_row >= _REDRAWS_BEFORE_PICKING:
-            self._enqueue_untaken(trial.study, trials)
         raise DuplicateProposal(f"trial {earlier} has this configuration")
-
-    def _enqueue_untaken(self, study: optuna.Study, trials: list[FrozenTrial]) -> None:
-        taken = set(taken_configs(trials))
-        dropped = dropped_precisions(trials)
-        rng = random.Random(f"{self._seed}-{len(taken)}")
-        if self._size <= 100_000:
-            names = list(self._space)
-            configs = (dict(zip(names, values)) for values in itertools.product(*self._space.values()))
-            free = [c for c in configs if config_key(c) not in taken and c["precision"] not in dropped]
-            pick = rng.choice(free) if free else None
-        else:
-            pick = {name: rng.choice(choices) for name, choices in self._space.items()}
-        if pick is not None:
-            study.enqueue_trial(pick, user_attrs=enqueued_attrs(picked=True))
-        self._in_a_row = 0
 
 
 @dataclasses.dataclass(frozen=True)

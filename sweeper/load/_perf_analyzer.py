@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 from typing import Union
 
-from sweeper.errors import ConnectionLost, GeneratorOutOfMemory, SweeperError, TrialError
+from sweeper.errors import ConnectionLost, GeneratorFailed, GeneratorOutOfMemory, SweeperError, TrialError
 from sweeper.launchers import OUT_OF_MEMORY, Endpoints, describe_exit, run_to_completion
 from sweeper.load._base import (
     CLIENT_BOUND_CORES,
@@ -342,7 +342,7 @@ def run_level(
         raise TrialError(f"perf_analyzer {describe_exit(status)} (out of memory?): {_last_lines(output)}")
     if status != 0 or not csv_file.is_file():
         lost = status != 0 and _CONNECTION_LOST.search(output) is not None
-        raise (ConnectionLost if lost else TrialError)(
+        raise (ConnectionLost if lost else GeneratorFailed)(
             f"perf_analyzer failed (exit status {status}): {_last_lines(output)}"
         )
     report = parse(csv_file.read_text(), output)
@@ -432,22 +432,25 @@ class PerfAnalyzerGenerator(LoadGenerator):
     ) -> Measurement:
         """perf_analyzer reports percentiles, not its samples: ``tail`` changes nothing (its
         told-to ``--percentile`` and count windows cost 2.2-2.9x the wall time of a capacity
-        study here and narrowed no spread between servers: benchmarks/README.md). A load at or
-        above one where perf_analyzer reached its memory limit (it keeps every response) is
-        measured by the built-in client, which keeps none, with a note saying so."""
+        study here and narrowed no spread between servers: benchmarks/README.md). A load where
+        perf_analyzer fails while the server lives on (its own error, or its memory limit: it
+        keeps every response), and every higher load after a memory limit, is measured by the
+        built-in client, which keeps none, with a note saying so."""
         key = (endpoints.http, protocol)
         if level.value < self._memory_bound.get(key, math.inf):
             try:
                 return self._measure(endpoints, protocol, workload, requests, level, settings)
-            except GeneratorOutOfMemory as exc:
-                self._memory_bound[key] = level.value
+            except GeneratorFailed as exc:
+                if isinstance(exc, GeneratorOutOfMemory):
+                    self._memory_bound[key] = level.value
                 why = str(exc)
         else:
             why = f"perf_analyzer reached its memory limit at {level.with_value(self._memory_bound[key]).label}"
-        measured = BuiltinGenerator().measure_level(endpoints, protocol, workload, requests, level, settings, tail)
-        note = (
-            f"{why}; measured by the built-in client, which keeps no response (the generator's bound, not the server's)"
-        )
+        try:
+            measured = BuiltinGenerator().measure_level(endpoints, protocol, workload, requests, level, settings, tail)
+        except (TrialError, OSError) as exc:  # the server's failure, then (a dead server is told apart later)
+            raise TrialError(f"{why}; the built-in client failed too: {exc}") from None
+        note = f"{why}; measured by the built-in client instead (the generator's failure, not the server's)"
         return dataclasses.replace(measured, note=note)
 
     def _measure(

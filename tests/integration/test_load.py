@@ -274,6 +274,25 @@ def test_perf_analyzer_stopped_at_its_memory_limit_hands_its_loads_to_the_builti
     assert not running, "no perf_analyzer is left running"
 
 
+def test_a_load_perf_analyzer_fails_on_its_own_is_measured_by_the_builtin_client(server, tmp_path):
+    """perf_analyzer exits 99 ("failed to find the requested model version", as it did at
+    concurrency 32 of a GPT-2 here) while the server serves on: the load is the builtin client's,
+    said in its note, not the configuration's failure. A stand-in script plays perf_analyzer:
+    its failure under a GPT-2's load cannot be produced on demand."""
+    from sweeper.load import PerfAnalyzer
+
+    script = tmp_path / "perf_analyzer"
+    script.write_text(
+        "#!/bin/sh\necho 'Request concurrency: 2'\necho 'failed to find the requested model version'\nexit 99\n"
+    )
+    script.chmod(0o755)
+    failing = PerfAnalyzerGenerator(PerfAnalyzer((str(script),), str(script)))
+    m = failing.measure(server.endpoints, "http", WORKLOAD, 2, QUICK)
+    assert m.generator == "builtin" and m.throughput > 0 and m.concurrency == 2
+    assert "perf_analyzer failed (exit status 99)" in m.note and "failed to find the requested model version" in m.note
+    assert "measured by the built-in client instead" in m.note
+
+
 def test_a_missing_or_unrunnable_perf_analyzer_is_one_line_and_auto_falls_back(tmp_path):
     with pytest.raises(PerfAnalyzerUnavailable, match="'/nonexistent/perf_analyzer' is not a file") as missing:
         find_perf_analyzer("/nonexistent/perf_analyzer")

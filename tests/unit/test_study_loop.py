@@ -8,6 +8,7 @@ stop on an exhausted space run for real on a real Optuna storage.
 from __future__ import annotations
 
 import signal
+from pathlib import Path
 
 import optuna
 import pytest
@@ -16,18 +17,17 @@ from optuna.trial import TrialState
 from sweeper.errors import TrialError
 from sweeper.record import TrialWriter, kind_of
 from sweeper.samplers import SAMPLERS
+from sweeper.search import config_key, planned_params
 from sweeper.signals import Terminated, clear_stop, signals_unwind
 from sweeper.spec import load_spec
 from sweeper.storage import open_storage
 from sweeper.study import (
     Proposer,
     capacity_starts,
-    config_key,
     counted,
     enqueue_baseline,
     fail_abandoned,
     open_study,
-    planned_params,
     requeue_interrupted,
     run_study,
 )
@@ -83,8 +83,7 @@ def test_trials_equal_to_the_space_measure_every_configuration_once(tmp_path, ml
     assert len(measured) == 6 == loaded.space_size
     assert len({config_key(t.params) for t in measured}) == 6, "no configuration measured twice"
     assert measured[0].params == loaded.baseline.as_dict()
-    redrawn = [t for t in study.trials if kind_of(t) == "duplicate"]
-    assert all(t.state == TrialState.FAIL for t in redrawn)
+    assert all(t.state == TrialState.COMPLETE for t in study.trials), "a repeated proposal is no trial"
     assert outcome == "done"
 
 
@@ -290,3 +289,33 @@ def test_a_capacity_search_starts_where_the_most_similar_configuration_held_the_
     }, "a capacity of 0 says nothing of where to start; among equally similar ones the latest"
     assert capacity_starts(trials[3:], want, [column]) == {}, "nothing held the budget: double up from low"
     assert capacity_starts([], want, [column]) == {}
+
+
+PREVIOUS = Path(__file__).with_name("fixtures") / "previous-release"
+"""A study.db the previous release's loop wrote (make_fixture.py beside it, run on commit
+4d4d83e's tree): 4 trials of TPE on this file's spec, trial 1 a FAIL-marked repeat of trial 0."""
+
+
+def test_a_study_the_previous_release_started_reads_as_before_and_resumes_without_repeats(tmp_path, mlp_file):
+    import shutil
+
+    import pandas as pd
+
+    from sweeper.record import read_study
+    from sweeper.results import tables
+
+    shutil.copy(PREVIOUS / "study.db", tmp_path / "study.db")
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    loaded = _loaded(tmp_path, mlp_file, "tpe", 0, trials=6)
+    stored = optuna.load_study(study_name="loop", storage=open_storage(url, loaded.spec.study.heartbeat_s))
+    expected = pd.read_csv(PREVIOUS / "trials.csv")
+    tables(read_study(stored)).trials.to_csv(tmp_path / "trials.csv", index=False)
+    read = pd.read_csv(tmp_path / "trials.csv")
+    pd.testing.assert_frame_equal(read[expected.columns], expected)
+    study, outcome = _replay(loaded, url)
+    assert [t.number for t in study.trials if kind_of(t) == "duplicate"] == [1], (
+        "the old repeat stays, counted for none"
+    )
+    assert all(t.state == TrialState.COMPLETE for t in study.trials if t.number > 4), "no new repeat is a trial"
+    measured = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert counted(study.trials) == 6 == len({config_key(t.params) for t in measured}) and outcome == "done"

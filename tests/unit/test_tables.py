@@ -36,7 +36,8 @@ from sweeper.results import (
     still_racing,
     tables,
 )
-from sweeper.study import enqueue_neighbour, enqueue_repeats, neighbours
+from sweeper.search import enqueue_neighbour, neighbours
+from sweeper.study import enqueue_repeats
 from sweeper.vocabulary import KNOBS, Bound, Objective, Ranking
 
 SPACE = {
@@ -640,6 +641,6 @@ def test_large_responses_and_a_generator_memory_limit_are_said():
         "Responses carry up to 3 MiB of outputs each: the client read up to 960 MiB/s (trial 0 at c4)"
     )
     assert "flagged the bottleneck at 1 of 3 loads" in large
-    assert "in trial(s) 0: 1 load(s) from there were measured by the built-in client" in limit
+    assert "in trial(s) 0: 1 load(s) were measured by the built-in client instead" in limit
     small = rows.assign(response_bytes=1000, note=None)
     assert client_sentences(small) == [], "small responses and no limit reached: nothing to say"
