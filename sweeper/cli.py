@@ -23,7 +23,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from sweeper.errors import SweeperError, UsageError
+from sweeper.errors import SpecError, SweeperError, UsageError
 from sweeper.export import export
 from sweeper.files import write_atomic
 from sweeper.fleet import FleetTarget, sizing_capacity
@@ -544,7 +544,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         errors.print(f"sweeper: error: {exc}", markup=False)
         if exc.hint:
             errors.print(f"  hint: {exc.hint}", markup=False)
-        return exc.exit_status
+        return 2 if isinstance(exc, (SpecError, UsageError)) else 1  # bad input is 2; the rest, 1
     except OSError as exc:
         where = f"{exc.filename}: " if exc.filename else ""
         errors.print(f"sweeper: error: cannot write or read {where}{exc.strerror or exc}", markup=False)

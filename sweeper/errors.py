@@ -1,12 +1,11 @@
-"""The errors the CLI translates into one line plus a hint (exit status 2 or 1)."""
+"""The errors the CLI translates into one line plus a hint (``sweeper.cli`` decides the exit
+status: 2 for bad input, ``SpecError`` and ``UsageError``; 1 for the rest)."""
 
 from __future__ import annotations
 
 
 class SweeperError(Exception):
     """A failure the user can act on; ``hint`` says how."""
-
-    exit_status = 1
 
     def __init__(self, message: str, hint: str | None = None) -> None:
         super().__init__(message)
@@ -16,13 +15,9 @@ class SweeperError(Exception):
 class SpecError(SweeperError):
     """The spec (or a command-line value) is invalid: nothing was started or written."""
 
-    exit_status = 2
-
 
 class UsageError(SweeperError):
     """A command was given something it cannot work with (a missing study, no trials, ...)."""
-
-    exit_status = 2
 
 
 class TrialError(SweeperError):

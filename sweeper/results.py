@@ -17,7 +17,8 @@ import pandas as pd
 
 from sweeper.errors import UsageError
 from sweeper.files import atomic_path
-from sweeper.record import MEASUREMENT_FIELDS, Measurement, StudyRecord, TrialRecord
+from sweeper.measured import MEASUREMENT_FIELDS, Measurement
+from sweeper.record import StudyRecord, TrialRecord
 from sweeper.vocabulary import (
     KNOBS,
     METRICS,

@@ -25,7 +25,7 @@ import pandas as pd
 from optuna.distributions import BaseDistribution, CategoricalDistribution
 from optuna.trial import FrozenTrial, TrialState
 
-from sweeper.record import enqueued_attrs, kind_of, proposed_whole
+from sweeper.record import enqueue, kind_of, marks, proposed_whole
 from sweeper.results import ideal_distance, pareto_front, recommend
 from sweeper.vocabulary import BATCHING_OFF, KNOBS, Ranking, distinct_configurations, serving_key
 
@@ -37,7 +37,7 @@ _ENUMERATED = 100_000
 
 def planned_params(trial: FrozenTrial) -> dict[str, Any]:
     """A trial's knobs: suggested, or fixed by ``enqueue_trial`` while it waits."""
-    return trial.params or trial.system_attrs.get("fixed_params", {})
+    return trial.params or marks(trial).fixed_params
 
 
 def config_key(params: dict[str, Any]) -> tuple:
@@ -63,9 +63,9 @@ def dropped_precisions(trials: list[FrozenTrial]) -> dict[str, int]:
     accuracy guard), each with the trial that found it: later proposals of them are not measured."""
     found: dict[str, int] = {}
     for trial in trials:
-        dropped = trial.user_attrs.get("precision_dropped")
-        if dropped and trial.user_attrs.get("repeat_of") is None and kind_of(trial) in ("complete", "failed"):
-            found.setdefault(dropped["precision"], trial.number)
+        role = marks(trial)
+        if role.dropped_precision and role.repeat_of is None and kind_of(trial) in ("complete", "failed"):
+            found.setdefault(role.dropped_precision, trial.number)
     return found
 
 
@@ -105,7 +105,7 @@ def first_figures(trials: list[FrozenTrial], ranking: Ranking) -> pd.DataFrame:
     ``feasible`` (every constraint holds)."""
     rows = []
     for t in trials:
-        if t.state != TrialState.COMPLETE or t.user_attrs.get("repeat_of") is not None or t.values is None:
+        if t.state != TrialState.COMPLETE or marks(t).repeat_of is not None or t.values is None:
             continue
         figures = dict(zip(ranking.columns, t.values))
         spread = {f"{column}:{end}": value for column, value in figures.items() for end in ("lo", "hi")}
@@ -192,7 +192,7 @@ def enqueue_neighbour(study: optuna.Study, trials: list[FrozenTrial], space: dic
             frame = pd.concat([feasible[columns], pd.DataFrame(predicted)], ignore_index=True)
             distances = ideal_distance(frame, columns, directions).iloc[len(feasible) :]
             chosen = untried[int(np.argmin(distances.to_numpy()))]
-        study.enqueue_trial(chosen, user_attrs=enqueued_attrs(neighbour_of=origin))
+        enqueue(study, chosen, neighbour_of=origin)
         return True
     return False
 
@@ -234,7 +234,7 @@ class UntakenSampler(optuna.samplers.BaseSampler):
 
     def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
         """The whole space, drawn at once; nothing for a trial with fixed parameters."""
-        return {} if trial.system_attrs.get("fixed_params") else dict(self._space)
+        return {} if marks(trial).fixed_params else dict(self._space)
 
     def sample_relative(
         self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]

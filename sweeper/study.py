@@ -33,19 +33,8 @@ from sweeper.files import write_atomic
 from sweeper.launchers import LABEL_STUDY, LABEL_TRIAL, REUSE, Launcher, PeakMemory, Server, server_metadata
 from sweeper.load import CapacityTarget, LoadGenerator, Workload, served_outputs
 from sweeper.machine import machine_fingerprint
-from sweeper.record import (
-    Accuracy,
-    Capacity,
-    Measurement,
-    Memory,
-    TrialWriter,
-    enqueued_attrs,
-    figures_of,
-    kind_of,
-    mark_interrupted,
-    read_study,
-    write_server_version,
-)
+from sweeper.measured import Accuracy, Capacity, Measurement, Memory, figures_of
+from sweeper.record import TrialWriter, enqueue, kind_of, mark_interrupted, marks, read_study, write_server_version
 from sweeper.repository import write_model
 from sweeper.results import confirmation_candidates, still_racing
 from sweeper.samplers import make_sampler
@@ -84,22 +73,19 @@ def model_failure(trials: list[FrozenTrial]) -> ModelError | None:
     """The model's own failure, where the trials so far show one: the baseline does not load, or
     the first ``FIRST_FEW`` trials all failed at the same stage with the same error (numbers and
     the protocol aside: ``the first http response`` and ``the first grpc response`` are alike)."""
-    measured = [t for t in trials if t.user_attrs.get("repeat_of") is None and kind_of(t) in ("complete", "failed")]
+    measured = [t for t in trials if marks(t).repeat_of is None and kind_of(t) in ("complete", "failed")]
     hint = "the server's log is trials/<trial>/server.log in the study folder; fix the model or its config.pbtxt"
     for trial in measured:
-        if trial.user_attrs.get("baseline") and trial.user_attrs.get("failed_at") == "load":
-            reason = trial.user_attrs.get("failure")
+        if marks(trial).baseline and marks(trial).failed_at == "load":
+            reason = marks(trial).failure
             return ModelError(f"the baseline (trial {trial.number}) does not load, so the sweep stops: {reason}", hint)
     first = measured[:FIRST_FEW]
-    if len(first) < FIRST_FEW or any(kind_of(t) != "failed" or t.user_attrs.get("failed_at") == "build" for t in first):
+    if len(first) < FIRST_FEW or any(kind_of(t) != "failed" or marks(t).failed_at == "build" for t in first):
         return None
-    alike = {
-        (t.user_attrs.get("failed_at"), re.sub(r"\d+|\b(?:http|grpc)\b", "_", t.user_attrs.get("failure", "")))
-        for t in first
-    }
+    alike = {(marks(t).failed_at, re.sub(r"\d+|\b(?:http|grpc)\b", "_", marks(t).failure or "")) for t in first}
     if len(alike) > 1:
         return None
-    stage, reason = first[0].user_attrs.get("failed_at"), first[0].user_attrs.get("failure")
+    stage, reason = marks(first[0]).failed_at, marks(first[0]).failure
     return ModelError(
         f"the first {FIRST_FEW} trials all failed alike ({'loading' if stage == 'load' else 'measuring'}), "
         f"so the sweep stops: {reason}",
@@ -118,13 +104,13 @@ def capacity_starts(trials: list[FrozenTrial], params: dict[str, Any], columns: 
         return sum(weights.get(name, 1) for name, value in params.items() if trial.params.get(name) == value)
 
     starts: dict[str, float] = {}
-    done = [t for t in trials if t.state == TrialState.COMPLETE and t.user_attrs.get("capacities")]
+    done = [(t, marks(t).capacities) for t in trials if t.state == TrialState.COMPLETE]
     for column in columns:
         found = [
-            (likeness(t), t.number, stored["load"])
-            for t in done
-            for stored in t.user_attrs["capacities"]
-            if stored["column"] == column and stored["load"] > 0
+            (likeness(t), t.number, stored.load)
+            for t, capacities in done
+            for stored in capacities
+            if stored.column == column and stored.load > 0
         ]
         if found:
             starts[column] = max(found)[2]
@@ -139,7 +125,7 @@ def counted(trials: list[FrozenTrial]) -> int:
         {
             config_key(t.params)
             for t in trials
-            if kind_of(t) in ("complete", "failed") and "precision_dropped" not in t.user_attrs
+            if kind_of(t) in ("complete", "failed") and marks(t).dropped_precision is None
         }
     )
 
@@ -148,7 +134,7 @@ def requeue_interrupted(study: optuna.Study) -> list[int]:
     """Enqueue once each interrupted trial whose configuration no other trial covers; returns
     their numbers."""
     trials = study.get_trials(deepcopy=False)
-    retried = {t.user_attrs.get("retry_of") for t in trials}
+    retried = {marks(t).retry_of for t in trials}
     taken = taken_configs(trials)
     pending = {config_key(planned_params(t)) for t in trials if t.state == TrialState.WAITING}
     requeued = []
@@ -156,14 +142,10 @@ def requeue_interrupted(study: optuna.Study) -> list[int]:
         key = config_key(trial.params)
         if kind_of(trial) != "interrupted" or trial.number in retried or key in taken or key in pending:
             continue
-        if trial.user_attrs.get("repeat_of") is not None:  # repeats are planned again by confirm()
+        role = marks(trial)
+        if role.repeat_of is not None:  # repeats are planned again by confirm()
             continue
-        attrs = enqueued_attrs(
-            baseline=bool(trial.user_attrs.get("baseline")),
-            retry_of=trial.number,
-            neighbour_of=trial.user_attrs.get("neighbour_of"),
-        )
-        study.enqueue_trial(dict(trial.params), user_attrs=attrs, skip_if_exists=False)
+        enqueue(study, trial.params, baseline=role.baseline, retry_of=trial.number, neighbour_of=role.neighbour_of)
         pending.add(key)
         requeued.append(trial.number)
     return requeued
@@ -174,7 +156,7 @@ def repeats_of(trials: list[FrozenTrial]) -> dict[int, list[FrozenTrial]]:
     trial they repeat (an interrupted one is planned again)."""
     found: dict[int, list[FrozenTrial]] = {}
     for trial in trials:
-        original = trial.user_attrs.get("repeat_of")
+        original = marks(trial).repeat_of
         if original is not None and kind_of(trial) in ("complete", "failed", "running", "waiting"):
             found.setdefault(original, []).append(trial)
     return found
@@ -183,8 +165,8 @@ def repeats_of(trials: list[FrozenTrial]) -> dict[int, list[FrozenTrial]]:
 def baseline_trial(trials: list[FrozenTrial]) -> FrozenTrial | None:
     """The completed baseline trial (not a repeat of it), or None."""
     for trial in trials:
-        attrs = trial.user_attrs
-        if attrs.get("baseline") and attrs.get("repeat_of") is None and kind_of(trial) == "complete":
+        role = marks(trial)
+        if role.baseline and role.repeat_of is None and kind_of(trial) == "complete":
             return trial
     return None
 
@@ -198,10 +180,10 @@ def enqueue_anchor(study: optuna.Study, every: int) -> bool:
     baseline = baseline_trial(trials)
     if baseline is None:
         return False
-    anchors = sum(t.user_attrs.get("anchor", False) for t in repeats_of(trials).get(baseline.number, []))
+    anchors = sum(marks(t).anchor for t in repeats_of(trials).get(baseline.number, []))
     if anchors >= counted(trials) // every:
         return False
-    study.enqueue_trial(dict(baseline.params), user_attrs=enqueued_attrs(repeat_of=baseline.number, anchor=True))
+    enqueue(study, baseline.params, repeat_of=baseline.number, anchor=True)
     return True
 
 
@@ -210,12 +192,12 @@ def enqueue_repeats(study: optuna.Study, candidates: list[int], repeats: int) ->
     over every candidate rather than landing on one); returns how many."""
     trials = study.get_trials(deepcopy=False)
     by_number = {t.number: t for t in trials}
-    have = {number: sum(not t.user_attrs.get("anchor") for t in found) for number, found in repeats_of(trials).items()}
+    have = {number: sum(not marks(t).anchor for t in found) for number, found in repeats_of(trials).items()}
     enqueued = 0
     for round_ in range(1, repeats + 1):
         for number in candidates:
             if have.get(number, 0) < round_:
-                study.enqueue_trial(dict(by_number[number].params), user_attrs=enqueued_attrs(repeat_of=number))
+                enqueue(study, by_number[number].params, repeat_of=number)
                 have[number] = have.get(number, 0) + 1
                 enqueued += 1
     return enqueued
@@ -224,7 +206,7 @@ def enqueue_repeats(study: optuna.Study, candidates: list[int], repeats: int) ->
 def waiting_repeats(study: optuna.Study) -> int:
     """Repeats enqueued and not yet started."""
     waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
-    return sum(t.user_attrs.get("repeat_of") is not None for t in waiting)
+    return sum(marks(t).repeat_of is not None for t in waiting)
 
 
 def fail_abandoned(study: optuna.Study, storage: optuna.storages.RDBStorage, exclusive: bool) -> None:
@@ -259,9 +241,9 @@ def enqueue_baseline(study: optuna.Study, baseline: TrialConfig | None) -> None:
     if baseline is None:
         return
     for trial in study.get_trials(deepcopy=False):
-        if trial.user_attrs.get("baseline") and kind_of(trial) in ("complete", "failed", "running", "waiting"):
+        if marks(trial).baseline and kind_of(trial) in ("complete", "failed", "running", "waiting"):
             return
-    study.enqueue_trial(baseline.as_dict(), user_attrs=enqueued_attrs(baseline=True))
+    enqueue(study, baseline.as_dict(), baseline=True)
 
 
 @contextlib.contextmanager
@@ -296,11 +278,12 @@ class Proposer:
         with signals_deferred():
             params = {name: trial.suggest_categorical(name, self._space[name]) for name in names}
         config = TrialConfig.from_params({name: params[name] for name in self._space})
-        if trial.user_attrs.get("repeat_of") is not None:  # a repeat measures a taken configuration again
+        role = marks(trial)
+        if role.repeat_of is not None:  # a repeat measures a taken configuration again
             return config
         trials = trial.study.get_trials(deepcopy=False)
         earlier = taken_configs(trials, before=trial.number).get(config_key(trial.params))
-        if earlier is None and not trial.user_attrs.get("baseline"):  # one verdict covers the precision
+        if earlier is None and not role.baseline:  # one verdict covers the precision
             earlier = dropped_precisions(trials).get(config.precision)
         if earlier is None:
             return config

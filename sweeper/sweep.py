@@ -29,6 +29,7 @@ from sweeper.record import (
     StudyRecord,
     read_study,
     stored_ranking_conflict,
+    study_fact,
     write_study_facts,
 )
 from sweeper.results import StudyTables, tables, write_tables
@@ -105,7 +106,7 @@ def study_fingerprint(plan: SweepPlan) -> dict:
 def _check_same_machine(plan: SweepPlan) -> None:
     """A worker joins (or resumes) a study only where its figures compare with the study's."""
     stored = existing_study(plan.storage_url, plan.loaded.name)
-    recorded = stored.user_attrs.get("fingerprint") if stored is not None else None
+    recorded = study_fact(stored, "fingerprint") if stored is not None else None
     if not recorded:
         return
     difference = fingerprint_difference(recorded, study_fingerprint(plan))
@@ -259,7 +260,7 @@ class Sweep:
 
     def _in_process(self) -> dict | None:
         """The reference timed in-process once, when the study is first prepared (a resume keeps it)."""
-        stored = self.study.user_attrs.get("in_process") if self.study is not None else None
+        stored = study_fact(self.study, "in_process") if self.study is not None else None
         if stored is not None:
             return stored
         timing = self._runner.time_reference()
@@ -267,7 +268,7 @@ class Sweep:
 
     def _stored_fingerprint(self) -> dict:
         """The study's fingerprint: the first machine's (a worker allowed to join keeps it)."""
-        stored = self.study.user_attrs.get("fingerprint") if self.study is not None else None
+        stored = study_fact(self.study, "fingerprint") if self.study is not None else None
         return stored or study_fingerprint(self.plan)
 
     def run(self, on_trial_end: TrialCallback | None = None) -> str:

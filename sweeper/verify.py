@@ -25,7 +25,7 @@ from sweeper.export import EXPORT_RECORD, file_hashes
 from sweeper.fleet import sizing_capacity
 from sweeper.launchers import LABEL_STUDY, LAUNCHERS, Launcher
 from sweeper.load import CapacityTarget, LoadGenerator, Workload, choose_generator
-from sweeper.record import Capacity
+from sweeper.measured import Capacity
 from sweeper.repository import write_model
 from sweeper.source import ModelSource, SourceError, from_repository
 from sweeper.spec import ExampleInputsSpec, LoadSpec, ServerSpec, request_samples

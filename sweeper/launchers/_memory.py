@@ -6,7 +6,7 @@ import threading
 from types import TracebackType
 
 from sweeper.launchers._base import Server, gpu_memory_mb
-from sweeper.record import Memory
+from sweeper.measured import Memory
 
 _INTERVAL_S = 0.2
 

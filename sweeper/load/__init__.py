@@ -23,7 +23,7 @@ from sweeper.load._perf_analyzer import (
     PerfAnalyzerUnavailable,
     find_perf_analyzer,
 )
-from sweeper.record import Measurement
+from sweeper.measured import Measurement
 
 GENERATORS: dict[str, type[LoadGenerator]] = {"builtin": BuiltinGenerator, "perf_analyzer": PerfAnalyzerGenerator}
 """The spec's ``load.generator`` names (besides ``auto``) to the classes."""

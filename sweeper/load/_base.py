@@ -17,7 +17,7 @@ from sweeper.load._capacity import CapacityTarget, load_verdict, search_capacity
 from sweeper.load._client import describe_failure, send_once
 from sweeper.load._tail import Tail
 from sweeper.load._wire import InferenceError, check_outputs, grpc_message, http_request
-from sweeper.record import Capacity, LoadGeneratorInfo, Measurement
+from sweeper.measured import Capacity, LoadGeneratorInfo, Measurement
 from sweeper.tensors import TensorSpec
 from sweeper.vocabulary import Level, LoadSettings
 

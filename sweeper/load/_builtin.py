@@ -36,7 +36,8 @@ from sweeper.load._base import (
 )
 from sweeper.load._loops import ON_SCHEDULE, Loop, Worker, start_loop
 from sweeper.load._tail import Tail, interval
-from sweeper.record import LoadGeneratorInfo, Measurement, sweeper_version
+from sweeper.measured import LoadGeneratorInfo, Measurement
+from sweeper.record import sweeper_version
 from sweeper.vocabulary import PERCENTILES, Level, LoadSettings
 
 STABLE_WINDOWS = 3

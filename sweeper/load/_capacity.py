@@ -22,7 +22,7 @@ import math
 from collections.abc import Callable
 
 from sweeper.load._tail import OVER, UNDECIDED, WITHIN, verdict
-from sweeper.record import Capacity, Measurement
+from sweeper.measured import Capacity, Measurement
 from sweeper.vocabulary import SearchBounds
 
 OUTLIER_DROP = 0.15

@@ -48,7 +48,7 @@ from sweeper.load._builtin import BuiltinGenerator
 from sweeper.load._loops import MAX_IN_FLIGHT, warm_up
 from sweeper.load._tail import Tail
 from sweeper.machine import available_memory_mb, resident_mb
-from sweeper.record import LoadGeneratorInfo, Measurement
+from sweeper.measured import LoadGeneratorInfo, Measurement
 from sweeper.vocabulary import Level, LoadSettings
 
 # Options the sweeper relies on; a perf_analyzer without one of them is too old.

@@ -8,7 +8,7 @@ import dataclasses
 import pytest
 
 from sweeper.load import CapacityTarget, SearchBounds, capacity_of, search_capacity
-from sweeper.record import Measurement
+from sweeper.measured import Measurement
 
 TARGET = CapacityTarget("capacity@p99_ms<=10", "p99_ms", 10.0)
 CONCURRENCY = SearchBounds(1, 64, 1, integer=True, unit="concurrency")

@@ -146,3 +146,15 @@ def test_no_function_is_over_60_lines():
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 60:
                 long.append(f"{path.relative_to(REPO)}:{node.lineno} {node.name}")
     assert not long, long
+
+
+def test_only_the_record_names_optunas_attributes():
+    """record.py is the one place that knows which attribute holds what; every other module
+    reads typed records (``read_study``, ``marks``, ``study_fact``) and writes through it."""
+    naming = [
+        str(path.relative_to(REPO))
+        for path in (REPO / "sweeper").rglob("*.py")
+        if path.name != "record.py"
+        and any(w in path.read_text() for w in ("user_attrs", "set_user_attr", "system_attrs"))
+    ]
+    assert not naming, naming

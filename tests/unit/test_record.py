@@ -12,15 +12,8 @@ import wsgiref.util
 import optuna
 from optuna.distributions import CategoricalDistribution
 
-from sweeper.record import (
-    Accuracy,
-    Capacity,
-    LoadGeneratorInfo,
-    Measurement,
-    TrialWriter,
-    read_study,
-    write_study_facts,
-)
+from sweeper.measured import Accuracy, Capacity, LoadGeneratorInfo, Measurement
+from sweeper.record import TrialWriter, read_study, write_study_facts
 from sweeper.vocabulary import KNOBS, Bound, Objective, Ranking
 
 RANKING = Ranking(
