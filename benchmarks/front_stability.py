@@ -29,7 +29,8 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sweeper.results import knee, study_recommendation, tables
+from sweeper.front import knee
+from sweeper.results import study_recommendation, tables
 from sweeper.spec import load_spec, read_yaml
 from sweeper.sweep import run_sweep
 from sweeper.vocabulary import knob_label

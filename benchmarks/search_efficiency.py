@@ -30,8 +30,8 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sweeper.errors import TrialError
+from sweeper.front import hypervolume, reference_point
 from sweeper.record import TrialWriter, kind_of
-from sweeper.results import hypervolume, reference_point
 from sweeper.samplers import SAMPLERS, make_sampler
 from sweeper.search import config_key
 from sweeper.spec import LoadedSpec, load_spec

@@ -241,7 +241,7 @@ def _loopback(address: str) -> bool:
 def _run_with_progress(sweep: Sweep) -> str:
     """Run the sweep with a progress bar and a line per trial (the sweep rewrites the tables
     after each trial and once more on the way out)."""
-    from sweeper.study import counted
+    from sweeper.search import counted
 
     ranking, total = sweep.plan.loaded.ranking, sweep.plan.loaded.spec.study.trials
     already = counted(sweep.study.get_trials(deepcopy=False))

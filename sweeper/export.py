@@ -27,10 +27,11 @@ from tritonclient.grpc import model_config_pb2 as mc
 from sweeper.errors import SweeperError, UsageError
 from sweeper.files import atomic_folder, write_atomic
 from sweeper.fleet import Fleet, FleetTarget, fleet_of, sizing_capacity
+from sweeper.front import Recommendation, recommendation_sentences
 from sweeper.machine import machine_fingerprint
 from sweeper.record import StudyRecord, TrialRecord
 from sweeper.repository import write_model
-from sweeper.results import Recommendation, measured_metrics, recommendation_sentences, study_recommendation, tables
+from sweeper.results import measured_metrics, study_recommendation, tables
 from sweeper.server_options import server_argv
 from sweeper.source import ModelSource
 from sweeper.triton_config import model_backend, parse_pbtxt, restore_gpu_fields, serve_as, to_pbtxt

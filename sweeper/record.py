@@ -97,7 +97,7 @@ class TrialRecord:
     """Why the trial was measured again on a fresh server (its first server died), or None."""
     neighbour_of: int | None = None
     """The knee (a trial) this configuration is one step from, as the knee was when this trial
-    was enqueued (``sweeper.study.enqueue_neighbour``); None for the sampler's proposals."""
+    was enqueued (``sweeper.search.enqueue_neighbour``); None for the sampler's proposals."""
     dropped_precision: bool = False
     """Whether this trial found that its precision cannot serve the model (later proposals of it
     are not measured)."""

@@ -25,14 +25,31 @@ import pandas as pd
 from optuna.distributions import BaseDistribution, CategoricalDistribution
 from optuna.trial import FrozenTrial, TrialState
 
+from sweeper.front import ideal_distance, pareto_front, recommend
 from sweeper.record import enqueue, kind_of, marks, proposed_whole
-from sweeper.results import ideal_distance, pareto_front, recommend
 from sweeper.vocabulary import BATCHING_OFF, KNOBS, Ranking, distinct_configurations, serving_key
 
 REDRAWS = 25
 """Proposals of taken configurations in a row before ``UntakenSampler`` picks an untaken one."""
 _ENUMERATED = 100_000
 """Spaces up to this size are enumerated to pick an untaken configuration; larger ones drawn."""
+
+
+class DuplicateProposal(Exception):
+    """The sampler proposed a configuration that is measured or being measured already."""
+
+
+def counted(trials: list[FrozenTrial]) -> int:
+    """Trials that count towards ``study.trials``: distinct configurations measured or failed,
+    less those that found a precision cannot serve the model (``dropped_precisions``): a fact
+    about the model, found once, not a configuration the study got to compare."""
+    return len(
+        {
+            config_key(t.params)
+            for t in trials
+            if kind_of(t) in ("complete", "failed") and marks(t).dropped_precision is None
+        }
+    )
 
 
 def planned_params(trial: FrozenTrial) -> dict[str, Any]:

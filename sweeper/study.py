@@ -28,19 +28,21 @@ from optuna.trial import FrozenTrial, TrialState
 from tritonclient.grpc import model_config_pb2 as mc
 
 from sweeper.artifacts import PRECISIONS, ArtifactBuilder, Drift, outside_tolerance, time_in_process
+from sweeper.confirm import enqueue_anchor
 from sweeper.errors import MeasurementLost, ModelError, PrecisionError, ServerDied, TrialError
 from sweeper.files import write_atomic
 from sweeper.launchers import LABEL_STUDY, LABEL_TRIAL, REUSE, Launcher, PeakMemory, Server, server_metadata
 from sweeper.load import CapacityTarget, LoadGenerator, Workload, served_outputs
 from sweeper.machine import machine_fingerprint
 from sweeper.measured import Accuracy, Capacity, Measurement, Memory, figures_of
-from sweeper.record import TrialWriter, enqueue, kind_of, mark_interrupted, marks, read_study, write_server_version
+from sweeper.record import TrialWriter, enqueue, kind_of, mark_interrupted, marks, write_server_version
 from sweeper.repository import write_model
-from sweeper.results import confirmation_candidates, still_racing
 from sweeper.samplers import make_sampler
 from sweeper.search import (
+    DuplicateProposal,
     UntakenSampler,
     config_key,
+    counted,
     dropped_precisions,
     enqueue_neighbour,
     exhausted,
@@ -56,13 +58,6 @@ from sweeper.vocabulary import (
     InProcessTiming,
     TrialConfig,
 )
-
-_REDRAWS_BEFORE_PICKING = 25
-
-
-class DuplicateProposal(Exception):
-    """The sampler proposed a configuration that is measured or being measured already."""
-
 
 FIRST_FEW = 3
 """Trials that all fail alike (at the same stage, with the same words), from the first: the
@@ -117,19 +112,6 @@ def capacity_starts(trials: list[FrozenTrial], params: dict[str, Any], columns: 
     return starts
 
 
-def counted(trials: list[FrozenTrial]) -> int:
-    """Trials that count towards ``study.trials``: distinct configurations measured or failed,
-    less those that found a precision cannot serve the model (``dropped_precisions``): a fact
-    about the model, found once, not a configuration the study got to compare."""
-    return len(
-        {
-            config_key(t.params)
-            for t in trials
-            if kind_of(t) in ("complete", "failed") and marks(t).dropped_precision is None
-        }
-    )
-
-
 def requeue_interrupted(study: optuna.Study) -> list[int]:
     """Enqueue once each interrupted trial whose configuration no other trial covers; returns
     their numbers."""
@@ -149,64 +131,6 @@ def requeue_interrupted(study: optuna.Study) -> list[int]:
         pending.add(key)
         requeued.append(trial.number)
     return requeued
-
-
-def repeats_of(trials: list[FrozenTrial]) -> dict[int, list[FrozenTrial]]:
-    """Confirmation repeats and anchors that were measured, are being measured or wait, by the
-    trial they repeat (an interrupted one is planned again)."""
-    found: dict[int, list[FrozenTrial]] = {}
-    for trial in trials:
-        original = marks(trial).repeat_of
-        if original is not None and kind_of(trial) in ("complete", "failed", "running", "waiting"):
-            found.setdefault(original, []).append(trial)
-    return found
-
-
-def baseline_trial(trials: list[FrozenTrial]) -> FrozenTrial | None:
-    """The completed baseline trial (not a repeat of it), or None."""
-    for trial in trials:
-        role = marks(trial)
-        if role.baseline and role.repeat_of is None and kind_of(trial) == "complete":
-            return trial
-    return None
-
-
-def enqueue_anchor(study: optuna.Study, every: int) -> bool:
-    """After every ``every`` counted trials the baseline is measured again on a fresh server (an
-    anchor: drift over the study shows against it). Returns whether one was enqueued."""
-    if every <= 0:
-        return False
-    trials = study.get_trials(deepcopy=False)
-    baseline = baseline_trial(trials)
-    if baseline is None:
-        return False
-    anchors = sum(marks(t).anchor for t in repeats_of(trials).get(baseline.number, []))
-    if anchors >= counted(trials) // every:
-        return False
-    enqueue(study, baseline.params, repeat_of=baseline.number, anchor=True)
-    return True
-
-
-def enqueue_repeats(study: optuna.Study, candidates: list[int], repeats: int) -> int:
-    """Enqueue the repeats the candidates still lack, interleaved (A B C A B C: drift spreads
-    over every candidate rather than landing on one); returns how many."""
-    trials = study.get_trials(deepcopy=False)
-    by_number = {t.number: t for t in trials}
-    have = {number: sum(not marks(t).anchor for t in found) for number, found in repeats_of(trials).items()}
-    enqueued = 0
-    for round_ in range(1, repeats + 1):
-        for number in candidates:
-            if have.get(number, 0) < round_:
-                enqueue(study, by_number[number].params, repeat_of=number)
-                have[number] = have.get(number, 0) + 1
-                enqueued += 1
-    return enqueued
-
-
-def waiting_repeats(study: optuna.Study) -> int:
-    """Repeats enqueued and not yet started."""
-    waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
-    return sum(marks(t).repeat_of is not None for t in waiting)
 
 
 def fail_abandoned(study: optuna.Study, storage: optuna.storages.RDBStorage, exclusive: bool) -> None:
@@ -590,46 +514,3 @@ def run_study(
             raise failure
         requeue_interrupted(study)
         enqueue_anchor(study, loaded.spec.study.anchor_every)
-
-
-def confirm_study(
-    study: optuna.Study,
-    loaded: LoadedSpec,
-    runner: TrialRunner | Callable[[optuna.Trial], Any],
-    *,
-    on_trial_end: Callable[[optuna.Study, FrozenTrial], None] | None = None,
-) -> list[int]:
-    """After the search: the front's candidates (``sweeper.results.confirmation_candidates``)
-    measured up to ``study.confirm_repeats`` more times on fresh servers, a round at a time,
-    interleaved; after each round a candidate beaten beyond both spreads on every objective
-    leaves the race (``sweeper.results.still_racing``). Then every anchor still waiting.
-    Resumable (what is measured stays, what is missing is enqueued again). Returns the
-    candidates."""
-    repeats = loaded.spec.study.confirm_repeats
-    candidates = []
-    callbacks = [on_trial_end] if on_trial_end is not None else []
-    if repeats > 0:
-        margin = loaded.spec.load.settings.confirmation_margin
-        cap = loaded.spec.study.confirm_candidates
-        candidates = confirmation_candidates(read_study(study), loaded.ranking, margin, cap)
-        for round_ in range(1, repeats + 1):
-            # A round measures each candidate still in the race once more, interleaved.
-            racing = candidates if round_ == 1 else still_racing(read_study(study), loaded.ranking, candidates)
-            enqueue_repeats(study, racing, round_)
-            _run_waiting(study, runner, callbacks)
-    _run_waiting(study, runner, callbacks)  # anchors still waiting
-    return candidates
-
-
-def _run_waiting(
-    study: optuna.Study,
-    runner: TrialRunner | Callable[[optuna.Trial], Any],
-    callbacks: list[Callable[[optuna.Study, FrozenTrial], None]],
-) -> None:
-    while waiting_repeats(study):
-        stop = stop_requested()
-        if stop is not None:
-            raise stop()
-        # A waiting trial that is no repeat (one a resume enqueued) may propose a taken configuration.
-        catch = (TrialError, DuplicateProposal)
-        study.optimize(runner, n_trials=1, catch=catch, callbacks=callbacks, gc_after_trial=False)

@@ -21,6 +21,7 @@ import optuna
 import sqlalchemy.exc
 
 from sweeper.artifacts import PRECISIONS
+from sweeper.confirm import confirm_study
 from sweeper.errors import SpecError, SweeperError, UsageError
 from sweeper.launchers import LABEL_STUDY, LAUNCHERS, Launcher
 from sweeper.load import LoadGenerator, choose_generator
@@ -35,7 +36,7 @@ from sweeper.record import (
 from sweeper.results import StudyTables, tables, write_tables
 from sweeper.spec import LoadedSpec, Spec
 from sweeper.storage import default_storage, exclusive_run, existing_study, open_storage, storage_label
-from sweeper.study import TrialRunner, confirm_study, open_study, run_study
+from sweeper.study import TrialRunner, open_study, run_study
 
 TrialCallback = Callable[[optuna.Study, optuna.trial.FrozenTrial], None]
 

@@ -13,16 +13,9 @@ import pandas as pd
 
 from sweeper.errors import UsageError
 from sweeper.fleet import FleetTarget, budget_words, fleet_of, front_fleets, sizing_capacity
+from sweeper.front import hypervolume, reference_point
 from sweeper.record import read_trial
-from sweeper.results import (
-    StudyTables,
-    confidence_sentences,
-    hypervolume,
-    level_figures,
-    listed_levels,
-    reference_point,
-    study_recommendation,
-)
+from sweeper.results import StudyTables, confidence_sentences, level_figures, listed_levels, study_recommendation
 from sweeper.vocabulary import (
     CAPACITY,
     COMPUTE_PARTS,

@@ -13,7 +13,7 @@ import pytest
 from tests.conftest import REPO
 
 MEASURING = ("sweeper.study", "sweeper.launchers", "sweeper.load", "sweeper.sweep")
-READERS = ("sweeper.results", "sweeper.report", "sweeper.export", "sweeper.record", "sweeper.fleet")
+READERS = ("sweeper.results", "sweeper.front", "sweeper.report", "sweeper.export", "sweeper.record", "sweeper.fleet")
 
 
 def _module_name(root: Path, path: Path) -> str:

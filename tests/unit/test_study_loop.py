@@ -17,14 +17,13 @@ from optuna.trial import TrialState
 from sweeper.errors import TrialError
 from sweeper.record import TrialWriter, kind_of
 from sweeper.samplers import SAMPLERS
-from sweeper.search import config_key, planned_params
+from sweeper.search import config_key, counted, planned_params
 from sweeper.signals import Terminated, clear_stop, signals_unwind
 from sweeper.spec import load_spec
 from sweeper.storage import open_storage
 from sweeper.study import (
     Proposer,
     capacity_starts,
-    counted,
     enqueue_baseline,
     fail_abandoned,
     open_study,

@@ -14,30 +14,25 @@ import pytest
 from optuna.distributions import CategoricalDistribution
 from optuna.trial import TrialState, create_trial
 
+from sweeper.confirm import enqueue_repeats
 from sweeper.errors import UsageError
 from sweeper.export import choose, closest, parse_condition
-from sweeper.record import SCHEMA_VERSION, read_study
-from sweeper.report import collect
-from sweeper.report._html import render_html
-from sweeper.report._summary import render_summary
-from sweeper.results import (
+from sweeper.front import (
     TIE_RULE,
-    confidence_sentences,
-    confirmation_candidates,
-    drift,
     hypervolume,
     indistinguishable,
     knee,
     pareto_front,
-    parse_ranking,
     recommend,
     recommendation_sentences,
     reference_point,
-    still_racing,
-    tables,
 )
+from sweeper.record import SCHEMA_VERSION, read_study
+from sweeper.report import collect
+from sweeper.report._html import render_html
+from sweeper.report._summary import render_summary
+from sweeper.results import confidence_sentences, confirmation_candidates, drift, parse_ranking, still_racing, tables
 from sweeper.search import enqueue_neighbour, neighbours
-from sweeper.study import enqueue_repeats
 from sweeper.vocabulary import KNOBS, Bound, Objective, Ranking
 
 SPACE = {
