@@ -87,23 +87,7 @@ def chosen(
     metric_columns = [c for c in frame.columns if is_metric(c)]
     conditions = [parse_condition(text, metric_columns) for text in where]
     trial_pick = re.fullmatch(r"trial\s+(\d+)", pick.strip())
-    if trial_pick:
-        number = int(trial_pick.group(1))
-        if number not in set(frame["number"]):
-            raise UsageError(
-                f"--pick trial {number}: no completed trial {number}",
-                hint=f"completed: {', '.join(map(str, frame['number']))}",
-            )
-        pool = frame[frame["number"] == number]
-    else:
-        pool = frame[frame["feasible"]]
-        if pool.empty:
-            violations = frame.get("infeasible", pd.Series("", index=frame.index)).fillna("")
-            shown = "; ".join(f"trial {int(n)} {v}".strip() for n, v in zip(frame["number"], violations))
-            raise SweeperError(
-                f"study '{study.name}' has no feasible trial to export: {shown[:400]}",
-                hint="relax the constraint or the budget and run again, or export one with --pick 'trial N'",
-            )
+    pool = _pick_pool(study.name, frame, int(trial_pick.group(1)) if trial_pick else None)
     passing = pool
     for column, op, value in conditions:
         passing = passing[_OPERATORS[op](passing[column], value)]
@@ -127,6 +111,26 @@ def chosen(
         raise UsageError(f"--pick '{pick[:100]}': no column '{column}'", hint=f"measured: {', '.join(metric_columns)}")
     index = passing[column].idxmin() if extreme.group(1) == "min" else passing[column].idxmax()
     return passing.loc[index], None
+
+
+def _pick_pool(study_name: str, frame: pd.DataFrame, number: int | None) -> pd.DataFrame:
+    """The trials a pick chooses among: trial ``number`` alone, or every feasible trial."""
+    if number is not None:
+        if number not in set(frame["number"]):
+            raise UsageError(
+                f"--pick trial {number}: no completed trial {number}",
+                hint=f"completed: {', '.join(map(str, frame['number']))}",
+            )
+        return frame[frame["number"] == number]
+    pool = frame[frame["feasible"]]
+    if pool.empty:
+        violations = frame.get("infeasible", pd.Series("", index=frame.index)).fillna("")
+        shown = "; ".join(f"trial {int(n)} {v}".strip() for n, v in zip(frame["number"], violations))
+        raise SweeperError(
+            f"study '{study_name}' has no feasible trial to export: {shown[:400]}",
+            hint="relax the constraint or the budget and run again, or export one with --pick 'trial N'",
+        )
+    return pool
 
 
 def closest(frame: pd.DataFrame, conditions: list[tuple[str, str, float]]) -> str:
@@ -283,15 +287,7 @@ def _export_record(
             "constraints": [b.label for b in ranking.constraints],
             "primary": ranking.primary,
         },
-        "parameters": config.as_dict(),
-        "client_protocol": config.protocol,
-        "client_protocol_note": f"protocol is client-side: send requests over {config.protocol.upper()} "
-        "(config.pbtxt does not set it)",
-        "server_options": server_argv(config.server_options),
-        "server_options_note": "tritonserver options of the measured server: start yours with them "
-        "(config.pbtxt does not hold them)"
-        if config.server_options
-        else None,
+        **_client_and_server(config),
         "metrics": {c: float(row[c]) for c in row.index if is_metric(c) and not pd.isna(row[c])},
         "measured": int(row["measured"]),
         "spread": {c: [_number(row[f"{c}:lo"]), _number(row[f"{c}:hi"])] for c in ranking.columns},
@@ -309,6 +305,21 @@ def _export_record(
         "hardware": trial.machine or machine_fingerprint(),
         "versions": _versions(study),
         "exported_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def _client_and_server(config: TrialConfig) -> dict:
+    """What config.pbtxt does not hold: the parameters, the clients' protocol, the server's options."""
+    return {
+        "parameters": config.as_dict(),
+        "client_protocol": config.protocol,
+        "client_protocol_note": f"protocol is client-side: send requests over {config.protocol.upper()} "
+        "(config.pbtxt does not set it)",
+        "server_options": server_argv(config.server_options),
+        "server_options_note": "tritonserver options of the measured server: start yours with them "
+        "(config.pbtxt does not hold them)"
+        if config.server_options
+        else None,
     }
 
 

@@ -201,17 +201,28 @@ def enqueue_neighbour(study: optuna.Study, trials: list[FrozenTrial], space: dic
         if not untried:
             continue
         moved_from = {**rows.loc[origin, columns].to_dict(), **params}
-        predicted = [_predicted_figures(moved_from, feasible, effects, config) for config in untried]
-        unknown = [config for config, figures in zip(untried, predicted) if figures is None]
-        if unknown:  # a value never measured feasibly: the most to learn
-            chosen = unknown[0]
-        else:
-            frame = pd.concat([feasible[columns], pd.DataFrame(predicted)], ignore_index=True)
-            distances = ideal_distance(frame, columns, directions).iloc[len(feasible) :]
-            chosen = untried[int(np.argmin(distances.to_numpy()))]
-        enqueue(study, chosen, neighbour_of=origin)
+        enqueue(study, _most_promising(untried, moved_from, feasible, effects, ranking), neighbour_of=origin)
         return True
     return False
+
+
+def _most_promising(
+    untried: list[dict[str, Any]],
+    origin: dict[str, Any],
+    feasible: pd.DataFrame,
+    effects: dict[str, dict[tuple, float]],
+    ranking: Ranking,
+) -> dict[str, Any]:
+    """Of ``origin``'s untried neighbours: one with a value no feasible trial has (the most to
+    learn), else the one whose predicted figures come nearest the ideal."""
+    predicted = [_predicted_figures(origin, feasible, effects, config) for config in untried]
+    unknown = [config for config, figures in zip(untried, predicted) if figures is None]
+    if unknown:
+        return unknown[0]
+    columns = ranking.columns
+    frame = pd.concat([feasible[columns], pd.DataFrame(predicted)], ignore_index=True)
+    distances = ideal_distance(frame, columns, ranking.directions).iloc[len(feasible) :]
+    return untried[int(np.argmin(distances.to_numpy()))]
 
 
 def untaken_configuration(

@@ -355,6 +355,22 @@ def spec_text(
         "  seed: 0",
         f"  confirm_repeats: {_CONFIRM_REPEATS}         # the front's candidates on {_CONFIRM_REPEATS} more fresh "
         "servers each (0: off)",
+    ]
+    lines += _model_lines(model)
+    lines.append(launcher_block(keep_gpu).rstrip("\n"))
+    lines += _space_lines(model, space)
+    lines += _ranking_lines(latency_budget_ms)
+    if model.convertible:
+        lines += [
+            "accuracy:                 # FP16/INT8 trials whose outputs drift further are infeasible",
+            "  min_cosine_similarity: 0.999",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def _model_lines(model: Draft) -> list[str]:
+    """``model:``: its name, source, inputs and the ranges of its generated requests."""
+    lines = [
         "model:",
         *([] if model.kind == "repository" else [f"  name: {model.name}"]),
         f"  source: {{{model.kind}: {json.dumps(model.source)}}}",
@@ -369,15 +385,7 @@ def spec_text(
         lines.append("  example_inputs:          # generated requests: each input's own range [low, high)")
         lines.append("    ranges:")
         lines += [f"      {json.dumps(n)}: {{low: {lo:g}, high: {hi:g}}}" for n, (lo, hi) in model.ranges.items()]
-    lines.append(launcher_block(keep_gpu).rstrip("\n"))
-    lines += _space_lines(model, space)
-    lines += _ranking_lines(latency_budget_ms)
-    if model.convertible:
-        lines += [
-            "accuracy:                 # FP16/INT8 trials whose outputs drift further are infeasible",
-            "  min_cosine_similarity: 0.999",
-        ]
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def _ranking_lines(latency_budget_ms: float | None) -> list[str]:

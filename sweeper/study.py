@@ -27,7 +27,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 from tritonclient.grpc import model_config_pb2 as mc
 
-from sweeper.artifacts import PRECISIONS, ArtifactBuilder, Drift, outside_tolerance, time_in_process
+from sweeper.artifacts import PRECISIONS, ArtifactBuilder, Drift, ModelArtifact, outside_tolerance, time_in_process
 from sweeper.confirm import enqueue_anchor
 from sweeper.errors import MeasurementLost, ModelError, PrecisionError, ServerDied, TrialError
 from sweeper.files import write_atomic
@@ -384,16 +384,7 @@ class TrialRunner:
     ) -> Measured:
         trial_dir = self._trial_dir(trial)
         trial_dir.mkdir(parents=True, exist_ok=True)
-        self._stage = "build"
-        with _timed(timings, "build_s"):
-            artifact = self.artifacts.build(config.precision) if self.artifacts is not None else None
-            model = self.model_config(config)
-            write_atomic(trial_dir / "config.pbtxt", to_pbtxt(model))
-        writer.served(to_pbtxt(model))
-        accuracy = None
-        if artifact is not None and artifact.drift is not None:
-            accuracy = self._accuracy(config.precision, artifact.drift)
-            writer.accuracy(accuracy)
+        artifact, model, accuracy = self._build(writer, config, trial_dir, timings)
 
         def write(repository: Path, served: str) -> Path:
             named = mc.ModelConfig()
@@ -425,6 +416,23 @@ class TrialRunner:
             with _timed(timings, "stop_s"):
                 self.servers.retire(server, trial_dir, served, failed)
         return Measured(*measured, accuracy, memory.result)
+
+    def _build(
+        self, writer: TrialWriter, config: TrialConfig, trial_dir: Path, timings: dict[str, float]
+    ) -> tuple[ModelArtifact | None, mc.ModelConfig, Accuracy | None]:
+        """The trial's model file (its precision's, built once per study), its config.pbtxt, and
+        its accuracy where the file alone tells it (TensorRT's is measured as served)."""
+        self._stage = "build"
+        with _timed(timings, "build_s"):
+            artifact = self.artifacts.build(config.precision) if self.artifacts is not None else None
+            model = self.model_config(config)
+            write_atomic(trial_dir / "config.pbtxt", to_pbtxt(model))
+        writer.served(to_pbtxt(model))
+        accuracy = None
+        if artifact is not None and artifact.drift is not None:
+            accuracy = self._accuracy(config.precision, artifact.drift)
+            writer.accuracy(accuracy)
+        return artifact, model, accuracy
 
     def _served_accuracy(self, server: Server, workload: Workload, precision: str) -> Accuracy:
         produced = served_outputs(server.endpoints, workload, self.artifacts.accuracy_feeds())
@@ -474,43 +482,43 @@ def run_study(
     fail_abandoned(study, storage, exclusive)
     requeue_interrupted(study)
     enqueue_baseline(study, loaded.baseline)
-    target = loaded.spec.study.trials
     callbacks = [on_trial_end] if on_trial_end is not None else []
-    heartbeat = loaded.spec.study.heartbeat_s
     while True:
         stop = stop_requested()
         if stop is not None:  # a signal a library swallowed between trials still stops the sweep
             raise stop()
-        trials = study.get_trials(deepcopy=False)
-        done = counted(trials)
-        if done >= target:
-            return study, "done"
-        if exhausted(loaded.space, trials):
-            if any(kind_of(t) == "running" for t in trials):
-                time.sleep(heartbeat)  # another worker measures the last ones: wait for its verdict
-                fail_abandoned(study, storage, exclusive=False)
-                requeue_interrupted(study)
-                continue
-            return study, "exhausted"
-        running = sum(kind_of(t) == "running" for t in trials)
-        waiting = any(t.state == TrialState.WAITING for t in trials)
-        if not waiting and done + running >= target:
-            time.sleep(heartbeat)  # the rest is being measured elsewhere: wait, and re-run what dies
+        step = _next_step(study, loaded)
+        if step in ("done", "exhausted"):
+            return study, step
+        if step == "wait":  # others measure the rest: wait, and re-run what dies with its worker
+            time.sleep(loaded.spec.study.heartbeat_s)
             fail_abandoned(study, storage, exclusive=False)
             requeue_interrupted(study)
             continue
-        if not waiting and done + running >= target - loaded.spec.study.neighbour_trials:
-            # The last trials measure around the knee; with none untried, the sampler proposes.
-            enqueue_neighbour(study, trials, loaded.space, loaded.ranking)
-        study.optimize(
-            objective or runner,
-            n_trials=1,
-            catch=(TrialError, DuplicateProposal),
-            callbacks=callbacks,
-            gc_after_trial=False,
-        )
+        catch = (TrialError, DuplicateProposal)
+        study.optimize(objective or runner, n_trials=1, catch=catch, callbacks=callbacks, gc_after_trial=False)
         failure = model_failure(study.get_trials(deepcopy=False))
         if failure is not None:
             raise failure
         requeue_interrupted(study)
         enqueue_anchor(study, loaded.spec.study.anchor_every)
+
+
+def _next_step(study: optuna.Study, loaded: LoadedSpec) -> str:
+    """What the loop does next: ``done`` (``study.trials`` counted), ``exhausted`` (every
+    configuration taken, none still measured elsewhere), ``wait`` (the rest is being measured by
+    other workers) or ``run`` a trial, the knee's most promising neighbour enqueued first where
+    the last ``study.neighbour_trials`` are due."""
+    trials = study.get_trials(deepcopy=False)
+    done, target = counted(trials), loaded.spec.study.trials
+    running = sum(kind_of(t) == "running" for t in trials)
+    if done >= target:
+        return "done"
+    if exhausted(loaded.space, trials):
+        return "wait" if running else "exhausted"
+    waiting = any(t.state == TrialState.WAITING for t in trials)
+    if not waiting and done + running >= target:
+        return "wait"
+    if not waiting and done + running >= target - loaded.spec.study.neighbour_trials:
+        enqueue_neighbour(study, trials, loaded.space, loaded.ranking)
+    return "run"

@@ -267,15 +267,7 @@ class ConfigField:
 def config_field(path: str) -> ConfigField:
     """The ModelConfig field ``path`` names; ValueError naming what is wrong with the closest
     names, a field that needs an index, or the key of the spec that sets it."""
-    general = re.sub(r"\[\d+\]", "[N]", path)
-    covered = _COVERED.get(general) or _COVERED.get(general.split("[")[0].split(".")[0] + ".*")
-    if covered is not None:
-        raise ValueError(f"{path} is set by {covered}")
-    top = path.split(".")[0].split("[")[0]
-    # A whole field, or a parameter entry (whose key Triton reads in any case).
-    changed = next((why for key, why in _CHANGES_SERVING.items() if key == top or key.lower() == path.lower()), None)
-    if changed is not None:
-        raise ValueError(f"{path} changes what is served, not how: {changed}; set it in the model's own config.pbtxt")
+    _refuse_fields_set_elsewhere(path)
     segments = path.split(".")
     descriptor: Descriptor = mc.ModelConfig.DESCRIPTOR
     steps: list[_Step] = []
@@ -310,6 +302,20 @@ def config_field(path: str) -> ConfigField:
                 f"{'.'.join(segments[:position])} is {_article(kind)} {kind}: it has no field '{segments[position]}'"
             )
         descriptor = field.message_type
+
+
+def _refuse_fields_set_elsewhere(path: str) -> None:
+    """ValueError for a field a named knob or another spec key sets, or one that changes what is
+    served rather than how."""
+    general = re.sub(r"\[\d+\]", "[N]", path)
+    covered = _COVERED.get(general) or _COVERED.get(general.split("[")[0].split(".")[0] + ".*")
+    if covered is not None:
+        raise ValueError(f"{path} is set by {covered}")
+    top = path.split(".")[0].split("[")[0]
+    # A whole field, or a parameter entry (whose key Triton reads in any case).
+    changed = next((why for key, why in _CHANGES_SERVING.items() if key == top or key.lower() == path.lower()), None)
+    if changed is not None:
+        raise ValueError(f"{path} changes what is served, not how: {changed}; set it in the model's own config.pbtxt")
 
 
 def _check_step(field: FieldDescriptor, name: str, index: str | None, last: bool) -> _Step:

@@ -143,18 +143,23 @@ def run_to_completion(
     watchdog().add("container", guarded)
     try:
         container.start()
-        try:
-            status = int(container.wait(timeout=timeout_s)["StatusCode"])
-        except Exception:  # the engine's read timed out: the command hangs
-            status = 124
-        container.reload()
-        if container.attrs.get("State", {}).get("OOMKilled"):
-            status = OUT_OF_MEMORY
+        status = _wait_for(container, timeout_s)
         output = container.logs().decode(errors="replace")
     finally:
         container.remove(force=True)
         watchdog().remove("container", guarded)
     return status, output
+
+
+def _wait_for(container: Any, timeout_s: float) -> int:
+    """A one-shot container's exit status: 124 past ``timeout_s``, ``OUT_OF_MEMORY`` when the
+    engine stopped it at its memory limit."""
+    try:
+        status = int(container.wait(timeout=timeout_s)["StatusCode"])
+    except Exception:  # the engine's read timed out: the command hangs
+        return 124
+    container.reload()
+    return OUT_OF_MEMORY if container.attrs.get("State", {}).get("OOMKilled") else status
 
 
 class DockerLauncher(Launcher):

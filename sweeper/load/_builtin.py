@@ -113,27 +113,7 @@ def run_until_stable(
     try:
         loop.stop.wait(warmup_s)
         loop.check()
-        boundaries = [boundary()]
-        stable = False
-        growth = iter(WINDOW_GROWTH)
-        window = window_s
-        while len(boundaries) <= max_windows:
-            loop.stop.wait(window)
-            loop.check()
-            boundaries.append(boundary())
-            if not _window(list(workers), boundaries[-2], boundaries[-1]):
-                factor = next(growth, None)
-                if factor is not None:  # start again from here, with longer windows
-                    window, boundaries = window_s * factor, boundaries[-1:]
-                    continue
-            if len(boundaries) > STABLE_WINDOWS:
-                last = boundaries[-STABLE_WINDOWS - 1 :]
-                samples = [_window(workers, a, b) for a, b in zip(last, last[1:])]
-                throughputs = [len(s) / (b.at - a.at) for s, a, b in zip(samples, last, last[1:])]
-                means = [float(np.mean(s)) if s else 0.0 for s in samples]
-                if windows_agree(throughputs, means, tolerance):
-                    stable = True
-                    break
+        boundaries, stable, window = _stabilise(loop, boundary, window_s, tolerance, max_windows)
         pooled_from = len(boundaries) - STABLE_WINDOWS - 1
         if tail is not None:
             _settle(loop, boundaries, boundary, tail, pooled_from, window, max_windows)
@@ -141,6 +121,37 @@ def run_until_stable(
         loop.close()
     samples = _window(list(workers), boundaries[pooled_from], boundaries[-1])
     return Run(boundaries, stable, np.asarray(samples, dtype=np.int64), pooled_from)
+
+
+def _stabilise(
+    loop: Loop, boundary: Callable[[], Boundary], window_s: float, tolerance: float, max_windows: int
+) -> tuple[list[Boundary], bool, float]:
+    """Windows until the last ``STABLE_WINDOWS`` agree or ``max_windows`` were measured; a window
+    in which no request ended starts the count again with longer windows. (The window edges,
+    whether they agreed, the window length reached.)"""
+    boundaries = [boundary()]
+    growth = iter(WINDOW_GROWTH)
+    window = window_s
+    while len(boundaries) <= max_windows:
+        loop.stop.wait(window)
+        loop.check()
+        boundaries.append(boundary())
+        if not _window(list(loop.workers), boundaries[-2], boundaries[-1]):
+            factor = next(growth, None)
+            if factor is not None:  # start again from here, with longer windows
+                window, boundaries = window_s * factor, boundaries[-1:]
+                continue
+        if len(boundaries) > STABLE_WINDOWS and _last_windows_agree(list(loop.workers), boundaries, tolerance):
+            return boundaries, True, window
+    return boundaries, False, window
+
+
+def _last_windows_agree(workers: list[Worker], boundaries: list[Boundary], tolerance: float) -> bool:
+    last = boundaries[-STABLE_WINDOWS - 1 :]
+    samples = [_window(workers, a, b) for a, b in zip(last, last[1:])]
+    throughputs = [len(s) / (b.at - a.at) for s, a, b in zip(samples, last, last[1:])]
+    means = [float(np.mean(s)) if s else 0.0 for s in samples]
+    return windows_agree(throughputs, means, tolerance)
 
 
 def _settle(

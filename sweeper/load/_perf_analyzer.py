@@ -318,19 +318,7 @@ def run_level(
     measured again with longer windows (``WINDOW_GROWTH``). Unstable: measured again, kept.
     ``GeneratorOutOfMemory`` once perf_analyzer holds more than ``memory_mb``."""
     started = time.perf_counter()
-    status, output, cpu = analyzer.run(args, csv_file.parent, timeout_s, memory_mb)
-    given = args
-    for factor in WINDOW_GROWTH:
-        if status == 0 or _NO_REQUESTS not in output:
-            break
-        args = longer_windows(given, factor)
-        status, output, more = analyzer.run(args, csv_file.parent, timeout_s * factor, memory_mb)
-        cpu += more
-    if status != 0 and _NO_REQUESTS in output:
-        raise TrialError(
-            f"perf_analyzer recorded no finished request within a window, even {WINDOW_GROWTH[-1]}x "
-            "load.window_s long: a request takes longer than that here; raise load.window_s"
-        )
+    status, output, cpu, args = _run_with_windows_long_enough(analyzer, args, csv_file.parent, timeout_s, memory_mb)
     stable = status == 0
     if not stable and _UNSTABLE in output:
         windows = len(_PASS.findall(output))
@@ -338,8 +326,8 @@ def run_level(
         cpu += more
     else:
         windows = len(_PASS.findall(output))
-    if status < 0:  # e.g. SIGKILL from the kernel's OOM killer: perf_analyzer keeps its responses
-        raise TrialError(f"perf_analyzer {describe_exit(status)} (out of memory?): {_last_lines(output)}")
+    if status < 0:  # a signal from outside (the memory limit is watched before the kernel's killer acts)
+        raise GeneratorFailed(f"perf_analyzer {describe_exit(status)}: {_last_lines(output)}")
     if status != 0 or not csv_file.is_file():
         lost = status != 0 and _CONNECTION_LOST.search(output) is not None
         raise (ConnectionLost if lost else GeneratorFailed)(
@@ -351,6 +339,27 @@ def run_level(
         cpu,
         time.perf_counter() - started,
     )
+
+
+def _run_with_windows_long_enough(
+    analyzer: PerfAnalyzer, args: list[str], workdir: Path, timeout_s: float, memory_mb: float | None
+) -> tuple[int, str, float, list[str]]:
+    """Run; while no request ended within a window, again with longer windows
+    (``WINDOW_GROWTH``). (Status, output, CPU seconds, the arguments of the last run.)"""
+    status, output, cpu = analyzer.run(args, workdir, timeout_s, memory_mb)
+    given = args
+    for factor in WINDOW_GROWTH:
+        if status == 0 or _NO_REQUESTS not in output:
+            break
+        args = longer_windows(given, factor)
+        status, output, more = analyzer.run(args, workdir, timeout_s * factor, memory_mb)
+        cpu += more
+    if status != 0 and _NO_REQUESTS in output:
+        raise TrialError(
+            f"perf_analyzer recorded no finished request within a window, even {WINDOW_GROWTH[-1]}x "
+            "load.window_s long: a request takes longer than that here; raise load.window_s"
+        )
+    return status, output, cpu, args
 
 
 def parse(table: str, output: str) -> Report:
@@ -491,7 +500,11 @@ class PerfAnalyzerGenerator(LoadGenerator):
                 memory_mb=client_memory_mb(settings),
             )
             batch = batch_average(before, statistics_of(endpoints, workload))
-        client_cpu = cpu / wall if wall > 0 else 0.0
+        return self._measurement(level, report, batch, cpu / wall if wall > 0 else 0.0)
+
+    def _measurement(self, level: Level, report: Report, batch: float, client_cpu: float) -> Measurement:
+        """perf_analyzer's report of ``level`` as a Measurement; the client is the bottleneck
+        where it used ``CLIENT_BOUND_CORES`` of the host or fell behind a request rate."""
         behind = bool(report.figures.get("behind_schedule"))
         return Measurement(
             concurrency=level.concurrency,

@@ -20,6 +20,20 @@ th { background: #f3f3f3; } .note { color: #a60; }
 """
 
 
+def _sizing_sections(info: ReportInfo) -> list[str]:
+    """Capacity and memory per trial, and the fleet for a target rate, where the report has them."""
+    sections = []
+    if not info.sizing.empty:
+        sections.append("<h2>Capacity and memory</h2>")
+        sections.append(f"<p>{html.escape(SIZING_NOTE)}</p>")
+        sections.append(_table(info.sizing.reset_index(names="trial"), knobs_first=False))
+    if info.fleet is not None:
+        sections.append(f"<h2>{html.escape(info.fleet_title)}</h2>")
+        sections.append(f'<p class="fleet">{html.escape(" ".join(info.fleet_sentences))}</p>')
+        sections.append(_table(info.fleet.reset_index(names="trial"), knobs_first=False))
+    return sections
+
+
 def render_html(info: ReportInfo) -> str:
     """The report page."""
     sections = [f"<h1>triton-sweeper: {html.escape(info.study_name)}</h1>"]
@@ -41,14 +55,7 @@ def render_html(info: ReportInfo) -> str:
     sections.append(_figure(breakdown_figure(info), "breakdown"))
     sections.append("<h2>Batching: measured average batch size (inferences per model execution)</h2>")
     sections.append(_table(info.batching.reset_index(names="trial"), knobs_first=False))
-    if not info.sizing.empty:
-        sections.append("<h2>Capacity and memory</h2>")
-        sections.append(f"<p>{html.escape(SIZING_NOTE)}</p>")
-        sections.append(_table(info.sizing.reset_index(names="trial"), knobs_first=False))
-    if info.fleet is not None:
-        sections.append(f"<h2>{html.escape(info.fleet_title)}</h2>")
-        sections.append(f'<p class="fleet">{html.escape(" ".join(info.fleet_sentences))}</p>')
-        sections.append(_table(info.fleet.reset_index(names="trial"), knobs_first=False))
+    sections.extend(_sizing_sections(info))
     sections.append("<h2>Pareto trials</h2>")
     sections.append(_table(info.pareto.drop(columns=["state"], errors="ignore")))
     if info.hypervolume_history is not None:

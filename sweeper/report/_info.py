@@ -146,15 +146,8 @@ def collect(
     """Compute the report of a study's tables (pure: the importances, which need Optuna's study,
     are computed by the caller: ``sweeper.report``; the in-process timing is a stored fact);
     with a ``target``, the fleet each Pareto trial needs for it."""
-    if result.trials.empty or not (result.trials["state"] == "COMPLETE").any():
-        raise UsageError(
-            f"study '{study_name}' has no completed trial yet",
-            hint="run more trials ('sweeper run SPEC'), or look at trials.csv for the failures",
-        )
-    # The breakdown of the first measurement: a confirmed trial's repeats are in its medians.
-    measurements = listed_levels(result.measurements)
-    measurements = measurements[measurements["repeat_of"].isna()]
-    level, load = _lowest_level(measurements)
+    _require_completed(result, study_name)
+    measurements, level, load = _first_measurements(result)
     at_level = _with_medians(_at_level(measurements, level), level_figures(result), level)
     trials = result.trials.set_index("number", drop=False)
     baseline_rows = trials[trials["baseline"] & (trials["state"] == "COMPLETE")]
@@ -164,15 +157,12 @@ def collect(
     breakdown, batching = _breakdown_and_batching(measurements, at_level, shown, label)
     feasible = trials[trials["feasible"]]
     recommended = study_recommendation(result).number if not feasible.empty else None
-    completed = result.trials[result.trials["state"] == "COMPLETE"]
-    problems = result.trials[~result.trials["feasible"]]  # failed trials are never feasible
     return ReportInfo(
         study_name=study_name,
         objectives=result.objectives,
         ranked_by=describe_ranking(result.ranking),
         reranked=reranked,
         tables=result,
-        points=_points(completed, result.pareto),
         breakdown_level=level,
         breakdown_load=load,
         breakdown=breakdown,
@@ -182,16 +172,43 @@ def collect(
         baseline=_baseline_row(at_level, trials, baseline_number, result.objectives, label),
         best_latency=_best_latency(at_level, feasible, label),
         in_process=in_process,
-        hypervolume_history=_hypervolume_history(feasible, result.objectives, result.ranking.directions),
         importances=importances,
-        generators={str(k): int(v) for k, v in completed["generator"].value_counts().items()},
-        running=int((result.trials["state"] == "RUNNING").sum()),
-        problems=problems[["number", "state", *parameter_columns(problems.columns), "infeasible", "failure"]],
-        confidence=confidence_sentences(result),
         machines=[_machine(m) for m in machines or []],
         recommended=recommended,
+        **_study_state(result, feasible),
         **(_fleets(result, shown, label, recommended, target) if target is not None else {}),
     )
+
+
+def _require_completed(result: StudyTables, study_name: str) -> None:
+    if result.trials.empty or not (result.trials["state"] == "COMPLETE").any():
+        raise UsageError(
+            f"study '{study_name}' has no completed trial yet",
+            hint="run more trials ('sweeper run SPEC'), or look at trials.csv for the failures",
+        )
+
+
+def _first_measurements(result: StudyTables) -> tuple[pd.DataFrame, str, str]:
+    """The listed levels' first measurements (a confirmed trial's repeats are in its medians),
+    and the lowest listed level the breakdown is drawn at, with it in words."""
+    measurements = listed_levels(result.measurements)
+    measurements = measurements[measurements["repeat_of"].isna()]
+    return (measurements, *_lowest_level(measurements))
+
+
+def _study_state(result: StudyTables, feasible: pd.DataFrame) -> dict:
+    """The report's fields on the study as a whole: its points, progress, generators, problems
+    and how far it can be trusted."""
+    completed = result.trials[result.trials["state"] == "COMPLETE"]
+    problems = result.trials[~result.trials["feasible"]]  # failed trials are never feasible
+    return {
+        "points": _points(completed, result.pareto),
+        "hypervolume_history": _hypervolume_history(feasible, result.objectives, result.ranking.directions),
+        "generators": {str(k): int(v) for k, v in completed["generator"].value_counts().items()},
+        "running": int((result.trials["state"] == "RUNNING").sum()),
+        "problems": problems[["number", "state", *parameter_columns(problems.columns), "infeasible", "failure"]],
+        "confidence": confidence_sentences(result),
+    }
 
 
 def _fleets(

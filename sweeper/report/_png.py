@@ -9,6 +9,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only; no display is needed or wanted
 
 import matplotlib.pyplot as plt
+import pandas as pd
 
 from sweeper.report._info import BREAKDOWN_LABELS, BREAKDOWN_PARTS, PARETO_GROUPS, ReportInfo
 from sweeper.vocabulary import metric_words
@@ -21,37 +22,8 @@ def render_pareto(info: ReportInfo, path: Path) -> Path:
         x, y = info.objectives[0], info.objectives[1]
         for group, style in PARETO_GROUPS.items():
             points = info.pareto_group(group)
-            if points.empty:
-                continue
-            axes.plot(
-                points[x],
-                points[y],
-                marker=style["matplotlib"],
-                color=style["color"],
-                label=group,
-                markersize=style["size"] * 0.8,
-                linestyle="-" if group == "Pareto front" else "none",
-            )
-            confirmed = points[points["measured"] > 1]
-            if not confirmed.empty:  # the spread of the trials measured on several fresh servers
-                axes.errorbar(
-                    confirmed[x],
-                    confirmed[y],
-                    xerr=[confirmed[x] - confirmed[f"{x}:lo"], confirmed[f"{x}:hi"] - confirmed[x]],
-                    yerr=[confirmed[y] - confirmed[f"{y}:lo"], confirmed[f"{y}:hi"] - confirmed[y]],
-                    fmt="none",
-                    ecolor=style["color"],
-                    elinewidth=1,
-                    capsize=2,
-                )
-            for _, point in points.iterrows() if group != "baseline" else ():
-                axes.annotate(
-                    f"#{int(point['number'])}",
-                    (point[x], point[y]),
-                    fontsize=7,
-                    xytext=(4, 4),
-                    textcoords="offset points",
-                )
+            if not points.empty:
+                _plot_group(axes, points, x, y, group, style)
         _mark_recommendation(axes, info, x, y)
         axes.set_xlabel(metric_words(x))
         axes.set_ylabel(metric_words(y))
@@ -65,6 +37,34 @@ def render_pareto(info: ReportInfo, path: Path) -> Path:
     figure.savefig(path, dpi=120, format="png")
     plt.close(figure)
     return path
+
+
+def _plot_group(axes: plt.Axes, points: pd.DataFrame, x: str, y: str, group: str, style: dict) -> None:
+    """One group of points (``PARETO_GROUPS``), the spread of its confirmed trials and their numbers."""
+    axes.plot(
+        points[x],
+        points[y],
+        marker=style["matplotlib"],
+        color=style["color"],
+        label=group,
+        markersize=style["size"] * 0.8,
+        linestyle="-" if group == "Pareto front" else "none",
+    )
+    confirmed = points[points["measured"] > 1]
+    if not confirmed.empty:  # the spread of the trials measured on several fresh servers
+        axes.errorbar(
+            confirmed[x],
+            confirmed[y],
+            xerr=[confirmed[x] - confirmed[f"{x}:lo"], confirmed[f"{x}:hi"] - confirmed[x]],
+            yerr=[confirmed[y] - confirmed[f"{y}:lo"], confirmed[f"{y}:hi"] - confirmed[y]],
+            fmt="none",
+            ecolor=style["color"],
+            elinewidth=1,
+            capsize=2,
+        )
+    for _, point in points.iterrows() if group != "baseline" else ():
+        label = f"#{int(point['number'])}"
+        axes.annotate(label, (point[x], point[y]), fontsize=7, xytext=(4, 4), textcoords="offset points")
 
 
 def _mark_recommendation(axes: plt.Axes, info: ReportInfo, x: str, y: str) -> None:

@@ -10,38 +10,11 @@ from sweeper.vocabulary import compute_ms, parameter_columns
 
 def render_summary(info: ReportInfo) -> str:
     """summary.md."""
-    level = info.breakdown_load
     lines = [f"# {info.study_name}: where the latency goes", ""]
     if info.running:
         lines += [f"> {info.running} trial(s) still running: this summary covers the finished ones.", ""]
-    trials = info.tables.trials
-    complete = trials["state"] == "COMPLETE"
-    lines += [
-        f"{len(trials)} trials: {int(complete.sum())} completed, {int((trials['state'] == 'FAIL').sum())} failed, "
-        f"{int((complete & ~trials['feasible']).sum())} infeasible; "
-        f"{len(info.pareto)} on the Pareto front of {', '.join(info.objectives)}. Measured by "
-        + ", ".join(f"{name} ({count} trials)" for name, count in sorted(info.generators.items()))
-        + ".",
-        "",
-        f"Ranked by {info.ranked_by}"
-        + (" (re-ranked from the stored measurements, not the study's own objectives)." if info.reranked else "."),
-        "",
-        f"Latency at {level} (mean per request, ms):",
-        "",
-        "| | p50 | mean | queue | compute (input + infer + output) | client / network / serialization | avg batch |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    if info.in_process is not None:
-        lines.append(f"| {info.in_process.label} | {info.in_process.ms:.3g} | | | | | |")
-    for name, row in (("baseline", info.baseline), ("lowest served p50", info.best_latency)):
-        if row is None:
-            continue
-        lines.append(
-            f"| {name}: {row['label']} | {row['p50_ms']:.3g} | {row['mean_ms']:.3g} | {row['queue_ms']:.3g} "
-            f"| {compute_ms(row):.3g} ({row['compute_input_ms']:.2g} + {row['compute_infer_ms']:.3g} + "
-            f"{row['compute_output_ms']:.2g}) | {row['network_ms']:.3g} | {row['avg_batch_size']:.2f} |"
-        )
-    lines.append("")
+    lines += _overview_lines(info)
+    lines += _latency_table(info)
     lines += _gap_sentences(info)
     lines += [
         "",
@@ -60,6 +33,44 @@ def render_summary(info: ReportInfo) -> str:
     lines += ["", "## How far the front can be trusted", "", *(f"- {s}" for s in info.confidence)]
     lines += ["", "## Measured on", "", *(f"- {m}" for m in info.machines)]
     return "\n".join(lines) + "\n"
+
+
+def _overview_lines(info: ReportInfo) -> list[str]:
+    """How many trials, how they ended, what measured them and what ranks them."""
+    trials = info.tables.trials
+    complete = trials["state"] == "COMPLETE"
+    return [
+        f"{len(trials)} trials: {int(complete.sum())} completed, {int((trials['state'] == 'FAIL').sum())} failed, "
+        f"{int((complete & ~trials['feasible']).sum())} infeasible; "
+        f"{len(info.pareto)} on the Pareto front of {', '.join(info.objectives)}. Measured by "
+        + ", ".join(f"{name} ({count} trials)" for name, count in sorted(info.generators.items()))
+        + ".",
+        "",
+        f"Ranked by {info.ranked_by}"
+        + (" (re-ranked from the stored measurements, not the study's own objectives)." if info.reranked else "."),
+        "",
+    ]
+
+
+def _latency_table(info: ReportInfo) -> list[str]:
+    """The breakdown at the lowest listed level: in-process, the baseline, the lowest served p50."""
+    lines = [
+        f"Latency at {info.breakdown_load} (mean per request, ms):",
+        "",
+        "| | p50 | mean | queue | compute (input + infer + output) | client / network / serialization | avg batch |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    if info.in_process is not None:
+        lines.append(f"| {info.in_process.label} | {info.in_process.ms:.3g} | | | | | |")
+    for name, row in (("baseline", info.baseline), ("lowest served p50", info.best_latency)):
+        if row is None:
+            continue
+        lines.append(
+            f"| {name}: {row['label']} | {row['p50_ms']:.3g} | {row['mean_ms']:.3g} | {row['queue_ms']:.3g} "
+            f"| {compute_ms(row):.3g} ({row['compute_input_ms']:.2g} + {row['compute_infer_ms']:.3g} + "
+            f"{row['compute_output_ms']:.2g}) | {row['network_ms']:.3g} | {row['avg_batch_size']:.2f} |"
+        )
+    return [*lines, ""]
 
 
 def _gap_sentences(info: ReportInfo) -> list[str]:
