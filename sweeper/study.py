@@ -1,9 +1,11 @@
 """Stage 6: the Optuna study. Each trial builds, serves, measures and retires one configuration.
 
 Every trial counts: ``study.trials`` is the number of distinct configurations measured (or
-failed because of their configuration). A configuration the sampler proposes again, measured
-or being measured by another worker, is recorded as a redrawn proposal (state FAIL,
-``duplicate_of``) and the sampler is asked again; it never counts and never reaches a table.
+failed because of their configuration). The study's sampler (``sweeper.search.UntakenSampler``)
+proposes only configurations no trial has taken, drawing again in memory, so a repeat is no
+trial; one that slips past it (another worker took the configuration in the same instant) is
+recorded as a redrawn proposal (state FAIL, ``duplicate_of``), as studies of earlier releases
+recorded every repeat; it never counts and never reaches a table.
 A trial that was interrupted (a signal, a killed sweeper, a lost worker) is re-run; one that
 failed because of its configuration is not. Shared storages detect dead workers by Optuna's
 heartbeats; a SQLite study is run by one sweeper at a time (a lock beside its database), so a
