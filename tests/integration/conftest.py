@@ -292,7 +292,7 @@ def server_log_says(log: Path, words: str):
 @pytest.fixture(scope="session")
 def postgres_url():
     """A throwaway PostgreSQL server (Debian's binaries, run as the postgres user) on a free port."""
-    from sweeper.launchers._base import free_port
+    from sweeper.launchers._base import free_ports
 
     found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
     assert found, "PostgreSQL is required (scripts/setup-system.sh installs Debian's package 'postgresql')"
@@ -309,7 +309,7 @@ def postgres_url():
             capture_output=True,
             **as_postgres,
         )
-        port = free_port("127.0.0.1")
+        (port,) = free_ports("127.0.0.1", 1)
         server = subprocess.Popen(
             [
                 str(binaries / "postgres"),
