@@ -28,6 +28,7 @@ from sweeper.load import LoadGenerator, choose_generator
 from sweeper.machine import fingerprint_difference, machine_fingerprint
 from sweeper.record import (
     StudyRecord,
+    kind_of,
     read_study,
     stored_ranking_conflict,
     study_fact,
@@ -224,7 +225,9 @@ class Sweep:
         self._runner: TrialRunner | None = None
         self._resources = contextlib.ExitStack()
         self.tables: StudyTables | None = None
-        """The tables as last written (after each trial, and on the way out)."""
+        """The tables as last written (after each trial, and on the way out if a trial changed since)."""
+        self._record: StudyRecord | None = None
+        self._written_at: list[tuple[int, str]] = []
 
     def __enter__(self) -> Sweep:
         plan = self.plan
@@ -278,7 +281,8 @@ class Sweep:
         after each trial, with the tables already rewritten."""
 
         def after_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-            self._write_tables()
+            if kind_of(trial) != "duplicate":  # a redrawn proposal changes no table
+                self._write_tables()
             if on_trial_end is not None:
                 on_trial_end(study, trial)
 
@@ -294,11 +298,15 @@ class Sweep:
         return outcome
 
     def record(self) -> StudyRecord:
-        """The study's records as they stand."""
-        return read_study(self.study)
+        """The study's records as the tables last written show them (read now when none were)."""
+        return self._record if self._record is not None else read_study(self.study)
 
     def _write_tables(self) -> None:
-        self.tables = tables(self.record())
+        """Read the study once, build its tables once, write them: the snapshot the printout, the
+        files and the report share."""
+        self._record = read_study(self.study)
+        self._written_at = _states(self.study)
+        self.tables = tables(self._record)
         write_tables(self.tables, self.plan.directory)
 
     def _write_tables_on_exit(
@@ -306,7 +314,7 @@ class Sweep:
     ) -> bool:
         """The tables on the way out, once there is a study; a failure to write them is reported
         unless another error stopped the run (that one is the one to report)."""
-        if self.study is not None:
+        if self.study is not None and (self.tables is None or _states(self.study) != self._written_at):
             try:
                 self._write_tables()
             except (OSError, sqlalchemy.exc.SQLAlchemyError):
@@ -319,6 +327,11 @@ class Sweep:
     ) -> None:
         """Stop every server, write the tables, let go of the lock (in that order)."""
         self._resources.__exit__(exc_type, exc, traceback)
+
+
+def _states(study: optuna.Study) -> list[tuple[int, str]]:
+    """Each trial's number and state: what the tables were written from changes with them."""
+    return [(t.number, t.state.name) for t in study.get_trials(deepcopy=False)]
 
 
 @dataclasses.dataclass(frozen=True)
