@@ -79,22 +79,20 @@ def _gpus() -> list[str]:
 def available_memory_mb() -> float | None:
     """The memory the kernel says can be had without swapping (MemAvailable), in MiB; None
     where /proc/meminfo cannot be read."""
-    try:
-        with open("/proc/meminfo") as meminfo:
-            for line in meminfo:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return None
+    return _proc_mib("/proc/meminfo", "MemAvailable:")
 
 
 def resident_mb(pid: int) -> float | None:
     """A process's resident memory (VmRSS) in MiB; None once it has ended."""
+    return _proc_mib(f"/proc/{pid}/status", "VmRSS:")
+
+
+def _proc_mib(path: str, key: str) -> float | None:
+    """The ``key: N kB`` line of a /proc file, in MiB; None where the file or the line is missing."""
     try:
-        with open(f"/proc/{pid}/status") as status:
-            for line in status:
-                if line.startswith("VmRSS:"):
+        with open(path) as lines:
+            for line in lines:
+                if line.startswith(key):
                     return int(line.split()[1]) / 1024
     except OSError:
         pass
