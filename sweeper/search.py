@@ -242,9 +242,9 @@ def untaken_configuration(
 class UntakenSampler(optuna.samplers.BaseSampler):
     """The spec's sampler, kept off configurations other trials have taken: each trial's whole
     configuration is drawn at once (the base sampler's relative proposal, its independent one
-    for the rest) and drawn again while it is taken; after ``REDRAWS`` an untaken one is picked
-    (seeded). A trial with fixed parameters (enqueued: the baseline, a repeat, a neighbour) is
-    left to them."""
+    for the rest) and drawn again while it is taken; after ``REDRAWS``, or as soon as the
+    sampler repeats a draw, an untaken one is picked (seeded). A trial with fixed parameters
+    (enqueued: the baseline, a repeat, a neighbour) is left to them."""
 
     def __init__(self, base: optuna.samplers.BaseSampler, space: dict[str, list], seed: int | None) -> None:
         self.base = base
@@ -272,10 +272,15 @@ class UntakenSampler(optuna.samplers.BaseSampler):
             return {}
         trials = study.get_trials(deepcopy=False)
         taken, dropped = taken_configs(trials), dropped_precisions(trials)
+        drawn: set[tuple] = set()
         for _ in range(REDRAWS):
             params = self._draw(study, trial)
-            if config_key(params) not in taken and params.get("precision") not in dropped:
+            key = config_key(params)
+            if key not in taken and params.get("precision") not in dropped:
                 return params
+            if key in drawn:  # a sampler that answers alike each time (GP, a grid) is not asked on
+                break
+            drawn.add(key)
         return untaken_configuration(self._choices, trials, self._rng) or params
 
     def _draw(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, Any]:
