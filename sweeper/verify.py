@@ -265,9 +265,8 @@ def _served_config(export: Export, launcher: Launcher) -> tuple[mc.ModelConfig, 
     """The export's config; a config written for a GPU is served on a server without one as
     the study measured it (``for_cpu``), and an ONNX model whose backend the server lacks by the
     sweeper's python-backend model (each said in a note)."""
-    config, changes = for_cpu(export.source.template)  # a copy either way
-    if launcher.has_gpu:
-        config, changes = copy_of(export.source.template), ()
+    template = export.source.template
+    config, changes = (copy_of(template), ()) if launcher.has_gpu else for_cpu(template)
     notes = tuple(f"served on this host's CPU: {change}" for change in changes)
     backend = model_backend(config)
     if backend in launcher.backends:
