@@ -1,6 +1,6 @@
 """Stage 9: export the chosen trial as a Triton model repository, ready to deploy.
 
-Picks: ``knee`` (default; ``sweeper.results.knee``) among the feasible Pareto-optimal trials
+Picks: ``knee`` (default; ``sweeper.front.knee``) among the feasible Pareto-optimal trials
 that pass every ``--where``; ``trial N``; ``min:<metric@cN>`` / ``max:<metric@cN>`` among the
 feasible trials that pass every ``--where``. The export writes what was measured: the model's
 template config with the trial's knobs (``dynamic_batching { }`` for delay 0, no block for
@@ -78,7 +78,7 @@ def choose(study: StudyRecord, pick: str, where: list[str], ranking: Ranking | N
 def chosen(
     study: StudyRecord, pick: str, where: list[str], ranking: Ranking | None = None
 ) -> tuple[pd.Series, Recommendation | None]:
-    """``choose``'s trial, and for ``knee`` how it was chosen (``sweeper.results.recommend`` over
+    """``choose``'s trial, and for ``knee`` how it was chosen (``sweeper.front.recommend`` over
     the trials that pass every ``--where``: a confirmed front trial, or the baseline)."""
     result = tables(study, ranking)
     frame = measured_metrics(result)

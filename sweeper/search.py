@@ -168,7 +168,7 @@ def _predicted_figures(
 
 def enqueue_neighbour(study: optuna.Study, trials: list[FrozenTrial], space: dict[str, list], ranking: Ranking) -> bool:
     """Enqueue the most promising untried neighbour (``neighbours``) of the knee, found by
-    ``sweeper.results.recommend`` over the first measurements of ``trials`` (the study's, as
+    ``sweeper.front.recommend`` over the first measurements of ``trials`` (the study's, as
     read); when the knee has none left, of the front trial next nearest the ideal that has. A
     knee can be a summit by one-knob moves that a front trial climbs past: max_batch_size 1 with
     no batcher, where neither 8 without a batcher nor 1 with one batches anything.

@@ -103,7 +103,7 @@ class ReportInfo:
     machines: list[str] = dataclasses.field(default_factory=list)
     """Each machine (fingerprint) the trials were measured on, in words."""
     recommended: int | None = None
-    """The trial the measurements stand behind (``sweeper.results.recommend``); None when no
+    """The trial the measurements stand behind (``sweeper.front.recommend``); None when no
     trial is feasible."""
     fleet_title: str | None = None
     """What the fleet table sizes for, in words (None without ``--target-rate``)."""
