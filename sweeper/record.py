@@ -305,7 +305,6 @@ def enqueued_attrs(
     *,
     baseline: bool = False,
     retry_of: int | None = None,
-    picked: bool = False,
     repeat_of: int | None = None,
     anchor: bool = False,
     neighbour_of: int | None = None,
@@ -320,8 +319,6 @@ def enqueued_attrs(
         attrs["baseline"] = True
     if retry_of is not None:
         attrs["retry_of"] = retry_of
-    if picked:
-        attrs["picked_after_redraws"] = True
     if neighbour_of is not None:
         attrs["neighbour_of"] = neighbour_of
     return attrs
