@@ -70,19 +70,20 @@ def model_failure(trials: list[FrozenTrial]) -> ModelError | None:
     """The model's own failure, where the trials so far show one: the baseline does not load, or
     the first ``FIRST_FEW`` trials all failed at the same stage with the same error (numbers and
     the protocol aside: ``the first http response`` and ``the first grpc response`` are alike)."""
-    measured = [t for t in trials if marks(t).repeat_of is None and kind_of(t) in ("complete", "failed")]
+    measured = [(t, marks(t)) for t in trials if kind_of(t) in ("complete", "failed")]
+    measured = [(t, role) for t, role in measured if role.repeat_of is None]
     hint = "the server's log is trials/<trial>/server.log in the study folder; fix the model or its config.pbtxt"
-    for trial in measured:
-        if marks(trial).baseline and marks(trial).failed_at == "load":
-            reason = marks(trial).failure
+    for trial, role in measured:
+        if role.baseline and role.failed_at == "load":
+            reason = role.failure
             return ModelError(f"the baseline (trial {trial.number}) does not load, so the sweep stops: {reason}", hint)
     first = measured[:FIRST_FEW]
-    if len(first) < FIRST_FEW or any(kind_of(t) != "failed" or marks(t).failed_at == "build" for t in first):
+    if len(first) < FIRST_FEW or any(kind_of(t) != "failed" or role.failed_at == "build" for t, role in first):
         return None
-    alike = {(marks(t).failed_at, re.sub(r"\d+|\b(?:http|grpc)\b", "_", marks(t).failure or "")) for t in first}
+    alike = {(role.failed_at, re.sub(r"\d+|\b(?:http|grpc)\b", "_", role.failure or "")) for _, role in first}
     if len(alike) > 1:
         return None
-    stage, reason = marks(first[0]).failed_at, marks(first[0]).failure
+    stage, reason = first[0][1].failed_at, first[0][1].failure
     return ModelError(
         f"the first {FIRST_FEW} trials all failed alike ({'loading' if stage == 'load' else 'measuring'}), "
         f"so the sweep stops: {reason}",
