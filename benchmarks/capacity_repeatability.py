@@ -4,16 +4,23 @@ For each configuration a one-configuration study is run with ``sweeper run`` (th
 load windows, ``confirm_repeats: 2``: the trial and two repeats, each on a fresh server); its
 capacity's range over median across the three servers is the spread. Also: the wall time of
 the studies and, for each load that decided a capacity (the highest within the budget), the
-requests behind it and its verdict. ``--checkout DIR`` runs another checkout's sweeper (e.g. a
-``git worktree`` of an earlier commit) with this venv, for a before/after on the same host.
+requests behind it, its verdict and the throughput of each of its takes (the search's
+measurement, then its retakes). ``--retakes 0 2`` runs each configuration once per value of
+``load.capacity.retakes``, one after the other, so that both see the same state of the host;
+``--rounds`` repeats the whole. Before each study the host's CPU rate is probed (a pure-Python
+loop on every core for one second; millions of iterations per second and core): on a shared
+virtual machine it moves on its own, and a study run in a slow spell measures a slow server.
+``--checkout DIR`` runs another checkout's sweeper (a ``git worktree`` of an earlier commit)
+with this venv, for a before/after on the same host.
 
-    .venv/bin/python benchmarks/capacity_repeatability.py MODEL.onnx [--budget 60] [--checkout DIR]
-        [--generator auto|builtin|perf_analyzer]
+    .venv/bin/python benchmarks/capacity_repeatability.py MODEL.onnx [--budget 60] [--retakes 0 2]
+        [--rounds 1] [--checkout DIR] [--generator auto|builtin|perf_analyzer]
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import statistics
 import subprocess
@@ -40,16 +47,33 @@ baseline: {{max_batch_size: {mbs}, max_queue_delay_us: {delay}, instance_count: 
 load:
   generator: {generator}
   concurrency: [1]
-  capacity: {{low: 1, high: 64, resolution: 2}}
+  capacity: {{low: 1, high: 64, resolution: 2{retakes}}}
 objectives:
   - {{metric: capacity, percentile: p99_ms, budget_ms: {budget:g}, direction: maximize}}
 """
 
 
-def run_one(model: Path, config: str, budget: float, folder: Path, checkout: Path | None, generator: str) -> dict:
+def _spin(seconds: float) -> int:
+    count, end = 0, time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        count += 1
+    return count
+
+
+def host_rate() -> float:
+    """Millions of loop iterations per second and core, every core busy for one second."""
+    cores = os.cpu_count() or 1
+    with multiprocessing.Pool(cores) as pool:
+        return sum(pool.map(_spin, [1.0] * cores)) / cores / 1e6
+
+
+def run_one(
+    model: Path, config: str, budget: float, folder: Path, checkout: Path | None, generator: str, retakes: int | None
+) -> dict:
     """One configuration's study: its capacity on three servers, its wall time, its deciding loads."""
     mbs, delay, instances = config.split(",")
-    name = f"rep-{mbs}-{delay}-{instances}"
+    name = f"rep-{mbs}-{delay}-{instances}-{retakes}-{time.monotonic_ns()}"
+    rate = host_rate()
     spec = folder / f"{name}.yaml"
     spec.write_text(
         SPEC.format(
@@ -61,6 +85,7 @@ def run_one(model: Path, config: str, budget: float, folder: Path, checkout: Pat
             instances=instances,
             budget=budget,
             generator=generator,
+            retakes="" if retakes is None else f", retakes: {retakes}",
         )
     )
     env = dict(os.environ, PYTHONPATH=str(checkout)) if checkout else dict(os.environ)
@@ -75,19 +100,26 @@ def run_one(model: Path, config: str, budget: float, folder: Path, checkout: Pat
     searched = rows[rows["search"] == column] if "search" in rows else rows.iloc[:0]
     deciding = []
     for _, run in searched.groupby("number"):
-        held = run[run["p99_ms"] <= budget]
+        first = run[run["retake"].isna()] if "retake" in run else run
+        held = first[first["p99_ms"] <= budget]
         if not held.empty:
             top = held.loc[held["concurrency"].idxmax()]
-            deciding.append(f"{int(top['requests'])}:{top.get('verdict', '')}")
+            takes = run[run["concurrency"] == top["concurrency"]]["throughput"]
+            deciding.append(
+                f"c{int(top['concurrency'])} {'/'.join(f'{t:.0f}' for t in takes)} "
+                f"{int(top['requests'])}:{top.get('verdict', '')}"
+            )
     return {
         "configuration": f"mbs={mbs} delay={delay} x{instances}",
+        "retakes": "default" if retakes is None else retakes,
+        "host M/s": round(rate, 1),
         "median": row[column],
         "low": row[f"{column}:lo"],
         "high": row[f"{column}:hi"],
         "spread": (row[f"{column}:hi"] - row[f"{column}:lo"]) / row[column] if row[column] else float("nan"),
         "servers": int(row["measured"]),
         "wall_s": round(wall, 1),
-        "deciding loads (requests:verdict)": " ".join(deciding),
+        "deciding loads (load, throughput of each take, requests:verdict)": ", ".join(deciding),
     }
 
 
@@ -98,18 +130,31 @@ def main() -> None:
     parser.add_argument("--configurations", nargs="+", default=list(CONFIGURATIONS), metavar="MBS,DELAY,N")
     parser.add_argument("--checkout", type=Path, help="run this checkout's sweeper (default: this one)")
     parser.add_argument("--generator", choices=["auto", "builtin", "perf_analyzer"], default="auto")
+    parser.add_argument(
+        "--retakes",
+        type=int,
+        nargs="+",
+        help="load.capacity.retakes values, each in turn (default: the spec's default)",
+    )
+    parser.add_argument("--rounds", type=int, default=1)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="sweeper-repeat-") as folder:
         results = [
-            run_one(args.model.resolve(), c, args.budget, Path(folder), args.checkout, args.generator)
+            {"round": number + 1}
+            | run_one(args.model.resolve(), c, args.budget, Path(folder), args.checkout, args.generator, retakes)
+            for number in range(args.rounds)
             for c in args.configurations
+            for retakes in args.retakes or [None]
         ]
     table = pd.DataFrame(results)
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
-    print(
-        f"spread (range over median): median {statistics.median(table['spread']):.1%}, "
-        f"max {table['spread'].max():.1%}; wall {table['wall_s'].sum():.0f} s"
-    )
+    for (round_, retakes), group in table.groupby(["round", "retakes"]):
+        print(
+            f"round {round_}, retakes {retakes}: spread (range over median) "
+            f"median {statistics.median(group['spread']):.1%}, "
+            f"max {group['spread'].max():.1%}; wall {group['wall_s'].sum():.0f} s; "
+            f"host rate {group['host M/s'].min():.1f}-{group['host M/s'].max():.1f} M/s"
+        )
 
 
 if __name__ == "__main__":

@@ -55,6 +55,10 @@ class Measurement:
     remeasured: str | None = None
     """Why this measurement was taken again before it could decide a capacity (it is kept; the
     one taken after it decides)."""
+    retake: int | None = None
+    """1, 2, ...: a measurement of the load a capacity search found, taken again after the search
+    (``load.capacity.retakes``); the capacity is the median throughput of the search's
+    measurement and its retakes. None: a measurement the search or the spec's levels took."""
     note: str | None = None
     """How this load was measured where it differs from the trial's other loads (perf_analyzer
     stopped at its memory limit: the built-in client measured it)."""

@@ -428,16 +428,19 @@ def capacity_sentence(result: StudyTables, number: int, column: str) -> str:
     sentence = f"Trial {number}: {column} {row[column]:,.0f}/s ({spread})"
     percentile = parse_capacity_column(column)[0]
     rows = result.measurements
-    first = rows[(rows["number"] == number) & (rows["search"] == column) & rows["remeasured"].isna()]
+    searched = rows[(rows["number"] == number) & (rows["search"] == column)]
+    first = searched[searched["remeasured"].isna() & searched["retake"].isna()]
     deciding = first[first["verdict"].fillna("").str.startswith("within")]
     if deciding.empty:
         return sentence + "."
     load = deciding.loc[deciding["concurrency"].fillna(deciding["request_rate"]).idxmax()]
     low, high = load.get(f"{percentile}:lo"), load.get(f"{percentile}:hi")
     bounds = f", 95 % interval {low:.3g}-{high:.3g} ms" if pd.notna(low) and pd.notna(high) else ""
+    takes = searched[searched["level"] == load["level"]]["throughput"]
+    median = f", its figure there the median of {len(takes)} measurements" if len(takes) > 1 else ""
     return (
         f"{sentence}; decided at {load['level']} on its first server: {percentile} {load[percentile]:.3g} ms"
-        f"{bounds} from {int(load['requests']):,} requests ({load['verdict']})."
+        f"{bounds} from {int(load['requests']):,} requests ({load['verdict']}){median}."
     )
 
 

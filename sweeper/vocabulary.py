@@ -199,6 +199,10 @@ class SearchBounds:
     """Concurrency: whole numbers of requests in flight."""
     unit: str
     """``concurrency`` or ``requests/s``."""
+    retakes: int = 0
+    """Measurements of the load found, taken again after the search: the capacity's figure is
+    the median throughput of that load's measurements (a host's disturbance of a few seconds
+    moves one measurement, not the median)."""
 
     def describe(self, load: float) -> str:
         """A load in the mode's words: ``concurrency 8``, ``500 requests/s``."""

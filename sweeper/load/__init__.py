@@ -15,7 +15,14 @@ from sweeper.errors import TrialError
 from sweeper.launchers import Endpoints
 from sweeper.load._base import LoadGenerator, Workload, batch_average, server_times
 from sweeper.load._builtin import STABLE_WINDOWS, BuiltinGenerator, windows_agree
-from sweeper.load._capacity import CapacityTarget, SearchBounds, capacity_of, load_verdict, search_capacity
+from sweeper.load._capacity import (
+    CapacityTarget,
+    SearchBounds,
+    capacity_of,
+    load_verdict,
+    search_capacity,
+    with_retakes,
+)
 from sweeper.load._perf_analyzer import (
     PerfAnalyzer,
     PerfAnalyzerGenerator,
@@ -47,6 +54,7 @@ __all__ = [
     "choose_generator",
     "find_perf_analyzer",
     "search_capacity",
+    "with_retakes",
     "served_outputs",
     "server_times",
     "windows_agree",

@@ -13,7 +13,7 @@ import numpy as np
 from sweeper.data import Samples
 from sweeper.errors import TrialError
 from sweeper.launchers import Endpoints, server_statistics
-from sweeper.load._capacity import CapacityTarget, load_verdict, search_capacity
+from sweeper.load._capacity import CapacityTarget, load_verdict, search_capacity, with_retakes
 from sweeper.load._client import describe_failure, send_once
 from sweeper.load._tail import Tail
 from sweeper.load._wire import InferenceError, check_outputs, grpc_message, http_request
@@ -110,38 +110,72 @@ class LoadGenerator(abc.ABC):
         could decide keeps both measurements, in the order taken)."""
         requests = workload.encoded(protocol, endpoints)
         response_bytes = check_first_response(protocol, endpoints, workload, requests[0], settings.request_timeout_s)
-        taken: list[Measurement] = []
-        standing: dict[str, int] = {}  # a level's label -> the measurement of it that counts
+        loads = _TrialLoads(self, endpoints, protocol, workload, requests, settings, response_bytes)
         # The first search's tail: a listed level is also where its search starts.
         first = Tail(targets[0].percentile, targets[0].budget_ms) if targets else None
-
-        def at(level: Level, search: str | None, tail: Tail | None, again: str | None = None) -> Measurement:
-            if again is not None:
-                index = standing.pop(level.label)
-                taken[index] = dataclasses.replace(taken[index], remeasured=again)
-            if level.label not in standing:
-                found = self.measure_level(endpoints, protocol, workload, requests, level, settings, tail)
-                standing[level.label] = len(taken)
-                taken.append(
-                    dataclasses.replace(found, search=search, **over_the_wire(found, workload, response_bytes))
-                )
-            return taken[standing[level.label]]
-
         for level in settings.levels:
-            at(level, None, first)
-        template = settings.levels[0]
-        capacities = []
-        for target in targets:
-            tail = Tail(target.percentile, target.budget_ms)
+            loads.at(level, None, first)
+        capacities = [loads.search(target) for target in targets]
+        return loads.taken, capacities
 
-            def measure(value: float, again: str | None = None, column: str = target.column, tail: Tail = tail):
-                return at(template.with_value(value), column, tail, again)
 
-            capacities.append(search_capacity(measure, target, settings.capacity))
-            for load in capacities[-1].tried:
-                index = standing[template.with_value(load).label]
-                taken[index] = dataclasses.replace(taken[index], verdict=load_verdict(taken[index], target))
-        return taken, capacities
+@dataclasses.dataclass
+class _TrialLoads:
+    """One trial's measurements as they are taken: a load measured once serves every search and
+    level that names it (``standing``: a level's label -> the measurement of it that counts)."""
+
+    generator: LoadGenerator
+    endpoints: Endpoints
+    protocol: str
+    workload: Workload
+    requests: list[bytes]
+    settings: LoadSettings
+    response_bytes: int
+    taken: list[Measurement] = dataclasses.field(default_factory=list)
+    standing: dict[str, int] = dataclasses.field(default_factory=dict)
+
+    def _measure(
+        self, level: Level, tail: Tail | None, settings: LoadSettings | None = None, **marks: object
+    ) -> Measurement:
+        found = self.generator.measure_level(
+            self.endpoints, self.protocol, self.workload, self.requests, level, settings or self.settings, tail
+        )
+        return dataclasses.replace(found, **marks, **over_the_wire(found, self.workload, self.response_bytes))
+
+    def at(self, level: Level, search: str | None, tail: Tail | None, again: str | None = None) -> Measurement:
+        """``level``'s measurement, taken now unless it stands; ``again``: why the standing one
+        is measured again (it is kept, marked)."""
+        if again is not None:
+            index = self.standing.pop(level.label)
+            self.taken[index] = dataclasses.replace(self.taken[index], remeasured=again)
+        if level.label not in self.standing:
+            self.standing[level.label] = len(self.taken)
+            self.taken.append(self._measure(level, tail, search=search))
+        return self.taken[self.standing[level.label]]
+
+    def search(self, target: CapacityTarget) -> Capacity:
+        """``target``'s capacity: the search over the loads, each tried load's verdict, then the
+        load found measured again ``retakes`` times for the figure."""
+        template, tail = self.settings.levels[0], Tail(target.percentile, target.budget_ms)
+
+        def measure(value: float, again: str | None = None) -> Measurement:
+            return self.at(template.with_value(value), target.column, tail, again)
+
+        found = search_capacity(measure, target, self.settings.capacity)
+        for load in found.tried:
+            index = self.standing[template.with_value(load).label]
+            self.taken[index] = dataclasses.replace(self.taken[index], verdict=load_verdict(self.taken[index], target))
+        if found.load <= 0 or not self.settings.capacity.retakes:
+            return found
+        level = template.with_value(found.load)
+        takes = [self.taken[self.standing[level.label]]]
+        # The server is warm: it served the search's loads up to now.
+        warm = dataclasses.replace(self.settings, warmup_s=0.0)
+        for number in range(1, self.settings.capacity.retakes + 1):
+            again = self._measure(level, None, warm, search=target.column, retake=number)
+            takes.append(dataclasses.replace(again, verdict=load_verdict(again, target)))
+        self.taken.extend(takes[1:])
+        return with_retakes(found, takes, target, self.settings.capacity)
 
 
 def over_the_wire(measured: Measurement, workload: Workload, response_bytes: int) -> dict[str, float]:

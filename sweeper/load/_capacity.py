@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import statistics
 from collections.abc import Callable
 
 from sweeper.load._tail import OVER, UNDECIDED, WITHIN, verdict
@@ -203,3 +204,20 @@ def capacity_of(tried: dict[float, Measurement], target: CapacityTarget, bounds:
     if switched:
         notes.append(f"from {bounds.describe(switched[0])} on: {tried[switched[0]].note}")
     return Capacity(target.column, best, tried[best].throughput, order, "; ".join(notes) or None)
+
+
+def with_retakes(found: Capacity, takes: list[Measurement], target: CapacityTarget, bounds: SearchBounds) -> Capacity:
+    """``found`` with its figure from every measurement of its load (the search's first, then its
+    retakes): the median throughput, so that a disturbance of the host during one measurement
+    moves the figure no more than the others let it; retakes over the budget are said in the
+    note (the search's verdict stands: the load was judged where it was measured)."""
+    over = sum(not _within(m, target) for m in takes[1:])
+    notes = [found.note] if found.note else []
+    if over:
+        notes.append(
+            f"{over} of {len(takes) - 1} retakes at {bounds.describe(found.load)} were over the budget "
+            f"(measurements.csv, column retake)"
+        )
+    return dataclasses.replace(
+        found, throughput=statistics.median(m.throughput for m in takes), note="; ".join(notes) or None
+    )

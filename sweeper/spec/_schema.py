@@ -298,6 +298,13 @@ class CapacitySearchSpec(_Strict):
     low: Float | None = Field(default=None, gt=0)
     high: Float | None = Field(default=None, gt=0)
     resolution: Float | None = Field(default=None, gt=0)
+    retakes: Int = Field(
+        default=2,
+        ge=0,
+        le=20,
+        description="measurements of the load a search found, taken again after it: the capacity is the median "
+        "throughput of that load's measurements (0: its one measurement)",
+    )
 
 
 class LoadSpec(_Strict):
@@ -367,7 +374,12 @@ class LoadSpec(_Strict):
         return LoadSettings(
             levels=tuple(self.levels),
             capacity=SearchBounds(
-                low, high, resolution, integer=concurrency, unit="concurrency" if concurrency else "requests/s"
+                low,
+                high,
+                resolution,
+                integer=concurrency,
+                unit="concurrency" if concurrency else "requests/s",
+                retakes=self.capacity.retakes,
             ),
             warmup_s=self.warmup_s,
             window_s=self.window_s,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import statistics
 import threading
 import time
 from pathlib import Path
@@ -167,14 +168,21 @@ def test_capacity_is_the_highest_load_within_the_budget(server, generator):
     search = QUICK_SPEC.model_copy(update={"capacity": CapacitySearchSpec(low=1, high=8, resolution=1)}).settings
     target = CapacityTarget(f"capacity@p99_ms<={budget:g}", "p99_ms", budget)
     measurements, (capacity,) = generator.measure_trial(server.endpoints, "grpc", WORKLOAD, search, [target])
-    by_load = {m.concurrency: m for m in measurements}
+    by_load = {m.concurrency: m for m in measurements if m.retake is None}
+    retakes = [m for m in measurements if m.retake is not None]
     assert set(capacity.tried) <= set(by_load) and capacity.tried[0] == 1
     assert all(by_load[load].search == target.column for load in capacity.tried if load != 1), "c1 is listed"
     if capacity.load == 0:
         assert by_load[1].p99_ms > budget and "no load tried meets it" in capacity.note
         return
     found = by_load[capacity.load]
-    assert found.p99_ms <= budget and capacity.throughput == found.throughput
+    assert [(m.retake, m.concurrency, m.search) for m in retakes] == [
+        (1, capacity.load, target.column),
+        (2, capacity.load, target.column),
+    ]
+    assert found.p99_ms <= budget and capacity.throughput == statistics.median(
+        m.throughput for m in [found, *retakes]
+    ), "the figure is the median of the load's three measurements"
     above = [load for load in capacity.tried if load > capacity.load]
     if capacity.load < 8:
         assert min(above) - capacity.load <= 1 and by_load[min(above)].p99_ms > budget
@@ -206,7 +214,14 @@ def test_capacity_over_request_rates(server):
     measurements, (capacity,) = BUILTIN.measure_trial(server.endpoints, "http", WORKLOAD, rates, [always])
     assert capacity.tried == (50, 100, 200, 400) and capacity.load == 400
     assert capacity.throughput == pytest.approx(400, rel=0.3)
-    assert [m.level for m in measurements] == ["r50", "r100", "r200", "r400"]
+    assert [(m.level, m.retake) for m in measurements] == [
+        ("r50", None),
+        ("r100", None),
+        ("r200", None),
+        ("r400", None),
+        ("r400", 1),
+        ("r400", 2),
+    ]
 
 
 def test_an_unstable_perf_analyzer_measurement_is_kept_and_marked(server, perf_analyzer):

@@ -7,7 +7,7 @@ import dataclasses
 
 import pytest
 
-from sweeper.load import CapacityTarget, SearchBounds, capacity_of, search_capacity
+from sweeper.load import CapacityTarget, SearchBounds, capacity_of, search_capacity, with_retakes
 from sweeper.measured import Measurement
 
 TARGET = CapacityTarget("capacity@p99_ms<=10", "p99_ms", 10.0)
@@ -140,3 +140,20 @@ def test_a_verdict_comes_from_the_interval_where_it_decides_and_says_when_it_doe
     assert load_verdict(within, TARGET) == "within" and load_verdict(over, TARGET) == "over"
     assert load_verdict(open_, TARGET) == "within by its point estimate"
     assert load_verdict(_at(4, 10.5), TARGET) == "over by its point estimate", "no samples: no interval"
+
+
+def test_the_figure_is_the_median_throughput_of_the_load_and_its_retakes():
+    """One dip of the host during one measurement moves the figure no more than the others let
+    it; a retake over the budget is said, and the search's verdict stands."""
+    found = _search(lambda c: c * 0.4)  # concurrency 25, 2,500/s
+    takes = [
+        _at(25, 9),
+        dataclasses.replace(_at(25, 9), throughput=1600),
+        dataclasses.replace(_at(25, 9), throughput=2400),
+    ]
+    figured = with_retakes(found, takes, TARGET, CONCURRENCY)
+    assert (figured.load, figured.throughput, figured.tried, figured.note) == (25, 2400, found.tried, None)
+    dipped = [takes[1], takes[0], _at(25, 14)]  # the search's own take was the dip; one retake broke the budget
+    figured = with_retakes(found, dipped, TARGET, CONCURRENCY)
+    assert figured.throughput == 2500 and figured.load == 25
+    assert figured.note == "1 of 2 retakes at concurrency 25 were over the budget (measurements.csv, column retake)"
