@@ -11,10 +11,10 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from sweeper.errors import TrialError
+from sweeper.ask_tell import TrialCallback, run_trial
 from sweeper.record import enqueue, kind_of, marks, read_study
 from sweeper.results import confirmation_candidates, still_racing
-from sweeper.search import DuplicateProposal, counted
+from sweeper.search import counted
 from sweeper.signals import stop_requested
 from sweeper.spec import LoadedSpec
 
@@ -81,8 +81,9 @@ def confirm_study(
     study: optuna.Study,
     loaded: LoadedSpec,
     runner: Callable[[optuna.Trial], Any],
+    storage: optuna.storages.RDBStorage,
     *,
-    on_trial_end: Callable[[optuna.Study, FrozenTrial], None] | None = None,
+    on_trial_end: TrialCallback | None = None,
 ) -> list[int]:
     """After the search: the front's candidates (``sweeper.results.confirmation_candidates``)
     measured up to ``study.confirm_repeats`` more times on fresh servers, a round at a time,
@@ -92,7 +93,6 @@ def confirm_study(
     candidates."""
     repeats = loaded.spec.study.confirm_repeats
     candidates = []
-    callbacks = [on_trial_end] if on_trial_end is not None else []
     if repeats > 0:
         margin = loaded.spec.load.settings.confirmation_margin
         cap = loaded.spec.study.confirm_candidates
@@ -101,20 +101,20 @@ def confirm_study(
             # A round measures each candidate still in the race once more, interleaved.
             racing = candidates if round_ == 1 else still_racing(read_study(study), loaded.ranking, candidates)
             enqueue_repeats(study, racing, round_)
-            _run_waiting(study, runner, callbacks)
-    _run_waiting(study, runner, callbacks)  # anchors still waiting
+            _run_waiting(study, storage, runner, on_trial_end)
+    _run_waiting(study, storage, runner, on_trial_end)  # anchors still waiting
     return candidates
 
 
 def _run_waiting(
     study: optuna.Study,
+    storage: optuna.storages.RDBStorage,
     runner: Callable[[optuna.Trial], Any],
-    callbacks: list[Callable[[optuna.Study, FrozenTrial], None]],
+    on_trial_end: TrialCallback | None,
 ) -> None:
     while waiting_repeats(study):
         stop = stop_requested()
         if stop is not None:
             raise stop()
         # A waiting trial that is no repeat (one a resume enqueued) may propose a taken configuration.
-        catch = (TrialError, DuplicateProposal)
-        study.optimize(runner, n_trials=1, catch=catch, callbacks=callbacks, gc_after_trial=False)
+        run_trial(study, storage, runner, on_trial_end)

@@ -324,6 +324,14 @@ def enqueued_attrs(
     return attrs
 
 
+def mark_neighbour(study: optuna.Study, trial: FrozenTrial, origin: int) -> None:
+    """Mark a trial the climb proposes (``sweeper.climb.ClimbingSampler``) as ``neighbour_of``
+    front trial ``origin``. A sampler holds the trial as Optuna caches it: written to the storage
+    and to that cache, as ``optuna.Trial.set_user_attr`` writes both."""
+    study._storage.set_trial_user_attr(trial._trial_id, "neighbour_of", origin)
+    trial.user_attrs["neighbour_of"] = origin
+
+
 @dataclasses.dataclass(frozen=True)
 class TrialMarks:
     """What the study loop reads of a stored trial: its role, how it ended, what it found."""

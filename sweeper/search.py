@@ -1,33 +1,28 @@
-"""Which configuration next: the trials a study has taken, the spec's sampler kept off them,
-and the climb around the knee.
+"""Which configuration next: the trials a study has taken, and the spec's sampler kept off them
+(the climb around the knee wraps this: ``sweeper.climb``).
 
 ``UntakenSampler`` wraps the spec's Optuna sampler the way Optuna's own wrappers do
 (``PartialFixedSampler``): it asks the sampler again, in memory, while it proposes a
 configuration another trial has taken (measured, failed by its configuration, being measured,
 or of a precision that cannot serve the model), and after ``REDRAWS`` in a row picks an untaken
-one itself, so no trial is spent, or recorded, on a repeat. ``enqueue_neighbour`` is the climb:
-the knee's most promising untried neighbour, by the knobs' effects the trials so far show.
-Everything here reads trial histories; nothing measures.
+one itself, so no trial is spent, or recorded, on a repeat. Everything here reads trial
+histories; nothing measures.
 """
 
 from __future__ import annotations
 
 import copy
 import itertools
-import numbers
 import random
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 import optuna
-import pandas as pd
 from optuna.distributions import BaseDistribution, CategoricalDistribution
 from optuna.trial import FrozenTrial, TrialState
 
-from sweeper.front import ideal_distance, pareto_front, recommend
-from sweeper.record import enqueue, kind_of, marks, proposed_whole
-from sweeper.vocabulary import BATCHING_OFF, KNOBS, Ranking, distinct_configurations, serving_key
+from sweeper.record import kind_of, marks, proposed_whole
+from sweeper.vocabulary import KNOBS, distinct_configurations, serving_key
 
 REDRAWS = 25
 """Proposals of taken configurations in a row before ``UntakenSampler`` picks an untaken one."""
@@ -93,136 +88,6 @@ def exhausted(space: dict[str, list], trials: list[FrozenTrial]) -> bool:
     by_number = {t.number: t for t in trials}
     taken = [key for key, number in taken_configs(trials).items() if by_number[number].params["precision"] in kept]
     return len(taken) >= (distinct_configurations({**space, "precision": kept}) if kept else 0)
-
-
-def neighbours(space: dict[str, list], params: dict[str, Any]) -> list[dict[str, Any]]:
-    """The configurations one knob away from ``params``, the rest kept. A knob of numbers
-    (``off`` aside: max_batch_size, the queue delay, instances) moves to a value beside its own in
-    the spec's list (max_batch_size [1, 8, 32]: 8 -> 1 and 32); any other knob (protocol,
-    precision, a field of words) to each of its other values, since its list is no scale: FP32
-    is not nearer INT8 through FP16."""
-    found = []
-    for name, choices in space.items():
-        if params.get(name) not in choices:
-            continue
-        at = choices.index(params[name])
-        steps = (at - 1, at + 1) if _numeric(choices) else range(len(choices))
-        found += [{**params, name: choices[i]} for i in steps if 0 <= i < len(choices) and i != at]
-    return found
-
-
-def _numeric(choices: list) -> bool:
-    return all(isinstance(c, numbers.Real) and not isinstance(c, bool) for c in choices if c != BATCHING_OFF)
-
-
-def first_figures(trials: list[FrozenTrial], ranking: Ranking) -> pd.DataFrame:
-    """The completed trials (repeats aside) by their first measurement, as Optuna holds them (a
-    replayed table has no trial records for ``sweeper.results.tables`` to read): ``number``, the
-    parameters, each objective column with its spread of one measurement (``:lo`` = ``:hi``) and
-    ``feasible`` (every constraint holds)."""
-    rows = []
-    for t in trials:
-        if t.state != TrialState.COMPLETE or marks(t).repeat_of is not None or t.values is None:
-            continue
-        figures = dict(zip(ranking.columns, t.values))
-        spread = {f"{column}:{end}": value for column, value in figures.items() for end in ("lo", "hi")}
-        feasible = all(v <= 0 for v in t.constraints.values())
-        rows.append({"number": t.number, **t.params, **figures, **spread, "feasible": feasible})
-    return pd.DataFrame(rows)
-
-
-_EFFECT_RIDGE = 0.1
-"""Shrinks a knob value's estimated effect towards none where few trials measured it."""
-
-
-def knob_effects(frame: pd.DataFrame, space: dict[str, list], columns: list[str]) -> dict[str, dict[tuple, float]]:
-    """What each knob value does to each objective with the other knobs held, as ``frame``'s
-    trials tell it: a ridge fit of the objective's log on one indicator per (knob, value), so an
-    effect is a ratio (x2 instances: 0.8x the throughput) and a value's trials that also waited
-    5 ms in the queue do not make the value look slow. ``{column: {(knob, value): log effect}}``."""
-    names = [(knob, value) for knob, values in space.items() for value in values]
-    indicators = np.column_stack([np.ones(len(frame))] + [(frame[k] == v).to_numpy(float) for k, v in names])
-    penalty = _EFFECT_RIDGE * np.eye(indicators.shape[1])
-    penalty[0, 0] = 0.0  # the intercept is not shrunk
-    effects = {}
-    for column in columns:
-        logs = np.log(frame[column].astype(float).clip(lower=1e-12).to_numpy())
-        fitted = np.linalg.solve(indicators.T @ indicators + penalty, indicators.T @ logs)
-        effects[column] = dict(zip(names, fitted[1:]))
-    return effects
-
-
-def _predicted_figures(
-    origin: dict[str, Any], feasible: pd.DataFrame, effects: dict[str, dict[tuple, float]], config: dict[str, Any]
-) -> dict[str, float] | None:
-    """The figures of ``config``, one knob from ``origin`` (its parameters and figures), as
-    ``effects`` predict them; None for a value no feasible trial has (nothing to predict from)."""
-    name = next(n for n in config if config[n] != origin.get(n))
-    if not (feasible[name] == config[name]).any():
-        return None
-    return {
-        column: float(origin[column]) * np.exp(change[(name, config[name])] - change[(name, origin[name])])
-        for column, change in effects.items()
-    }
-
-
-def enqueue_neighbour(study: optuna.Study, trials: list[FrozenTrial], space: dict[str, list], ranking: Ranking) -> bool:
-    """Enqueue the most promising untried neighbour (``neighbours``) of the knee, found by
-    ``sweeper.front.recommend`` over the first measurements of ``trials`` (the study's, as
-    read); when the knee has none left, of the front trial next nearest the ideal that has. A
-    knee can be a summit by one-knob moves that a front trial climbs past: max_batch_size 1 with
-    no batcher, where neither 8 without a batcher nor 1 with one batches anything.
-
-    Most promising: a value no feasible trial has yet, then the neighbour whose predicted figures
-    (the trial's own, moved by the changed value's ``knob_effects``) come nearest the ideal of the
-    measured and the predicted figures (``ideal_distance``). A sampler's path leaves the knee's
-    surroundings half measured, and studies that measure different halves recommend different
-    configurations. Returns whether one was enqueued."""
-    figures = first_figures(trials, ranking)
-    feasible = figures[figures["feasible"].astype(bool)] if not figures.empty else figures
-    if feasible.empty:
-        return False
-    columns, directions = ranking.columns, ranking.directions
-    knee_number = recommend(feasible, columns, directions, ranking.primary).knee
-    front = pareto_front(feasible, columns, directions)
-    by_distance = front.assign(distance=ideal_distance(front, columns, directions)).sort_values("distance")
-    origins = [knee_number, *(int(n) for n in by_distance["number"] if n != knee_number)]
-    busy = set(taken_configs(trials)) | {config_key(planned_params(t)) for t in trials if t.state == TrialState.WAITING}
-    dropped = dropped_precisions(trials)
-    effects = knob_effects(feasible, space, columns)
-    rows = feasible.set_index("number")
-    for origin in origins:
-        params = next(t.params for t in trials if t.number == origin)
-        untried = [
-            config
-            for config in neighbours(space, params)
-            if config_key(config) not in busy and config["precision"] not in dropped
-        ]
-        if not untried:
-            continue
-        moved_from = {**rows.loc[origin, columns].to_dict(), **params}
-        enqueue(study, _most_promising(untried, moved_from, feasible, effects, ranking), neighbour_of=origin)
-        return True
-    return False
-
-
-def _most_promising(
-    untried: list[dict[str, Any]],
-    origin: dict[str, Any],
-    feasible: pd.DataFrame,
-    effects: dict[str, dict[tuple, float]],
-    ranking: Ranking,
-) -> dict[str, Any]:
-    """Of ``origin``'s untried neighbours: one with a value no feasible trial has (the most to
-    learn), else the one whose predicted figures come nearest the ideal."""
-    predicted = [_predicted_figures(origin, feasible, effects, config) for config in untried]
-    unknown = [config for config, figures in zip(untried, predicted) if figures is None]
-    if unknown:
-        return unknown[0]
-    columns = ranking.columns
-    frame = pd.concat([feasible[columns], pd.DataFrame(predicted)], ignore_index=True)
-    distances = ideal_distance(frame, columns, ranking.directions).iloc[len(feasible) :]
-    return untried[int(np.argmin(distances.to_numpy()))]
 
 
 def untaken_configuration(
@@ -311,5 +176,11 @@ class UntakenSampler(optuna.samplers.BaseSampler):
     def after_trial(
         self, study: optuna.Study, trial: FrozenTrial, state: TrialState, values: Sequence[float] | None
     ) -> None:
-        """The base sampler's (a brute-force sampler stops the study when its space is used up)."""
-        self.base.after_trial(study, trial, state, values)
+        """The base sampler's. A brute-force sampler stops a study whose space it has used up
+        with ``study.stop()``, which only ``study.optimize`` allows; the study loop asks and
+        tells (``sweeper.ask_tell``) and sees a used-up space itself (``exhausted``)."""
+        try:
+            self.base.after_trial(study, trial, state, values)
+        except RuntimeError as exc:
+            if "Study.stop" not in str(exc):
+                raise

@@ -30,6 +30,8 @@ from optuna.trial import FrozenTrial, TrialState
 from tritonclient.grpc import model_config_pb2 as mc
 
 from sweeper.artifacts import PRECISIONS, ArtifactBuilder, Drift, ModelArtifact, outside_tolerance, time_in_process
+from sweeper.ask_tell import run_trial
+from sweeper.climb import ClimbingSampler
 from sweeper.confirm import enqueue_anchor
 from sweeper.errors import MeasurementLost, ModelError, PrecisionError, ServerDied, TrialError
 from sweeper.files import write_atomic
@@ -46,7 +48,6 @@ from sweeper.search import (
     config_key,
     counted,
     dropped_precisions,
-    enqueue_neighbour,
     exhausted,
     planned_params,
     taken_configs,
@@ -151,8 +152,9 @@ def fail_abandoned(study: optuna.Study, storage: optuna.storages.RDBStorage, exc
 def open_study(loaded: LoadedSpec, storage: optuna.storages.RDBStorage) -> optuna.Study:
     """Create the study, or load it when the name exists (a re-run resumes it; the sweep has
     checked beforehand that its objectives are the spec's: ``sweeper.sweep``)."""
-    base = make_sampler(loaded.spec.study.sampler, loaded.spec.study.seed, loaded.space_size)
-    sampler = UntakenSampler(base, loaded.space, loaded.spec.study.seed)
+    given = loaded.spec.study
+    untaken = UntakenSampler(make_sampler(given.sampler, given.seed, loaded.space_size), loaded.space, given.seed)
+    sampler = ClimbingSampler(untaken, loaded.space, loaded.ranking, climb_from=given.trials - given.neighbour_trials)
     return optuna.create_study(
         study_name=loaded.name,
         storage=storage,
@@ -479,13 +481,12 @@ def run_study(
     objective: Callable[[optuna.Trial], Any] | None = None,
 ) -> tuple[optuna.Study, str]:
     """Run trials until the study has ``study.trials`` counted ones (other workers' included),
-    the last ``study.neighbours`` of them around the knee (``enqueue_neighbour``); returns the
+    the last ``study.neighbours`` of them around the knee (the study's ``ClimbingSampler``); returns the
     study and why it stopped: ``done`` or ``exhausted`` (every configuration of the space is
     taken). ``objective`` replaces the runner (the search benchmark replays a table)."""
     fail_abandoned(study, storage, exclusive)
     requeue_interrupted(study)
     enqueue_baseline(study, loaded.baseline)
-    callbacks = [on_trial_end] if on_trial_end is not None else []
     while True:
         stop = stop_requested()
         if stop is not None:  # a signal a library swallowed between trials still stops the sweep
@@ -498,8 +499,7 @@ def run_study(
             fail_abandoned(study, storage, exclusive=False)
             requeue_interrupted(study)
             continue
-        catch = (TrialError, DuplicateProposal)
-        study.optimize(objective or runner, n_trials=1, catch=catch, callbacks=callbacks, gc_after_trial=False)
+        run_trial(study, storage, objective or runner, on_trial_end)
         failure = model_failure(study.get_trials(deepcopy=False))
         if failure is not None:
             raise failure
@@ -510,8 +510,7 @@ def run_study(
 def _next_step(study: optuna.Study, loaded: LoadedSpec) -> str:
     """What the loop does next: ``done`` (``study.trials`` counted), ``exhausted`` (every
     configuration taken, none still measured elsewhere), ``wait`` (the rest is being measured by
-    other workers) or ``run`` a trial, the knee's most promising neighbour enqueued first where
-    the last ``study.neighbour_trials`` are due."""
+    other workers) or ``run`` a trial."""
     trials = study.get_trials(deepcopy=False)
     done, target = counted(trials), loaded.spec.study.trials
     running = sum(kind_of(t) == "running" for t in trials)
@@ -522,6 +521,4 @@ def _next_step(study: optuna.Study, loaded: LoadedSpec) -> str:
     waiting = any(t.state == TrialState.WAITING for t in trials)
     if not waiting and done + running >= target:
         return "wait"
-    if not waiting and done + running >= target - loaded.spec.study.neighbour_trials:
-        enqueue_neighbour(study, trials, loaded.space, loaded.ranking)
     return "run"

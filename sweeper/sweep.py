@@ -294,7 +294,7 @@ class Sweep:
             exclusive=self.plan.exclusive,
             on_trial_end=after_trial,
         )
-        confirm_study(self.study, self.plan.loaded, self._runner, on_trial_end=after_trial)
+        confirm_study(self.study, self.plan.loaded, self._runner, self._storage, on_trial_end=after_trial)
         return outcome
 
     def record(self) -> StudyRecord:

@@ -14,6 +14,7 @@ import pytest
 from optuna.distributions import CategoricalDistribution
 from optuna.trial import TrialState, create_trial
 
+from sweeper.climb import ClimbingSampler, neighbours, next_neighbour
 from sweeper.confirm import enqueue_repeats
 from sweeper.errors import UsageError
 from sweeper.export import choose, closest, parse_condition
@@ -27,12 +28,12 @@ from sweeper.front import (
     recommendation_sentences,
     reference_point,
 )
-from sweeper.record import SCHEMA_VERSION, read_study
+from sweeper.record import SCHEMA_VERSION, enqueue, read_study
 from sweeper.report import collect
 from sweeper.report._html import render_html
 from sweeper.report._summary import render_summary
 from sweeper.results import confidence_sentences, confirmation_candidates, drift, parse_ranking, still_racing, tables
-from sweeper.search import enqueue_neighbour, neighbours
+from sweeper.search import UntakenSampler, counted
 from sweeper.vocabulary import KNOBS, Bound, Objective, Ranking
 
 SPACE = {
@@ -521,13 +522,13 @@ def test_repeats_are_enqueued_interleaved_and_only_the_missing_ones(study):
 
 
 def _neighbours_enqueued(study, ranking) -> list[tuple[int, dict]]:
-    """Enqueue neighbours until none is left: the trial each one surrounds, and its move from it."""
+    """The climb's picks until none is left, each enqueued (a waiting configuration is not
+    picked again): the trial each one surrounds, and its move from it."""
     picked = []
-    while enqueue_neighbour(study, study.get_trials(), SPACE, ranking):
-        waiting = study.get_trials(states=(TrialState.WAITING,))[-1]
-        origin = waiting.user_attrs["neighbour_of"]
-        fixed = waiting.system_attrs["fixed_params"]
-        picked.append((origin, {k: v for k, v in fixed.items() if v != study.trials[origin].params[k]}))
+    while (found := next_neighbour(study.get_trials(), SPACE, ranking)) is not None:
+        params, origin = found
+        enqueue(study, params, neighbour_of=origin)
+        picked.append((origin, {k: v for k, v in params.items() if v != study.trials[origin].params[k]}))
     return picked
 
 
@@ -639,3 +640,28 @@ def test_large_responses_and_a_generator_memory_limit_are_said():
     assert "in trial(s) 0: 1 load(s) were measured by the built-in client instead" in limit
     small = rows.assign(response_bytes=1000, note=None)
     assert client_sentences(small) == [], "small responses and no limit reached: nothing to say"
+
+
+@pytest.mark.parametrize("base", [optuna.samplers.RandomSampler(seed=0), optuna.samplers.TPESampler(seed=0)])
+def test_the_climb_is_a_sampler_around_any_other(study, base):
+    """Wrapping another sampler: a trial that climbs is proposed the knee's neighbour (as
+    ``next_neighbour`` picks it) and marked ``neighbour_of``, in the storage and on the trial;
+    before the climb's turn, the wrapped sampler proposes and nothing is marked."""
+    ranking = read_study(study).ranking
+    done = counted(study.get_trials())
+
+    def ask(climb_from: int) -> optuna.Trial:
+        sampler = ClimbingSampler(UntakenSampler(base, SPACE, 0), SPACE, ranking, climb_from)
+        loaded = optuna.load_study(study_name="stored", storage=study._storage, sampler=sampler)
+        trial = loaded.ask()
+        for name in SPACE:
+            trial.suggest_categorical(name, SPACE[name])
+        return trial
+
+    expected, origin = next_neighbour(study.get_trials(), SPACE, ranking)
+    climbed = ask(climb_from=done)
+    assert climbed.params == expected and origin == 2
+    assert climbed.user_attrs["neighbour_of"] == 2 and study.trials[-1].user_attrs["neighbour_of"] == 2
+    study.tell(climbed, state=TrialState.FAIL)
+    sampled = ask(climb_from=done + 1)
+    assert "neighbour_of" not in sampled.user_attrs and "neighbour_of" not in study.trials[-1].user_attrs
