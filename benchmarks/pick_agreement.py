@@ -33,8 +33,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from search_efficiency import DEMO, HERE, _constraints, read_grid, replay
 
+from sweeper.climb import first_figures
 from sweeper.front import recommend
-from sweeper.search import config_key, first_figures
+from sweeper.search import config_key
 from sweeper.spec import LoadedSpec, load_spec, read_yaml
 from sweeper.vocabulary import KNOBS
 

@@ -96,8 +96,8 @@ class TrialRecord:
     retried: str | None = None
     """Why the trial was measured again on a fresh server (its first server died), or None."""
     neighbour_of: int | None = None
-    """The knee (a trial) this configuration is one step from, as the knee was when this trial
-    was enqueued (``sweeper.search.enqueue_neighbour``); None for the sampler's proposals."""
+    """The front trial this configuration is one step from, as the front was when the climb
+    proposed it (``sweeper.climb.ClimbingSampler``); None for the wrapped sampler's proposals."""
     dropped_precision: bool = False
     """Whether this trial found that its precision cannot serve the model (later proposals of it
     are not measured)."""

@@ -33,7 +33,7 @@ def test_three_trial_sweep_in_containers(tmp_path, mlp_file, docker_block):
     body = spec.read_text().replace(  # a capacity over the levels measured anyway: no load is measured twice
         "constraints:\n", "constraints:\n  - {metric: capacity, percentile: p99_ms, budget_ms: 5000, min: 1}\n"
     )
-    spec.write_text(body.replace("load:\n", "load:\n  capacity: {low: 1, high: 2}\n"))
+    spec.write_text(body.replace("load:\n", "load:\n  capacity: {low: 1, high: 2, retakes: 0}\n"))
     assert main(["run", str(spec), "--results-dir", str(tmp_path / "results")]) == 0
     directory = tmp_path / "results" / "docker-e2e"
     trials = pd.read_csv(directory / "trials.csv")
