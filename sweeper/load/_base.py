@@ -13,7 +13,14 @@ import numpy as np
 from sweeper.data import Samples
 from sweeper.errors import TrialError
 from sweeper.launchers import Endpoints, server_statistics
-from sweeper.load._capacity import CapacityTarget, load_verdict, search_capacity, with_retakes
+from sweeper.load._capacity import (
+    CapacityTarget,
+    below_a_broken_load,
+    held_by_most,
+    load_verdict,
+    search_capacity,
+    with_retakes,
+)
 from sweeper.load._client import describe_failure, send_once
 from sweeper.load._tail import Tail
 from sweeper.load._wire import InferenceError, check_outputs, grpc_message, http_request
@@ -155,27 +162,38 @@ class _TrialLoads:
 
     def search(self, target: CapacityTarget) -> Capacity:
         """``target``'s capacity: the search over the loads, each tried load's verdict, then the
-        load found measured again ``retakes`` times for the figure."""
+        load found measured again ``retakes`` times: where most of its measurements held the
+        budget, the figure is their median throughput; where most broke it, the capacity is read
+        from the loads below it, and that load is measured again the same way."""
         template, tail = self.settings.levels[0], Tail(target.percentile, target.budget_ms)
 
         def measure(value: float, again: str | None = None) -> Measurement:
             return self.at(template.with_value(value), target.column, tail, again)
 
-        found = search_capacity(measure, target, self.settings.capacity)
+        bounds = self.settings.capacity
+        found = search_capacity(measure, target, bounds)
+        tried = {}
         for load in found.tried:
             index = self.standing[template.with_value(load).label]
             self.taken[index] = dataclasses.replace(self.taken[index], verdict=load_verdict(self.taken[index], target))
-        if found.load <= 0 or not self.settings.capacity.retakes:
-            return found
-        level = template.with_value(found.load)
-        takes = [self.taken[self.standing[level.label]]]
+            tried[load] = self.taken[index]
+        while found.load > 0 and bounds.retakes:
+            takes = [tried[found.load], *self._retakes(template.with_value(found.load), target)]
+            if held_by_most(takes, target):
+                return with_retakes(found, takes, target, bounds)
+            found = below_a_broken_load(found, takes, tried, target, bounds)
+        return found
+
+    def _retakes(self, level: Level, target: CapacityTarget) -> list[Measurement]:
+        """``level`` measured ``retakes`` times more, each with its verdict, kept."""
         # The server is warm: it served the search's loads up to now.
         warm = dataclasses.replace(self.settings, warmup_s=0.0)
+        takes = []
         for number in range(1, self.settings.capacity.retakes + 1):
             again = self._measure(level, None, warm, search=target.column, retake=number)
             takes.append(dataclasses.replace(again, verdict=load_verdict(again, target)))
-        self.taken.extend(takes[1:])
-        return with_retakes(found, takes, target, self.settings.capacity)
+        self.taken.extend(takes)
+        return takes
 
 
 def over_the_wire(measured: Measurement, workload: Workload, response_bytes: int) -> dict[str, float]:

@@ -206,11 +206,16 @@ def capacity_of(tried: dict[float, Measurement], target: CapacityTarget, bounds:
     return Capacity(target.column, best, tried[best].throughput, order, "; ".join(notes) or None)
 
 
+def held_by_most(takes: list[Measurement], target: CapacityTarget) -> bool:
+    """Whether most measurements of a load (the search's, then its retakes) held the budget."""
+    return 2 * sum(_within(m, target) for m in takes) > len(takes)
+
+
 def with_retakes(found: Capacity, takes: list[Measurement], target: CapacityTarget, bounds: SearchBounds) -> Capacity:
     """``found`` with its figure from every measurement of its load (the search's first, then its
-    retakes): the median throughput, so that a disturbance of the host during one measurement
-    moves the figure no more than the others let it; retakes over the budget are said in the
-    note (the search's verdict stands: the load was judged where it was measured)."""
+    retakes), most of which held the budget (``held_by_most``): the median throughput, so that a
+    disturbance of the host during one measurement moves the figure no more than the others let
+    it; a retake over the budget is said in the note."""
     over = sum(not _within(m, target) for m in takes[1:])
     notes = [found.note] if found.note else []
     if over:
@@ -221,3 +226,25 @@ def with_retakes(found: Capacity, takes: list[Measurement], target: CapacityTarg
     return dataclasses.replace(
         found, throughput=statistics.median(m.throughput for m in takes), note="; ".join(notes) or None
     )
+
+
+def below_a_broken_load(
+    found: Capacity,
+    takes: list[Measurement],
+    tried: dict[float, Measurement],
+    target: CapacityTarget,
+    bounds: SearchBounds,
+) -> Capacity:
+    """The capacity once most measurements of the load found broke the budget (its first one's
+    point estimate was the lucky one): the loads tried below it, read by ``capacity_of``, with
+    the reason in the note."""
+    over = sum(not _within(m, target) for m in takes)
+    why = (
+        f"{bounds.describe(found.load)} held the budget on the search's measurement but broke it in {over} of "
+        f"{len(takes)} (measurements.csv, column retake): the capacity is read below it"
+    )
+    lower = {load: m for load, m in tried.items() if load < found.load}
+    if not lower:
+        return dataclasses.replace(found, load=0.0, throughput=0.0, note=why)
+    below = capacity_of(lower, target, bounds)
+    return dataclasses.replace(below, tried=found.tried, note="; ".join(n for n in (why, below.note) if n))

@@ -172,20 +172,20 @@ def test_capacity_is_the_highest_load_within_the_budget(server, generator):
     retakes = [m for m in measurements if m.retake is not None]
     assert set(capacity.tried) <= set(by_load) and capacity.tried[0] == 1
     assert all(by_load[load].search == target.column for load in capacity.tried if load != 1), "c1 is listed"
+    # Where most measurements of the load found broke the budget, the capacity is read below it.
+    stepped_down = "broke it in" in (capacity.note or "")
     if capacity.load == 0:
-        assert by_load[1].p99_ms > budget and "no load tried meets it" in capacity.note
+        assert stepped_down or (by_load[1].p99_ms > budget and "no load tried meets it" in capacity.note)
         return
     found = by_load[capacity.load]
-    assert [(m.retake, m.concurrency, m.search) for m in retakes] == [
-        (1, capacity.load, target.column),
-        (2, capacity.load, target.column),
-    ]
-    assert found.p99_ms <= budget and capacity.throughput == statistics.median(
-        m.throughput for m in [found, *retakes]
-    ), "the figure is the median of the load's three measurements"
+    takes = [found, *(m for m in retakes if m.concurrency == capacity.load)]
+    assert [m.retake for m in takes[1:]] == [1, 2] and all(m.search == target.column for m in retakes)
+    assert found.p99_ms <= budget and capacity.throughput == statistics.median(m.throughput for m in takes), (
+        "the figure is the median of the load's three measurements"
+    )
     above = [load for load in capacity.tried if load > capacity.load]
     if capacity.load < 8:
-        assert min(above) - capacity.load <= 1 and by_load[min(above)].p99_ms > budget
+        assert stepped_down or (min(above) - capacity.load <= 1 and by_load[min(above)].p99_ms > budget)
     else:
         assert "at least this" in capacity.note
 
@@ -402,16 +402,18 @@ def test_request_timeout_is_a_clear_failure(delayed_server):
 
 
 class _PausingGenerator(BuiltinGenerator):
-    """The built-in generator, but the first measurement of concurrency ``at`` runs while the
-    server's process group is stopped and continued in turns (SIGSTOP/SIGCONT, 60 ms each): a
-    stall from outside the configuration, as a noisy neighbour makes one."""
+    """The built-in generator, but the first measurement of concurrency ``at`` (``retakes``: every
+    measurement of it taken after the search, without a warm-up) runs while the server's process
+    group is stopped and continued in turns (SIGSTOP/SIGCONT, 60 ms each): a stall from outside
+    the configuration, as a noisy neighbour makes one."""
 
-    def __init__(self, group: int, at: int) -> None:
+    def __init__(self, group: int, at: int, retakes: bool = False) -> None:
         super().__init__()
-        self._group, self._at, self.paused = group, at, 0
+        self._group, self._at, self._retakes, self.paused = group, at, retakes, 0
 
     def measure_level(self, endpoints, protocol, workload, requests, level, settings, tail=None):
-        if level.concurrency != self._at or self.paused:
+        chosen = settings.warmup_s == 0 if self._retakes else not self.paused
+        if level.concurrency != self._at or not chosen:
             return super().measure_level(endpoints, protocol, workload, requests, level, settings, tail)
         self.paused += 1
         done = threading.Event()
@@ -449,3 +451,18 @@ def test_an_outlier_load_is_measured_again_and_does_not_cap_the_capacity(server)
     assert again.remeasured is None and again.p99_ms <= 20 and again.verdict.startswith("within")
     assert capacity.load > 4, capacity
     assert stalled.intervals["p99_ms"][0] is not None, "the built-in generator keeps its samples: an interval"
+
+
+def test_a_load_found_whose_retakes_break_the_budget_gives_way_to_the_load_below(server):
+    """Concurrency 8 holds a 20 ms budget in the search, then the server stalls through both of
+    its retakes: most of its measurements broke the budget, so the capacity is read below it
+    (concurrency 4), whose own retakes hold; every measurement is kept."""
+    pausing = _PausingGenerator(server._process.pid, at=8, retakes=True)
+    search = QUICK_SPEC.model_copy(update={"capacity": CapacitySearchSpec(low=1, high=8, resolution=1)}).settings
+    target = CapacityTarget("capacity@p99_ms<=20", "p99_ms", 20.0)
+    measurements, (capacity,) = pausing.measure_trial(server.endpoints, "http", WORKLOAD, search, [target])
+    retakes = [(m.concurrency, m.retake, m.p99_ms > 20) for m in measurements if m.retake is not None]
+    assert pausing.paused == 2 and retakes == [(8, 1, True), (8, 2, True), (4, 1, False), (4, 2, False)], retakes
+    fours = [m.throughput for m in measurements if m.concurrency == 4]
+    assert capacity.load == 4 and capacity.throughput == statistics.median(fours)
+    assert "concurrency 8 held the budget on the search's measurement but broke it in 2 of 3" in capacity.note

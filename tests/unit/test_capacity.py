@@ -7,7 +7,15 @@ import dataclasses
 
 import pytest
 
-from sweeper.load import CapacityTarget, SearchBounds, capacity_of, search_capacity, with_retakes
+from sweeper.load import (
+    CapacityTarget,
+    SearchBounds,
+    below_a_broken_load,
+    capacity_of,
+    held_by_most,
+    search_capacity,
+    with_retakes,
+)
 from sweeper.measured import Measurement
 
 TARGET = CapacityTarget("capacity@p99_ms<=10", "p99_ms", 10.0)
@@ -157,3 +165,26 @@ def test_the_figure_is_the_median_throughput_of_the_load_and_its_retakes():
     figured = with_retakes(found, dipped, TARGET, CONCURRENCY)
     assert figured.throughput == 2500 and figured.load == 25
     assert figured.note == "1 of 2 retakes at concurrency 25 were over the budget (measurements.csv, column retake)"
+
+
+def test_a_load_most_of_whose_measurements_broke_the_budget_is_no_capacity():
+    """The search's one measurement at concurrency 4 held (9 ms) and both retakes broke it: the
+    lucky point estimate does not stand; the capacity is read from the loads below it, said why."""
+    tried = {1.0: _at(1, 2), 2.0: _at(2, 4), 4.0: _at(4, 9), 8.0: _at(8, 30)}
+    found = capacity_of(tried, TARGET, CONCURRENCY)
+    takes = [tried[4.0], _at(4, 12), _at(4, 11)]
+    assert found.load == 4 and not held_by_most(takes, TARGET) and held_by_most([*takes[:2], _at(4, 8)], TARGET)
+    below = below_a_broken_load(found, takes, tried, TARGET, CONCURRENCY)
+    assert (below.load, below.throughput, below.tried) == (2, 200, found.tried)
+    assert below.note == (
+        "concurrency 4 held the budget on the search's measurement but broke it in 2 of 3 (measurements.csv, "
+        "column retake): the capacity is read below it"
+    )
+    lowest = below_a_broken_load(
+        capacity_of({1.0: _at(1, 9)}, TARGET, CONCURRENCY),
+        [_at(1, 9), _at(1, 12), _at(1, 13)],
+        {1.0: _at(1, 9)},
+        TARGET,
+        CONCURRENCY,
+    )
+    assert (lowest.load, lowest.throughput) == (0, 0) and "broke it in 2 of 3" in lowest.note
