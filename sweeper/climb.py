@@ -15,7 +15,6 @@ reads trial histories; nothing measures.
 from __future__ import annotations
 
 import numbers
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -26,7 +25,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from sweeper.front import ideal_distance, pareto_front, recommend
 from sweeper.record import kind_of, mark_neighbour, marks
-from sweeper.search import config_key, counted, dropped_precisions, planned_params, taken_configs
+from sweeper.search import WrappingSampler, config_key, counted, dropped_precisions, planned_params, taken_configs
 from sweeper.vocabulary import BATCHING_OFF, Ranking
 
 
@@ -160,7 +159,7 @@ def _most_promising(
     return untried[int(np.argmin(distances.to_numpy()))]
 
 
-class ClimbingSampler(optuna.samplers.BaseSampler):
+class ClimbingSampler(WrappingSampler):
     """``base``, but for the trials that climb: once ``climb_from`` trials are counted or
     running (``study.trials`` less ``study.neighbour_trials``), a trial the study's sampler
     would propose gets the knee's most promising untried neighbour instead (``next_neighbour``),
@@ -168,18 +167,10 @@ class ClimbingSampler(optuna.samplers.BaseSampler):
     left to them."""
 
     def __init__(self, base: optuna.samplers.BaseSampler, space: dict[str, list], ranking: Ranking, climb_from: int):
-        self.base = base
+        super().__init__(base)
         self._space = space
         self._ranking = ranking
         self._climb_from = climb_from
-
-    def reseed_rng(self) -> None:
-        """The base sampler's."""
-        self.base.reseed_rng()
-
-    def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
-        """The base sampler's (the whole space, drawn at once; nothing for fixed parameters)."""
-        return self.base.infer_relative_search_space(study, trial)
 
     def sample_relative(
         self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
@@ -197,20 +188,4 @@ class ClimbingSampler(optuna.samplers.BaseSampler):
                 params, origin = found
                 mark_neighbour(study, trial, origin)
                 return {name: params[name] for name in search_space}
-        return self.base.sample_relative(study, trial, search_space)
-
-    def sample_independent(
-        self, study: optuna.Study, trial: FrozenTrial, param_name: str, param_distribution: BaseDistribution
-    ) -> Any:
-        """The base sampler's."""
-        return self.base.sample_independent(study, trial, param_name, param_distribution)
-
-    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        """The base sampler's."""
-        self.base.before_trial(study, trial)
-
-    def after_trial(
-        self, study: optuna.Study, trial: FrozenTrial, state: TrialState, values: Sequence[float] | None
-    ) -> None:
-        """The base sampler's."""
-        self.base.after_trial(study, trial, state, values)
+        return super().sample_relative(study, trial, search_space)

@@ -104,7 +104,45 @@ def untaken_configuration(
     return rng.choice(free) if free else None
 
 
-class UntakenSampler(optuna.samplers.BaseSampler):
+class WrappingSampler(optuna.samplers.BaseSampler):
+    """A sampler around another (``base``), the way Optuna's ``PartialFixedSampler`` wraps one:
+    every call handed on to ``base``; a subclass replaces the calls it changes."""
+
+    def __init__(self, base: optuna.samplers.BaseSampler) -> None:
+        self.base = base
+
+    def reseed_rng(self) -> None:
+        """The base sampler's (Optuna calls this in each worker process)."""
+        self.base.reseed_rng()
+
+    def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
+        """The base sampler's."""
+        return self.base.infer_relative_search_space(study, trial)
+
+    def sample_relative(
+        self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
+    ) -> dict[str, Any]:
+        """The base sampler's."""
+        return self.base.sample_relative(study, trial, search_space)
+
+    def sample_independent(
+        self, study: optuna.Study, trial: FrozenTrial, param_name: str, param_distribution: BaseDistribution
+    ) -> Any:
+        """The base sampler's (a trial with fixed parameters asks, for a parameter it lacks)."""
+        return self.base.sample_independent(study, trial, param_name, param_distribution)
+
+    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        """The base sampler's (the grid's visit bookkeeping)."""
+        self.base.before_trial(study, trial)
+
+    def after_trial(
+        self, study: optuna.Study, trial: FrozenTrial, state: TrialState, values: Sequence[float] | None
+    ) -> None:
+        """The base sampler's."""
+        self.base.after_trial(study, trial, state, values)
+
+
+class UntakenSampler(WrappingSampler):
     """The spec's sampler, kept off configurations other trials have taken: each trial's whole
     configuration is drawn at once (the base sampler's relative proposal, its independent one
     for the rest) and drawn again while it is taken; after ``REDRAWS``, or as soon as the
@@ -112,7 +150,7 @@ class UntakenSampler(optuna.samplers.BaseSampler):
     (enqueued: the baseline, a repeat, a neighbour) is left to them."""
 
     def __init__(self, base: optuna.samplers.BaseSampler, space: dict[str, list], seed: int | None) -> None:
-        self.base = base
+        super().__init__(base)
         # In the order trials suggest them (``sweeper.study.Proposer``): a brute-force sampler's
         # tree is walked in that order.
         order = [*(name for name in space if name not in KNOBS), *KNOBS]
@@ -122,7 +160,7 @@ class UntakenSampler(optuna.samplers.BaseSampler):
 
     def reseed_rng(self) -> None:
         """Reseed the base sampler and the pick (Optuna calls this in each worker process)."""
-        self.base.reseed_rng()
+        super().reseed_rng()
         self._rng = random.Random()
 
     def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
@@ -163,16 +201,6 @@ class UntakenSampler(optuna.samplers.BaseSampler):
                 draft.distributions = {**draft.distributions, name: distribution}
         return drawn
 
-    def sample_independent(
-        self, study: optuna.Study, trial: FrozenTrial, param_name: str, param_distribution: BaseDistribution
-    ) -> Any:
-        """The base sampler's (only a trial with fixed parameters asks, for a parameter it lacks)."""
-        return self.base.sample_independent(study, trial, param_name, param_distribution)
-
-    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        """The base sampler's (the grid's visit bookkeeping)."""
-        self.base.before_trial(study, trial)
-
     def after_trial(
         self, study: optuna.Study, trial: FrozenTrial, state: TrialState, values: Sequence[float] | None
     ) -> None:
@@ -180,7 +208,7 @@ class UntakenSampler(optuna.samplers.BaseSampler):
         with ``study.stop()``, which only ``study.optimize`` allows; the study loop asks and
         tells (``sweeper.ask_tell``) and sees a used-up space itself (``exhausted``)."""
         try:
-            self.base.after_trial(study, trial, state, values)
+            super().after_trial(study, trial, state, values)
         except RuntimeError as exc:
             if "Study.stop" not in str(exc):
                 raise
