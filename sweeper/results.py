@@ -431,12 +431,17 @@ def capacity_sentence(result: StudyTables, number: int, column: str) -> str:
     searched = rows[(rows["number"] == number) & (rows["search"] == column)]
     first = searched[searched["remeasured"].isna() & searched["retake"].isna()]
     deciding = first[first["verdict"].fillna("").str.startswith("within")]
+    retaken = searched[searched["retake"].notna()]
+    if not retaken.empty:  # the load found is the last one retaken, where most of its measurements held
+        found = searched[searched["level"] == retaken["level"].iloc[-1]]
+        held = 2 * found["verdict"].fillna("").str.startswith("within").sum() > len(found)
+        deciding = deciding[deciding["level"] == retaken["level"].iloc[-1]] if held else deciding[:0]
     if deciding.empty:
         return sentence + "."
     load = deciding.loc[deciding["concurrency"].fillna(deciding["request_rate"]).idxmax()]
     low, high = load.get(f"{percentile}:lo"), load.get(f"{percentile}:hi")
     bounds = f", 95 % interval {low:.3g}-{high:.3g} ms" if pd.notna(low) and pd.notna(high) else ""
-    takes = searched[searched["level"] == load["level"]]["throughput"]
+    takes = searched[(searched["level"] == load["level"]) & searched["remeasured"].isna()]["throughput"]
     median = f", its figure there the median of {len(takes)} measurements" if len(takes) > 1 else ""
     return (
         f"{sentence}; decided at {load['level']} on its first server: {percentile} {load[percentile]:.3g} ms"

@@ -18,7 +18,6 @@ from sweeper.load._builtin import STABLE_WINDOWS, BuiltinGenerator, windows_agre
 from sweeper.load._capacity import (
     CapacityTarget,
     SearchBounds,
-    below_a_broken_load,
     capacity_of,
     held_by_most,
     load_verdict,
@@ -57,7 +56,6 @@ __all__ = [
     "find_perf_analyzer",
     "search_capacity",
     "with_retakes",
-    "below_a_broken_load",
     "held_by_most",
     "served_outputs",
     "server_times",

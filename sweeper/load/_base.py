@@ -15,11 +15,8 @@ from sweeper.errors import TrialError
 from sweeper.launchers import Endpoints, server_statistics
 from sweeper.load._capacity import (
     CapacityTarget,
-    below_a_broken_load,
-    held_by_most,
     load_verdict,
     search_capacity,
-    with_retakes,
 )
 from sweeper.load._client import describe_failure, send_once
 from sweeper.load._tail import Tail
@@ -161,27 +158,23 @@ class _TrialLoads:
         return self.taken[self.standing[level.label]]
 
     def search(self, target: CapacityTarget) -> Capacity:
-        """``target``'s capacity: the search over the loads, each tried load's verdict, then the
-        load found measured again ``retakes`` times: where most of its measurements held the
-        budget, the figure is their median throughput; where most broke it, the capacity is read
-        from the loads below it, and that load is measured again the same way."""
+        """``target``'s capacity: the search over the loads (``search_capacity``: the load found is
+        measured again ``retakes`` times, and where most of its measurements broke the budget the
+        search goes on below it), then each tried load's verdict."""
         template, tail = self.settings.levels[0], Tail(target.percentile, target.budget_ms)
 
         def measure(value: float, again: str | None = None) -> Measurement:
             return self.at(template.with_value(value), target.column, tail, again)
 
-        bounds = self.settings.capacity
-        found = search_capacity(measure, target, bounds)
-        tried = {}
+        def retake(value: float) -> list[Measurement]:
+            return self._retakes(template.with_value(value), target)
+
+        found = search_capacity(
+            measure, target, self.settings.capacity, retake if self.settings.capacity.retakes else None
+        )
         for load in found.tried:
             index = self.standing[template.with_value(load).label]
             self.taken[index] = dataclasses.replace(self.taken[index], verdict=load_verdict(self.taken[index], target))
-            tried[load] = self.taken[index]
-        while found.load > 0 and bounds.retakes:
-            takes = [tried[found.load], *self._retakes(template.with_value(found.load), target)]
-            if held_by_most(takes, target):
-                return with_retakes(found, takes, target, bounds)
-            found = below_a_broken_load(found, takes, tried, target, bounds)
         return found
 
     def _retakes(self, level: Level, target: CapacityTarget) -> list[Measurement]:

@@ -61,12 +61,14 @@ def _within(measurement: Measurement, target: CapacityTarget) -> bool:
     return load_verdict(measurement, target).startswith(WITHIN)
 
 
-def _suspect(load: float, tried: dict[float, Measurement], target: CapacityTarget, bounds: SearchBounds) -> str | None:
+def _suspect(
+    load: float, tried: dict[float, Measurement], holds: Callable[[float], bool], bounds: SearchBounds
+) -> str | None:
     """Why a load that broke the budget may be an outlier rather than the capacity: its
     throughput fell well below that of the highest lower load that held the budget (in a closed
     loop more requests in flight serve no less, and an open loop sends what it is asked to, short
     of a disturbance: a stall, a neighbour on the host). None: it stands."""
-    below = [other for other, m in tried.items() if other < load and _within(m, target)]
+    below = [other for other in tried if other < load and holds(other)]
     if not below:
         return None
     neighbour = tried[max(below)]
@@ -96,42 +98,90 @@ def _on_grid(load: float, bounds: SearchBounds) -> float:
 Measure = Callable[..., Measurement]
 """``measure(load)``, or ``measure(load, why)`` to measure a load again (the first measurement kept)."""
 
+Retake = Callable[[float], list[Measurement]]
+"""``retake(load)``: the load found measured ``load.capacity.retakes`` times more, each kept."""
 
-def search_capacity(measure: Measure, target: CapacityTarget, bounds: SearchBounds) -> Capacity:
+
+def search_capacity(
+    measure: Measure, target: CapacityTarget, bounds: SearchBounds, retake: Retake | None = None
+) -> Capacity:
     """From ``bounds.low`` (light load must hold too), then from ``target.start`` where comparable
     configurations crossed the budget: a step of a quarter above it while within the budget
     (doubling after that), or straight to bisecting below it; without a start, doubling from
     ``low``. Then bisect to the resolution. A load that breaks the budget where a lower load
     says it should not (``_suspect``), when it is measured or once the bisection has measured
     below it, is measured again, once, before it may cap the search; the search then goes on
-    from what the loads say. The capacity, with every load tried in ``tried``
-    (``measure`` may answer from loads measured already)."""
-    tried: dict[float, Measurement] = {}
-    again: set[float] = set()
+    from what the loads say. With ``retake``, the load found is measured again: where most of
+    its measurements held the budget, the capacity's figure is their median throughput
+    (``with_retakes``); where most broke it, its first measurement was the lucky one: the load
+    counts as over the budget and the search bisects again below it. The capacity, with every
+    load tried in ``tried`` (``measure`` may answer from loads measured already)."""
+    search = _Search(measure, target, bounds)
+    if not search.within(bounds.low):
+        return search.capacity()
+    search.settle(*_bracket(search.within, target, bounds))
+    found = search.capacity()
+    while retake is not None and found.load > 0:
+        takes = [search.tried[found.load], *retake(found.load)]
+        if held_by_most(takes, target):
+            return with_retakes(found, takes, target, bounds)
+        search.outvoted[found.load] = takes
+        held = [load for load in search.tried if load < found.load and search.holds(load)]
+        if held:
+            search.settle(max(held), found.load)
+        found = search.capacity()
+    return found
 
-    def within(load: float) -> bool:
-        if load not in tried:
-            tried[load] = measure(load)
-        if not _within(tried[load], target) and load not in again:
-            why = _suspect(load, tried, target, bounds)
+
+@dataclasses.dataclass
+class _Search:
+    """The loads one capacity search has measured, and whether each holds the budget."""
+
+    measure: Measure
+    target: CapacityTarget
+    bounds: SearchBounds
+    tried: dict[float, Measurement] = dataclasses.field(default_factory=dict)
+    again: set[float] = dataclasses.field(default_factory=set)
+    """Loads measured again as suspects (once each)."""
+    outvoted: dict[float, list[Measurement]] = dataclasses.field(default_factory=dict)
+    """Loads found whose measurements (the search's, then its retakes) mostly broke the budget."""
+
+    def holds(self, load: float) -> bool:
+        return load not in self.outvoted and _within(self.tried[load], self.target)
+
+    def within(self, load: float) -> bool:
+        """Whether ``load`` holds the budget, measured now unless it was; a suspect measured again."""
+        if load not in self.tried:
+            self.tried[load] = self.measure(load)
+        if not self.holds(load) and load not in self.again and load not in self.outvoted:
+            why = _suspect(load, self.tried, self.holds, self.bounds)
             if why is not None:
-                again.add(load)
-                tried[load] = measure(load, why)
-        return _within(tried[load], target)
+                self.again.add(load)
+                self.tried[load] = self.measure(load, why)
+        return self.holds(load)
 
-    if not within(bounds.low):
-        return capacity_of(tried, target, bounds)
-    good, over = _bracket(within, target, bounds)
-    while True:
-        _bisect(within, good, over, bounds)
-        broken = [load for load, m in tried.items() if not _within(m, target) and load not in again]
-        suspects = [load for load in broken if _suspect(load, tried, target, bounds) is not None]
-        if not suspects:
-            return capacity_of(tried, target, bounds)
-        within(min(suspects))  # measured again; the bracket is read anew from every load
-        limit = min((load for load, m in tried.items() if not _within(m, target)), default=None)
-        good = max(load for load, m in tried.items() if _within(m, target) and (limit is None or load < limit))
-        good, over = (good, limit) if limit is not None else _grow(within, good, bounds, 2.0)
+    def settle(self, good: float, over: float | None) -> None:
+        """Bisect from ``good`` (held) and ``over`` (broke; None: not found) to the resolution; a
+        broken load the bisection has since contradicted (a suspect) is measured again and the
+        bracket read anew from every load."""
+        while True:
+            _bisect(self.within, good, over, self.bounds)
+            suspects = [
+                load
+                for load in self.tried
+                if not self.holds(load)
+                and load not in self.again | self.outvoted.keys()
+                and _suspect(load, self.tried, self.holds, self.bounds) is not None
+            ]
+            if not suspects:
+                return
+            self.within(min(suspects))
+            limit = min((load for load in self.tried if not self.holds(load)), default=None)
+            good = max(load for load in self.tried if self.holds(load) and (limit is None or load < limit))
+            good, over = (good, limit) if limit is not None else _grow(self.within, good, self.bounds, 2.0)
+
+    def capacity(self) -> Capacity:
+        return capacity_of(self.tried, self.target, self.bounds, self.outvoted)
 
 
 def _bracket(
@@ -175,24 +225,37 @@ def _bisect(within: Callable[[float], bool], good: float, over: float | None, bo
             over = middle
 
 
-def capacity_of(tried: dict[float, Measurement], target: CapacityTarget, bounds: SearchBounds) -> Capacity:
+def capacity_of(
+    tried: dict[float, Measurement],
+    target: CapacityTarget,
+    bounds: SearchBounds,
+    outvoted: dict[float, list[Measurement]] | None = None,
+) -> Capacity:
     """The capacity the loads tried show: the highest load within the budget below every load
-    that broke it; 0 (with the reason) when none; a note when it is the search's upper bound
-    or the load generator was the bottleneck there."""
+    that broke it (``outvoted``: loads whose measurements, the search's and its retakes, mostly
+    broke it, whatever the first said); 0 (with the reason) when none; a note when it is the
+    search's upper bound or the load generator was the bottleneck there."""
+    outvoted = outvoted or {}
     order = tuple(tried)
-    broke = [load for load, m in tried.items() if not _within(m, target)]
-    limit = min(broke, default=float("inf"))
-    good = [load for load, m in tried.items() if _within(m, target) and load < limit]
+    holds = {load: load not in outvoted and _within(m, target) for load, m in tried.items()}
+    limit = min((load for load, held in holds.items() if not held), default=float("inf"))
+    good = [load for load, held in holds.items() if held and load < limit]
+    notes = [
+        f"{bounds.describe(load)} held the budget on the search's measurement but broke it in "
+        f"{sum(not _within(m, target) for m in takes)} of {len(takes)} (measurements.csv, column retake): "
+        "the capacity is read below it"
+        for load, takes in sorted(outvoted.items())
+    ]
     if not good:
         lowest = min(tried)
         seen = getattr(tried[lowest], target.percentile)
-        note = (
-            f"{target.percentile} {seen:.3g} ms at {bounds.describe(lowest)} (load.capacity.low) is over the "
-            f"budget of {target.budget_ms:g} ms: no load tried meets it"
-        )
-        return Capacity(target.column, 0.0, 0.0, order, note)
+        if lowest not in outvoted:
+            notes.append(
+                f"{target.percentile} {seen:.3g} ms at {bounds.describe(lowest)} (load.capacity.low) is over the "
+                f"budget of {target.budget_ms:g} ms: no load tried meets it"
+            )
+        return Capacity(target.column, 0.0, 0.0, order, "; ".join(notes))
     best = max(good)
-    notes = []
     if best >= bounds.high:
         notes.append(
             f"within the budget up to load.capacity.high ({bounds.describe(bounds.high)}): "
@@ -226,25 +289,3 @@ def with_retakes(found: Capacity, takes: list[Measurement], target: CapacityTarg
     return dataclasses.replace(
         found, throughput=statistics.median(m.throughput for m in takes), note="; ".join(notes) or None
     )
-
-
-def below_a_broken_load(
-    found: Capacity,
-    takes: list[Measurement],
-    tried: dict[float, Measurement],
-    target: CapacityTarget,
-    bounds: SearchBounds,
-) -> Capacity:
-    """The capacity once most measurements of the load found broke the budget (its first one's
-    point estimate was the lucky one): the loads tried below it, read by ``capacity_of``, with
-    the reason in the note."""
-    over = sum(not _within(m, target) for m in takes)
-    why = (
-        f"{bounds.describe(found.load)} held the budget on the search's measurement but broke it in {over} of "
-        f"{len(takes)} (measurements.csv, column retake): the capacity is read below it"
-    )
-    lower = {load: m for load, m in tried.items() if load < found.load}
-    if not lower:
-        return dataclasses.replace(found, load=0.0, throughput=0.0, note=why)
-    below = capacity_of(lower, target, bounds)
-    return dataclasses.replace(below, tried=found.tried, note="; ".join(n for n in (why, below.note) if n))

@@ -455,14 +455,18 @@ def test_an_outlier_load_is_measured_again_and_does_not_cap_the_capacity(server)
 
 def test_a_load_found_whose_retakes_break_the_budget_gives_way_to_the_load_below(server):
     """Concurrency 8 holds a 20 ms budget in the search, then the server stalls through both of
-    its retakes: most of its measurements broke the budget, so the capacity is read below it
-    (concurrency 4), whose own retakes hold; every measurement is kept."""
+    its retakes: most of its measurements broke the budget, so it counts as over it and the
+    search bisects again below it (from concurrency 4, the highest load held below) to the next
+    load found, whose own retakes hold; every measurement is kept."""
     pausing = _PausingGenerator(server._process.pid, at=8, retakes=True)
     search = QUICK_SPEC.model_copy(update={"capacity": CapacitySearchSpec(low=1, high=8, resolution=1)}).settings
     target = CapacityTarget("capacity@p99_ms<=20", "p99_ms", 20.0)
     measurements, (capacity,) = pausing.measure_trial(server.endpoints, "http", WORKLOAD, search, [target])
     retakes = [(m.concurrency, m.retake, m.p99_ms > 20) for m in measurements if m.retake is not None]
-    assert pausing.paused == 2 and retakes == [(8, 1, True), (8, 2, True), (4, 1, False), (4, 2, False)], retakes
-    fours = [m.throughput for m in measurements if m.concurrency == 4]
-    assert capacity.load == 4 and capacity.throughput == statistics.median(fours)
+    found = int(capacity.load)
+    assert pausing.paused == 2 and 4 < found < 8, (found, capacity.tried)
+    assert retakes == [(8, 1, True), (8, 2, True), (found, 1, False), (found, 2, False)], retakes
+    assert capacity.tried[:4] == (1, 2, 4, 8) and found in capacity.tried[4:], "bisected again between 4 and 8"
+    takes = [m.throughput for m in measurements if m.concurrency == found and m.remeasured is None]
+    assert capacity.throughput == statistics.median(takes) and len(takes) == 3
     assert "concurrency 8 held the budget on the search's measurement but broke it in 2 of 3" in capacity.note

@@ -10,7 +10,6 @@ import pytest
 from sweeper.load import (
     CapacityTarget,
     SearchBounds,
-    below_a_broken_load,
     capacity_of,
     held_by_most,
     search_capacity,
@@ -168,23 +167,31 @@ def test_the_figure_is_the_median_throughput_of_the_load_and_its_retakes():
 
 
 def test_a_load_most_of_whose_measurements_broke_the_budget_is_no_capacity():
-    """The search's one measurement at concurrency 4 held (9 ms) and both retakes broke it: the
-    lucky point estimate does not stand; the capacity is read from the loads below it, said why."""
-    tried = {1.0: _at(1, 2), 2.0: _at(2, 4), 4.0: _at(4, 9), 8.0: _at(8, 30)}
-    found = capacity_of(tried, TARGET, CONCURRENCY)
-    takes = [tried[4.0], _at(4, 12), _at(4, 11)]
-    assert found.load == 4 and not held_by_most(takes, TARGET) and held_by_most([*takes[:2], _at(4, 8)], TARGET)
-    below = below_a_broken_load(found, takes, tried, TARGET, CONCURRENCY)
-    assert (below.load, below.throughput, below.tried) == (2, 200, found.tried)
-    assert below.note == (
-        "concurrency 4 held the budget on the search's measurement but broke it in 2 of 3 (measurements.csv, "
+    """The search's one measurement at concurrency 25 held (10 ms, a lucky one) and both its
+    retakes broke the budget: it counts as over the budget and the search goes on below it: 24
+    is outvoted the same way, then the search bisects again from the highest load held below
+    (16) to 23, whose retakes hold; the note says why. Where the lowest load is outvoted too,
+    the capacity is 0, said why."""
+    retaken = []
+
+    def retake(load):
+        takes = [_at(load, 12 if load >= 24 else 9)] * 2
+        retaken.extend((load, m.p99_ms) for m in takes)
+        return takes
+
+    found = search_capacity(lambda c: _at(c, c * 0.4), TARGET, CONCURRENCY, retake)
+    assert retaken == [(25, 12), (25, 12), (24, 12), (24, 12), (23, 9), (23, 9)]
+    assert (found.load, found.throughput) == (23, 2300)
+    assert found.tried == (1, 2, 4, 8, 16, 32, 24, 28, 26, 25, 20, 22, 23)
+    assert found.note == (
+        "concurrency 24 held the budget on the search's measurement but broke it in 2 of 3 (measurements.csv, "
+        "column retake): the capacity is read below it; concurrency 25 held the budget on the search's "
+        "measurement but broke it in 2 of 3 (measurements.csv, column retake): the capacity is read below it"
+    )
+    takes = [_at(4, 9), _at(4, 12), _at(4, 11)]
+    assert not held_by_most(takes, TARGET) and held_by_most([*takes[:2], _at(4, 8)], TARGET)
+    lowest = search_capacity(lambda c: _at(c, 9 if c == 1 else 30), TARGET, CONCURRENCY, lambda c: [_at(c, 12)] * 2)
+    assert (lowest.load, lowest.throughput) == (0, 0) and lowest.note == (
+        "concurrency 1 held the budget on the search's measurement but broke it in 2 of 3 (measurements.csv, "
         "column retake): the capacity is read below it"
     )
-    lowest = below_a_broken_load(
-        capacity_of({1.0: _at(1, 9)}, TARGET, CONCURRENCY),
-        [_at(1, 9), _at(1, 12), _at(1, 13)],
-        {1.0: _at(1, 9)},
-        TARGET,
-        CONCURRENCY,
-    )
-    assert (lowest.load, lowest.throughput) == (0, 0) and "broke it in 2 of 3" in lowest.note

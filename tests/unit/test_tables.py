@@ -619,6 +619,44 @@ def test_a_confirmed_capacity_is_the_median_of_its_measurements(tmp_path):
     assert row[f"{column}:load"] == 12.0 and row["measured"] == 3 and row["confirmed"]
 
 
+def test_the_capacity_sentence_names_the_load_found_not_one_its_retakes_outvoted():
+    """c8 held on the search's measurement and broke the budget in both retakes; the search went
+    on below it and found c6, whose retakes held: the sentence names c6 and its three takes."""
+    from sweeper.results import StudyTables, capacity_sentence
+
+    column = "capacity@p99_ms<=60"
+    trials = pd.DataFrame({"number": [0], column: [180.0], f"{column}:lo": [170.0], f"{column}:hi": [190.0]})
+    rows = [  # level, p99, throughput, verdict, retake
+        ("c4", 40.0, 150.0, "within by its point estimate", None),
+        ("c8", 58.0, 220.0, "within by its point estimate", None),
+        ("c8", 70.0, 175.0, "over by its point estimate", 1),
+        ("c8", 66.0, 178.0, "over by its point estimate", 2),
+        ("c6", 51.0, 181.0, "within by its point estimate", None),
+        ("c6", 52.0, 180.0, "within by its point estimate", 1),
+        ("c6", 64.0, 172.0, "over by its point estimate", 2),
+    ]
+    measurements = pd.DataFrame(rows, columns=["level", "p99_ms", "throughput", "verdict", "retake"]).assign(
+        number=0,
+        search=column,
+        remeasured=None,
+        requests=400,
+        request_rate=None,
+        concurrency=lambda f: f["level"].str[1:].astype(int),
+    )
+
+    def sentence(measured):
+        result = StudyTables(trials.assign(measured=3), measured, pd.DataFrame(), [column], 0, None, None)
+        return capacity_sentence(result, 0, column)
+
+    assert sentence(measurements) == (
+        "Trial 0: capacity@p99_ms<=60 180/s (170-190/s over 3 servers); decided at c6 on its first server: "
+        "p99_ms 51 ms from 400 requests (within by its point estimate), its figure there the median of 3 "
+        "measurements."
+    )
+    outvoted_to_nothing = measurements[measurements["level"] == "c8"]
+    assert sentence(outvoted_to_nothing) == "Trial 0: capacity@p99_ms<=60 180/s (170-190/s over 3 servers)."
+
+
 def test_large_responses_and_a_generator_memory_limit_are_said():
     from sweeper.results import client_sentences
 
