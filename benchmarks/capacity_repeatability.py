@@ -98,17 +98,7 @@ def run_one(
     row = trials.iloc[0]
     rows = pd.read_csv(folder / name / "measurements.csv")
     searched = rows[rows["search"] == column] if "search" in rows else rows.iloc[:0]
-    deciding = []
-    for _, run in searched.groupby("number"):
-        first = run[run["retake"].isna()] if "retake" in run else run
-        held = first[first["p99_ms"] <= budget]
-        if not held.empty:
-            top = held.loc[held["concurrency"].idxmax()]
-            takes = run[run["concurrency"] == top["concurrency"]]["throughput"]
-            deciding.append(
-                f"c{int(top['concurrency'])} {'/'.join(f'{t:.0f}' for t in takes)} "
-                f"{int(top['requests'])}:{top.get('verdict', '')}"
-            )
+    deciding = [_deciding(run, budget) for _, run in searched.groupby("number")]
     return {
         "configuration": f"mbs={mbs} delay={delay} x{instances}",
         "retakes": "default" if retakes is None else retakes,
@@ -119,8 +109,32 @@ def run_one(
         "spread": (row[f"{column}:hi"] - row[f"{column}:lo"]) / row[column] if row[column] else float("nan"),
         "servers": int(row["measured"]),
         "wall_s": round(wall, 1),
-        "deciding loads (load, throughput of each take, requests:verdict)": ", ".join(deciding),
+        "loads measured": len(rows),
+        "deciding loads (load, throughput of each take, requests of all takes, takes within)": ", ".join(
+            d for d in deciding if d
+        ),
     }
+
+
+def _deciding(run: pd.DataFrame, budget: float) -> str | None:
+    """One server's deciding load: the last one retaken (the load found; an earlier one retaken
+    was outvoted by its retakes), or without retakes the highest that held; its takes'
+    throughputs, the requests of all its takes and how many of them held the budget."""
+    run = run.assign(**{c: None for c in ("retake", "remeasured", "verdict") if c not in run})  # older checkouts
+    first = run[run["retake"].isna() & run["remeasured"].isna()]
+    retaken = run[run["retake"].notna()]
+    if not retaken.empty:
+        level = retaken["level"].iloc[-1]
+    else:
+        held = first[first["p99_ms"] <= budget]
+        if held.empty:
+            return None
+        level = held.loc[held["concurrency"].idxmax(), "level"]
+    takes = run[(run["level"] == level) & run["remeasured"].isna()]
+    said = takes["verdict"].fillna("")
+    within = int((said.str.startswith("within") | ((said == "") & (takes["p99_ms"] <= budget))).sum())
+    throughputs = "/".join(f"{t:.0f}" for t in takes["throughput"])
+    return f"{level} {throughputs} {int(takes['requests'].sum())}r {within}/{len(takes)}"
 
 
 def main() -> None:
