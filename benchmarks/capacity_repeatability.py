@@ -31,6 +31,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from sweeper.results import deciding_takes
+
 CONFIGURATIONS = ("1,off,1", "8,off,1", "8,0,1", "8,0,2")
 """max_batch_size, max_queue_delay_us, instance_count (HTTP, FP32)."""
 SPEC = """study: {{name: {name}, trials: 1, sampler: grid, confirm_repeats: 2, neighbours: 0, anchor_every: 0}}
@@ -97,8 +99,7 @@ def run_one(
     trials = pd.read_csv(folder / name / "trials.csv")
     row = trials.iloc[0]
     rows = pd.read_csv(folder / name / "measurements.csv")
-    searched = rows[rows["search"] == column] if "search" in rows else rows.iloc[:0]
-    deciding = [_deciding(run, budget) for _, run in searched.groupby("number")]
+    deciding = [_deciding(rows, number, column, budget) for number in sorted(set(rows["number"]))]
     return {
         "configuration": f"mbs={mbs} delay={delay} x{instances}",
         "retakes": "default" if retakes is None else retakes,
@@ -116,25 +117,20 @@ def run_one(
     }
 
 
-def _deciding(run: pd.DataFrame, budget: float) -> str | None:
-    """One server's deciding load: the last one retaken (the load found; an earlier one retaken
-    was outvoted by its retakes), or without retakes the highest that held; its takes'
-    throughputs, the requests of all its takes and how many of them held the budget."""
-    run = run.assign(**{c: None for c in ("retake", "remeasured", "verdict") if c not in run})  # older checkouts
-    first = run[run["retake"].isna() & run["remeasured"].isna()]
-    retaken = run[run["retake"].notna()]
-    if not retaken.empty:
-        level = retaken["level"].iloc[-1]
-    else:
-        held = first[first["p99_ms"] <= budget]
-        if held.empty:
-            return None
-        level = held.loc[held["concurrency"].idxmax(), "level"]
-    takes = run[(run["level"] == level) & run["remeasured"].isna()]
+def _deciding(rows: pd.DataFrame, number: int, column: str, budget: float) -> str | None:
+    """One server's deciding load (``sweeper.results.deciding_takes``: the last one retaken, or
+    without retakes the highest that held): its takes' throughputs, the requests of all its
+    takes and how many of them held the budget."""
+    rows = rows.assign(
+        **{c: None for c in ("search", "retake", "remeasured", "verdict") if c not in rows}
+    )  # older checkouts
+    takes = deciding_takes(rows, number, column)
+    if takes.empty:
+        return None
     said = takes["verdict"].fillna("")
     within = int((said.str.startswith("within") | ((said == "") & (takes["p99_ms"] <= budget))).sum())
     throughputs = "/".join(f"{t:.0f}" for t in takes["throughput"])
-    return f"{level} {throughputs} {int(takes['requests'].sum())}r {within}/{len(takes)}"
+    return f"{takes['level'].iloc[0]} {throughputs} {int(takes['requests'].sum())}r {within}/{len(takes)}"
 
 
 def main() -> None:

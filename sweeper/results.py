@@ -427,26 +427,37 @@ def capacity_sentence(result: StudyTables, number: int, column: str) -> str:
     )
     sentence = f"Trial {number}: {column} {row[column]:,.0f}/s ({spread})"
     percentile = parse_capacity_column(column)[0]
-    rows = result.measurements
-    searched = rows[(rows["number"] == number) & (rows["search"] == column)]
-    first = searched[searched["remeasured"].isna() & searched["retake"].isna()]
-    deciding = first[first["verdict"].fillna("").str.startswith("within")]
-    retaken = searched[searched["retake"].notna()]
-    if not retaken.empty:  # the load found is the last one retaken, where most of its measurements held
-        found = searched[searched["level"] == retaken["level"].iloc[-1]]
-        held = 2 * found["verdict"].fillna("").str.startswith("within").sum() > len(found)
-        deciding = deciding[deciding["level"] == retaken["level"].iloc[-1]] if held else deciding[:0]
-    if deciding.empty:
+    takes = deciding_takes(result.measurements, number, column)
+    if takes.empty:
         return sentence + "."
-    load = deciding.loc[deciding["concurrency"].fillna(deciding["request_rate"]).idxmax()]
+    load = takes[takes["retake"].isna()].iloc[0]
     low, high = load.get(f"{percentile}:lo"), load.get(f"{percentile}:hi")
     bounds = f", 95 % interval {low:.3g}-{high:.3g} ms" if pd.notna(low) and pd.notna(high) else ""
-    takes = searched[(searched["level"] == load["level"]) & searched["remeasured"].isna()]["throughput"]
     median = f", its figure there the median of {len(takes)} measurements" if len(takes) > 1 else ""
     return (
         f"{sentence}; decided at {load['level']} on its first server: {percentile} {load[percentile]:.3g} ms"
         f"{bounds} from {int(load['requests']):,} requests ({load['verdict']}){median}."
     )
+
+
+def deciding_takes(rows: pd.DataFrame, number: int, column: str) -> pd.DataFrame:
+    """The measurements of the load that decided ``column`` on trial ``number``'s server: the last
+    load retaken, where most of its measurements held (its first one may be a listed level the
+    search started from, measured before it), else the highest load whose measurement held;
+    none where the last load retaken was outvoted (the capacity is 0)."""
+    own = rows[(rows["number"] == number) & rows["remeasured"].isna()]
+    searched = own[own["search"] == column]
+    retaken = searched[searched["retake"].notna()]
+    if retaken.empty:
+        held = searched[searched["verdict"].fillna("").str.startswith("within")]
+        if held.empty:
+            return held
+        top = held.loc[held["concurrency"].fillna(held["request_rate"]).idxmax()]
+        return searched[searched["level"] == top["level"]]
+    level = retaken["level"].iloc[-1]
+    takes = own[(own["level"] == level) & (own["search"].isna() | (own["search"] == column))]
+    held = 2 * takes["verdict"].fillna("").str.startswith("within").sum() > len(takes)
+    return takes if held else takes[:0]
 
 
 LARGE_RESPONSE_BYTES = 2**20

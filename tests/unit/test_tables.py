@@ -621,7 +621,8 @@ def test_a_confirmed_capacity_is_the_median_of_its_measurements(tmp_path):
 
 def test_the_capacity_sentence_names_the_load_found_not_one_its_retakes_outvoted():
     """c8 held on the search's measurement and broke the budget in both retakes; the search went
-    on below it and found c6, whose retakes held: the sentence names c6 and its three takes."""
+    on below it and found c6, whose retakes held: the sentence names c6 and its three takes, also
+    where c6 was first measured as a level the spec lists (the search reuses it)."""
     from sweeper.results import StudyTables, capacity_sentence
 
     column = "capacity@p99_ms<=60"
@@ -653,6 +654,8 @@ def test_the_capacity_sentence_names_the_load_found_not_one_its_retakes_outvoted
         "p99_ms 51 ms from 400 requests (within by its point estimate), its figure there the median of 3 "
         "measurements."
     )
+    listed = measurements.assign(search=[column] * 4 + [None] + [column] * 2)  # c6 measured as a listed level first
+    assert sentence(listed) == sentence(measurements), "the search started from a listed level's measurement"
     outvoted_to_nothing = measurements[measurements["level"] == "c8"]
     assert sentence(outvoted_to_nothing) == "Trial 0: capacity@p99_ms<=60 180/s (170-190/s over 3 servers)."
 
