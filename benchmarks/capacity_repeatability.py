@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -159,10 +158,15 @@ def main() -> None:
     table = pd.DataFrame(results)
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
     for (round_, retakes), group in table.groupby(["round", "retakes"]):
+        spreads = group["spread"].dropna()  # none where every server's capacity was 0
+        left_out = (
+            f" ({len(group) - len(spreads)} with capacity 0 on every server left out)"
+            if len(spreads) < len(group)
+            else ""
+        )
         print(
             f"round {round_}, retakes {retakes}: spread (range over median) "
-            f"median {statistics.median(group['spread']):.1%}, "
-            f"max {group['spread'].max():.1%}; wall {group['wall_s'].sum():.0f} s; "
+            f"median {spreads.median():.1%}, max {spreads.max():.1%}{left_out}; wall {group['wall_s'].sum():.0f} s; "
             f"host rate {group['host M/s'].min():.1f}-{group['host M/s'].max():.1f} M/s"
         )
 
