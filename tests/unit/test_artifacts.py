@@ -140,3 +140,33 @@ def test_a_conversion_that_changes_no_operator_is_refused_once_and_a_doubled_ops
             builder.build(precision)
     assert builder.build("fp32").drift.max_abs_error == 0
     assert not list((tmp_path / "models").glob("int8/*.onnx")), "nothing is left for a trial to serve"
+
+
+def test_a_quantization_that_only_drops_identities_changes_no_operator(tmp_path):
+    """A LightGBM ensemble exported by onnxmltools sits between Identity nodes, which the quantizer's
+    preprocessing drops while it quantizes nothing: INT8 is refused as the same computation (it
+    was measured, and exported, as INT8). FP16 casts the weight: a computation of its own."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    scale = numpy_helper.from_array(np.full((4,), 2.0, np.float32), "scale")
+    nodes = [
+        helper.make_node("Identity", ["input"], ["a"]),
+        helper.make_node("Mul", ["a", "scale"], ["b"]),
+        helper.make_node("Identity", ["b"], ["scores"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "identities",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["N", 4])],
+        [scale],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = tmp_path / "identities.onnx"
+    onnx.save(model, str(path))
+    samples = generate_samples([TensorSpec("input", "FP32", (4,))], 8, low=0, high=8, seed=0)
+    builder = ArtifactBuilder(path, samples, tmp_path / "models", gpu=False)
+    with pytest.raises(TrialError, match="int8 changes no operator of this model"):
+        builder.build("int8")
+    assert builder.build("fp16").drift.max_abs_error == 0
