@@ -61,6 +61,14 @@ def _within(measurement: Measurement, target: CapacityTarget) -> bool:
     return load_verdict(measurement, target).startswith(WITHIN)
 
 
+def _holds(
+    load: float, tried: dict[float, Measurement], target: CapacityTarget, outvoted: dict[float, list[Measurement]]
+) -> bool:
+    """Whether a load tried holds the budget: its measurement does, and its retakes did not
+    outvote it."""
+    return load not in outvoted and _within(tried[load], target)
+
+
 def _suspect(
     load: float, tried: dict[float, Measurement], holds: Callable[[float], bool], bounds: SearchBounds
 ) -> str | None:
@@ -147,7 +155,7 @@ class _Search:
     """Loads found whose measurements (the search's, then its retakes) mostly broke the budget."""
 
     def holds(self, load: float) -> bool:
-        return load not in self.outvoted and _within(self.tried[load], self.target)
+        return _holds(load, self.tried, self.target, self.outvoted)
 
     def within(self, load: float) -> bool:
         """Whether ``load`` holds the budget, measured now unless it was; a suspect measured again."""
@@ -237,7 +245,7 @@ def capacity_of(
     search's upper bound or the load generator was the bottleneck there."""
     outvoted = outvoted or {}
     order = tuple(tried)
-    holds = {load: load not in outvoted and _within(m, target) for load, m in tried.items()}
+    holds = {load: _holds(load, tried, target, outvoted) for load in tried}
     limit = min((load for load, held in holds.items() if not held), default=float("inf"))
     good = [load for load, held in holds.items() if held and load < limit]
     notes = [
